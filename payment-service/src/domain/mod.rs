@@ -1,0 +1,16 @@
+//! The pure domain: money, identifiers, order status and its state machine.
+//! Nothing here does I/O; every type validates once, at the edge, so an invalid
+//! value cannot exist past the boundary.
+
+mod ids;
+mod money;
+mod order;
+mod status;
+
+pub use ids::{
+    Attach, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutTradeNo, TransactionId,
+    ValidationError,
+};
+pub use money::Fee;
+pub use order::{EventSource, NewOrder, Order, OrderEvent};
+pub use status::OrderStatus;

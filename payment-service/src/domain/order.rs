@@ -1,0 +1,129 @@
+//! The order as stored, a new order as validated, and the event a status change
+//! produces (the outbox row, the Redis message, the stream item).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, OrderStatus, OutTradeNo};
+use crate::wechat::SignType;
+
+/// A validated order about to be stored (status NOTPAY, version 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub out_trade_no: OutTradeNo,
+    pub idempotency_key: IdempotencyKey,
+    pub openid: OpenId,
+    pub description: Description,
+    pub total_fee: Fee,
+    pub attach: Attach,
+    pub client_ip: ClientIp,
+    pub sign_type: SignType,
+    /// When WeChat stops accepting payment; `None` leaves WeChat's default (2 h).
+    /// Fixed at creation so that every retry of unifiedorder sends the same `time_expire`.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub out_trade_no: OutTradeNo,
+    pub idempotency_key: IdempotencyKey,
+    pub status: OrderStatus,
+    pub version: i64,
+    pub openid: OpenId,
+    pub description: Description,
+    pub total_fee: Fee,
+    pub attach: Attach,
+    pub client_ip: ClientIp,
+    pub sign_type: SignType,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub prepay_id: Option<String>,
+    pub prepay_expires_at: Option<DateTime<Utc>>,
+    pub transaction_id: Option<String>,
+    pub cash_fee: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// What caused a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventSource {
+    /// A WeChat payment notification at the gateway.
+    Notify,
+    /// A cloud-development (cloudPay) callback at the gateway.
+    Cloudpay,
+    /// An active `orderquery` (QueryOrder, or the poller's fallback).
+    Query,
+    /// CloseOrder.
+    Close,
+    /// A refund notification.
+    Refund,
+    /// The state read from the database when a watch starts (never stored).
+    Snapshot,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Notify => "NOTIFY",
+            EventSource::Cloudpay => "CLOUDPAY",
+            EventSource::Query => "QUERY",
+            EventSource::Close => "CLOSE",
+            EventSource::Refund => "REFUND",
+            EventSource::Snapshot => "SNAPSHOT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            EventSource::Notify,
+            EventSource::Cloudpay,
+            EventSource::Query,
+            EventSource::Close,
+            EventSource::Refund,
+            EventSource::Snapshot,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// One status change, as written to the outbox in the transaction that made it,
+/// and as published on the order's channel. `version` orders events of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// Outbox row id; 0 for an event that was never stored (a snapshot).
+    #[serde(default)]
+    pub id: i64,
+    pub out_trade_no: String,
+    pub status: String,
+    pub version: i64,
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+    pub total_fee: i64,
+    /// Unix milliseconds.
+    pub occurred_at: i64,
+    pub source: EventSource,
+}
+
+impl OrderEvent {
+    /// The event that describes an order's current state, for a watcher's first message.
+    pub fn snapshot(order: &Order) -> Self {
+        Self {
+            id: 0,
+            out_trade_no: order.out_trade_no.to_string(),
+            status: order.status.as_str().to_owned(),
+            version: order.version,
+            transaction_id: order.transaction_id.clone(),
+            total_fee: order.total_fee.fen(),
+            occurred_at: order.updated_at.timestamp_millis(),
+            source: EventSource::Snapshot,
+        }
+    }
+
+    pub fn status(&self) -> Option<OrderStatus> {
+        self.status.parse().ok()
+    }
+}

@@ -1,0 +1,10 @@
+//! payment-service: the domain (orders, money, identifiers, state machine), the
+//! WeChat Pay v2 protocol and client, order storage with its outbox, event
+//! publishing, and the `PaymentService` gRPC server. The gateway and the poller
+//! use this library; only the binary wires it to the network.
+
+pub mod domain;
+pub mod events;
+pub mod store;
+pub mod testing;
+pub mod wechat;

@@ -1,0 +1,334 @@
+//! The Postgres implementation of [`Store`]. Status changes are one statement: a
+//! conditional `UPDATE … WHERE status = ANY(allowed)` that bumps `version`, chained
+//! with the outbox `INSERT` in the same CTE, so the change and its event commit
+//! together and concurrent duplicates make exactly one change (the losers
+//! re-check the WHERE after the winner commits and match nothing).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    postgres::{PgPoolOptions, PgRow},
+    PgPool, Row,
+};
+
+use super::{
+    Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
+    TransitionOutcome,
+};
+use crate::domain::{
+    Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order,
+    OrderEvent, OutTradeNo,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Pool sizing; the defaults suit one replica on a small machine.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
+     total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
+     transaction_id, cash_fee, created_at, updated_at, paid_at";
+
+impl PgStore {
+    /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory
+    /// lock around them, so replicas starting together do not race.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(map_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (already migrated), e.g. for benchmarks.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
+    let text = |name: &str| row.try_get::<String, _>(name).map_err(map_err);
+    Ok(Order {
+        out_trade_no: OutTradeNo::parse(&text("out_trade_no")?).map_err(corrupt)?,
+        idempotency_key: IdempotencyKey::parse(&text("idempotency_key")?).map_err(corrupt)?,
+        status: text("status")?.parse().map_err(corrupt)?,
+        version: row.try_get("version").map_err(map_err)?,
+        openid: OpenId::parse(&text("openid")?).map_err(corrupt)?,
+        description: Description::parse(&text("description")?).map_err(corrupt)?,
+        total_fee: Fee::new(row.try_get("total_fee").map_err(map_err)?).map_err(corrupt)?,
+        attach: Attach::parse(&text("attach")?).map_err(corrupt)?,
+        client_ip: ClientIp::parse(&text("client_ip")?).map_err(corrupt)?,
+        sign_type: text("sign_type")?.parse().map_err(corrupt)?,
+        expires_at: row.try_get("expires_at").map_err(map_err)?,
+        prepay_id: row.try_get("prepay_id").map_err(map_err)?,
+        prepay_expires_at: row.try_get("prepay_expires_at").map_err(map_err)?,
+        transaction_id: row.try_get("transaction_id").map_err(map_err)?,
+        cash_fee: row.try_get("cash_fee").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        updated_at: row.try_get("updated_at").map_err(map_err)?,
+        paid_at: row.try_get("paid_at").map_err(map_err)?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
+    let source: String = row.try_get("source").map_err(map_err)?;
+    let occurred_at: DateTime<Utc> = row.try_get("occurred_at").map_err(map_err)?;
+    Ok(OrderEvent {
+        id: row.try_get("id").map_err(map_err)?,
+        out_trade_no: row.try_get("out_trade_no").map_err(map_err)?,
+        status: row.try_get("status").map_err(map_err)?,
+        version: row.try_get("version").map_err(map_err)?,
+        transaction_id: row.try_get("transaction_id").map_err(map_err)?,
+        total_fee: row.try_get("total_fee").map_err(map_err)?,
+        occurred_at: occurred_at.timestamp_millis(),
+        source: EventSource::parse(&source).ok_or_else(|| corrupt(format!("event source {source:?}")))?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert_order(&self, o: &NewOrder) -> Result<InsertOutcome, StoreError> {
+        let sql = format!(
+            "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
+             attach, client_ip, sign_type, expires_at) \
+             VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(o.out_trade_no.as_str())
+            .bind(o.idempotency_key.as_str())
+            .bind(o.openid.as_str())
+            .bind(o.description.as_str())
+            .bind(o.total_fee.fen())
+            .bind(o.attach.as_str())
+            .bind(o.client_ip.as_str())
+            .bind(o.sign_type.as_str())
+            .bind(o.expires_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match inserted {
+            Some(row) => Ok(InsertOutcome::Inserted(order_from_row(&row)?)),
+            None => match self.order_by_idempotency_key(&o.idempotency_key).await? {
+                Some(existing) => Ok(InsertOutcome::KeyTaken(existing)),
+                // The conflicting row cannot vanish (orders are never deleted).
+                None => Err(StoreError::Unavailable("idempotency conflict without a row".into())),
+            },
+        }
+    }
+
+    async fn order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE out_trade_no = $1");
+        sqlx::query(&sql)
+            .bind(out_trade_no.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn order_by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1");
+        sqlx::query(&sql)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn set_prepay(
+        &self,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+        prepay_expires_at: DateTime<Utc>,
+    ) -> Result<Order, StoreError> {
+        let sql = format!(
+            "UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, updated_at = now() \
+             WHERE out_trade_no = $1 RETURNING {ORDER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(out_trade_no.as_str())
+            .bind(prepay_id)
+            .bind(prepay_expires_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        order_from_row(&row)
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+        let allowed: Vec<&str> = t.to.allowed_from().iter().map(|s| s.as_str()).collect();
+        let sql = format!(
+            "WITH updated AS ( \
+                UPDATE orders SET status = $2, version = version + 1, \
+                    transaction_id = COALESCE($3, transaction_id), \
+                    cash_fee = COALESCE($4, cash_fee), \
+                    paid_at = CASE WHEN $2 = 'SUCCESS' THEN COALESCE($5, now()) ELSE paid_at END, \
+                    updated_at = now() \
+                WHERE out_trade_no = $1 AND status = ANY($6) \
+                RETURNING {ORDER_COLUMNS} \
+             ), ev AS ( \
+                INSERT INTO order_events (out_trade_no, status, version, transaction_id, total_fee, source) \
+                SELECT out_trade_no, status, version, transaction_id, total_fee, $7 FROM updated \
+                RETURNING id, occurred_at \
+             ) \
+             SELECT updated.*, ev.id AS event_id, ev.occurred_at AS event_occurred_at FROM updated, ev"
+        );
+        let row = sqlx::query(&sql)
+            .bind(t.out_trade_no.as_str())
+            .bind(t.to.as_str())
+            .bind(t.transaction_id.as_deref())
+            .bind(t.cash_fee)
+            .bind(t.paid_at)
+            .bind(&allowed)
+            .bind(t.source.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        match row {
+            Some(row) => {
+                let order = order_from_row(&row)?;
+                let occurred_at: DateTime<Utc> = row.try_get("event_occurred_at").map_err(map_err)?;
+                let event = OrderEvent {
+                    id: row.try_get("event_id").map_err(map_err)?,
+                    out_trade_no: order.out_trade_no.to_string(),
+                    status: order.status.as_str().to_owned(),
+                    version: order.version,
+                    transaction_id: order.transaction_id.clone(),
+                    total_fee: order.total_fee.fen(),
+                    occurred_at: occurred_at.timestamp_millis(),
+                    source: t.source,
+                };
+                Ok(TransitionOutcome::Applied { order, event })
+            }
+            None => {
+                let order = self.order(&t.out_trade_no).await?.ok_or(StoreError::NotFound)?;
+                Ok(TransitionOutcome::Unchanged { order })
+            }
+        }
+    }
+
+    async fn unpublished_events(&self, older_than: Duration, limit: i64) -> Result<Vec<OrderEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at \
+             FROM order_events WHERE published_at IS NULL \
+               AND occurred_at <= now() - make_interval(secs => $1) \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE order_events SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, EXTRACT(EPOCH FROM (now() - min(occurred_at)))::float8 AS age \
+             FROM order_events WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let age: Option<f64> = row.try_get("age").map_err(map_err)?;
+        Ok(OutboxBacklog {
+            count: row.try_get("n").map_err(map_err)?,
+            oldest_age: age.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        })
+    }
+
+    async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) VALUES ($1, $2, $3, $4)")
+            .bind(&n.kind)
+            .bind(n.out_trade_no.as_deref())
+            .bind(&n.verdict)
+            .bind(&n.raw_body)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO anomalies (kind, out_trade_no, detail) VALUES ($1, $2, $3)")
+            .bind(&a.kind)
+            .bind(a.out_trade_no.as_deref())
+            .bind(&a.detail)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+        Ok(())
+    }
+}

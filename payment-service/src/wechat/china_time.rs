@@ -1,0 +1,44 @@
+//! WeChat's timestamps: `yyyyMMddHHmmss` in China Standard Time (UTC+8, no DST).
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+
+const FORMAT: &str = "%Y%m%d%H%M%S";
+
+fn china() -> FixedOffset {
+    // 8 hours is a valid offset; east_opt only fails beyond ±24 h.
+    match FixedOffset::east_opt(8 * 3600) {
+        Some(tz) => tz,
+        None => unreachable!("UTC+8 is a valid offset"),
+    }
+}
+
+pub fn format(t: DateTime<Utc>) -> String {
+    t.with_timezone(&china()).format(FORMAT).to_string()
+}
+
+/// Parses `time_end`/`time_expire`; `None` when it is not exactly 14 digits of a real time.
+pub fn parse(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let naive = NaiveDateTime::parse_from_str(s, FORMAT).ok()?;
+    china()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn china_time_is_utc_plus_eight() {
+        let t = parse("20170330102422").expect("valid");
+        assert_eq!(t.to_rfc3339(), "2017-03-30T02:24:22+00:00");
+        assert_eq!(format(t), "20170330102422");
+        assert!(parse("2017033010242").is_none());
+        assert!(parse("20171330102422").is_none());
+        assert!(parse("2017-03-30 10:2").is_none());
+    }
+}

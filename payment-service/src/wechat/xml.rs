@@ -1,0 +1,361 @@
+//! The v2 XML codec: a flat `<xml><field>value</field>…</xml>` to and from a
+//! field map. It is deliberately strict, because notifications come from the
+//! internet: no DOCTYPE or entity declarations (XXE, billion laughs), no nesting,
+//! no duplicate fields, UTF-8 only, and a size bound checked before parsing.
+
+use std::collections::BTreeMap;
+
+use quick_xml::{
+    escape::resolve_predefined_entity,
+    events::{BytesStart, Event},
+    Reader,
+};
+
+/// The fields of one message, as received. Kept as a map of raw strings (not a
+/// typed struct) so signatures are verified over every field WeChat sent.
+pub type Fields = BTreeMap<String, String>;
+
+/// The default bound on a message: WeChat's messages are a few KiB at most.
+pub const MAX_XML_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    #[error("the body is {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("the body is empty")]
+    Empty,
+    #[error("the body is not valid UTF-8")]
+    NotUtf8,
+    #[error("DOCTYPE and entity declarations are refused")]
+    Doctype,
+    #[error("the root element must be <{0}>")]
+    WrongRoot(&'static str),
+    #[error("field {0:?} appears more than once")]
+    DuplicateField(String),
+    #[error("field {0:?} is nested; only flat messages are accepted")]
+    Nested(String),
+    #[error("unknown entity reference")]
+    UnknownEntity,
+    #[error("malformed XML: {0}")]
+    Malformed(String),
+    #[error("field name {0:?} is not a valid XML name")]
+    BadFieldName(String),
+}
+
+/// Decodes a `<xml>` message bounded by [`MAX_XML_BYTES`].
+pub fn decode(body: &[u8]) -> Result<Fields, XmlError> {
+    decode_with(body, "xml", MAX_XML_BYTES)
+}
+
+/// Decodes a flat message whose root element is `root` (`xml` for messages,
+/// `root` for a decrypted refund `req_info`), refusing bodies over `max_bytes`.
+pub fn decode_with(body: &[u8], root: &'static str, max_bytes: usize) -> Result<Fields, XmlError> {
+    if body.len() > max_bytes {
+        return Err(XmlError::TooLarge(body.len()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(XmlError::Empty);
+    }
+    // A cheap early refusal; the parser below refuses DocType events as well.
+    if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
+        return Err(XmlError::Doctype);
+    }
+
+    let mut reader = Reader::from_str(text);
+    let config = reader.config_mut();
+    config.trim_text(false);
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+
+    let mut fields = Fields::new();
+    // Where we are: before the root, inside the root, inside a field, after the root.
+    let mut seen_root = false;
+    let mut closed_root = false;
+    let mut current: Option<(String, String)> = None;
+
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+        match event {
+            Event::DocType(_) => return Err(XmlError::Doctype),
+            Event::Decl(_) | Event::Comment(_) => {}
+            Event::PI(_) => return Err(XmlError::Malformed("processing instruction".into())),
+            Event::Start(start) => {
+                let name = element_name(&start)?;
+                if closed_root {
+                    return Err(XmlError::Malformed("content after the root element".into()));
+                }
+                if !seen_root {
+                    if name != root {
+                        return Err(XmlError::WrongRoot(root));
+                    }
+                    seen_root = true;
+                } else if let Some((field, _)) = &current {
+                    return Err(XmlError::Nested(field.clone()));
+                } else {
+                    current = Some((name, String::new()));
+                }
+            }
+            Event::Empty(start) => {
+                let name = element_name(&start)?;
+                if !seen_root || closed_root {
+                    return Err(XmlError::WrongRoot(root));
+                }
+                if let Some((field, _)) = &current {
+                    return Err(XmlError::Nested(field.clone()));
+                }
+                insert(&mut fields, name, String::new())?;
+            }
+            Event::End(_) => {
+                // check_end_names guarantees the end tag matches its start tag.
+                match current.take() {
+                    Some((name, value)) => insert(&mut fields, name, value)?,
+                    None => closed_root = true,
+                }
+            }
+            Event::Text(t) => {
+                let s = t.decode().map_err(|_| XmlError::NotUtf8)?;
+                match &mut current {
+                    Some((_, value)) => value.push_str(&s),
+                    None if s.trim().is_empty() => {}
+                    None => return Err(XmlError::Malformed("text outside a field".into())),
+                }
+            }
+            Event::CData(c) => {
+                let s = c.decode().map_err(|_| XmlError::NotUtf8)?;
+                match &mut current {
+                    Some((_, value)) => value.push_str(&s),
+                    None => return Err(XmlError::Malformed("CDATA outside a field".into())),
+                }
+            }
+            Event::GeneralRef(r) => {
+                let resolved: String = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    Ok(None) => {
+                        let name = r.decode().map_err(|_| XmlError::NotUtf8)?;
+                        resolve_predefined_entity(&name)
+                            .ok_or(XmlError::UnknownEntity)?
+                            .to_owned()
+                    }
+                    Err(_) => return Err(XmlError::UnknownEntity),
+                };
+                match &mut current {
+                    Some((_, value)) => value.push_str(&resolved),
+                    None => return Err(XmlError::Malformed("text outside a field".into())),
+                }
+            }
+            Event::Eof => break,
+        }
+    }
+    if !seen_root || !closed_root || current.is_some() {
+        return Err(XmlError::Malformed("truncated document".into()));
+    }
+    Ok(fields)
+}
+
+fn element_name(start: &BytesStart<'_>) -> Result<String, XmlError> {
+    let name = std::str::from_utf8(start.name().as_ref())
+        .map_err(|_| XmlError::NotUtf8)?
+        .to_owned();
+    if start.attributes().next().is_some() {
+        return Err(XmlError::Malformed(format!("attributes on <{name}>")));
+    }
+    Ok(name)
+}
+
+fn insert(fields: &mut Fields, name: String, value: String) -> Result<(), XmlError> {
+    if fields.contains_key(&name) {
+        return Err(XmlError::DuplicateField(name));
+    }
+    fields.insert(name, value);
+    Ok(())
+}
+
+fn valid_field_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Encodes fields as `<xml><k><![CDATA[v]]></k>…</xml>`. A value containing `]]>`
+/// is split across two CDATA sections so it round-trips exactly.
+pub fn encode<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<String, XmlError> {
+    encode_with(fields, "xml")
+}
+
+/// [`encode`] with another root element.
+pub fn encode_with<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    root: &str,
+) -> Result<String, XmlError> {
+    let mut out = String::with_capacity(512);
+    out.push('<');
+    out.push_str(root);
+    out.push('>');
+    for (k, v) in fields {
+        if !valid_field_name(k) {
+            return Err(XmlError::BadFieldName(k.to_owned()));
+        }
+        if v.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(XmlError::Malformed(format!("control character in field {k:?}")));
+        }
+        out.push('<');
+        out.push_str(k);
+        out.push_str("><![CDATA[");
+        out.push_str(&v.replace("]]>", "]]]]><![CDATA[>"));
+        out.push_str("]]></");
+        out.push_str(k);
+        out.push('>');
+    }
+    out.push_str("</");
+    out.push_str(root);
+    out.push('>');
+    Ok(out)
+}
+
+/// The reply a notification handler sends: `SUCCESS`/`OK` or `FAIL`/reason.
+pub fn notify_reply(success: bool, msg: &str) -> String {
+    let code = if success { "SUCCESS" } else { "FAIL" };
+    // Field names are constants, so encoding cannot fail; fall back to a fixed
+    // FAIL rather than panic if a message ever held a control character.
+    encode([("return_code", code), ("return_msg", msg)]).unwrap_or_else(|_| {
+        "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[ERROR]]></return_msg></xml>".to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn decodes_cdata_text_and_entities() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
+<xml>
+  <return_code><![CDATA[SUCCESS]]></return_code>
+  <total_fee>101</total_fee>
+  <attach>a &amp; b &lt;c&gt; &#20013;</attach>
+  <empty></empty>
+  <selfclosed/>
+  <body><![CDATA[中文]]></body>
+</xml>"#;
+        let f = decode(body.as_bytes()).expect("valid message");
+        assert_eq!(
+            f,
+            fields(&[
+                ("return_code", "SUCCESS"),
+                ("total_fee", "101"),
+                ("attach", "a & b <c> 中"),
+                ("empty", ""),
+                ("selfclosed", ""),
+                ("body", "中文"),
+            ])
+        );
+    }
+
+    #[test]
+    fn values_with_cdata_terminators_and_markup_round_trip() {
+        let original = fields(&[
+            ("attach", "x]]>y<z>&amp;"),
+            ("body", "]]>]]>"),
+            ("detail", "<xml><a>1</a></xml>"),
+            ("nonce_str", "abc"),
+        ]);
+        let xml = encode(original.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodes");
+        assert_eq!(decode(xml.as_bytes()), Ok(original));
+    }
+
+    #[test]
+    fn external_entities_are_refused() {
+        let xxe = br#"<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><attach>&xxe;</attach></xml>"#;
+        assert_eq!(decode(xxe), Err(XmlError::Doctype));
+    }
+
+    #[test]
+    fn parameter_entities_are_refused() {
+        let pe = br#"<!DOCTYPE xml [<!ENTITY % remote SYSTEM "http://127.0.0.1:1/x.dtd"> %remote;]><xml><a>1</a></xml>"#;
+        assert_eq!(decode(pe), Err(XmlError::Doctype));
+    }
+
+    #[test]
+    fn billion_laughs_is_refused() {
+        let mut doc = String::from("<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
+        for i in 1..10 {
+            let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
+            doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10)));
+        }
+        doc.push_str("]><xml><a>&lol9;</a></xml>");
+        assert_eq!(decode(doc.as_bytes()), Err(XmlError::Doctype));
+    }
+
+    #[test]
+    fn undeclared_entities_are_refused() {
+        assert_eq!(decode(b"<xml><a>&xxe;</a></xml>"), Err(XmlError::UnknownEntity));
+    }
+
+    #[test]
+    fn a_doctype_in_lowercase_or_odd_spacing_is_still_refused_by_the_parser() {
+        // The substring pre-check is an optimisation; the parser's DocType event is the guard.
+        let body = b"<!doctype xml><xml><a>1</a></xml>";
+        assert!(decode(body).is_err());
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_parsing() {
+        let mut big = b"<xml><a>".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 1024 * 1024));
+        big.extend(b"</a></xml>");
+        assert!(matches!(decode(&big), Err(XmlError::TooLarge(_))));
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        assert_eq!(
+            decode(b"<xml><total_fee>1</total_fee><total_fee>100</total_fee></xml>"),
+            Err(XmlError::DuplicateField("total_fee".into()))
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert_eq!(decode(b"<xml><body>\xff\xfe</body></xml>"), Err(XmlError::NotUtf8));
+    }
+
+    #[test]
+    fn truncated_and_malformed_documents_are_refused() {
+        for bad in [
+            &b"<xml><a>1</a>"[..],
+            b"<xml><a>1</xml>",
+            b"<xml><a>1</b></xml>",
+            b"<xml><a><b>1</b></a></xml>",
+            b"<other><a>1</a></other>",
+            b"<xml a=\"1\"><a>1</a></xml>",
+            b"<xml><a>1</a></xml><xml></xml>",
+            b"<xml>loose<a>1</a></xml>",
+            b"",
+            b"not xml",
+        ] {
+            assert!(decode(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn encoding_refuses_names_that_are_not_xml_names() {
+        assert!(encode([("a b", "1")]).is_err());
+        assert!(encode([("1a", "1")]).is_err());
+        assert!(encode([("a", "\u{0}")]).is_err());
+    }
+
+    #[test]
+    fn notify_replies_are_what_wechat_expects() {
+        assert_eq!(
+            notify_reply(true, "OK"),
+            "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
+        );
+    }
+}
