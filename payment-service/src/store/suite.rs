@@ -1,2 +1,263 @@
-//! The storage test suite every [`Store`](super::Store) implementation must pass.
-//! Each function takes a fresh, empty store and panics on a failed expectation.
+//! The storage test suite every [`Store`] implementation must pass: Postgres
+//! today, SQLite for the embedded default. Each function takes a fresh, empty
+//! store and panics on a failed expectation; `store_suite!` turns the list into
+//! `#[tokio::test]`s for one backend.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+
+use super::{Anomaly, InsertOutcome, NotificationRecord, Store, StoreError, Transition, TransitionOutcome};
+use crate::{
+    domain::{
+        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderStatus,
+        OutTradeNo,
+    },
+    wechat::SignType,
+};
+
+/// A valid new order with a unique number and key.
+pub fn new_order(fee: i64) -> NewOrder {
+    let no = OutTradeNo::generate();
+    NewOrder {
+        idempotency_key: IdempotencyKey::parse(&format!("key-{no}")).expect("valid key"),
+        out_trade_no: no,
+        openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").expect("valid openid"),
+        description: Description::parse("腾讯充值中心-QQ会员充值").expect("valid description"),
+        total_fee: Fee::new(fee).expect("valid fee"),
+        attach: Attach::parse("cart=42").expect("valid attach"),
+        client_ip: ClientIp::parse("203.0.113.7").expect("valid ip"),
+        sign_type: SignType::HmacSha256,
+        expires_at: Some(Utc::now() + chrono::Duration::minutes(30)),
+    }
+}
+
+fn pay(no: &OutTradeNo, txn: &str) -> Transition {
+    Transition {
+        out_trade_no: no.clone(),
+        to: OrderStatus::Success,
+        transaction_id: Some(txn.to_owned()),
+        cash_fee: Some(101),
+        paid_at: Some(Utc::now()),
+        source: EventSource::Notify,
+    }
+}
+
+async fn insert(store: &dyn Store, new: &NewOrder) -> Order {
+    match store.insert_order(new).await.expect("insert") {
+        InsertOutcome::Inserted(o) => o,
+        InsertOutcome::KeyTaken(o) => panic!("fresh key reported taken by {}", o.out_trade_no),
+    }
+}
+
+pub async fn inserted_orders_read_back_exactly(store: Arc<dyn Store>) {
+    let new = new_order(101);
+    let o = insert(store.as_ref(), &new).await;
+    assert_eq!(o.status, OrderStatus::NotPay);
+    assert_eq!(o.version, 1);
+    assert_eq!(o.total_fee.fen(), 101);
+    assert_eq!(o.description, new.description);
+    assert_eq!(o.sign_type, SignType::HmacSha256);
+    assert_eq!(o.prepay_id, None);
+    let read = store.order(&new.out_trade_no).await.expect("read").expect("exists");
+    assert_eq!(read, o);
+    let by_key = store
+        .order_by_idempotency_key(&new.idempotency_key)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(by_key, o);
+    let missing = store.order(&OutTradeNo::generate()).await.expect("read");
+    assert_eq!(missing, None);
+}
+
+pub async fn a_taken_idempotency_key_returns_the_first_order(store: Arc<dyn Store>) {
+    let first = new_order(100);
+    let o = insert(store.as_ref(), &first).await;
+    let mut second = new_order(200);
+    second.idempotency_key = first.idempotency_key.clone();
+    match store.insert_order(&second).await.expect("insert") {
+        InsertOutcome::KeyTaken(existing) => assert_eq!(existing, o),
+        InsertOutcome::Inserted(_) => panic!("a second order was stored under the same key"),
+    }
+    assert_eq!(store.order(&second.out_trade_no).await.expect("read"), None);
+}
+
+pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
+    let new = new_order(1);
+    insert(store.as_ref(), &new).await;
+    let until = Utc::now() + chrono::Duration::hours(2);
+    let o = store.set_prepay(&new.out_trade_no, "wx201410272009395522657a690389285100", until).await.expect("set");
+    assert_eq!(o.prepay_id.as_deref(), Some("wx201410272009395522657a690389285100"));
+    assert_eq!(o.version, 1, "recording a prepay_id is not a status change");
+    assert!(matches!(
+        store.set_prepay(&OutTradeNo::generate(), "wx1", until).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Store>) {
+    let new = new_order(101);
+    insert(store.as_ref(), &new).await;
+    match store.transition(&pay(&new.out_trade_no, "4200000001")).await.expect("transition") {
+        TransitionOutcome::Applied { order, event } => {
+            assert_eq!(order.status, OrderStatus::Success);
+            assert_eq!(order.version, 2);
+            assert_eq!(order.transaction_id.as_deref(), Some("4200000001"));
+            assert_eq!(order.cash_fee, Some(101));
+            assert!(order.paid_at.is_some());
+            assert_eq!(event.version, 2);
+            assert_eq!(event.status, "SUCCESS");
+            assert_eq!(event.total_fee, 101);
+            assert_eq!(event.source, EventSource::Notify);
+            assert!(event.id > 0);
+        }
+        TransitionOutcome::Unchanged { order } => panic!("payment not applied: {order:?}"),
+    }
+    let events = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].out_trade_no, new.out_trade_no.as_str());
+}
+
+pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {
+    let new = new_order(5);
+    insert(store.as_ref(), &new).await;
+    store.transition(&pay(&new.out_trade_no, "4200000002")).await.expect("pay");
+    let close = Transition {
+        to: OrderStatus::Closed,
+        transaction_id: None,
+        cash_fee: None,
+        paid_at: None,
+        source: EventSource::Close,
+        ..pay(&new.out_trade_no, "")
+    };
+    match store.transition(&close).await.expect("transition") {
+        TransitionOutcome::Unchanged { order } => {
+            assert_eq!(order.status, OrderStatus::Success);
+            assert_eq!(order.version, 2);
+        }
+        TransitionOutcome::Applied { .. } => panic!("a paid order was closed"),
+    }
+    // The duplicate payment is also a no-op.
+    assert!(matches!(
+        store.transition(&pay(&new.out_trade_no, "4200000002")).await.expect("dup"),
+        TransitionOutcome::Unchanged { .. }
+    ));
+    assert_eq!(store.unpublished_events(Duration::ZERO, 100).await.expect("events").len(), 1);
+}
+
+pub async fn concurrent_duplicate_payments_apply_once(store: Arc<dyn Store>) {
+    let new = new_order(300);
+    insert(store.as_ref(), &new).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        let t = pay(&new.out_trade_no, "4200000003");
+        tasks.push(tokio::spawn(async move { store.transition(&t).await }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        if let TransitionOutcome::Applied { .. } = t.await.expect("join").expect("transition") {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+    let o = store.order(&new.out_trade_no).await.expect("read").expect("exists");
+    assert_eq!(o.version, 2);
+    assert_eq!(store.unpublished_events(Duration::ZERO, 100).await.expect("events").len(), 1);
+}
+
+pub async fn a_transaction_id_belongs_to_one_order(store: Arc<dyn Store>) {
+    let a = new_order(1);
+    let b = new_order(1);
+    insert(store.as_ref(), &a).await;
+    insert(store.as_ref(), &b).await;
+    store.transition(&pay(&a.out_trade_no, "4200000004")).await.expect("pay a");
+    let err = store.transition(&pay(&b.out_trade_no, "4200000004")).await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    let o = store.order(&b.out_trade_no).await.expect("read").expect("exists");
+    assert_eq!(o.status, OrderStatus::NotPay);
+    assert_eq!(o.version, 1);
+}
+
+pub async fn transitions_of_unknown_orders_are_not_found(store: Arc<dyn Store>) {
+    let r = store.transition(&pay(&OutTradeNo::generate(), "4200000005")).await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+}
+
+pub async fn the_outbox_hands_out_unpublished_events_until_marked(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let new = new_order(10 + i);
+        insert(store.as_ref(), &new).await;
+        if let TransitionOutcome::Applied { event, .. } =
+            store.transition(&pay(&new.out_trade_no, &format!("42000001{i}"))).await.expect("pay")
+        {
+            ids.push(event.id);
+        }
+    }
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    assert_eq!(backlog.count, 3);
+    assert!(backlog.oldest_age.is_some());
+    // Too young for a relay that waits a minute.
+    assert!(store.unpublished_events(Duration::from_secs(60), 100).await.expect("events").is_empty());
+    let events = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids, "oldest first");
+    store.mark_published(&ids[..2]).await.expect("mark");
+    let rest = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2]]);
+    store.mark_published(&ids).await.expect("mark");
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    assert_eq!(backlog.count, 0);
+    assert_eq!(backlog.oldest_age, None);
+}
+
+pub async fn notifications_and_anomalies_are_kept(store: Arc<dyn Store>) {
+    store
+        .record_notification(&NotificationRecord {
+            kind: "pay".into(),
+            out_trade_no: None,
+            verdict: "malformed".into(),
+            raw_body: b"\xff\xfe not xml".to_vec(),
+        })
+        .await
+        .expect("record notification");
+    store
+        .record_anomaly(&Anomaly {
+            kind: "amount_mismatch".into(),
+            out_trade_no: Some("X1".into()),
+            detail: "expected 100, got 1".into(),
+        })
+        .await
+        .expect("record anomaly");
+    store.ping().await.expect("ping");
+}
+
+/// Expands to one `#[tokio::test]` per suite function, each on a fresh store
+/// made by `$make` (an async expression returning `Arc<dyn Store>`).
+#[macro_export]
+macro_rules! store_suite {
+    ($make:expr) => {
+        $crate::store_suite!(@tests $make;
+            inserted_orders_read_back_exactly,
+            a_taken_idempotency_key_returns_the_first_order,
+            prepay_ids_are_recorded,
+            a_payment_bumps_the_version_and_writes_one_event,
+            a_disallowed_transition_changes_nothing,
+            concurrent_duplicate_payments_apply_once,
+            a_transaction_id_belongs_to_one_order,
+            transitions_of_unknown_orders_are_not_found,
+            the_outbox_hands_out_unpublished_events_until_marked,
+            notifications_and_anomalies_are_kept
+        );
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $make.await;
+                $crate::store::suite::$name(store).await;
+            }
+        )*
+    };
+}

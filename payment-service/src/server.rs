@@ -1,0 +1,151 @@
+//! Builds and runs the payment-service gRPC server: PaymentService behind the
+//! bearer-token check, grpc.health.v1, reflection, the outbox relay, and a
+//! graceful shutdown (health NOT_SERVING, drain, relay flush).
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use wxpay_proto::v1::payment_service_server::PaymentServiceServer;
+
+use crate::{
+    auth::BearerAuth,
+    config::{self, ConfigError, WechatConfig},
+    events::{EventPublisher, RedisPublisher, Relay},
+    grpc::PaymentGrpc,
+    service::Payments,
+    store::{PgStore, Store},
+    wechat::{client::ClientOptions, WechatClient},
+};
+
+/// Everything payment-service reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub redis_url: String,
+    pub wechat: WechatConfig,
+    pub addr: SocketAddr,
+    pub api_token: Option<SecretString>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            database_url: config::database_url()?,
+            redis_url: config::redis_url()?,
+            wechat: WechatConfig::from_env()?,
+            addr: config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?,
+            api_token: config::api_token()?,
+        })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    payments: Arc<Payments>,
+    relay: Relay,
+    api_token: Option<SecretString>,
+}
+
+impl Application {
+    /// Connects to Postgres (running migrations) and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
+        let publisher: Arc<dyn EventPublisher> = Arc::new(RedisPublisher::new(&settings.redis_url)?);
+        let wechat = WechatClient::new(&settings.wechat.api_base, settings.wechat.merchant.clone(), ClientOptions::default())?;
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self::from_parts(
+            listener,
+            store,
+            publisher,
+            wechat,
+            &settings.wechat,
+            settings.api_token,
+        ))
+    }
+
+    /// Assembles the server from ready parts (the embedded single-process mode uses this).
+    pub fn from_parts(
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn EventPublisher>,
+        wechat: WechatClient,
+        wechat_config: &WechatConfig,
+        api_token: Option<SecretString>,
+    ) -> Self {
+        let relay = Relay::new(store.clone(), publisher.clone());
+        let payments = Arc::new(Payments::new(
+            store,
+            publisher,
+            wechat,
+            wechat_config.sign_type,
+            wechat_config.notify_url.clone(),
+        ));
+        Self {
+            listener,
+            payments,
+            relay,
+            api_token,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn payments(&self) -> Arc<Payments> {
+        self.payments.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls (bounded) and flushes the relay.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<PaymentServiceServer<PaymentGrpc>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let service = tonic::service::interceptor::InterceptedService::new(
+            PaymentServiceServer::new(PaymentGrpc::new(self.payments.clone())),
+            BearerAuth::new(self.api_token.clone()),
+        );
+
+        let (stop_relay_tx, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay_task = tokio::spawn(self.relay.clone().run(async {
+            let _ = stop_relay_rx.await;
+        }));
+
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            // Tell load balancers first, then stop accepting.
+            health_reporter
+                .set_not_serving::<PaymentServiceServer<PaymentGrpc>>()
+                .await;
+            let _ = drained_tx.send(());
+        };
+        tracing::info!(port = self.port(), "payment-service listening");
+        let server = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+        tokio::pin!(server);
+        // In-flight calls get a bounded time to finish once shutdown starts.
+        tokio::select! {
+            res = &mut server => res?,
+            _ = async {
+                let _ = drained_rx.await;
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            } => tracing::warn!("drain timed out; exiting with calls in flight"),
+        }
+        let _ = stop_relay_tx.send(());
+        let _ = relay_task.await;
+        tracing::info!("payment-service stopped");
+        Ok(())
+    }
+}
