@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: starts Postgres/Redis if needed, clears the databases the
+# previous run created, and runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+# Each test creates its own wxpay_test_* database; drop the last run's.
+admin="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+psql -q "$admin" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'wxpay_test_%'" 2>/dev/null |
+  while read -r db; do psql -q "$admin" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+
+cargo test --workspace "$@"
