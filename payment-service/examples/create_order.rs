@@ -9,19 +9,24 @@ use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, CreateOrderR
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
+    let addr = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
     let total_fee: i64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let channel = tonic::transport::Endpoint::from_shared(addr)?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(addr)?
+        .connect()
+        .await?;
     let token = std::env::var("API_TOKEN").ok().filter(|t| !t.is_empty());
-    let mut client = PaymentServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            let value = format!("Bearer {t}")
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("API_TOKEN is not a valid header value"))?;
-            req.metadata_mut().insert("authorization", value);
-        }
-        Ok(req)
-    });
+    let mut client =
+        PaymentServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(t) = &token {
+                let value = format!("Bearer {t}").parse().map_err(|_| {
+                    tonic::Status::invalid_argument("API_TOKEN is not a valid header value")
+                })?;
+                req.metadata_mut().insert("authorization", value);
+            }
+            Ok(req)
+        });
     let key = format!("example-{}", std::process::id());
     let response = client
         .create_order(CreateOrderRequest {

@@ -29,10 +29,13 @@ impl tonic::service::Interceptor for BearerAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())) && !given.is_empty() {
+        if bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())) && !given.is_empty()
+        {
             Ok(req)
         } else {
-            Err(tonic::Status::unauthenticated("missing or wrong bearer token"))
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token",
+            ))
         }
     }
 }

@@ -77,12 +77,19 @@ pub fn url(var: &'static str, value: String, schemes: &[&str]) -> Result<String,
     if ok {
         Ok(value)
     } else {
-        Err(ConfigError::new(var, format!("must be a {} URL", schemes.join(" or "))))
+        Err(ConfigError::new(
+            var,
+            format!("must be a {} URL", schemes.join(" or ")),
+        ))
     }
 }
 
 pub fn database_url() -> Result<String, ConfigError> {
-    url("DATABASE_URL", required("DATABASE_URL")?, &["postgres", "postgresql"])
+    url(
+        "DATABASE_URL",
+        required("DATABASE_URL")?,
+        &["postgres", "postgresql"],
+    )
 }
 
 pub fn redis_url() -> Result<String, ConfigError> {
@@ -110,7 +117,10 @@ impl WechatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let app_id = required("WECHAT_APP_ID")?;
         if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
-            return Err(ConfigError::new("WECHAT_APP_ID", "must be up to 32 letters and digits"));
+            return Err(ConfigError::new(
+                "WECHAT_APP_ID",
+                "must be up to 32 letters and digits",
+            ));
         }
         let mch_id = required("WECHAT_MCH_ID")?;
         if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
@@ -129,7 +139,11 @@ impl WechatConfig {
             optional("WECHAT_API_BASE")?.unwrap_or_else(|| WECHAT_DEFAULT_API_BASE.to_owned()),
             &["https", "http"],
         )?;
-        let notify_url = url("WECHAT_NOTIFY_URL", required("WECHAT_NOTIFY_URL")?, &["https", "http"])?;
+        let notify_url = url(
+            "WECHAT_NOTIFY_URL",
+            required("WECHAT_NOTIFY_URL")?,
+            &["https", "http"],
+        )?;
         Ok(Self {
             merchant: Merchant {
                 app_id,
@@ -151,7 +165,10 @@ mod tests {
     fn urls_need_their_scheme() {
         assert!(url("X", "postgres://h/db".into(), &["postgres"]).is_ok());
         let err = url("X", "mysql://h/db".into(), &["postgres"]).expect_err("wrong scheme");
-        assert_eq!(err.to_string(), "configuration error: X must be a postgres URL");
+        assert_eq!(
+            err.to_string(),
+            "configuration error: X must be a postgres URL"
+        );
         assert!(url("X", "postgres://".into(), &["postgres"]).is_err());
     }
 }

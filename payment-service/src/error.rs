@@ -2,11 +2,7 @@
 //! boundary converts its failures into [`ApiError`]; the public message is
 //! written for the caller, and internal detail is logged here, never sent.
 
-use crate::{
-    domain::ValidationError,
-    store::StoreError,
-    wechat::WechatError,
-};
+use crate::{domain::ValidationError, store::StoreError, wechat::WechatError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,7 +19,10 @@ pub enum ApiError {
     Unauthenticated,
     /// A dependency (database, WeChat, Redis) is down; retrying later may work.
     #[error("{public}")]
-    Unavailable { public: &'static str, detail: String },
+    Unavailable {
+        public: &'static str,
+        detail: String,
+    },
     /// A bug or corrupt data.
     #[error("internal error")]
     Internal(String),
@@ -43,7 +42,9 @@ impl From<StoreError> for ApiError {
                 detail,
             },
             StoreError::NotFound => ApiError::NotFound("order"),
-            StoreError::Conflict(detail) | StoreError::Corrupt(detail) => ApiError::Internal(detail),
+            StoreError::Conflict(detail) | StoreError::Corrupt(detail) => {
+                ApiError::Internal(detail)
+            }
         }
     }
 }
@@ -55,14 +56,18 @@ impl From<WechatError> for ApiError {
                 public: "WeChat Pay is unreachable, retry later",
                 detail: e.to_string(),
             },
-            WechatError::Business { ref code, .. } if code == "SYSTEMERROR" => ApiError::Unavailable {
-                public: "WeChat Pay reported a system error, retry later",
-                detail: e.to_string(),
-            },
+            WechatError::Business { ref code, .. } if code == "SYSTEMERROR" => {
+                ApiError::Unavailable {
+                    public: "WeChat Pay reported a system error, retry later",
+                    detail: e.to_string(),
+                }
+            }
             WechatError::Business { ref code, .. } => match code.as_str() {
                 "ORDERPAID" => ApiError::FailedPrecondition("the order is already paid".into()),
                 "ORDERCLOSED" => ApiError::FailedPrecondition("the order is closed".into()),
-                "NOTENOUGH" => ApiError::FailedPrecondition("the payer's balance is not enough".into()),
+                "NOTENOUGH" => {
+                    ApiError::FailedPrecondition("the payer's balance is not enough".into())
+                }
                 _ => ApiError::Unavailable {
                     public: "WeChat Pay refused the request",
                     detail: e.to_string(),
@@ -93,7 +98,9 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => http::StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
+            ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => {
+                http::StatusCode::CONFLICT
+            }
             ApiError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
             ApiError::Unavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,7 +110,9 @@ impl ApiError {
     /// Logs internal detail (once, here) and returns what the caller may see.
     pub fn public_message(&self) -> String {
         match self {
-            ApiError::Unavailable { detail, .. } => tracing::warn!(%detail, "dependency unavailable"),
+            ApiError::Unavailable { detail, .. } => {
+                tracing::warn!(%detail, "dependency unavailable")
+            }
             ApiError::Internal(detail) => tracing::error!(%detail, "internal error"),
             _ => {}
         }
@@ -125,14 +134,34 @@ mod tests {
     #[test]
     fn each_error_has_a_grpc_code_and_http_status() {
         let cases: Vec<(ApiError, tonic::Code, u16)> = vec![
-            (ValidationError::new("total_fee", "must be positive").into(), tonic::Code::InvalidArgument, 400),
+            (
+                ValidationError::new("total_fee", "must be positive").into(),
+                tonic::Code::InvalidArgument,
+                400,
+            ),
             (ApiError::NotFound("order"), tonic::Code::NotFound, 404),
-            (ApiError::AlreadyExists("x".into()), tonic::Code::AlreadyExists, 409),
-            (ApiError::FailedPrecondition("x".into()), tonic::Code::FailedPrecondition, 409),
+            (
+                ApiError::AlreadyExists("x".into()),
+                tonic::Code::AlreadyExists,
+                409,
+            ),
+            (
+                ApiError::FailedPrecondition("x".into()),
+                tonic::Code::FailedPrecondition,
+                409,
+            ),
             (ApiError::Unauthenticated, tonic::Code::Unauthenticated, 401),
-            (StoreError::Unavailable("pool timed out".into()).into(), tonic::Code::Unavailable, 503),
+            (
+                StoreError::Unavailable("pool timed out".into()).into(),
+                tonic::Code::Unavailable,
+                503,
+            ),
             (WechatError::Timeout.into(), tonic::Code::Unavailable, 503),
-            (StoreError::Corrupt("bad".into()).into(), tonic::Code::Internal, 500),
+            (
+                StoreError::Corrupt("bad".into()).into(),
+                tonic::Code::Internal,
+                500,
+            ),
         ];
         for (err, code, status) in cases {
             assert_eq!(err.grpc_code(), code, "{err:?}");
@@ -142,7 +171,8 @@ mod tests {
 
     #[test]
     fn internal_detail_is_not_sent() {
-        let status: tonic::Status = ApiError::from(StoreError::Unavailable("password=hunter2 host=db".into())).into();
+        let status: tonic::Status =
+            ApiError::from(StoreError::Unavailable("password=hunter2 host=db".into())).into();
         assert!(!status.message().contains("hunter2"));
         let status: tonic::Status = ApiError::Internal("stack trace".into()).into();
         assert_eq!(status.message(), "internal error");

@@ -53,7 +53,8 @@ pub struct RedisPublisher {
 impl RedisPublisher {
     /// Does not connect yet: the first publish does, so a process can start while Redis is down.
     pub fn new(url: &str) -> Result<Self, PublishError> {
-        let client = redis::Client::open(url).map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let client =
+            redis::Client::open(url).map_err(|e| PublishError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(1)))
@@ -68,7 +69,8 @@ impl RedisPublisher {
 #[async_trait]
 impl EventPublisher for RedisPublisher {
     async fn publish(&self, event: &OrderEvent) -> Result<(), PublishError> {
-        let payload = serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+        let payload =
+            serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
         let mut conn = self.conn.clone();
         let _receivers: i64 = redis::cmd("PUBLISH")
             .arg(channel(&event.out_trade_no))
@@ -91,7 +93,11 @@ impl EventPublisher for RedisPublisher {
 
 /// Publishes a just-committed event and marks it published. Failure is logged,
 /// not returned: the event is safe in the outbox and the relay will send it.
-pub async fn publish_committed(store: &dyn Store, publisher: &dyn EventPublisher, event: &OrderEvent) {
+pub async fn publish_committed(
+    store: &dyn Store,
+    publisher: &dyn EventPublisher,
+    event: &OrderEvent,
+) {
     match publisher.publish(event).await {
         Ok(()) => {
             metrics::counter!("wxpay_events_published_total", "path" => "direct").increment(1);
@@ -146,7 +152,8 @@ impl Relay {
         }
         self.store.mark_published(&done).await?;
         if !done.is_empty() {
-            metrics::counter!("wxpay_events_published_total", "path" => "relay").increment(done.len() as u64);
+            metrics::counter!("wxpay_events_published_total", "path" => "relay")
+                .increment(done.len() as u64);
             tracing::info!(count = done.len(), "relay republished outbox events");
         }
         Ok(done.len())

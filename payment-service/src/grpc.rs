@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use wxpay_proto::v1::{
-    self as pb, payment_service_server::PaymentService,
-};
+use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
 use crate::{
     domain::{Order, OrderStatus},
@@ -89,18 +87,36 @@ impl PaymentService for PaymentGrpc {
         }))
     }
 
-    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let order = self.payments.get_order(&request.into_inner().out_trade_no).await?;
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order = self
+            .payments
+            .get_order(&request.into_inner().out_trade_no)
+            .await?;
         Ok(Response::new(order_to_pb(&order)))
     }
 
-    async fn query_order(&self, request: Request<pb::QueryOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let order = self.payments.query_order(&request.into_inner().out_trade_no).await?;
+    async fn query_order(
+        &self,
+        request: Request<pb::QueryOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order = self
+            .payments
+            .query_order(&request.into_inner().out_trade_no)
+            .await?;
         Ok(Response::new(order_to_pb(&order)))
     }
 
-    async fn close_order(&self, request: Request<pb::CloseOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let order = self.payments.close_order(&request.into_inner().out_trade_no).await?;
+    async fn close_order(
+        &self,
+        request: Request<pb::CloseOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let order = self
+            .payments
+            .close_order(&request.into_inner().out_trade_no)
+            .await?;
         Ok(Response::new(order_to_pb(&order)))
     }
 }

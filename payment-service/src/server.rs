@@ -51,9 +51,15 @@ pub struct Application {
 impl Application {
     /// Connects to Postgres (running migrations) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
-        let publisher: Arc<dyn EventPublisher> = Arc::new(RedisPublisher::new(&settings.redis_url)?);
-        let wechat = WechatClient::new(&settings.wechat.api_base, settings.wechat.merchant.clone(), ClientOptions::default())?;
+        let store: Arc<dyn Store> =
+            Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
+        let publisher: Arc<dyn EventPublisher> =
+            Arc::new(RedisPublisher::new(&settings.redis_url)?);
+        let wechat = WechatClient::new(
+            &settings.wechat.api_base,
+            settings.wechat.merchant.clone(),
+            ClientOptions::default(),
+        )?;
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self::from_parts(
             listener,
@@ -99,7 +105,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight calls (bounded) and flushes the relay.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<PaymentServiceServer<PaymentGrpc>>()

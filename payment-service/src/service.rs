@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use crate::{
     domain::{
-        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, Nonce, OpenId, Order,
-        OrderStatus, OutTradeNo, ValidationError,
+        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, Nonce, OpenId,
+        Order, OrderStatus, OutTradeNo, ValidationError,
     },
     error::ApiError,
     events::{publish_committed, EventPublisher},
@@ -55,7 +55,9 @@ impl Terms {
     fn parse(input: &CreateOrderInput) -> Result<(IdempotencyKey, Terms), ValidationError> {
         let key = IdempotencyKey::parse(&input.idempotency_key)?;
         let expire_seconds = input.expire_seconds;
-        if expire_seconds != 0 && !(MIN_EXPIRE_SECONDS..=MAX_EXPIRE_SECONDS).contains(&expire_seconds) {
+        if expire_seconds != 0
+            && !(MIN_EXPIRE_SECONDS..=MAX_EXPIRE_SECONDS).contains(&expire_seconds)
+        {
             return Err(ValidationError::new(
                 "expire_seconds",
                 format!("must be 0 (WeChat's default) or between {MIN_EXPIRE_SECONDS} and {MAX_EXPIRE_SECONDS}"),
@@ -99,7 +101,9 @@ impl Terms {
 fn same_expiry(order: &Order, requested_seconds: i64) -> bool {
     match (order.expires_at, requested_seconds) {
         (None, 0) => true,
-        (Some(t), s) if s > 0 => ((t - order.created_at).num_milliseconds() - s * 1000).abs() <= 2000,
+        (Some(t), s) if s > 0 => {
+            ((t - order.created_at).num_milliseconds() - s * 1000).abs() <= 2000
+        }
         _ => false,
     }
 }
@@ -174,7 +178,10 @@ impl Payments {
 
         if order.status != OrderStatus::NotPay {
             // Paid, closed or failed: there is nothing to pay, so no parameters.
-            return Ok(Created { order, payment: None });
+            return Ok(Created {
+                order,
+                payment: None,
+            });
         }
         let order = match (&order.prepay_id, order.prepay_expires_at) {
             (Some(_), Some(until)) if until > now => order,
@@ -197,7 +204,11 @@ impl Payments {
         }
     }
 
-    async fn place_with_wechat(&self, order: &Order, now: DateTime<Utc>) -> Result<Order, ApiError> {
+    async fn place_with_wechat(
+        &self,
+        order: &Order,
+        now: DateTime<Utc>,
+    ) -> Result<Order, ApiError> {
         let prepay_id = self
             .wechat
             .unified_order(&UnifiedOrder {
@@ -220,10 +231,9 @@ impl Payments {
 
     /// Fresh nonce, timestamp and paySign over the order's prepay_id.
     fn payment_params(&self, order: &Order) -> Result<PaymentParams, ApiError> {
-        let prepay_id = order
-            .prepay_id
-            .as_deref()
-            .ok_or_else(|| ApiError::Internal("unpaid order without prepay_id after unifiedorder".into()))?;
+        let prepay_id = order.prepay_id.as_deref().ok_or_else(|| {
+            ApiError::Internal("unpaid order without prepay_id after unifiedorder".into())
+        })?;
         Ok(pay_params::build(
             &self.wechat.merchant().app_id,
             prepay_id,
@@ -236,7 +246,10 @@ impl Payments {
 
     pub async fn get_order(&self, out_trade_no: &str) -> Result<Order, ApiError> {
         let no = OutTradeNo::parse(out_trade_no)?;
-        self.store.order(&no).await?.ok_or(ApiError::NotFound("order"))
+        self.store
+            .order(&no)
+            .await?
+            .ok_or(ApiError::NotFound("order"))
     }
 
     /// Asks WeChat for the order's state and applies it through the state machine.
@@ -247,7 +260,11 @@ impl Payments {
             // Closed, failed, revoked, refunded: WeChat cannot tell us anything new we act on.
             return Ok(order);
         }
-        let answer = match self.wechat.order_query(order.out_trade_no.as_str(), order.sign_type).await {
+        let answer = match self
+            .wechat
+            .order_query(order.out_trade_no.as_str(), order.sign_type)
+            .await
+        {
             Ok(a) => a,
             Err(e) if e.code() == Some("ORDERNOTEXIST") => {
                 // WeChat never saw it (unifiedorder failed or is pending): our state stands.
@@ -274,11 +291,19 @@ impl Payments {
                 })
                 .await?;
             return Err(ApiError::FailedPrecondition(
-                "WeChat reports a payment whose amount differs from the order; it was not applied".into(),
+                "WeChat reports a payment whose amount differs from the order; it was not applied"
+                    .into(),
             ));
         }
-        self.apply(&order.out_trade_no, answer.trade_state, answer.transaction_id, answer.cash_fee, answer.time_end, EventSource::Query)
-            .await
+        self.apply(
+            &order.out_trade_no,
+            answer.trade_state,
+            answer.transaction_id,
+            answer.cash_fee,
+            answer.time_end,
+            EventSource::Query,
+        )
+        .await
     }
 
     /// Closes at WeChat first; CLOSED locally only once WeChat has closed it.
@@ -294,16 +319,30 @@ impl Payments {
                 )))
             }
         }
-        match self.wechat.close_order(order.out_trade_no.as_str(), order.sign_type).await? {
+        match self
+            .wechat
+            .close_order(order.out_trade_no.as_str(), order.sign_type)
+            .await?
+        {
             CloseOutcome::Closed | CloseOutcome::AlreadyClosed | CloseOutcome::NotFound => {
                 let closed = self
-                    .apply(&order.out_trade_no, OrderStatus::Closed, None, None, None, EventSource::Close)
+                    .apply(
+                        &order.out_trade_no,
+                        OrderStatus::Closed,
+                        None,
+                        None,
+                        None,
+                        EventSource::Close,
+                    )
                     .await?;
                 if closed.status == OrderStatus::Closed {
                     Ok(closed)
                 } else {
                     // A notification paid it between our read and the close.
-                    Err(ApiError::FailedPrecondition(format!("the order is {} and cannot be closed", closed.status)))
+                    Err(ApiError::FailedPrecondition(format!(
+                        "the order is {} and cannot be closed",
+                        closed.status
+                    )))
                 }
             }
             CloseOutcome::AlreadyPaid => {
@@ -311,7 +350,9 @@ impl Payments {
                 if let Err(e) = self.query_order(out_trade_no).await {
                     tracing::warn!(error = %e, "reconciling a paid order after ORDERPAID failed");
                 }
-                Err(ApiError::FailedPrecondition("the order is already paid and cannot be closed".into()))
+                Err(ApiError::FailedPrecondition(
+                    "the order is already paid and cannot be closed".into(),
+                ))
             }
         }
     }
@@ -340,7 +381,9 @@ impl Payments {
             TransitionOutcome::Applied { order, event } => {
                 let store = self.store.clone();
                 let publisher = self.publisher.clone();
-                tokio::spawn(async move { publish_committed(store.as_ref(), publisher.as_ref(), &event).await });
+                tokio::spawn(async move {
+                    publish_committed(store.as_ref(), publisher.as_ref(), &event).await
+                });
                 Ok(order)
             }
             TransitionOutcome::Unchanged { order } => Ok(order),

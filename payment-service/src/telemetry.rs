@@ -4,11 +4,16 @@
 use tracing_subscriber::{fmt, EnvFilter};
 
 pub fn init(default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     // try_init: tests and the embedded binary may call this more than once.
     let _ = if json {
-        fmt().with_env_filter(filter).json().with_target(false).try_init()
+        fmt()
+            .with_env_filter(filter)
+            .json()
+            .with_target(false)
+            .try_init()
     } else {
         fmt().with_env_filter(filter).with_target(false).try_init()
     };

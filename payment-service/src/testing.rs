@@ -20,9 +20,13 @@ pub fn redis_url() -> String {
 /// `scripts/test.sh` drops the previous run's test databases before it starts.
 pub async fn fresh_database_url() -> anyhow::Result<String> {
     let admin = admin_url();
-    let name = format!("wxpay_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let name = format!(
+        "wxpay_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
     let mut conn = PgConnection::connect(&admin).await?;
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
     conn.close().await?;
     Ok(with_database(&admin, &name))
 }
@@ -39,7 +43,6 @@ pub fn with_database(url: &str, name: &str) -> String {
         None => main,
     };
     format!("{base}/{name}{query}")
-
 }
 
 /// A migrated Postgres store on a fresh database.

@@ -5,7 +5,11 @@ use std::sync::Arc;
 use payment_service::{store::Store, testing};
 
 async fn fresh() -> Arc<dyn Store> {
-    Arc::new(testing::fresh_pg_store().await.expect("fresh Postgres database"))
+    Arc::new(
+        testing::fresh_pg_store()
+            .await
+            .expect("fresh Postgres database"),
+    )
 }
 
 payment_service::store_suite!(fresh());

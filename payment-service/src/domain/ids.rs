@@ -133,7 +133,10 @@ impl Nonce {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         check_len("nonce_str", s, 1, 32)?;
         if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ValidationError::new("nonce_str", "may contain only letters and digits"));
+            return Err(ValidationError::new(
+                "nonce_str",
+                "may contain only letters and digits",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -172,7 +175,10 @@ impl OpenId {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
         {
-            return Err(ValidationError::new("openid", "may contain only letters, digits, _ and -"));
+            return Err(ValidationError::new(
+                "openid",
+                "may contain only letters, digits, _ and -",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -195,7 +201,10 @@ impl TransactionId {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         check_len("transaction_id", s, 1, 32)?;
         if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ValidationError::new("transaction_id", "may contain only letters and digits"));
+            return Err(ValidationError::new(
+                "transaction_id",
+                "may contain only letters and digits",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -232,7 +241,8 @@ mod tests {
         assert!(OutTradeNo::parse(a.as_str()).is_ok());
         assert_ne!(a, b);
         assert!(a < b, "{a} should sort before {b}");
-        let many: std::collections::HashSet<_> = (0..10_000).map(|_| OutTradeNo::generate()).collect();
+        let many: std::collections::HashSet<_> =
+            (0..10_000).map(|_| OutTradeNo::generate()).collect();
         assert_eq!(many.len(), 10_000);
     }
 
@@ -261,7 +271,10 @@ mod tests {
 
     #[test]
     fn client_ip_must_be_an_address() {
-        assert_eq!(ClientIp::parse("127.0.0.1").map(|i| i.to_string()), Ok("127.0.0.1".into()));
+        assert_eq!(
+            ClientIp::parse("127.0.0.1").map(|i| i.to_string()),
+            Ok("127.0.0.1".into())
+        );
         assert!(ClientIp::parse("::1").is_ok());
         assert!(ClientIp::parse("localhost").is_err());
         assert!(ClientIp::parse("").is_err());

@@ -16,10 +16,16 @@ impl Fee {
 
     pub fn new(fen: i64) -> Result<Self, ValidationError> {
         if fen <= 0 {
-            return Err(ValidationError::new("total_fee", "must be a positive number of fen"));
+            return Err(ValidationError::new(
+                "total_fee",
+                "must be a positive number of fen",
+            ));
         }
         if fen > Self::MAX {
-            return Err(ValidationError::new("total_fee", "is larger than WeChat Pay accepts"));
+            return Err(ValidationError::new(
+                "total_fee",
+                "is larger than WeChat Pay accepts",
+            ));
         }
         Ok(Self(fen))
     }
@@ -71,8 +77,21 @@ mod tests {
     #[test]
     fn wire_amounts_must_be_plain_integers() {
         assert_eq!(Fee::parse_wire("total_fee", "101").map(Fee::fen), Ok(101));
-        for bad in ["", "1.00", "+1", " 1", "01", "-1", "1e3", "0", "99999999999999999999"] {
-            assert!(Fee::parse_wire("total_fee", bad).is_err(), "{bad:?} accepted");
+        for bad in [
+            "",
+            "1.00",
+            "+1",
+            " 1",
+            "01",
+            "-1",
+            "1e3",
+            "0",
+            "99999999999999999999",
+        ] {
+            assert!(
+                Fee::parse_wire("total_fee", bad).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 }

@@ -83,9 +83,9 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
             StoreError::Conflict(db.message().to_owned())
         }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-            StoreError::Corrupt(e.to_string())
-        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
         other => StoreError::Unavailable(other.to_string()),
     }
 }
@@ -129,7 +129,8 @@ fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
         transaction_id: row.try_get("transaction_id").map_err(map_err)?,
         total_fee: row.try_get("total_fee").map_err(map_err)?,
         occurred_at: occurred_at.timestamp_millis(),
-        source: EventSource::parse(&source).ok_or_else(|| corrupt(format!("event source {source:?}")))?,
+        source: EventSource::parse(&source)
+            .ok_or_else(|| corrupt(format!("event source {source:?}")))?,
     })
 }
 
@@ -160,7 +161,9 @@ impl Store for PgStore {
             None => match self.order_by_idempotency_key(&o.idempotency_key).await? {
                 Some(existing) => Ok(InsertOutcome::KeyTaken(existing)),
                 // The conflicting row cannot vanish (orders are never deleted).
-                None => Err(StoreError::Unavailable("idempotency conflict without a row".into())),
+                None => Err(StoreError::Unavailable(
+                    "idempotency conflict without a row".into(),
+                )),
             },
         }
     }
@@ -177,7 +180,10 @@ impl Store for PgStore {
             .transpose()
     }
 
-    async fn order_by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError> {
+    async fn order_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1");
         sqlx::query(&sql)
             .bind(key.as_str())
@@ -242,7 +248,8 @@ impl Store for PgStore {
         match row {
             Some(row) => {
                 let order = order_from_row(&row)?;
-                let occurred_at: DateTime<Utc> = row.try_get("event_occurred_at").map_err(map_err)?;
+                let occurred_at: DateTime<Utc> =
+                    row.try_get("event_occurred_at").map_err(map_err)?;
                 let event = OrderEvent {
                     id: row.try_get("event_id").map_err(map_err)?,
                     out_trade_no: order.out_trade_no.to_string(),
@@ -256,13 +263,20 @@ impl Store for PgStore {
                 Ok(TransitionOutcome::Applied { order, event })
             }
             None => {
-                let order = self.order(&t.out_trade_no).await?.ok_or(StoreError::NotFound)?;
+                let order = self
+                    .order(&t.out_trade_no)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
                 Ok(TransitionOutcome::Unchanged { order })
             }
         }
     }
 
-    async fn unpublished_events(&self, older_than: Duration, limit: i64) -> Result<Vec<OrderEvent>, StoreError> {
+    async fn unpublished_events(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at \
              FROM order_events WHERE published_at IS NULL \
@@ -328,7 +342,10 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
 }

@@ -7,11 +7,13 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 
-use super::{Anomaly, InsertOutcome, NotificationRecord, Store, StoreError, Transition, TransitionOutcome};
+use super::{
+    Anomaly, InsertOutcome, NotificationRecord, Store, StoreError, Transition, TransitionOutcome,
+};
 use crate::{
     domain::{
-        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderStatus,
-        OutTradeNo,
+        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order,
+        OrderStatus, OutTradeNo,
     },
     wechat::SignType,
 };
@@ -59,7 +61,11 @@ pub async fn inserted_orders_read_back_exactly(store: Arc<dyn Store>) {
     assert_eq!(o.description, new.description);
     assert_eq!(o.sign_type, SignType::HmacSha256);
     assert_eq!(o.prepay_id, None);
-    let read = store.order(&new.out_trade_no).await.expect("read").expect("exists");
+    let read = store
+        .order(&new.out_trade_no)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(read, o);
     let by_key = store
         .order_by_idempotency_key(&new.idempotency_key)
@@ -87,11 +93,23 @@ pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
     let new = new_order(1);
     insert(store.as_ref(), &new).await;
     let until = Utc::now() + chrono::Duration::hours(2);
-    let o = store.set_prepay(&new.out_trade_no, "wx201410272009395522657a690389285100", until).await.expect("set");
-    assert_eq!(o.prepay_id.as_deref(), Some("wx201410272009395522657a690389285100"));
+    let o = store
+        .set_prepay(
+            &new.out_trade_no,
+            "wx201410272009395522657a690389285100",
+            until,
+        )
+        .await
+        .expect("set");
+    assert_eq!(
+        o.prepay_id.as_deref(),
+        Some("wx201410272009395522657a690389285100")
+    );
     assert_eq!(o.version, 1, "recording a prepay_id is not a status change");
     assert!(matches!(
-        store.set_prepay(&OutTradeNo::generate(), "wx1", until).await,
+        store
+            .set_prepay(&OutTradeNo::generate(), "wx1", until)
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -99,7 +117,11 @@ pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
 pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Store>) {
     let new = new_order(101);
     insert(store.as_ref(), &new).await;
-    match store.transition(&pay(&new.out_trade_no, "4200000001")).await.expect("transition") {
+    match store
+        .transition(&pay(&new.out_trade_no, "4200000001"))
+        .await
+        .expect("transition")
+    {
         TransitionOutcome::Applied { order, event } => {
             assert_eq!(order.status, OrderStatus::Success);
             assert_eq!(order.version, 2);
@@ -114,7 +136,10 @@ pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Sto
         }
         TransitionOutcome::Unchanged { order } => panic!("payment not applied: {order:?}"),
     }
-    let events = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
+    let events = store
+        .unpublished_events(Duration::ZERO, 100)
+        .await
+        .expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].out_trade_no, new.out_trade_no.as_str());
 }
@@ -122,7 +147,10 @@ pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Sto
 pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {
     let new = new_order(5);
     insert(store.as_ref(), &new).await;
-    store.transition(&pay(&new.out_trade_no, "4200000002")).await.expect("pay");
+    store
+        .transition(&pay(&new.out_trade_no, "4200000002"))
+        .await
+        .expect("pay");
     let close = Transition {
         to: OrderStatus::Closed,
         transaction_id: None,
@@ -140,10 +168,20 @@ pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {
     }
     // The duplicate payment is also a no-op.
     assert!(matches!(
-        store.transition(&pay(&new.out_trade_no, "4200000002")).await.expect("dup"),
+        store
+            .transition(&pay(&new.out_trade_no, "4200000002"))
+            .await
+            .expect("dup"),
         TransitionOutcome::Unchanged { .. }
     ));
-    assert_eq!(store.unpublished_events(Duration::ZERO, 100).await.expect("events").len(), 1);
+    assert_eq!(
+        store
+            .unpublished_events(Duration::ZERO, 100)
+            .await
+            .expect("events")
+            .len(),
+        1
+    );
 }
 
 pub async fn concurrent_duplicate_payments_apply_once(store: Arc<dyn Store>) {
@@ -162,9 +200,20 @@ pub async fn concurrent_duplicate_payments_apply_once(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(applied, 1);
-    let o = store.order(&new.out_trade_no).await.expect("read").expect("exists");
+    let o = store
+        .order(&new.out_trade_no)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(o.version, 2);
-    assert_eq!(store.unpublished_events(Duration::ZERO, 100).await.expect("events").len(), 1);
+    assert_eq!(
+        store
+            .unpublished_events(Duration::ZERO, 100)
+            .await
+            .expect("events")
+            .len(),
+        1
+    );
 }
 
 pub async fn a_transaction_id_belongs_to_one_order(store: Arc<dyn Store>) {
@@ -172,16 +221,25 @@ pub async fn a_transaction_id_belongs_to_one_order(store: Arc<dyn Store>) {
     let b = new_order(1);
     insert(store.as_ref(), &a).await;
     insert(store.as_ref(), &b).await;
-    store.transition(&pay(&a.out_trade_no, "4200000004")).await.expect("pay a");
+    store
+        .transition(&pay(&a.out_trade_no, "4200000004"))
+        .await
+        .expect("pay a");
     let err = store.transition(&pay(&b.out_trade_no, "4200000004")).await;
     assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
-    let o = store.order(&b.out_trade_no).await.expect("read").expect("exists");
+    let o = store
+        .order(&b.out_trade_no)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(o.status, OrderStatus::NotPay);
     assert_eq!(o.version, 1);
 }
 
 pub async fn transitions_of_unknown_orders_are_not_found(store: Arc<dyn Store>) {
-    let r = store.transition(&pay(&OutTradeNo::generate(), "4200000005")).await;
+    let r = store
+        .transition(&pay(&OutTradeNo::generate(), "4200000005"))
+        .await;
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
 }
 
@@ -190,8 +248,10 @@ pub async fn the_outbox_hands_out_unpublished_events_until_marked(store: Arc<dyn
     for i in 0..3 {
         let new = new_order(10 + i);
         insert(store.as_ref(), &new).await;
-        if let TransitionOutcome::Applied { event, .. } =
-            store.transition(&pay(&new.out_trade_no, &format!("42000001{i}"))).await.expect("pay")
+        if let TransitionOutcome::Applied { event, .. } = store
+            .transition(&pay(&new.out_trade_no, &format!("42000001{i}")))
+            .await
+            .expect("pay")
         {
             ids.push(event.id);
         }
@@ -200,11 +260,25 @@ pub async fn the_outbox_hands_out_unpublished_events_until_marked(store: Arc<dyn
     assert_eq!(backlog.count, 3);
     assert!(backlog.oldest_age.is_some());
     // Too young for a relay that waits a minute.
-    assert!(store.unpublished_events(Duration::from_secs(60), 100).await.expect("events").is_empty());
-    let events = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
-    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids, "oldest first");
+    assert!(store
+        .unpublished_events(Duration::from_secs(60), 100)
+        .await
+        .expect("events")
+        .is_empty());
+    let events = store
+        .unpublished_events(Duration::ZERO, 100)
+        .await
+        .expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids,
+        "oldest first"
+    );
     store.mark_published(&ids[..2]).await.expect("mark");
-    let rest = store.unpublished_events(Duration::ZERO, 100).await.expect("events");
+    let rest = store
+        .unpublished_events(Duration::ZERO, 100)
+        .await
+        .expect("events");
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2]]);
     store.mark_published(&ids).await.expect("mark");
     let backlog = store.outbox_backlog().await.expect("backlog");

@@ -120,7 +120,11 @@ pub struct WechatClient {
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 impl WechatClient {
-    pub fn new(api_base: &str, merchant: Merchant, options: ClientOptions) -> Result<Self, WechatError> {
+    pub fn new(
+        api_base: &str,
+        merchant: Merchant,
+        options: ClientOptions,
+    ) -> Result<Self, WechatError> {
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
@@ -160,20 +164,30 @@ impl WechatClient {
         if let Some(t) = req.time_expire {
             fields.insert("time_expire".into(), china_time::format(t));
         }
-        let reply = self.call("/pay/unifiedorder", fields, req.sign_type).await?;
+        let reply = self
+            .call("/pay/unifiedorder", fields, req.sign_type)
+            .await?;
         match reply.get("prepay_id") {
             Some(id) if !id.is_empty() => Ok(id.clone()),
-            _ => Err(WechatError::BadReply("no prepay_id in a successful reply".into())),
+            _ => Err(WechatError::BadReply(
+                "no prepay_id in a successful reply".into(),
+            )),
         }
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn order_query(&self, out_trade_no: &str, sign_type: SignType) -> Result<OrderQuery, WechatError> {
+    pub async fn order_query(
+        &self,
+        out_trade_no: &str,
+        sign_type: SignType,
+    ) -> Result<OrderQuery, WechatError> {
         let mut fields = self.base_fields();
         fields.insert("out_trade_no".into(), out_trade_no.into());
         let reply = self.call("/pay/orderquery", fields, sign_type).await?;
         if reply.get("out_trade_no").map(String::as_str) != Some(out_trade_no) {
-            return Err(WechatError::BadReply("the reply is about another order".into()));
+            return Err(WechatError::BadReply(
+                "the reply is about another order".into(),
+            ));
         }
         let trade_state = reply
             .get("trade_state")
@@ -181,13 +195,17 @@ impl WechatClient {
             .ok_or_else(|| WechatError::BadReply("missing or unknown trade_state".into()))?;
         let total_fee = match reply.get("total_fee") {
             Some(s) => Some(
-                Fee::parse_wire("total_fee", s).map_err(|e| WechatError::BadReply(e.to_string()))?,
+                Fee::parse_wire("total_fee", s)
+                    .map_err(|e| WechatError::BadReply(e.to_string()))?,
             ),
             None => None,
         };
         let cash_fee = reply.get("cash_fee").and_then(|s| s.parse::<i64>().ok());
         let time_end = reply.get("time_end").and_then(|s| china_time::parse(s));
-        let transaction_id = reply.get("transaction_id").filter(|s| !s.is_empty()).cloned();
+        let transaction_id = reply
+            .get("transaction_id")
+            .filter(|s| !s.is_empty())
+            .cloned();
         Ok(OrderQuery {
             trade_state,
             transaction_id,
@@ -199,7 +217,11 @@ impl WechatClient {
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn close_order(&self, out_trade_no: &str, sign_type: SignType) -> Result<CloseOutcome, WechatError> {
+    pub async fn close_order(
+        &self,
+        out_trade_no: &str,
+        sign_type: SignType,
+    ) -> Result<CloseOutcome, WechatError> {
         let mut fields = self.base_fields();
         fields.insert("out_trade_no".into(), out_trade_no.into());
         match self.call("/pay/closeorder", fields, sign_type).await {
@@ -222,7 +244,12 @@ impl WechatClient {
     }
 
     /// Signs once, sends, retries the identical body on retryable failures.
-    async fn call(&self, path: &str, mut fields: Fields, sign_type: SignType) -> Result<Fields, WechatError> {
+    async fn call(
+        &self,
+        path: &str,
+        mut fields: Fields,
+        sign_type: SignType,
+    ) -> Result<Fields, WechatError> {
         sign::sign_fields(&mut fields, &self.merchant.api_key, sign_type);
         let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| WechatError::BadReply(format!("request could not be encoded: {e}")))?;
@@ -233,7 +260,8 @@ impl WechatClient {
             match result {
                 Err(e) if e.is_retryable() && attempt < self.options.max_attempts => {
                     tracing::warn!(error = %e, attempt, path, "WeChat call failed; retrying with the same request");
-                    tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                    tokio::time::sleep(self.options.backoff * 2u32.saturating_pow(attempt - 1))
+                        .await;
                     attempt += 1;
                 }
                 other => return other,
@@ -241,7 +269,12 @@ impl WechatClient {
         }
     }
 
-    async fn send_once(&self, url: &str, body: &str, sign_type: SignType) -> Result<Fields, WechatError> {
+    async fn send_once(
+        &self,
+        url: &str,
+        body: &str,
+        sign_type: SignType,
+    ) -> Result<Fields, WechatError> {
         let response = self
             .http
             .post(url)
@@ -251,9 +284,15 @@ impl WechatClient {
             .await
             .map_err(transport_error)?;
         if !response.status().is_success() {
-            return Err(WechatError::Transport(format!("HTTP {}", response.status())));
+            return Err(WechatError::Transport(format!(
+                "HTTP {}",
+                response.status()
+            )));
         }
-        if response.content_length().is_some_and(|n| n as usize > MAX_REPLY_BYTES) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_REPLY_BYTES)
+        {
             return Err(WechatError::BadReply("reply too large".into()));
         }
         let bytes = response.bytes().await.map_err(transport_error)?;
@@ -270,14 +309,20 @@ impl WechatClient {
         }
         sign::verify(&reply, &self.merchant.api_key, sign_type)
             .map_err(|e| WechatError::BadReply(e.to_string()))?;
-        for (field, ours) in [("appid", &self.merchant.app_id), ("mch_id", &self.merchant.mch_id)] {
+        for (field, ours) in [
+            ("appid", &self.merchant.app_id),
+            ("mch_id", &self.merchant.mch_id),
+        ] {
             if reply.get(field).is_some_and(|v| v != ours) {
                 return Err(WechatError::BadReply(format!("{field} is not ours")));
             }
         }
         if reply.get("result_code").map(String::as_str) != Some("SUCCESS") {
             return Err(WechatError::Business {
-                code: reply.get("err_code").cloned().unwrap_or_else(|| "UNKNOWN".into()),
+                code: reply
+                    .get("err_code")
+                    .cloned()
+                    .unwrap_or_else(|| "UNKNOWN".into()),
                 message: reply.get("err_code_des").cloned().unwrap_or_default(),
             });
         }

@@ -90,7 +90,14 @@ mod tests {
     fn hmac_orders_get_hmac_pay_signs() {
         let key = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("vector key");
         let nonce = Nonce::generate();
-        let p = build("wxapp", "wx123", &key, SignType::HmacSha256, 1_700_000_000, &nonce);
+        let p = build(
+            "wxapp",
+            "wx123",
+            &key,
+            SignType::HmacSha256,
+            1_700_000_000,
+            &nonce,
+        );
         assert_eq!(p.sign_type, SignType::HmacSha256);
         assert_eq!(p.pay_sign.len(), 64);
         assert!(verify(&p, &key));

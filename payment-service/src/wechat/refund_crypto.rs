@@ -27,7 +27,9 @@ fn cipher_key(key: &ApiKey) -> [u8; 32] {
 
 /// Decrypts and parses `req_info`.
 pub fn decrypt_req_info(req_info: &str, key: &ApiKey) -> Result<Fields, ReqInfoError> {
-    let data = STANDARD.decode(req_info.trim()).map_err(|_| ReqInfoError::Base64)?;
+    let data = STANDARD
+        .decode(req_info.trim())
+        .map_err(|_| ReqInfoError::Base64)?;
     let plain = ecb::Decryptor::<Aes256>::new(&cipher_key(key).into())
         .decrypt_padded_vec_mut::<Pkcs7>(&data)
         .map_err(|_| ReqInfoError::Decrypt)?;
@@ -49,10 +51,14 @@ mod tests {
     #[test]
     fn req_info_round_trips_and_refuses_another_key() {
         let key = ApiKey::parse("192006250b4c09247ec02edce69f6a2d").expect("key");
-        let fields: Fields = [("out_refund_no", "R1"), ("refund_fee", "100"), ("refund_status", "SUCCESS")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let fields: Fields = [
+            ("out_refund_no", "R1"),
+            ("refund_fee", "100"),
+            ("refund_status", "SUCCESS"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let enc = encrypt_req_info(&fields, &key).expect("encrypts");
         assert_eq!(decrypt_req_info(&enc, &key), Ok(fields));
         let other = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key");

@@ -96,7 +96,13 @@ fn canonical_string<K: AsRef<str>, V: AsRef<str>>(
         .filter(|(k, v)| *k != "sign" && !v.is_empty())
         .collect();
     pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut s = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 37);
+    let mut s = String::with_capacity(
+        pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
+            + 37,
+    );
     for (k, v) in pairs {
         s.push_str(k);
         s.push('=');
@@ -187,7 +193,11 @@ mod tests {
     #[test]
     fn official_hmac_sha256_vector() {
         assert_eq!(
-            sign(official_fields().iter(), &official_key(), SignType::HmacSha256),
+            sign(
+                official_fields().iter(),
+                &official_key(),
+                SignType::HmacSha256
+            ),
             "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
         );
     }
@@ -210,25 +220,43 @@ mod tests {
         fields.insert("sign".into(), "9A0A8659F005D6984697E2CA0A9CF3B7".into());
         assert_eq!(verify(&fields, &key, SignType::Md5), Ok(()));
         // Same fields, wrong algorithm.
-        assert_eq!(verify(&fields, &key, SignType::HmacSha256), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&fields, &key, SignType::HmacSha256),
+            Err(SignError::Mismatch)
+        );
         // Lowercase hex is not what WeChat sends.
         fields.insert("sign".into(), "9a0a8659f005d6984697e2ca0a9cf3b7".into());
-        assert_eq!(verify(&fields, &key, SignType::Md5), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&fields, &key, SignType::Md5),
+            Err(SignError::Mismatch)
+        );
         // Another key.
         let other = ApiKey::parse("00000000000000000000000000000000").expect("valid");
         fields.insert("sign".into(), "9A0A8659F005D6984697E2CA0A9CF3B7".into());
-        assert_eq!(verify(&fields, &other, SignType::Md5), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&fields, &other, SignType::Md5),
+            Err(SignError::Mismatch)
+        );
         // A changed field.
         fields.insert("body".into(), "test2".into());
-        assert_eq!(verify(&fields, &key, SignType::Md5), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&fields, &key, SignType::Md5),
+            Err(SignError::Mismatch)
+        );
     }
 
     #[test]
     fn a_message_without_sign_is_refused() {
         let mut fields = official_fields();
-        assert_eq!(verify(&fields, &official_key(), SignType::Md5), Err(SignError::Missing));
+        assert_eq!(
+            verify(&fields, &official_key(), SignType::Md5),
+            Err(SignError::Missing)
+        );
         fields.insert("sign".into(), String::new());
-        assert_eq!(verify(&fields, &official_key(), SignType::Md5), Err(SignError::Missing));
+        assert_eq!(
+            verify(&fields, &official_key(), SignType::Md5),
+            Err(SignError::Missing)
+        );
     }
 
     #[test]
@@ -252,7 +280,10 @@ mod tests {
         assert_eq!(verify(&md5, &key, SignType::Md5), Ok(()));
         let mut hmac = official_fields();
         sign_fields(&mut hmac, &key, SignType::HmacSha256);
-        assert_eq!(hmac.get("sign_type").map(String::as_str), Some("HMAC-SHA256"));
+        assert_eq!(
+            hmac.get("sign_type").map(String::as_str),
+            Some("HMAC-SHA256")
+        );
         assert_eq!(verify(&hmac, &key, SignType::HmacSha256), Ok(()));
     }
 

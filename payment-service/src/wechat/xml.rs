@@ -181,7 +181,9 @@ fn valid_field_name(name: &str) -> bool {
 
 /// Encodes fields as `<xml><k><![CDATA[v]]></k>…</xml>`. A value containing `]]>`
 /// is split across two CDATA sections so it round-trips exactly.
-pub fn encode<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<String, XmlError> {
+pub fn encode<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<String, XmlError> {
     encode_with(fields, "xml")
 }
 
@@ -198,8 +200,12 @@ pub fn encode_with<'a>(
         if !valid_field_name(k) {
             return Err(XmlError::BadFieldName(k.to_owned()));
         }
-        if v.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
-            return Err(XmlError::Malformed(format!("control character in field {k:?}")));
+        if v.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(XmlError::Malformed(format!(
+                "control character in field {k:?}"
+            )));
         }
         out.push('<');
         out.push_str(k);
@@ -230,7 +236,10 @@ mod tests {
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
@@ -286,8 +295,15 @@ mod tests {
     fn billion_laughs_is_refused() {
         let mut doc = String::from("<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
         for i in 1..10 {
-            let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
-            doc.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10)));
+            let prev = if i == 1 {
+                "lol".to_owned()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            doc.push_str(&format!(
+                "<!ENTITY lol{i} \"{}\">",
+                format!("&{prev};").repeat(10)
+            ));
         }
         doc.push_str("]><xml><a>&lol9;</a></xml>");
         assert_eq!(decode(doc.as_bytes()), Err(XmlError::Doctype));
@@ -295,7 +311,10 @@ mod tests {
 
     #[test]
     fn undeclared_entities_are_refused() {
-        assert_eq!(decode(b"<xml><a>&xxe;</a></xml>"), Err(XmlError::UnknownEntity));
+        assert_eq!(
+            decode(b"<xml><a>&xxe;</a></xml>"),
+            Err(XmlError::UnknownEntity)
+        );
     }
 
     #[test]
@@ -323,7 +342,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_refused() {
-        assert_eq!(decode(b"<xml><body>\xff\xfe</body></xml>"), Err(XmlError::NotUtf8));
+        assert_eq!(
+            decode(b"<xml><body>\xff\xfe</body></xml>"),
+            Err(XmlError::NotUtf8)
+        );
     }
 
     #[test]
@@ -340,7 +362,11 @@ mod tests {
             b"",
             b"not xml",
         ] {
-            assert!(decode(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
