@@ -1,1 +1,24 @@
-fn main() {}
+//! The poller binary: telemetry, configuration, and the application until SIGTERM.
+
+use poller::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    payment_service::config::load_dotenv();
+    payment_service::telemetry::init("info");
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let app = Application::build(config).await?;
+    tracing::info!(
+        port = app.port(),
+        metrics_port = app.metrics_port(),
+        "poller listening"
+    );
+    app.run_until_stopped(payment_service::shutdown::signal())
+        .await
+}

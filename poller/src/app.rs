@@ -1,0 +1,162 @@
+//! Wiring: the store, the hub with its Redis feed and fallback, the gRPC server
+//! (WatchOrder behind the bearer-token check, health, reflection, HTTP/2
+//! keepalive) and the metrics server, bound in `build` (port 0 works for tests)
+//! and run by `run_until_stopped`.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use payment_service::{
+    auth::BearerAuth,
+    store::{postgres::PgOptions, PgStore, Store},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use wxpay_proto::v1::order_status_service_server::{OrderStatusServiceServer, SERVICE_NAME};
+
+use crate::{
+    config::Config,
+    fallback::{Fallback, GrpcQuerier, OrderQuerier},
+    hub::Hub,
+    metrics,
+    redis_feed::{RedisFeed, RedisFeedConfig},
+    service::WatchService,
+};
+
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    config: Config,
+    service: WatchService,
+    hub: Hub,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to Postgres, builds the gRPC QueryOrder client and binds both listeners.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = PgStore::connect(&config.database_url, PgOptions::default())
+            .await
+            .context("cannot open the database")?;
+        let querier = GrpcQuerier::new(&config.payment_service_url, config.api_token.clone())
+            .context("PAYMENT_SERVICE_URL")?;
+        Self::build_with(config, Arc::new(store), Arc::new(querier)).await
+    }
+
+    /// Like [`build`](Self::build) with the store and the fallback querier given
+    /// (tests; the embedded single-process mode).
+    pub async fn build_with(
+        config: Config,
+        store: Arc<dyn Store>,
+        querier: Arc<dyn OrderQuerier>,
+    ) -> anyhow::Result<Self> {
+        let listener = bind(config.addr).await?;
+        let metrics_listener = bind(config.metrics_addr).await?;
+        let shutdown = CancellationToken::new();
+        let fallback = Fallback {
+            querier,
+            delay: config.fallback_delay,
+            max_delay: config.fallback_max_delay,
+        };
+        let feed_config =
+            RedisFeedConfig::new(config.redis_url.clone(), config.redis_client_name.clone());
+        let client = RedisFeed::client(&feed_config).context("REDIS_URL")?;
+        let hub = Hub::new(Some(fallback), |sink| {
+            RedisFeed::start(client, feed_config, sink, shutdown.clone())
+        });
+        let service = WatchService::new(store, hub.clone(), config.deadlines, shutdown.clone());
+        Ok(Self {
+            listener,
+            metrics_listener,
+            config,
+            service,
+            hub,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Serves until `shutdown` resolves. Then: health turns NOT_SERVING, open
+    /// streams end with UNAVAILABLE (clients reconnect elsewhere), the Redis feed
+    /// stops, and in-flight calls drain.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("reflection")?;
+        let watch = OrderStatusServiceServer::with_interceptor(
+            self.service,
+            BearerAuth::new(self.config.api_token),
+        );
+
+        let token = self.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            reporter
+                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            token.cancel();
+        };
+
+        let metrics_server = axum::serve(self.metrics_listener, metrics::router(metrics::handle()))
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
+        let metrics_task = tokio::spawn(async move {
+            if let Err(e) = metrics_server.await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+
+        let result = tonic::transport::Server::builder()
+            // Idle streams carry no data for minutes; PINGs keep NATs and proxies
+            // from dropping the connection and detect dead clients.
+            .http2_keepalive_interval(Some(self.config.keepalive_interval))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(watch)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                signal,
+            )
+            .await;
+        // If the server failed on its own, still stop the feed and the metrics server.
+        self.shutdown.cancel();
+        let _ = metrics_task.await;
+        result.context("gRPC server failed")
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}

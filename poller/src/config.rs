@@ -1,0 +1,118 @@
+//! The poller's configuration, read once from the environment through
+//! `payment_service::config`, so a bad value stops start-up with one line naming
+//! the variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use payment_service::config::{self as env, ConfigError};
+use secrecy::SecretString;
+
+use crate::service::Deadlines;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: snapshots are read from here (the poller never writes).
+    pub database_url: String,
+    /// `REDIS_URL`: the event bus.
+    pub redis_url: String,
+    /// `POLLER_ADDR` (default `0.0.0.0:50052`): the gRPC listener.
+    pub addr: SocketAddr,
+    /// `POLLER_METRICS_ADDR` (default `0.0.0.0:9091`): `GET /metrics`.
+    pub metrics_addr: SocketAddr,
+    /// `PAYMENT_SERVICE_URL`: where the fallback sends QueryOrder.
+    pub payment_service_url: String,
+    /// `API_TOKEN`: required from callers when set, and sent to payment-service.
+    pub api_token: Option<SecretString>,
+    /// `POLLER_DEFAULT_TIMEOUT_SECONDS` (300) and `POLLER_MAX_TIMEOUT_SECONDS` (1800).
+    pub deadlines: Deadlines,
+    /// `POLLER_FALLBACK_DELAY_MS` (5000): first fallback query after this long.
+    pub fallback_delay: Duration,
+    /// `POLLER_FALLBACK_MAX_DELAY_MS` (60000): the fallback backoff stops growing here.
+    pub fallback_max_delay: Duration,
+    /// `POLLER_REDIS_CLIENT_NAME` (default `wxpay-poller`): `CLIENT SETNAME` of the
+    /// pub/sub connection, to find it in `CLIENT LIST`.
+    pub redis_client_name: String,
+    /// `POLLER_KEEPALIVE_SECONDS` (30): HTTP/2 PING interval on every connection.
+    pub keepalive_interval: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let default_timeout = positive("POLLER_DEFAULT_TIMEOUT_SECONDS", 300)?;
+        let max_timeout = positive("POLLER_MAX_TIMEOUT_SECONDS", 1800)?;
+        if default_timeout > max_timeout {
+            return Err(ConfigError::new(
+                "POLLER_DEFAULT_TIMEOUT_SECONDS",
+                "must not exceed POLLER_MAX_TIMEOUT_SECONDS",
+            ));
+        }
+        let redis_client_name =
+            env::optional("POLLER_REDIS_CLIENT_NAME")?.unwrap_or_else(|| "wxpay-poller".into());
+        if !redis_client_name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                "POLLER_REDIS_CLIENT_NAME",
+                "must not contain spaces",
+            ));
+        }
+        Ok(Self {
+            database_url: env::database_url()?,
+            redis_url: env::redis_url()?,
+            addr: env::addr("POLLER_ADDR", "0.0.0.0:50052")?,
+            metrics_addr: env::addr("POLLER_METRICS_ADDR", "0.0.0.0:9091")?,
+            payment_service_url: env::url(
+                "PAYMENT_SERVICE_URL",
+                env::required("PAYMENT_SERVICE_URL")?,
+                &["http", "https"],
+            )?,
+            api_token: env::api_token()?,
+            deadlines: Deadlines {
+                default: Duration::from_secs(default_timeout),
+                max: Duration::from_secs(max_timeout),
+            },
+            fallback_delay: Duration::from_millis(positive("POLLER_FALLBACK_DELAY_MS", 5000)?),
+            fallback_max_delay: Duration::from_millis(positive(
+                "POLLER_FALLBACK_MAX_DELAY_MS",
+                60_000,
+            )?),
+            redis_client_name,
+            keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
+        })
+    }
+}
+
+fn positive(var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    match env::parsed_or::<u64>(var, default)? {
+        0 => Err(ConfigError::new(var, "must be greater than 0")),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The only test in this binary that touches these variables, so no other
+    // test races with it.
+    #[test]
+    fn bad_values_name_their_variable() {
+        std::env::set_var("DATABASE_URL", "postgres://localhost/x");
+        std::env::set_var("REDIS_URL", "redis://localhost");
+        std::env::set_var("PAYMENT_SERVICE_URL", "http://localhost:50051");
+        let ok = Config::from_env().expect("defaults are valid");
+        assert_eq!(ok.addr.port(), 50052);
+        assert_eq!(ok.deadlines.default, Duration::from_secs(300));
+        assert_eq!(ok.fallback_delay, Duration::from_millis(5000));
+
+        std::env::set_var("POLLER_MAX_TIMEOUT_SECONDS", "soon");
+        let err = Config::from_env().expect_err("not a number");
+        assert_eq!(err.var, "POLLER_MAX_TIMEOUT_SECONDS");
+        std::env::set_var("POLLER_MAX_TIMEOUT_SECONDS", "60");
+        let err = Config::from_env().expect_err("default above max");
+        assert_eq!(err.var, "POLLER_DEFAULT_TIMEOUT_SECONDS");
+        std::env::remove_var("POLLER_MAX_TIMEOUT_SECONDS");
+
+        std::env::set_var("PAYMENT_SERVICE_URL", "localhost:50051");
+        let err = Config::from_env().expect_err("no scheme");
+        assert_eq!(err.var, "PAYMENT_SERVICE_URL");
+    }
+}
