@@ -1,0 +1,293 @@
+//! The control API (JSON, under `/sandbox/`): what tests and demos use to play
+//! the payer (pay, fail, start paying), to arm faults, and to look at an order
+//! and its notification deliveries. The JSON types here are shared with the
+//! typed client in `handle`.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::Utc;
+use payment_service::{domain::TransactionId, wechat::china_time};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    faults::Faults,
+    notify::{self, Delivery},
+    orders::{DeliveryAttempt, SandboxOrder, TransitionError},
+    state::AppState,
+};
+
+/// The most concurrent copies a `duplicate` delivery may ask for.
+pub const MAX_DUPLICATES: u32 = 100;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandbox/orders/{out_trade_no}", get(order))
+        .route("/sandbox/orders/{out_trade_no}/pay", post(pay))
+        .route("/sandbox/orders/{out_trade_no}/fail", post(fail))
+        .route(
+            "/sandbox/orders/{out_trade_no}/userpaying",
+            post(user_paying),
+        )
+        .route(
+            "/sandbox/orders/{out_trade_no}/notifications",
+            get(notifications),
+        )
+        .route("/sandbox/faults", post(set_faults).get(faults))
+}
+
+/// How the notification of a payment (or failure) is delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifyOptions {
+    pub delivery: Delivery,
+    /// For `duplicate`: how many copies are sent at once (default 2).
+    pub duplicates: u32,
+    /// Leave `sign_type` out of the notification (still signed with the order's type).
+    pub omit_sign_type: bool,
+}
+
+impl Default for NotifyOptions {
+    fn default() -> Self {
+        Self {
+            delivery: Delivery::Normal,
+            duplicates: 2,
+            omit_sign_type: false,
+        }
+    }
+}
+
+/// `POST /sandbox/orders/{no}/pay`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PayOptions {
+    #[serde(flatten)]
+    pub notify: NotifyOptions,
+    /// WeChat's payment id; a fresh 28-digit one unless given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+}
+
+/// `POST /sandbox/orders/{no}/fail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailOptions {
+    #[serde(flatten)]
+    pub notify: NotifyOptions,
+    pub err_code: String,
+    pub err_code_des: String,
+}
+
+impl Default for FailOptions {
+    fn default() -> Self {
+        Self {
+            notify: NotifyOptions::default(),
+            err_code: "NOTENOUGH".to_owned(),
+            err_code_des: "余额不足".to_owned(),
+        }
+    }
+}
+
+/// An order as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub out_trade_no: String,
+    pub status: String,
+    pub prepay_id: String,
+    pub transaction_id: Option<String>,
+    /// Fen.
+    pub total_fee: i64,
+    pub sign_type: String,
+    pub notify_url: String,
+    pub body: String,
+    pub attach: String,
+    pub openid: String,
+    pub trade_type: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// `yyyyMMddHHmmss`, China time, once paid or failed.
+    pub time_end: Option<String>,
+}
+
+impl From<&SandboxOrder> for OrderView {
+    fn from(o: &SandboxOrder) -> Self {
+        Self {
+            out_trade_no: o.out_trade_no.clone(),
+            status: o.status.as_str().to_owned(),
+            prepay_id: o.prepay_id.clone(),
+            transaction_id: o.transaction_id.clone(),
+            total_fee: o.total_fee,
+            sign_type: o.sign_type.as_str().to_owned(),
+            notify_url: o.notify_url.clone(),
+            body: o.body.clone(),
+            attach: o.attach.clone(),
+            openid: o.openid.clone(),
+            trade_type: o.trade_type.clone(),
+            created_at: o.created_at.to_rfc3339(),
+            time_end: o.time_end.map(china_time::format),
+        }
+    }
+}
+
+/// The body of every control-API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug)]
+enum ControlError {
+    BadRequest(String),
+    NotFound,
+    Conflict(String),
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let (status, error) = match self {
+            ControlError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ControlError::NotFound => (StatusCode::NOT_FOUND, "no such order".to_owned()),
+            ControlError::Conflict(m) => (StatusCode::CONFLICT, m),
+        };
+        (status, Json(ErrorBody { error })).into_response()
+    }
+}
+
+impl From<TransitionError> for ControlError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::NotFound => ControlError::NotFound,
+            TransitionError::Conflict(status) => {
+                ControlError::Conflict(format!("the order is {status}"))
+            }
+            TransitionError::Expired => ControlError::Conflict("the order has expired".to_owned()),
+            TransitionError::TransactionIdTaken => {
+                ControlError::Conflict("transaction_id is already used by another order".to_owned())
+            }
+        }
+    }
+}
+
+/// An empty body means "all defaults", so `curl -X POST` works without `-d`.
+fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn copies(options: &NotifyOptions) -> Result<u32, ControlError> {
+    match options.delivery {
+        Delivery::Normal => Ok(1),
+        Delivery::Drop => Ok(0),
+        Delivery::Duplicate if (1..=MAX_DUPLICATES).contains(&options.duplicates) => {
+            Ok(options.duplicates)
+        }
+        Delivery::Duplicate => Err(ControlError::BadRequest(format!(
+            "duplicates must be 1..={MAX_DUPLICATES}"
+        ))),
+    }
+}
+
+async fn pay(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ControlError> {
+    let options: PayOptions = options(&body)?;
+    let copies = copies(&options.notify)?;
+    if let Some(tid) = &options.transaction_id {
+        TransactionId::parse(tid).map_err(|e| ControlError::BadRequest(e.to_string()))?;
+    }
+    let order = state
+        .orders()
+        .pay(&out_trade_no, options.transaction_id, Utc::now())?;
+    tracing::info!(%out_trade_no, ?options.notify, "paid");
+    let fields = notify::notification(
+        &order,
+        &state.config().merchant,
+        options.notify.omit_sign_type,
+    );
+    notify::start(&state, &order, &fields, copies);
+    Ok(Json(OrderView::from(&order)))
+}
+
+async fn fail(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ControlError> {
+    let options: FailOptions = options(&body)?;
+    let copies = copies(&options.notify)?;
+    let code_ok = !options.err_code.is_empty()
+        && options.err_code.len() <= 32
+        && options
+            .err_code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_');
+    if !code_ok || options.err_code_des.len() > 128 {
+        return Err(ControlError::BadRequest(
+            "err_code must be 1..=32 of A-Z and _, err_code_des at most 128 bytes".to_owned(),
+        ));
+    }
+    let order = state.orders().fail(
+        &out_trade_no,
+        options.err_code,
+        options.err_code_des,
+        Utc::now(),
+    )?;
+    tracing::info!(%out_trade_no, "payment failed");
+    let fields = notify::notification(
+        &order,
+        &state.config().merchant,
+        options.notify.omit_sign_type,
+    );
+    notify::start(&state, &order, &fields, copies);
+    Ok(Json(OrderView::from(&order)))
+}
+
+async fn user_paying(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+) -> Result<Json<OrderView>, ControlError> {
+    let order = state.orders().user_paying(&out_trade_no, Utc::now())?;
+    Ok(Json(OrderView::from(&order)))
+}
+
+async fn order(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+) -> Result<Json<OrderView>, ControlError> {
+    let orders = state.orders();
+    let order = orders.get(&out_trade_no).ok_or(ControlError::NotFound)?;
+    Ok(Json(OrderView::from(order)))
+}
+
+async fn notifications(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+) -> Result<Json<Vec<DeliveryAttempt>>, ControlError> {
+    let orders = state.orders();
+    let order = orders.get(&out_trade_no).ok_or(ControlError::NotFound)?;
+    Ok(Json(order.deliveries.clone()))
+}
+
+async fn set_faults(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Faults>, ControlError> {
+    let faults: Faults = options(&body)?;
+    state.faults().set(faults);
+    tracing::info!(?faults, "faults armed");
+    Ok(Json(faults))
+}
+
+async fn faults(State(state): State<AppState>) -> Json<Faults> {
+    Json(state.faults().current())
+}

@@ -1,0 +1,90 @@
+//! Injected failures: the next N WeChat API calls answer SYSTEMERROR, hang past
+//! any client timeout, or carry a forged signature. Counters only; what each
+//! fault does to a reply is decided in `wechat_api`.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// How many of the next API calls get each fault. Also the control API's JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    pub systemerror: u32,
+    pub timeout: u32,
+    pub bad_signature: u32,
+}
+
+/// The fault one call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Timeout,
+    SystemError,
+    BadSignature,
+}
+
+#[derive(Debug, Default)]
+pub struct FaultCounters(Mutex<Faults>);
+
+impl FaultCounters {
+    /// Replaces the counters (what `POST /sandbox/faults` does).
+    pub fn set(&self, faults: Faults) {
+        *self.lock() = faults;
+    }
+
+    pub fn current(&self) -> Faults {
+        *self.lock()
+    }
+
+    /// Takes at most one fault for this call, in a fixed order (timeout, then
+    /// SYSTEMERROR, then bad signature), so several armed faults hit
+    /// successive calls one at a time.
+    pub fn take(&self) -> Option<Fault> {
+        let mut f = self.lock();
+        if f.timeout > 0 {
+            f.timeout -= 1;
+            Some(Fault::Timeout)
+        } else if f.systemerror > 0 {
+            f.systemerror -= 1;
+            Some(Fault::SystemError)
+        } else if f.bad_signature > 0 {
+            f.bad_signature -= 1;
+            Some(Fault::BadSignature)
+        } else {
+            None
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
+        // The counters are plain numbers, valid whatever a panicking holder did.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_takes_one_fault_until_none_is_left() {
+        let c = FaultCounters::default();
+        c.set(Faults {
+            systemerror: 2,
+            timeout: 1,
+            bad_signature: 1,
+        });
+        let taken: Vec<_> = std::iter::from_fn(|| c.take()).collect();
+        assert_eq!(
+            taken,
+            [
+                Fault::Timeout,
+                Fault::SystemError,
+                Fault::SystemError,
+                Fault::BadSignature
+            ]
+        );
+        assert_eq!(c.current(), Faults::default());
+    }
+}

@@ -1,0 +1,207 @@
+//! A running sandbox for tests in any crate, and the typed client of its control
+//! API: `spawn` starts it on 127.0.0.1:0 in a tokio task and returns a
+//! [`SandboxHandle`] that knows its URL and can pay, fail and inspect orders.
+
+use std::time::Duration;
+
+use payment_service::wechat::Merchant;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::SandboxConfig,
+    control::{ErrorBody, FailOptions, OrderView, PayOptions},
+    faults::Faults,
+    orders::DeliveryAttempt,
+    Sandbox,
+};
+
+/// Why a control call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("the sandbox could not be reached: {0}")]
+    Transport(String),
+    /// The sandbox refused: 404 (no such order), 409 (not allowed now), 400.
+    #[error("the sandbox answered {status}: {error}")]
+    Status { status: u16, error: String },
+}
+
+impl ControlError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ControlError::Status { status, .. } => Some(*status),
+            ControlError::Transport(_) => None,
+        }
+    }
+}
+
+/// A sandbox running in the background of a test.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    base_url: String,
+    port: u16,
+    config: SandboxConfig,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a sandbox on 127.0.0.1 with a free port, in a tokio task.
+///
+/// # Panics
+/// When no local port can be bound: a test cannot run without one, and a
+/// panic with the reason is the clearest failure a test can give.
+pub async fn spawn(config: SandboxConfig) -> SandboxHandle {
+    let sandbox = match Sandbox::build(config.clone(), "127.0.0.1:0").await {
+        Ok(s) => s,
+        Err(e) => panic!("the WeChat sandbox could not start: {e}"),
+    };
+    let base_url = sandbox.base_url();
+    let port = sandbox.port();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(sandbox.run_until_stopped(async move { stopped.cancelled().await }));
+    SandboxHandle {
+        base_url,
+        port,
+        config,
+        http: reqwest::Client::new(),
+        stop,
+        task,
+    }
+}
+
+impl SandboxHandle {
+    /// `http://127.0.0.1:PORT`: the `WECHAT_API_BASE` for a client under test.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The merchant the sandbox accepts; give it to the client under test.
+    pub fn merchant(&self) -> &Merchant {
+        &self.config.merchant
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The payer pays: the order becomes SUCCESS and its notification is sent.
+    pub async fn pay(
+        &self,
+        out_trade_no: &str,
+        options: PayOptions,
+    ) -> Result<OrderView, ControlError> {
+        self.post(&format!("/sandbox/orders/{out_trade_no}/pay"), &options)
+            .await
+    }
+
+    /// The payment fails: PAYERROR, and a result_code FAIL notification.
+    pub async fn fail(
+        &self,
+        out_trade_no: &str,
+        options: FailOptions,
+    ) -> Result<OrderView, ControlError> {
+        self.post(&format!("/sandbox/orders/{out_trade_no}/fail"), &options)
+            .await
+    }
+
+    /// The payer is entering their password: USERPAYING, no notification.
+    pub async fn user_paying(&self, out_trade_no: &str) -> Result<OrderView, ControlError> {
+        self.post(&format!("/sandbox/orders/{out_trade_no}/userpaying"), &())
+            .await
+    }
+
+    /// Arms faults for the next WeChat API calls (replacing what was armed).
+    pub async fn set_faults(&self, faults: Faults) -> Result<Faults, ControlError> {
+        self.post("/sandbox/faults", &faults).await
+    }
+
+    /// The order as WeChat holds it.
+    pub async fn order(&self, out_trade_no: &str) -> Result<OrderView, ControlError> {
+        self.get(&format!("/sandbox/orders/{out_trade_no}")).await
+    }
+
+    /// Every notification attempt for the order so far.
+    pub async fn notifications(
+        &self,
+        out_trade_no: &str,
+    ) -> Result<Vec<DeliveryAttempt>, ControlError> {
+        self.get(&format!("/sandbox/orders/{out_trade_no}/notifications"))
+            .await
+    }
+
+    /// The delivery log once it holds at least `count` attempts, or what it holds
+    /// when `within` has passed (for the caller to assert on).
+    pub async fn wait_for_notifications(
+        &self,
+        out_trade_no: &str,
+        count: usize,
+        within: Duration,
+    ) -> Result<Vec<DeliveryAttempt>, ControlError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let log = self.notifications(out_trade_no).await?;
+            if log.len() >= count || tokio::time::Instant::now() >= deadline {
+                return Ok(log);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the sandbox gracefully and waits for it.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ControlError> {
+        let json = serde_json::to_vec(body).map_err(|e| ControlError::Transport(e.to_string()))?;
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(json);
+        Self::send(request).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ControlError> {
+        Self::send(self.http.get(format!("{}{path}", self.base_url))).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ControlError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ControlError::Transport(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ControlError::Transport(e.to_string()))?;
+        if !status.is_success() {
+            let error = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ControlError::Status {
+                status: status.as_u16(),
+                error,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ControlError::Transport(format!("unexpected reply: {e}")))
+    }
+}

@@ -1,0 +1,207 @@
+//! Payment notifications: what WeChat POSTs to the order's notify_url, signed
+//! with the order's sign type, and the delivery loop that retries on WeChat's
+//! schedule until the merchant answers return_code SUCCESS. Every attempt is
+//! recorded in the order's delivery log.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payment_service::{
+    domain::Nonce,
+    wechat::{china_time, sign, xml, Fields, Merchant},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    orders::{DeliveryAttempt, SandboxOrder},
+    state::AppState,
+};
+
+/// WeChat's pauses between attempts: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h.
+const RETRY_SCHEDULE_SECS: [u64; 15] = [
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+];
+
+/// The most of a merchant's reply kept in the log.
+const MAX_LOGGED_REPLY: usize = 4096;
+
+/// How a notification reaches the merchant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// One copy, retried until acknowledged.
+    #[default]
+    Normal,
+    /// The payment is recorded but no notification is ever sent, as when
+    /// WeChat's notifications are lost: only orderquery will find out.
+    Drop,
+    /// Several copies at once, as from two WeChat servers within a second.
+    Duplicate,
+}
+
+/// The pause before each retry, with time running `time_factor` times faster.
+pub fn retry_delays(time_factor: u32) -> impl Iterator<Item = Duration> {
+    let factor = time_factor.max(1);
+    RETRY_SCHEDULE_SECS
+        .into_iter()
+        .map(move |s| Duration::from_secs(s) / factor)
+}
+
+/// The notification for a paid (SUCCESS) or failed (PAYERROR) order, signed with
+/// the order's sign type. `omit_sign_type` leaves the `sign_type` field out (as
+/// WeChat sometimes does) while still signing with the order's algorithm.
+pub fn notification(order: &SandboxOrder, merchant: &Merchant, omit_sign_type: bool) -> Fields {
+    let mut f = Fields::new();
+    let mut put = |k: &str, v: &str| {
+        if !v.is_empty() {
+            f.insert(k.to_owned(), v.to_owned());
+        }
+    };
+    put("return_code", "SUCCESS");
+    put("appid", &merchant.app_id);
+    put("mch_id", &merchant.mch_id);
+    put("nonce_str", Nonce::generate().as_str());
+    put("openid", &order.openid);
+    put("is_subscribe", "N");
+    put("trade_type", &order.trade_type);
+    put("bank_type", order.bank_type.as_deref().unwrap_or("OTHERS"));
+    put("total_fee", &order.total_fee.to_string());
+    put("fee_type", "CNY");
+    put("out_trade_no", &order.out_trade_no);
+    put("attach", &order.attach);
+    if let Some(t) = order.time_end {
+        put("time_end", &china_time::format(t));
+    }
+    match &order.failure {
+        Some((code, des)) => {
+            put("result_code", "FAIL");
+            put("err_code", code);
+            put("err_code_des", des);
+        }
+        None => {
+            put("result_code", "SUCCESS");
+            put("cash_fee", &order.total_fee.to_string());
+            put(
+                "transaction_id",
+                order.transaction_id.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    if !omit_sign_type {
+        put("sign_type", order.sign_type.as_str());
+    }
+    let signature = sign::sign(f.iter(), &merchant.api_key, order.sign_type);
+    f.insert("sign".into(), signature);
+    f
+}
+
+/// Starts delivering `copies` concurrent copies of `fields` to the order's
+/// notify_url, each with its own retry loop. Returns at once.
+pub fn start(state: &AppState, order: &SandboxOrder, fields: &Fields, copies: u32) {
+    let body = match xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        Ok(body) => body,
+        Err(e) => {
+            // Our own fields, from validated orders: this is a bug, not an input.
+            tracing::error!(error = %e, out_trade_no = %order.out_trade_no, "notification could not be encoded");
+            return;
+        }
+    };
+    for copy in 1..=copies {
+        let state = state.clone();
+        let url = order.notify_url.clone();
+        let out_trade_no = order.out_trade_no.clone();
+        let body = body.clone();
+        tokio::spawn(async move { deliver(state, out_trade_no, url, body, copy).await });
+    }
+}
+
+#[tracing::instrument(skip(state, url, body))]
+async fn deliver(state: AppState, out_trade_no: String, url: String, body: String, copy: u32) {
+    let delays = std::iter::once(Duration::ZERO).chain(retry_delays(state.config().time_factor));
+    for (attempt, delay) in (1u32..).zip(delays) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = state.shutdown().cancelled() => return,
+        }
+        let record = attempt_once(&state, &url, &body, copy, attempt).await;
+        let acknowledged = record.acknowledged;
+        tracing::info!(
+            attempt,
+            http_status = record.http_status,
+            acknowledged,
+            error = record.error.as_deref(),
+            "notification attempt"
+        );
+        state.orders().record_delivery(&out_trade_no, record);
+        if acknowledged {
+            return;
+        }
+    }
+    tracing::warn!("notification never acknowledged; WeChat gives up here");
+}
+
+async fn attempt_once(
+    state: &AppState,
+    url: &str,
+    body: &str,
+    copy: u32,
+    attempt: u32,
+) -> DeliveryAttempt {
+    let mut record = DeliveryAttempt {
+        copy,
+        attempt,
+        at: Utc::now().to_rfc3339(),
+        http_status: None,
+        reply: None,
+        error: None,
+        acknowledged: false,
+    };
+    let sent = state
+        .http()
+        .post(url)
+        .header("content-type", "text/xml")
+        .body(body.to_owned())
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            record.error = Some(e.to_string());
+            return record;
+        }
+    };
+    let status = response.status();
+    record.http_status = Some(status.as_u16());
+    match response.bytes().await {
+        Ok(bytes) => {
+            // WeChat stops only on a well-formed return_code SUCCESS, on a 2xx.
+            record.acknowledged = status.is_success()
+                && xml::decode(&bytes)
+                    .is_ok_and(|f| f.get("return_code").map(String::as_str) == Some("SUCCESS"));
+            let text = String::from_utf8_lossy(&bytes);
+            record.reply = Some(text.chars().take(MAX_LOGGED_REPLY).collect());
+        }
+        Err(e) => record.error = Some(e.to_string()),
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_wechats_24h4m_divided_by_the_factor() {
+        let total: Duration = retry_delays(1).sum();
+        assert_eq!(total, Duration::from_secs(24 * 3600 + 4 * 60));
+        let fast: Vec<Duration> = retry_delays(1000).take(3).collect();
+        assert_eq!(
+            fast,
+            [
+                Duration::from_millis(15),
+                Duration::from_millis(15),
+                Duration::from_millis(30)
+            ]
+        );
+    }
+}

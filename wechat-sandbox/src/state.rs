@@ -1,0 +1,68 @@
+//! The state every handler shares: configuration, the order book, the fault
+//! counters, the HTTP client that sends notifications, and the shutdown token
+//! that stops hanging handlers and retry loops. Cheap to clone.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::SandboxConfig, faults::FaultCounters, orders::OrderBook};
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SandboxConfig,
+    orders: Mutex<OrderBook>,
+    faults: FaultCounters,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(config: SandboxConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.notify_timeout)
+            .user_agent("Mozilla/4.0 (wechat-sandbox)")
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                orders: Mutex::new(OrderBook::default()),
+                faults: FaultCounters::default(),
+                http,
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// The order book. Never held across an `.await`.
+    pub fn orders(&self) -> MutexGuard<'_, OrderBook> {
+        // Every change to the book is a single assignment sequence that cannot
+        // panic halfway through, so a poisoned lock still guards a consistent book.
+        self.inner
+            .orders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn faults(&self) -> &FaultCounters {
+        &self.inner.faults
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Cancelled when the sandbox stops.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}

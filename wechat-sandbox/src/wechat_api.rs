@@ -1,0 +1,209 @@
+//! The WeChat Pay v2 endpoints: `/pay/unifiedorder`, `/pay/orderquery` and
+//! `/pay/closeorder`. Thin: apply an armed fault, check the request with
+//! `protocol`, act on the order book, and write the signed reply.
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Router,
+};
+use chrono::Utc;
+use payment_service::{
+    domain::OrderStatus,
+    wechat::{china_time, Fields, SignType},
+};
+
+use crate::{
+    faults::Fault,
+    orders::{CloseError, PlaceError, SandboxOrder},
+    protocol::{self, OrderRef, Rejection},
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/pay/unifiedorder",
+            post(unified_order).fallback(require_post),
+        )
+        .route("/pay/orderquery", post(order_query).fallback(require_post))
+        .route("/pay/closeorder", post(close_order).fallback(require_post))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    UnifiedOrder,
+    OrderQuery,
+    CloseOrder,
+}
+
+async fn unified_order(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, Endpoint::UnifiedOrder, body).await
+}
+
+async fn order_query(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, Endpoint::OrderQuery, body).await
+}
+
+async fn close_order(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, Endpoint::CloseOrder, body).await
+}
+
+async fn require_post() -> Response {
+    xml_response(protocol::to_xml(&Fields::from([
+        ("return_code".to_owned(), "FAIL".to_owned()),
+        ("return_msg".to_owned(), "REQUIRE_POST_METHOD".to_owned()),
+    ])))
+}
+
+async fn handle(state: AppState, endpoint: Endpoint, body: Bytes) -> Response {
+    let fault = state.faults().take();
+    if fault == Some(Fault::Timeout) {
+        return hang_and_drop(&state).await;
+    }
+    let merchant = &state.config().merchant;
+    let (outcome, sign_type) = match protocol::decode_request(&body) {
+        Err(rejection) => (Err(rejection), SignType::Md5),
+        Ok(fields) => match protocol::request_sign_type(&fields) {
+            Err(rejection) => (Err(rejection), SignType::Md5),
+            Ok(sign_type) => {
+                let outcome = if fault == Some(Fault::SystemError) {
+                    // Refused before touching any order, as a real SYSTEMERROR may be:
+                    // the client must retry with the very same request.
+                    Err(Rejection::Business {
+                        code: "SYSTEMERROR",
+                        des: "系统超时".to_owned(),
+                    })
+                } else {
+                    protocol::authenticate(&fields, merchant, sign_type)
+                        .and_then(|()| act(&state, endpoint, &fields, sign_type))
+                };
+                (outcome, sign_type)
+            }
+        },
+    };
+    if let Err(rejection) = &outcome {
+        tracing::info!(?endpoint, ?rejection, "request refused");
+    }
+    let mut reply = protocol::render(outcome, merchant, sign_type);
+    if fault == Some(Fault::BadSignature) {
+        protocol::forge_signature(&mut reply);
+    }
+    xml_response(protocol::to_xml(&reply))
+}
+
+/// What a valid request does to the order book, and the fields it adds to the reply.
+fn act(
+    state: &AppState,
+    endpoint: Endpoint,
+    fields: &Fields,
+    sign_type: SignType,
+) -> Result<Fields, Rejection> {
+    let now = Utc::now();
+    match endpoint {
+        Endpoint::UnifiedOrder => {
+            let new = protocol::unified_order(fields, sign_type, now)?;
+            let trade_type = new.trade_type.clone();
+            let prepay_id = state.orders().place(new, now).map_err(|e| match e {
+                PlaceError::DuplicateOutTradeNo => {
+                    business("INVALID_REQUEST", "201 商户订单号重复")
+                }
+                PlaceError::Paid => business("ORDERPAID", "该订单已支付"),
+                PlaceError::Closed => business("ORDERCLOSED", "该订单已关闭"),
+            })?;
+            Ok(Fields::from([
+                ("prepay_id".to_owned(), prepay_id),
+                ("trade_type".to_owned(), trade_type),
+            ]))
+        }
+        Endpoint::OrderQuery => {
+            let reference = protocol::query_ref(fields)?;
+            let orders = state.orders();
+            let order = match &reference {
+                OrderRef::OutTradeNo(no) => orders.get(no),
+                OrderRef::TransactionId(tid) => orders.find_by_transaction_id(tid),
+            };
+            order
+                .map(query_fields)
+                .ok_or_else(|| business("ORDERNOTEXIST", "订单不存在"))
+        }
+        Endpoint::CloseOrder => {
+            let no = protocol::out_trade_no(fields)?;
+            state.orders().close(&no).map_err(|e| match e {
+                CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
+                CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
+                CloseError::Closed => business("ORDERCLOSED", "订单已关闭，无需继续关单"),
+            })?;
+            Ok(Fields::from([("result_msg".to_owned(), "OK".to_owned())]))
+        }
+    }
+}
+
+fn business(code: &'static str, des: &str) -> Rejection {
+    Rejection::Business {
+        code,
+        des: des.to_owned(),
+    }
+}
+
+/// orderquery's fields for an order; payment details only once it was paid.
+fn query_fields(order: &SandboxOrder) -> Fields {
+    let mut f = Fields::new();
+    let mut put = |k: &str, v: &str| {
+        if !v.is_empty() {
+            f.insert(k.to_owned(), v.to_owned());
+        }
+    };
+    let desc = match order.status {
+        OrderStatus::Success => "支付成功",
+        OrderStatus::Refund => "转入退款",
+        OrderStatus::NotPay => "订单未支付",
+        OrderStatus::Closed => "订单已关闭",
+        OrderStatus::Revoked => "已撤销（付款码支付）",
+        OrderStatus::UserPaying => "用户支付中，需要输入密码",
+        OrderStatus::PayError => "支付失败",
+    };
+    put("out_trade_no", &order.out_trade_no);
+    put("trade_state", order.status.as_str());
+    put("trade_state_desc", desc);
+    put("trade_type", &order.trade_type);
+    put("openid", &order.openid);
+    put("attach", &order.attach);
+    if matches!(order.status, OrderStatus::Success | OrderStatus::Refund) {
+        put(
+            "transaction_id",
+            order.transaction_id.as_deref().unwrap_or(""),
+        );
+        put("total_fee", &order.total_fee.to_string());
+        put("cash_fee", &order.total_fee.to_string());
+        put("fee_type", "CNY");
+        put("bank_type", order.bank_type.as_deref().unwrap_or("OTHERS"));
+        put("is_subscribe", "N");
+        if let Some(t) = order.time_end {
+            put("time_end", &china_time::format(t));
+        }
+    }
+    f
+}
+
+/// The `timeout` fault: hold the request past any client timeout, then drop the
+/// connection without an answer (a body that fails makes hyper abort it).
+async fn hang_and_drop(state: &AppState) -> Response {
+    tracing::info!("timeout fault: holding the request");
+    tokio::select! {
+        _ = tokio::time::sleep(state.config().fault_hang) => {}
+        // Do not hold up a graceful shutdown for a simulated hang.
+        _ = state.shutdown().cancelled() => {}
+    }
+    let failing = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("simulated timeout"))
+    });
+    (StatusCode::OK, Body::from_stream(failing)).into_response()
+}
+
+fn xml_response(xml: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
