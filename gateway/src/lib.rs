@@ -1,1 +1,23 @@
-//! The gateway (being built).
+//! The gateway: the only public-facing part of the system. It terminates WeChat
+//! Pay's notifications (v2 payment XML, refund XML, the cloud-pay JSON
+//! callback), verifies them, applies each exactly once through the store's
+//! conditional transition (with its outbox event), and publishes the change
+//! after the commit. Decisions live in `notify`, `refund`, `cloudpay` and
+//! `settle`; `routes` is the thin HTTP layer; `application` runs it all.
+
+pub mod application;
+pub mod cloudpay;
+pub mod config;
+pub mod metrics;
+pub mod notify;
+pub mod refund;
+pub mod routes;
+pub mod settle;
+pub mod state;
+pub mod verdict;
+
+pub use application::Application;
+pub use config::{CloudpaySecret, GatewayConfig};
+pub use routes::app;
+pub use state::AppState;
+pub use verdict::{Kind, Verdict};

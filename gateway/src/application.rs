@@ -1,0 +1,125 @@
+//! Builds and runs the gateway: connects storage and the event bus, binds the
+//! listener, serves [`crate::app`], runs the outbox relay beside it, and shuts
+//! down gracefully (stop accepting, finish in-flight notifications and their
+//! publishes, flush the relay).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use payment_service::{
+    events::{EventPublisher, RedisPublisher, Relay},
+    store::{PgStore, Store},
+    wechat::Merchant,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{CloudpaySecret, GatewayConfig},
+    routes::app,
+    state::AppState,
+};
+
+/// How long in-flight requests and tasks get once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Relay,
+}
+
+impl Application {
+    /// Connects to Postgres (running migrations), prepares Redis (lazily: the
+    /// gateway starts and keeps answering while Redis is down) and binds.
+    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(
+            PgStore::connect(&config.database_url, Default::default())
+                .await
+                .context("cannot use DATABASE_URL")?,
+        );
+        let publisher: Arc<dyn EventPublisher> =
+            Arc::new(RedisPublisher::new(&config.redis_url).context("cannot use REDIS_URL")?);
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on GATEWAY_ADDR {}", config.addr))?;
+        Ok(Self::from_parts(
+            listener,
+            store,
+            publisher,
+            config.merchant,
+            config.cloudpay_secret,
+        ))
+    }
+
+    /// Assembles the gateway from ready parts (the embedded mode passes SQLite and an in-process bus).
+    pub fn from_parts(
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn EventPublisher>,
+        merchant: Merchant,
+        cloudpay_secret: Option<CloudpaySecret>,
+    ) -> Self {
+        let relay = Relay::new(store.clone(), publisher.clone());
+        let state = AppState::new(store, publisher, merchant, cloudpay_secret);
+        Self {
+            listener,
+            state,
+            relay,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains (bounded) and flushes the relay.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_relay_tx, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay_task = tokio::spawn(self.relay.clone().run(async {
+            let _ = stop_relay_rx.await;
+        }));
+
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        tracing::info!(port = self.port(), "gateway listening");
+        let server =
+            axum::serve(self.listener, app(self.state.clone())).with_graceful_shutdown(signal);
+        let server = std::future::IntoFuture::into_future(server);
+        tokio::pin!(server);
+        // axum stops accepting at once and waits for open connections; a sender
+        // that never finishes its request gets DRAIN_TIMEOUT, not forever.
+        let served = tokio::select! {
+            res = &mut server => res.context("serving HTTP"),
+            _ = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } => {
+                tracing::warn!("drain timed out; exiting with requests in flight");
+                Ok(())
+            }
+        };
+
+        // Notifications whose sender hung up, and direct publishes, still run on the tracker.
+        self.state.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight notification tasks did not finish in time");
+        }
+        let _ = stop_relay_tx.send(());
+        let _ = relay_task.await;
+        tracing::info!("gateway stopped");
+        served
+    }
+}

@@ -1,0 +1,104 @@
+//! The gateway's configuration, read from the environment through
+//! `payment_service::config`'s helpers so a bad or missing value stops start-up
+//! with one line naming the variable. The gateway only verifies what WeChat
+//! sends, so it reads the merchant fields itself and does not require
+//! `WECHAT_SIGN_TYPE` or `WECHAT_NOTIFY_URL` (which `WechatConfig::from_env` does).
+
+use std::{fmt, net::SocketAddr};
+
+use payment_service::{
+    config::{self, ConfigError},
+    wechat::{ApiKey, Merchant},
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The default listen address.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
+
+/// The shared secret the cloud-pay forwarder signs its requests with.
+/// Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct CloudpaySecret(SecretString);
+
+impl CloudpaySecret {
+    /// Shortest secret accepted: shorter ones are guessable, and the endpoint is public.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if s.len() < Self::MIN_LEN {
+            return Err("must be at least 16 characters");
+        }
+        Ok(Self(SecretString::from(s.to_owned())))
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+impl fmt::Debug for CloudpaySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CloudpaySecret(**redacted**)")
+    }
+}
+
+/// Everything the gateway reads from the environment.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub merchant: Merchant,
+    pub addr: SocketAddr,
+    /// `None` disables `POST /cloudpay/callback` (it answers 404).
+    pub cloudpay_secret: Option<CloudpaySecret>,
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            database_url: config::database_url()?,
+            redis_url: config::redis_url()?,
+            merchant: merchant_from_env()?,
+            addr: config::addr("GATEWAY_ADDR", DEFAULT_ADDR)?,
+            cloudpay_secret: config::optional("CLOUDPAY_CALLBACK_SECRET")?
+                .map(|s| CloudpaySecret::parse(&s))
+                .transpose()
+                .map_err(|reason| ConfigError::new("CLOUDPAY_CALLBACK_SECRET", reason))?,
+        })
+    }
+}
+
+/// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`, validated as
+/// payment-service validates them, so both services accept the same values.
+pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
+    let app_id = config::required("WECHAT_APP_ID")?;
+    if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
+        return Err(ConfigError::new(
+            "WECHAT_APP_ID",
+            "must be up to 32 letters and digits",
+        ));
+    }
+    let mch_id = config::required("WECHAT_MCH_ID")?;
+    if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
+        return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
+    }
+    let api_key = ApiKey::parse(&config::required("WECHAT_API_KEY")?)
+        .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
+    Ok(Merchant {
+        app_id,
+        mch_id,
+        api_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_cloudpay_secrets_are_refused_and_secrets_never_print() {
+        assert!(CloudpaySecret::parse("short").is_err());
+        let s = CloudpaySecret::parse("a-long-enough-shared-secret").expect("long enough");
+        assert!(!format!("{s:?}").contains("long-enough"));
+    }
+}

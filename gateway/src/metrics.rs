@@ -1,0 +1,77 @@
+//! The gateway's Prometheus metrics: the names, the process-wide recorder, and
+//! the `/metrics` rendering (which also samples the outbox backlog, so the gauge
+//! is as fresh as the scrape).
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use payment_service::store::Store;
+
+use crate::verdict::{Kind, Verdict};
+
+/// Notifications by `kind` (pay, refund, cloudpay) and `verdict`.
+pub const NOTIFICATIONS_TOTAL: &str = "wxpay_gateway_notifications_total";
+/// Time from receiving a notification to its reply, by `kind`.
+pub const NOTIFICATION_SECONDS: &str = "wxpay_gateway_notification_duration_seconds";
+/// Genuine-looking messages refused or contradicting a final state, by `kind` of anomaly.
+pub const ANOMALIES_TOTAL: &str = "wxpay_gateway_anomalies_total";
+/// Outbox events not yet published.
+pub const OUTBOX_BACKLOG: &str = "wxpay_gateway_outbox_backlog";
+/// Age of the oldest unpublished outbox event (0 when there is none).
+pub const OUTBOX_OLDEST_AGE_SECONDS: &str = "wxpay_gateway_outbox_oldest_age_seconds";
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. Several
+/// applications in one process (tests, the embedded mode) share it.
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            // Buckets make the latency a real histogram rather than a summary; the
+            // list is a non-empty constant, so the fallback is never taken.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(NOTIFICATION_SECONDS.to_owned()), &LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    // Someone else installed a recorder first: keep serving /metrics
+                    // (empty) rather than refuse to start over telemetry.
+                    tracing::warn!(error = %e, "metrics recorder already installed; /metrics will be empty");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Counts one notification and how long it took.
+pub fn record_notification(kind: Kind, verdict: Verdict, elapsed: Duration) {
+    metrics::counter!(NOTIFICATIONS_TOTAL, "kind" => kind.as_str(), "verdict" => verdict.as_str())
+        .increment(1);
+    metrics::histogram!(NOTIFICATION_SECONDS, "kind" => kind.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn record_anomaly(anomaly: &'static str) {
+    metrics::counter!(ANOMALIES_TOTAL, "kind" => anomaly).increment(1);
+}
+
+/// Samples the outbox (bounded, so a slow database cannot hang the scrape) and renders.
+pub async fn render(handle: &PrometheusHandle, store: &dyn Store) -> String {
+    match tokio::time::timeout(Duration::from_secs(2), store.outbox_backlog()).await {
+        Ok(Ok(backlog)) => {
+            metrics::gauge!(OUTBOX_BACKLOG).set(backlog.count as f64);
+            metrics::gauge!(OUTBOX_OLDEST_AGE_SECONDS)
+                .set(backlog.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "metrics: outbox backlog unavailable"),
+        Err(_) => tracing::debug!("metrics: outbox backlog query timed out"),
+    }
+    handle.run_upkeep();
+    handle.render()
+}

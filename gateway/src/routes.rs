@@ -1,0 +1,184 @@
+//! The HTTP surface: the router, its size limit, and the thin handlers that
+//! turn a body into a verdict (via `notify`, `refund`, `cloudpay`) and a verdict
+//! into the reply each sender expects. No decision is made here.
+
+use std::{future::Future, time::Instant};
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use payment_service::wechat::xml;
+
+use crate::{
+    cloudpay, metrics, notify, refund,
+    state::AppState,
+    verdict::{Kind, Verdict},
+};
+
+/// WeChat's messages are a few KiB; anything over this is refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = xml::MAX_XML_BYTES;
+
+/// The gateway's routes, testable without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/wechat/pay/notify", post(pay_notify))
+        .route("/wechat/refund/notify", post(refund_notify))
+        .route("/cloudpay/callback", post(cloudpay_callback))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Reads the body, runs `work` on the task tracker, and counts the verdict.
+///
+/// The work runs as its own task so that graceful shutdown waits for it and a
+/// sender that hangs up mid-request cannot cancel a notification half-way
+/// (after the commit but before the publish is spawned, say).
+async fn tracked<F, Fut>(
+    state: &AppState,
+    kind: Kind,
+    body: Result<Bytes, BytesRejection>,
+    work: F,
+) -> Verdict
+where
+    F: FnOnce(AppState, Bytes) -> Fut,
+    Fut: Future<Output = Verdict> + Send + 'static,
+{
+    let started = Instant::now();
+    let verdict = match body {
+        Ok(body) => match state.tasks.spawn(work(state.clone(), body)).await {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                tracing::error!(error = %e, kind = kind.as_str(), "notification task failed");
+                Verdict::Unavailable
+            }
+        },
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!(
+                kind = kind.as_str(),
+                "notification body over the size limit refused"
+            );
+            Verdict::TooLarge
+        }
+        Err(rejection) => {
+            tracing::warn!(kind = kind.as_str(), error = %rejection.body_text(), "notification body unreadable");
+            Verdict::Malformed
+        }
+    };
+    metrics::record_notification(kind, verdict, started.elapsed());
+    verdict
+}
+
+fn status_of(verdict: Verdict) -> StatusCode {
+    if verdict == Verdict::TooLarge {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        // WeChat reads return_code, not the status; 200 with FAIL is its convention.
+        StatusCode::OK
+    }
+}
+
+fn xml_reply(verdict: Verdict) -> Response {
+    (
+        status_of(verdict),
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml::notify_reply(verdict.acknowledged(), verdict.public_message()),
+    )
+        .into_response()
+}
+
+async fn pay_notify(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let verdict = tracked(&state, Kind::Pay, body, |state, body| async move {
+        notify::process(&state, &body).await
+    })
+    .await;
+    xml_reply(verdict)
+}
+
+async fn refund_notify(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let verdict = tracked(&state, Kind::Refund, body, |state, body| async move {
+        refund::process(&state, &body).await
+    })
+    .await;
+    xml_reply(verdict)
+}
+
+async fn cloudpay_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(secret) = state.cloudpay_secret.clone() else {
+        // Disabled: indistinguishable from a route that does not exist.
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let signature = headers
+        .get(cloudpay::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let verdict = tracked(&state, Kind::Cloudpay, body, |state, body| async move {
+        cloudpay::process(&state, &secret, signature.as_deref(), &body).await
+    })
+    .await;
+    // The cloud function returns this object to WeChat as is; errcode 0 stops the retries.
+    let reply = if verdict.acknowledged() {
+        serde_json::json!({ "errcode": 0, "errmsg": "SUCCESS" })
+    } else {
+        serde_json::json!({ "errcode": 1, "errmsg": verdict.public_message() })
+    };
+    (status_of(verdict), axum::Json(reply)).into_response()
+}
+
+/// The process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The database and the event bus are reachable (bounded, so a hung dependency
+/// makes the probe fail rather than hang).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let limit = std::time::Duration::from_secs(2);
+    let db = matches!(
+        tokio::time::timeout(limit, state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let bus = matches!(
+        tokio::time::timeout(limit, state.publisher.ping()).await,
+        Ok(Ok(()))
+    );
+    match (db, bus) {
+        (true, true) => (StatusCode::OK, "ready").into_response(),
+        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable").into_response(),
+        (false, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database and redis unavailable",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let text = metrics::render(&state.metrics, state.store.as_ref()).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,212 @@
+//! Applying a verified payment result to its order, shared by the XML
+//! notification and the cloud-pay callback: the order must exist and the amount
+//! must match, then one conditional transition (with its outbox event) decides
+//! whether this message changed anything. Callers verify authenticity and the
+//! merchant first; nothing here looks at the wire format.
+
+use chrono::{DateTime, Utc};
+use payment_service::{
+    domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo},
+    store::{StoreError, Transition, TransitionOutcome},
+};
+
+use crate::{state::AppState, verdict::Verdict};
+
+/// What WeChat reported for one order, already authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentReport {
+    pub out_trade_no: OutTradeNo,
+    /// `None` when the message's amount is missing or not a whole number of fen.
+    pub total_fee: Option<Fee>,
+    /// CNY when absent.
+    pub fee_type: Option<String>,
+    pub result: Reported,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    Paid {
+        transaction_id: String,
+        cash_fee: Option<i64>,
+        paid_at: Option<DateTime<Utc>>,
+    },
+    /// result_code FAIL.
+    Failed,
+}
+
+/// Maps a storage failure to a verdict. Every variant means "retry later" to
+/// WeChat except a vanished order; detail is logged, never replied.
+pub(crate) fn store_failure(out_trade_no: &str, e: StoreError) -> Verdict {
+    match e {
+        StoreError::NotFound => Verdict::UnknownOrder,
+        StoreError::Unavailable(_) => {
+            tracing::warn!(out_trade_no, error = %e, "database unavailable; asking WeChat to retry");
+            Verdict::Unavailable
+        }
+        StoreError::Conflict(_) | StoreError::Corrupt(_) => {
+            tracing::error!(out_trade_no, error = %e, "storage refused the notification");
+            Verdict::Unavailable
+        }
+    }
+}
+
+/// Steps 3-6 for an authenticated report whose merchant was checked: the order
+/// exists, the amount matches, then the transition and the event.
+pub(crate) async fn settle(
+    state: &AppState,
+    order: Option<Order>,
+    report: PaymentReport,
+    source: EventSource,
+) -> Verdict {
+    let no = report.out_trade_no.as_str();
+    let Some(order) = order else {
+        // Signed by WeChat for an order we never made. FAIL keeps WeChat retrying for a
+        // day, which leaves time to find out whether it is ours (another deployment's
+        // database, a restore from backup) before the message is gone.
+        state
+            .anomaly(
+                "unknown_order",
+                no,
+                "a signed payment result for an unknown out_trade_no".into(),
+            )
+            .await;
+        return Verdict::UnknownOrder;
+    };
+    let fee_type = report.fee_type.as_deref().unwrap_or("CNY");
+    if report.total_fee != Some(order.total_fee) || fee_type != "CNY" {
+        // A valid signature with the wrong amount is the classic fake-payment attack
+        // (or a bug that would lose money): never mark the order paid.
+        let given = report
+            .total_fee
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "unreadable".into());
+        state
+            .anomaly(
+                "amount_mismatch",
+                no,
+                format!(
+                    "reported {given} {fee_type}, order is {} CNY",
+                    order.total_fee
+                ),
+            )
+            .await;
+        return Verdict::AmountMismatch;
+    }
+
+    match report.result {
+        Reported::Paid {
+            transaction_id,
+            cash_fee,
+            paid_at,
+        } => {
+            pay(
+                state,
+                &report.out_trade_no,
+                transaction_id,
+                cash_fee,
+                paid_at,
+                source,
+            )
+            .await
+        }
+        Reported::Failed => fail(state, &report.out_trade_no, source).await,
+    }
+}
+
+async fn pay(
+    state: &AppState,
+    out_trade_no: &OutTradeNo,
+    transaction_id: String,
+    cash_fee: Option<i64>,
+    paid_at: Option<DateTime<Utc>>,
+    source: EventSource,
+) -> Verdict {
+    let no = out_trade_no.as_str();
+    let t = Transition {
+        out_trade_no: out_trade_no.clone(),
+        to: OrderStatus::Success,
+        transaction_id: Some(transaction_id.clone()),
+        cash_fee,
+        paid_at,
+        source,
+    };
+    match state.store.transition(&t).await {
+        Ok(TransitionOutcome::Applied { order, event }) => {
+            tracing::info!(out_trade_no = no, version = order.version, %transaction_id, "order paid");
+            state.publish_later(event);
+            Verdict::Applied
+        }
+        Ok(TransitionOutcome::Unchanged { order }) => match order.status {
+            OrderStatus::Success | OrderStatus::Refund
+                if order.transaction_id.as_deref() == Some(&transaction_id) =>
+            {
+                Verdict::Duplicate
+            }
+            // Paid twice under two transaction_ids, or paid after the order was closed
+            // or failed. The state machine will never accept this message, so a FAIL
+            // would only make WeChat resend it for a day with the same result; the
+            // money question (refund one of them) is for a human, via the anomaly.
+            OrderStatus::Success
+            | OrderStatus::Refund
+            | OrderStatus::Closed
+            | OrderStatus::Revoked
+            | OrderStatus::PayError => {
+                state
+                    .anomaly(
+                        "payment_conflict",
+                        no,
+                        format!(
+                            "payment {transaction_id} reported for an order already {} (transaction {})",
+                            order.status,
+                            order.transaction_id.as_deref().unwrap_or("none")
+                        ),
+                    )
+                    .await;
+                Verdict::Conflict
+            }
+            // The move is allowed from these, so "unchanged" means the order moved
+            // between the UPDATE and the re-read; a retry will see where it settled.
+            OrderStatus::NotPay | OrderStatus::UserPaying => Verdict::Unavailable,
+        },
+        Err(StoreError::Conflict(detail)) => {
+            // transaction_id is unique: WeChat reports one payment for two orders.
+            state
+                .anomaly(
+                    "transaction_reused",
+                    no,
+                    format!("transaction {transaction_id} is already recorded for another order: {detail}"),
+                )
+                .await;
+            Verdict::Conflict
+        }
+        Err(e) => store_failure(no, e),
+    }
+}
+
+async fn fail(state: &AppState, out_trade_no: &OutTradeNo, source: EventSource) -> Verdict {
+    let no = out_trade_no.as_str();
+    let t = Transition {
+        out_trade_no: out_trade_no.clone(),
+        to: OrderStatus::PayError,
+        transaction_id: None,
+        cash_fee: None,
+        paid_at: None,
+        source,
+    };
+    match state.store.transition(&t).await {
+        Ok(TransitionOutcome::Applied { order, event }) => {
+            tracing::info!(out_trade_no = no, version = order.version, "payment failed");
+            state.publish_later(event);
+            Verdict::Applied
+        }
+        Ok(TransitionOutcome::Unchanged { order }) if order.status == OrderStatus::PayError => {
+            Verdict::Duplicate
+        }
+        Ok(TransitionOutcome::Unchanged { order }) => {
+            // Already decided (paid, closed): a failure report cannot undo that.
+            tracing::warn!(out_trade_no = no, status = %order.status, "payment failure reported for a decided order; ignored");
+            Verdict::Ignored
+        }
+        Err(e) => store_failure(no, e),
+    }
+}

@@ -1,0 +1,94 @@
+//! The state every handler shares: storage and the event bus behind their
+//! traits (Postgres and Redis here; SQLite and an in-process bus in the embedded
+//! mode), the merchant whose messages we accept, and the task tracker that lets
+//! shutdown wait for in-flight notifications and their publishes.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use payment_service::{
+    domain::OrderEvent,
+    events::{self, EventPublisher},
+    store::{Anomaly, NotificationRecord, Store},
+    wechat::Merchant,
+};
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    config::CloudpaySecret,
+    verdict::{Kind, Verdict},
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<dyn EventPublisher>,
+    pub merchant: Arc<Merchant>,
+    /// `None`: the cloud-pay callback is disabled.
+    pub cloudpay_secret: Option<Arc<CloudpaySecret>>,
+    pub metrics: PrometheusHandle,
+    /// Notification processing and direct publishes run here, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn EventPublisher>,
+        merchant: Merchant,
+        cloudpay_secret: Option<CloudpaySecret>,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            merchant: Arc::new(merchant),
+            cloudpay_secret: cloudpay_secret.map(Arc::new),
+            metrics: crate::metrics::prometheus(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Publishes a committed event in the background: the reply never waits for
+    /// Redis, and if the publish fails the outbox relay sends it later.
+    pub(crate) fn publish_later(&self, event: OrderEvent) {
+        let store = self.store.clone();
+        let publisher = self.publisher.clone();
+        self.tasks.spawn(async move {
+            events::publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
+        });
+    }
+
+    /// Records a genuine-looking message we refused or that contradicts a final
+    /// state: a metric, an error log, and a row for whoever investigates.
+    pub(crate) async fn anomaly(&self, kind: &'static str, out_trade_no: &str, detail: String) {
+        crate::metrics::record_anomaly(kind);
+        tracing::error!(out_trade_no, anomaly = kind, %detail, "notification anomaly");
+        let row = Anomaly {
+            kind: kind.to_owned(),
+            out_trade_no: Some(out_trade_no.to_owned()),
+            detail,
+        };
+        if let Err(e) = self.store.record_anomaly(&row).await {
+            tracing::error!(out_trade_no, anomaly = kind, error = %e, "could not record anomaly");
+        }
+    }
+
+    /// Keeps the notification as received, for audit and replay.
+    pub(crate) async fn keep(
+        &self,
+        kind: Kind,
+        out_trade_no: Option<&str>,
+        verdict: Verdict,
+        raw_body: &[u8],
+    ) {
+        let row = NotificationRecord {
+            kind: kind.as_str().to_owned(),
+            out_trade_no: out_trade_no.map(str::to_owned),
+            verdict: verdict.as_str().to_owned(),
+            raw_body: raw_body.to_vec(),
+        };
+        if let Err(e) = self.store.record_notification(&row).await {
+            tracing::warn!(out_trade_no, %verdict, error = %e, "could not keep the notification");
+        }
+    }
+}
