@@ -1,0 +1,208 @@
+//! The WatchOrder stream contract, end to end on real Postgres and Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{next, spawn_app, watch_with, Options};
+use poller::client::{watch_order, WatchEnd};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+use wxpay_proto::v1::OrderStatus;
+
+#[tokio::test]
+async fn watch_before_payment_gets_notpay_then_success_then_the_end() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+
+    let first = next(&mut stream).await.expect("snapshot");
+    assert_eq!(first.status(), OrderStatus::Notpay);
+    assert_eq!(first.source, "SNAPSHOT");
+    assert_eq!(first.version, 1);
+    assert!(!first.terminal);
+
+    app.pay(&no).await;
+    let paid = next(&mut stream).await.expect("the payment");
+    assert_eq!(paid.status(), OrderStatus::Success);
+    assert_eq!(paid.source, "NOTIFY");
+    assert_eq!(paid.version, 2);
+    assert_eq!(paid.transaction_id, format!("4200{no}"));
+    assert!(paid.terminal);
+    assert_eq!(
+        next(&mut stream).await,
+        None,
+        "the stream ends after a terminal status"
+    );
+}
+
+#[tokio::test]
+async fn watch_after_payment_gets_success_at_once_then_the_end() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    app.pay(&no).await;
+
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+    let first = next(&mut stream).await.expect("snapshot");
+    assert_eq!(first.status(), OrderStatus::Success);
+    assert_eq!(first.source, "SNAPSHOT");
+    assert!(first.terminal);
+    assert_eq!(next(&mut stream).await, None);
+}
+
+#[tokio::test]
+async fn duplicate_events_are_sent_once() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+    next(&mut stream).await.expect("snapshot");
+
+    // At-least-once delivery: the relay republishes what was published directly.
+    let payment_service::store::TransitionOutcome::Applied { event, .. } = common::pay_in_db(
+        app.store.as_ref(),
+        &no,
+        payment_service::domain::EventSource::Notify,
+    )
+    .await
+    else {
+        panic!("the order was unpaid");
+    };
+    use payment_service::events::EventPublisher;
+    app.publisher.publish(&event).await.expect("publish");
+    app.publisher.publish(&event).await.expect("publish again");
+
+    let paid = next(&mut stream).await.expect("the payment");
+    assert_eq!((paid.status(), paid.version), (OrderStatus::Success, 2));
+    assert_eq!(next(&mut stream).await, None, "no second SUCCESS");
+}
+
+#[tokio::test]
+async fn unknown_order_is_not_found_and_a_bad_number_is_invalid() {
+    let app = spawn_app(Options::default()).await;
+    let err = app.watch("NOSUCHORDER123").await.expect_err("unknown");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = app.watch("not a valid number!").await.expect_err("invalid");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        app.hub.watched_orders(),
+        0,
+        "failed watches leave nothing behind"
+    );
+}
+
+#[tokio::test]
+async fn deadline_ends_the_stream_cleanly_without_a_terminal_message() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut client = app.client().await;
+    let mut stream = watch_with(&mut client, no.as_str(), 1)
+        .await
+        .expect("watch");
+    let first = next(&mut stream).await.expect("snapshot");
+    assert_eq!(first.status(), OrderStatus::Notpay);
+    assert_eq!(
+        next(&mut stream).await,
+        None,
+        "a clean end (status OK) at the deadline"
+    );
+    // The server dropped the registration with the stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.hub.watched_orders(), 0);
+}
+
+#[tokio::test]
+async fn api_token_is_required_when_set_but_health_stays_open() {
+    let app = spawn_app(Options {
+        api_token: Some("s3cret-token"),
+        ..Options::default()
+    })
+    .await;
+    let no = app.create_order().await;
+    let err = app.watch(no.as_str()).await.expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let end = watch_order(&app.url, no.as_str(), Some("s3cret-token"), 1, |_| {}).await;
+    assert!(matches!(end, Ok(WatchEnd::Deadline)), "{end:?}");
+
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let reply = health
+        .check(HealthCheckRequest {
+            service: "wxpay.v1.OrderStatusService".into(),
+        })
+        .await
+        .expect("health needs no token")
+        .into_inner();
+    assert_eq!(reply.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn example_client_prints_each_change_until_the_terminal_status() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = app.url.clone();
+    let watched = no.to_string();
+    let client = tokio::spawn(async move {
+        watch_order(&url, &watched, None, 0, move |e| {
+            let _ = seen_tx.send(e.status());
+        })
+        .await
+    });
+    assert_eq!(seen_rx.recv().await, Some(OrderStatus::Notpay));
+    app.pay(&no).await;
+    let end = client.await.unwrap().expect("watch");
+    assert!(
+        matches!(end, WatchEnd::Terminal(ref e) if e.status() == OrderStatus::Success),
+        "{end:?}"
+    );
+    assert_eq!(seen_rx.recv().await, Some(OrderStatus::Success));
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_unavailable_and_stops_cleanly() {
+    let mut app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+    next(&mut stream).await.expect("snapshot");
+
+    app.stop();
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends promptly")
+        .expect_err("an error status");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let server = app.server.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .expect("a clean stop");
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_format() {
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+    next(&mut stream).await.expect("snapshot");
+
+    let body = reqwest::get(&app.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "poller_active_streams",
+        "poller_subscribed_channels",
+        "poller_events_delivered_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+}
