@@ -12,9 +12,11 @@ use chrono::{DateTime, Utc};
 use crate::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo};
 
 pub mod postgres;
+pub mod sqlite;
 pub mod suite;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,223 @@
+//! The storage suite against SQLite, each test on its own database: in memory
+//! (what other crates' tests use), and in a WAL file (the embedded mode as it
+//! runs, with real file locks between the writer and the readers). Plus what only the file-backed embedded mode promises: the file and its
+//! directory are created, data survives a reopen, the file is in WAL mode, and
+//! a row that no longer parses is reported as corrupt.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use payment_service::{
+    domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo},
+    store::{
+        suite::new_order, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, SqliteStore,
+        Store, StoreError, Transition, TransitionOutcome,
+    },
+};
+use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
+
+async fn fresh_sqlite() -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::in_memory()
+            .await
+            .expect("in-memory SQLite store"),
+    )
+}
+
+payment_service::store_suite!(fresh_sqlite());
+
+mod file_backed {
+    use super::*;
+
+    /// A file store that deletes its directory when the test drops it.
+    struct FileStore {
+        store: SqliteStore,
+        _dir: TempDir,
+    }
+
+    async fn fresh_file_sqlite() -> Arc<dyn Store> {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.0.join("wxpay.db"))
+            .await
+            .expect("file SQLite store");
+        Arc::new(FileStore { store, _dir: dir })
+    }
+
+    payment_service::store_suite!(fresh_file_sqlite());
+
+    #[async_trait::async_trait]
+    impl Store for FileStore {
+        async fn insert_order(&self, o: &NewOrder) -> Result<InsertOutcome, StoreError> {
+            self.store.insert_order(o).await
+        }
+        async fn order(&self, no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
+            self.store.order(no).await
+        }
+        async fn order_by_idempotency_key(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<Option<Order>, StoreError> {
+            self.store.order_by_idempotency_key(key).await
+        }
+        async fn set_prepay(
+            &self,
+            no: &OutTradeNo,
+            prepay_id: &str,
+            until: DateTime<Utc>,
+        ) -> Result<Order, StoreError> {
+            self.store.set_prepay(no, prepay_id, until).await
+        }
+        async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+            self.store.transition(t).await
+        }
+        async fn unpublished_events(
+            &self,
+            older_than: Duration,
+            limit: i64,
+        ) -> Result<Vec<OrderEvent>, StoreError> {
+            self.store.unpublished_events(older_than, limit).await
+        }
+        async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+            self.store.mark_published(ids).await
+        }
+        async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+            self.store.outbox_backlog().await
+        }
+        async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
+            self.store.record_notification(n).await
+        }
+        async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
+            self.store.record_anomaly(a).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.store.ping().await
+        }
+    }
+}
+
+/// A directory under the system temp dir, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("wxpay-sqlite-test-{}", ulid::Ulid::new())))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A plain connection to the file, bypassing the store, to look at what is on disk.
+async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .expect("raw connection")
+}
+
+fn payment(no: &OutTradeNo) -> Transition {
+    Transition {
+        out_trade_no: no.clone(),
+        to: OrderStatus::Success,
+        transaction_id: Some("4200000099".into()),
+        cash_fee: Some(101),
+        paid_at: Some(Utc::now()),
+        source: EventSource::Notify,
+    }
+}
+
+#[tokio::test]
+async fn a_file_store_keeps_orders_and_unsent_events_across_a_reopen() {
+    let dir = TempDir::new();
+    // Neither the directory nor the file exists yet: open creates both.
+    let path = dir.0.join("data").join("wxpay.db");
+    let new = new_order(101);
+
+    let store = SqliteStore::open(&path).await.expect("open");
+    let InsertOutcome::Inserted(_) = store.insert_order(&new).await.expect("insert") else {
+        panic!("a fresh key was reported taken");
+    };
+    let TransitionOutcome::Applied { order: paid, event } = store
+        .transition(&payment(&new.out_trade_no))
+        .await
+        .expect("pay")
+    else {
+        panic!("the payment was not applied");
+    };
+    store.close().await;
+    drop(store);
+    assert!(path.is_file(), "no database file at {}", path.display());
+
+    // WAL is recorded in the file itself, so a connection that asks for nothing reports it.
+    let mut conn = raw_connection(&path).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+    conn.close().await.expect("close raw connection");
+
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    let read = store
+        .order(&new.out_trade_no)
+        .await
+        .expect("read")
+        .expect("order survived");
+    assert_eq!(read, paid);
+    assert_eq!(read.status, OrderStatus::Success);
+    let events = store
+        .unpublished_events(Duration::ZERO, 100)
+        .await
+        .expect("events");
+    assert_eq!(events, vec![event], "the unsent event survived");
+    // The idempotency key is still taken, and the duplicate payment still a no-op.
+    assert_eq!(
+        store.insert_order(&new).await.expect("insert again"),
+        InsertOutcome::KeyTaken(paid.clone())
+    );
+    assert!(matches!(
+        store.transition(&payment(&new.out_trade_no)).await.expect("pay again"),
+        TransitionOutcome::Unchanged { order } if order == paid
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_row_that_no_longer_parses_is_reported_corrupt() {
+    let dir = TempDir::new();
+    let path = dir.0.join("wxpay.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let new = new_order(7);
+    store.insert_order(&new).await.expect("insert");
+
+    // Something outside the service writes an openid the domain refuses.
+    let mut conn = raw_connection(&path).await;
+    sqlx::query("UPDATE orders SET openid = 'not an openid!' WHERE out_trade_no = ?1")
+        .bind(new.out_trade_no.as_str())
+        .execute(&mut conn)
+        .await
+        .expect("tamper");
+    conn.close().await.expect("close raw connection");
+
+    let r = store.order(&new.out_trade_no).await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn in_memory_stores_do_not_share_rows() {
+    let a = SqliteStore::in_memory().await.expect("store a");
+    let b = SqliteStore::in_memory().await.expect("store b");
+    let new = new_order(1);
+    a.insert_order(&new).await.expect("insert");
+    assert!(a.order(&new.out_trade_no).await.expect("read a").is_some());
+    assert_eq!(b.order(&new.out_trade_no).await.expect("read b"), None);
+}
