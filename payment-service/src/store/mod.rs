@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo};
+use crate::domain::{
+    EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
+};
 
 pub mod postgres;
 pub mod sqlite;
@@ -94,7 +96,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
 
-    async fn order_by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError>;
+    async fn order_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, StoreError>;
 
     /// Records the prepay_id WeChat gave for an unpaid order.
     async fn set_prepay(
@@ -110,7 +115,11 @@ pub trait Store: Send + Sync + 'static {
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError>;
 
     /// Outbox events not yet published that are at least `older_than` old, oldest first.
-    async fn unpublished_events(&self, older_than: Duration, limit: i64) -> Result<Vec<OrderEvent>, StoreError>;
+    async fn unpublished_events(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderEvent>, StoreError>;
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
 
