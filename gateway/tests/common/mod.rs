@@ -1,0 +1,400 @@
+//! Test support shared by the gateway's integration tests: a gateway on port 0
+//! over a fresh Postgres database, orders, signed notifications, a Redis
+//! subscriber, a private redis-server child, and a cuttable TCP proxy in front of
+//! Postgres. Not every test binary uses every helper.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use gateway::{Application, CloudpaySecret, GatewayConfig};
+use payment_service::{
+    domain::{
+        Attach, ClientIp, Description, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderEvent, OutTradeNo,
+    },
+    store::{InsertOutcome, PgStore, Store},
+    testing,
+    wechat::{sign, xml, ApiKey, Fields, Merchant, SignType},
+};
+use tokio::{net::TcpListener, process::Child, sync::oneshot, task::JoinHandle};
+
+pub const APP_ID: &str = "wxd930ea5d5a258f4f";
+pub const MCH_ID: &str = "10000100";
+pub const API_KEY: &str = "gatewaytestkey0123456789abcdefgh";
+pub const CLOUDPAY_SECRET: &str = "cloudpay-test-secret-0123456789";
+
+pub fn key() -> ApiKey {
+    ApiKey::parse(API_KEY).expect("test key is valid")
+}
+
+/// How to start a gateway.
+pub struct Setup {
+    pub redis_url: String,
+    /// Route the gateway's database connections through this proxy.
+    pub db_proxy: Option<SocketAddr>,
+    pub cloudpay: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            redis_url: testing::redis_url(),
+            db_proxy: None,
+            cloudpay: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    /// A direct connection to the gateway's database, for arranging and asserting.
+    pub store: PgStore,
+    pub database_url: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Setup::default()).await
+}
+
+pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    let database_url = testing::fresh_database_url().await.expect("fresh database");
+    let store = PgStore::connect(&database_url, Default::default())
+        .await
+        .expect("migrated store");
+    let gateway_db_url = match setup.db_proxy {
+        Some(addr) => with_authority(&database_url, &addr.to_string()),
+        None => database_url.clone(),
+    };
+    let config = GatewayConfig {
+        database_url: gateway_db_url,
+        redis_url: setup.redis_url,
+        merchant: Merchant {
+            app_id: APP_ID.into(),
+            mch_id: MCH_ID.into(),
+            api_key: key(),
+        },
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        cloudpay_secret: setup
+            .cloudpay
+            .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
+    };
+    let app = Application::build(config).await.expect("gateway builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        store,
+        database_url,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// `scheme://user@host:port/db` with another `host:port`.
+pub fn with_authority(url: &str, host_port: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).expect("url has a scheme");
+    let rest = &url[start..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+    format!("{}{user}{host_port}{}", &url[..start], &rest[end..])
+}
+
+/// `host:port` of a URL.
+pub fn authority_of(url: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).expect("url has a scheme");
+    let rest = &url[start..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority).to_owned()
+}
+
+impl TestApp {
+    pub async fn create_order(&self, fen: i64, sign_type: SignType) -> Order {
+        let no = OutTradeNo::generate();
+        let new = NewOrder {
+            idempotency_key: IdempotencyKey::parse(&format!("key-{no}")).expect("key"),
+            out_trade_no: no,
+            openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").expect("openid"),
+            description: Description::parse("测试商品").expect("description"),
+            total_fee: Fee::new(fen).expect("fee"),
+            attach: Attach::parse("").expect("attach"),
+            client_ip: ClientIp::parse("127.0.0.1").expect("ip"),
+            sign_type,
+            expires_at: None,
+        };
+        match self.store.insert_order(&new).await.expect("insert order") {
+            InsertOutcome::Inserted(order) => order,
+            InsertOutcome::KeyTaken(_) => panic!("fresh key taken"),
+        }
+    }
+
+    pub async fn order(&self, no: &OutTradeNo) -> Order {
+        self.store.order(no).await.expect("read order").expect("order exists")
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.text().await.expect("reply body"))
+    }
+
+    pub async fn notify(&self, body: impl Into<reqwest::Body>) -> (u16, String) {
+        self.post("/wechat/pay/notify", body).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.text().await.expect("reply body"))
+    }
+
+    pub async fn event_rows(&self, no: &OutTradeNo) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM order_events WHERE out_trade_no = $1")
+            .bind(no.as_str())
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count events")
+    }
+
+    pub async fn unpublished_rows(&self, no: &OutTradeNo) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM order_events WHERE out_trade_no = $1 AND published_at IS NULL")
+            .bind(no.as_str())
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count unpublished events")
+    }
+
+    pub async fn anomalies(&self, no: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM anomalies WHERE out_trade_no = $1")
+            .bind(no)
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count anomalies")
+    }
+
+    pub async fn notifications(&self, no: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT verdict FROM notifications WHERE out_trade_no = $1 ORDER BY id")
+            .bind(no)
+            .fetch_all(self.store.pool())
+            .await
+            .expect("read notifications")
+    }
+
+    /// Signals shutdown and checks the gateway stops cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let res = tokio::time::timeout(Duration::from_secs(20), server)
+                .await
+                .expect("gateway stops in time")
+                .expect("gateway task joins");
+            res.expect("gateway exits cleanly");
+        }
+    }
+}
+
+/// The fields of a genuine successful payment notification for `order`.
+pub fn pay_fields(order: &Order, transaction_id: &str) -> Fields {
+    let fee = order.total_fee.fen().to_string();
+    [
+        ("return_code", "SUCCESS"),
+        ("result_code", "SUCCESS"),
+        ("appid", APP_ID),
+        ("mch_id", MCH_ID),
+        ("nonce_str", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"),
+        ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+        ("is_subscribe", "N"),
+        ("trade_type", "JSAPI"),
+        ("bank_type", "CMC"),
+        ("total_fee", fee.as_str()),
+        ("cash_fee", fee.as_str()),
+        ("fee_type", "CNY"),
+        ("transaction_id", transaction_id),
+        ("out_trade_no", order.out_trade_no.as_str()),
+        ("time_end", "20240102150405"),
+        // A field WeChat may add that no typed struct here knows: it must be signed over too.
+        ("rate_value", "1.0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Signs (adding sign_type for HMAC, as WeChat does) and encodes.
+pub fn signed(mut fields: Fields, key: &ApiKey, sign_type: SignType) -> String {
+    sign::sign_fields(&mut fields, key, sign_type);
+    encode(&fields)
+}
+
+pub fn encode(fields: &Fields) -> String {
+    xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodable")
+}
+
+/// A unique WeChat-style transaction id.
+pub fn transaction_id() -> String {
+    format!("4200{}", ulid::Ulid::new().to_string().to_lowercase())
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(28)
+        .collect()
+}
+
+pub fn return_code(reply: &str) -> String {
+    xml::decode(reply.as_bytes())
+        .ok()
+        .and_then(|f| f.get("return_code").cloned())
+        .unwrap_or_else(|| format!("<not a reply: {reply}>"))
+}
+
+/// A subscriber to one order's channel.
+pub struct Subscriber {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = redis::Msg> + Send>>,
+}
+
+pub async fn subscribe(redis_url: &str, no: &OutTradeNo) -> Subscriber {
+    let client = redis::Client::open(redis_url).expect("redis url");
+    let mut pubsub = client.get_async_pubsub().await.expect("redis pubsub");
+    pubsub
+        .subscribe(payment_service::events::channel(no.as_str()))
+        .await
+        .expect("subscribed");
+    Subscriber {
+        stream: Box::pin(pubsub.into_on_message()),
+    }
+}
+
+impl Subscriber {
+    pub async fn next(&mut self, within: Duration) -> Option<OrderEvent> {
+        let msg = tokio::time::timeout(within, self.stream.next()).await.ok()??;
+        let payload: String = msg.get_payload().expect("text payload");
+        Some(serde_json::from_str(&payload).expect("an OrderEvent"))
+    }
+
+    /// Every event that arrives until `quiet` passes without one.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<OrderEvent> {
+        let mut seen = Vec::new();
+        while let Some(e) = self.next(quiet).await {
+            seen.push(e);
+        }
+        seen
+    }
+}
+
+/// A free local port (bound then released; tests then bind it themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A redis-server child on `port`, killed on drop. `password` makes it refuse
+/// every client that does not authenticate.
+pub async fn start_redis(port: u16, password: Option<&str>) -> Child {
+    let mut cmd = tokio::process::Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    if let Some(pw) = password {
+        cmd.args(["--requirepass", pw]);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not listen on {port}");
+}
+
+/// A TCP proxy to Postgres that a test can cut (every connection dropped, new
+/// ones closed at once) and restore.
+pub struct PgProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: JoinHandle<()>,
+}
+
+impl PgProxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let accept = tokio::spawn({
+            let up = up.clone();
+            let live = live.clone();
+            async move {
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else { continue };
+                    if !up.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    live.lock().expect("lock").push(task.abort_handle());
+                }
+            }
+        });
+        Self { addr, up, live, accept }
+    }
+
+    /// The database becomes unreachable: open connections die, new ones are closed.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.live.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
