@@ -1,0 +1,114 @@
+//! Shared test helpers: a sandbox on port 0, the product's WeChat client pointed
+//! at it, and a tiny notification receiver that answers as a test tells it to.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{body::Bytes, extract::State, routing::post, Router};
+use payment_service::{
+    domain::{Fee, OutTradeNo},
+    wechat::{
+        client::{ClientOptions, UnifiedOrder},
+        xml, Fields, SignType, WechatClient,
+    },
+};
+use wechat_sandbox::{SandboxConfig, SandboxHandle};
+
+pub async fn sandbox() -> SandboxHandle {
+    wechat_sandbox::spawn(SandboxConfig::for_tests()).await
+}
+
+pub fn client(sandbox: &SandboxHandle) -> WechatClient {
+    client_with(
+        sandbox,
+        ClientOptions {
+            backoff: Duration::from_millis(5),
+            ..ClientOptions::default()
+        },
+    )
+}
+
+pub fn client_with(sandbox: &SandboxHandle, options: ClientOptions) -> WechatClient {
+    WechatClient::new(sandbox.base_url(), sandbox.merchant().clone(), options)
+        .expect("client builds")
+}
+
+pub fn new_out_trade_no() -> String {
+    OutTradeNo::generate().as_str().to_owned()
+}
+
+pub fn order<'a>(
+    out_trade_no: &'a str,
+    fee: i64,
+    notify_url: &'a str,
+    sign_type: SignType,
+) -> UnifiedOrder<'a> {
+    UnifiedOrder {
+        out_trade_no,
+        body: "测试商品",
+        total_fee: Fee::new(fee).expect("positive"),
+        attach: "cart=42",
+        spbill_create_ip: "127.0.0.1",
+        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        notify_url,
+        time_expire: None,
+        sign_type,
+    }
+}
+
+/// What the receiver saw.
+#[derive(Debug, Default)]
+struct Seen {
+    bodies: Vec<Fields>,
+}
+
+/// A merchant's notify_url that answers FAIL to the first `fail_first` requests,
+/// then SUCCESS, and keeps every notification it got.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let app = Router::new()
+            .route("/notify", post(receive))
+            .with_state((seen.clone(), fail_first));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/notify", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    pub fn received(&self) -> Vec<Fields> {
+        self.seen.lock().expect("lock").bodies.clone()
+    }
+
+    /// Waits until `count` notifications arrived (or 5 s passed), then returns them all.
+    pub async fn wait_for(&self, count: usize) -> Vec<Fields> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.received().len() < count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.received()
+    }
+}
+
+async fn receive(
+    State((seen, fail_first)): State<(Arc<Mutex<Seen>>, usize)>,
+    body: Bytes,
+) -> String {
+    let fields = xml::decode(&body).expect("the sandbox sends valid XML");
+    let mut seen = seen.lock().expect("lock");
+    seen.bodies.push(fields);
+    let ok = seen.bodies.len() > fail_first;
+    xml::notify_reply(ok, if ok { "OK" } else { "try again" })
+}
