@@ -1,0 +1,198 @@
+//! The control API as curl would use it (raw JSON), and the binary: its
+//! configuration errors and its graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{client, new_out_trade_no, order, sandbox};
+use payment_service::wechat::SignType;
+use serde_json::{json, Value};
+
+async fn post_json(url: String, body: &'static str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).expect("the control API answers JSON"),
+    )
+}
+
+#[tokio::test]
+async fn pay_with_an_empty_body_uses_the_defaults_and_the_order_shows_it() {
+    let sandbox = sandbox().await;
+    let no = new_out_trade_no();
+    client(&sandbox)
+        .unified_order(&order(
+            &no,
+            250,
+            "http://127.0.0.1:9/n",
+            SignType::HmacSha256,
+        ))
+        .await
+        .expect("placed");
+
+    let (status, paid) = post_json(
+        format!("{}/sandbox/orders/{no}/pay", sandbox.base_url()),
+        "",
+    )
+    .await;
+    let view: Value = reqwest::get(format!("{}/sandbox/orders/{no}", sandbox.base_url()))
+        .await
+        .expect("sent")
+        .json_or_panic()
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(paid["status"], "SUCCESS");
+    assert_eq!(view["status"], "SUCCESS");
+    assert_eq!(view["total_fee"], 250);
+    assert_eq!(view["sign_type"], "HMAC-SHA256");
+    assert_eq!(view["notify_url"], "http://127.0.0.1:9/n");
+    assert_eq!(view["attach"], "cart=42");
+    assert_eq!(view["transaction_id"].as_str().map(str::len), Some(28));
+}
+
+#[tokio::test]
+async fn invalid_control_requests_are_400_with_a_json_error() {
+    let sandbox = sandbox().await;
+    let no = new_out_trade_no();
+    client(&sandbox)
+        .unified_order(&order(&no, 1, "http://127.0.0.1:9/n", SignType::Md5))
+        .await
+        .expect("placed");
+    let pay = format!("{}/sandbox/orders/{no}/pay", sandbox.base_url());
+
+    for body in [
+        r#"{"delivery":"duplicate","duplicates":0}"#,
+        r#"{"delivery":"sometimes"}"#,
+        r#"{"transaction_id":"not a valid id!"}"#,
+        "not json",
+    ] {
+        let (status, error) = post_json(pay.clone(), body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(error["error"].is_string(), "{body}: {error}");
+    }
+    assert_eq!(sandbox.order(&no).await.expect("order").status, "NOTPAY");
+}
+
+#[tokio::test]
+async fn faults_are_armed_and_counted_down_per_call() {
+    let sandbox = sandbox().await;
+    let url = format!("{}/sandbox/faults", sandbox.base_url());
+
+    let (status, armed) = post_json(url.clone(), r#"{"bad_signature":2}"#).await;
+    let _ = client(&sandbox)
+        .order_query(&new_out_trade_no(), SignType::Md5)
+        .await;
+    let left: Value = reqwest::get(url).await.expect("sent").json_or_panic().await;
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        armed,
+        json!({"systemerror": 0, "timeout": 0, "bad_signature": 2})
+    );
+    assert_eq!(
+        left,
+        json!({"systemerror": 0, "timeout": 0, "bad_signature": 1})
+    );
+}
+
+trait JsonOrPanic {
+    async fn json_or_panic(self) -> Value;
+}
+
+impl JsonOrPanic for reqwest::Response {
+    async fn json_or_panic(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.expect("body")).expect("JSON")
+    }
+}
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wechat-sandbox"));
+    // Away from any .env file in the checkout.
+    cmd.current_dir(std::env::temp_dir())
+        .env("WECHAT_APP_ID", "wx0123456789abcdef")
+        .env("WECHAT_MCH_ID", "1900000109")
+        .env("WECHAT_API_KEY", "sandboxtestkey0123456789abcdefgh")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+#[test]
+fn a_bad_time_factor_stops_start_up_with_one_line_naming_it() {
+    for bad in ["0", "fast", "-1"] {
+        let out = binary()
+            .env("SANDBOX_TIME_FACTOR", bad)
+            .output()
+            .expect("runs");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("SANDBOX_TIME_FACTOR"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_bad_api_key_is_named_but_never_echoed() {
+    let out = binary()
+        .env("WECHAT_API_KEY", "tooshort-secret")
+        .output()
+        .expect("runs");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("WECHAT_API_KEY"), "{stderr}");
+    assert!(!stderr.contains("tooshort-secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = tokio::process::Command::from(binary())
+        .env("SANDBOX_ADDR", format!("127.0.0.1:{port}"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts");
+
+    let url = format!("http://127.0.0.1:{port}/sandbox/faults");
+    let mut up = false;
+    for _ in 0..100 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the sandbox never answered on {port}");
+    let pid = child.id().expect("running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
