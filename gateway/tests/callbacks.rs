@@ -1,0 +1,200 @@
+//! The cloud-pay JSON callback and the refund notification, end to end.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gateway::{cloudpay, CloudpaySecret};
+use payment_service::{
+    domain::{EventSource, Order, OrderStatus},
+    store::{Store, Transition, TransitionOutcome},
+    testing,
+    wechat::{refund_crypto, ApiKey, Fields, SignType},
+};
+
+fn cloudpay_body(order: &Order, total_fee: i64, transaction_id: &str) -> String {
+    serde_json::json!({
+        "returnCode": "SUCCESS",
+        "resultCode": "SUCCESS",
+        "appid": APP_ID,
+        "subMchId": MCH_ID,
+        "outTradeNo": order.out_trade_no.as_str(),
+        "transactionId": transaction_id,
+        "totalFee": total_fee,
+        "cashFee": total_fee,
+        "feeType": "CNY",
+        "timeEnd": "20240102150405",
+        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+    })
+    .to_string()
+}
+
+async fn post_cloudpay(app: &TestApp, body: String, signature: &str) -> (u16, serde_json::Value) {
+    let res = app
+        .http
+        .post(format!("{}/cloudpay/callback", app.base))
+        .header("content-type", "application/json")
+        .header("x-cloudpay-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+fn secret() -> CloudpaySecret {
+    CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")
+}
+
+#[tokio::test]
+async fn a_cloudpay_callback_with_a_valid_hmac_marks_the_order_paid() {
+    let app = spawn_app().await;
+    let order = app.create_order(990, SignType::Md5).await;
+    let mut sub = subscribe(&testing::redis_url(), &order.out_trade_no).await;
+    let body = cloudpay_body(&order, 990, &transaction_id());
+
+    let (status, reply) = post_cloudpay(&app, body.clone(), &cloudpay::sign_body(&secret(), body.as_bytes())).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(reply, serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"}));
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
+    let event = sub.next(Duration::from_secs(5)).await.expect("event published");
+    assert_eq!(event.source, EventSource::Cloudpay);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cloudpay_callback_with_a_bad_hmac_or_a_wrong_amount_changes_nothing() {
+    let app = spawn_app().await;
+    let order = app.create_order(990, SignType::Md5).await;
+    let tx = transaction_id();
+    let good = cloudpay_body(&order, 990, &tx);
+    let wrong_amount = cloudpay_body(&order, 1, &tx);
+    let other_secret = CloudpaySecret::parse("some-other-shared-secret").expect("secret");
+    let cases = [
+        ("bad hmac", good.clone(), cloudpay::sign_body(&other_secret, good.as_bytes())),
+        ("missing hmac", good.clone(), String::new()),
+        ("hmac of another body", good.clone(), cloudpay::sign_body(&secret(), wrong_amount.as_bytes())),
+        ("wrong amount", wrong_amount.clone(), cloudpay::sign_body(&secret(), wrong_amount.as_bytes())),
+    ];
+
+    for (name, body, signature) in cases {
+        let (status, reply) = post_cloudpay(&app, body, &signature).await;
+        assert_eq!(status, 200, "{name}");
+        assert_ne!(reply["errcode"], serde_json::json!(0), "{name}: {reply}");
+        let now = app.order(&order.out_trade_no).await;
+        assert_eq!((now.status, now.version), (OrderStatus::NotPay, 1), "{name}: order changed");
+        assert_eq!(app.event_rows(&order.out_trade_no).await, 0, "{name}: event written");
+    }
+    assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 1, "the wrong amount is an anomaly");
+}
+
+#[tokio::test]
+async fn the_cloudpay_callback_is_not_found_without_a_secret() {
+    let app = spawn_app_with(Setup {
+        cloudpay: false,
+        ..Setup::default()
+    })
+    .await;
+    let order = app.create_order(990, SignType::Md5).await;
+    let body = cloudpay_body(&order, 990, &transaction_id());
+
+    let (status, _) = post_cloudpay(&app, body.clone(), &cloudpay::sign_body(&secret(), body.as_bytes())).await;
+
+    assert_eq!(status, 404);
+    assert_eq!(app.order(&order.out_trade_no).await.status, OrderStatus::NotPay);
+}
+
+async fn paid_order(app: &TestApp, fen: i64) -> Order {
+    let order = app.create_order(fen, SignType::Md5).await;
+    let t = Transition {
+        out_trade_no: order.out_trade_no.clone(),
+        to: OrderStatus::Success,
+        transaction_id: Some(transaction_id()),
+        cash_fee: Some(fen),
+        paid_at: None,
+        source: EventSource::Notify,
+    };
+    match app.store.transition(&t).await.expect("paid") {
+        TransitionOutcome::Applied { order, event } => {
+            // As if the payment's event had gone out long ago: only the refund's is news.
+            app.store.mark_published(&[event.id]).await.expect("marked published");
+            order
+        }
+        TransitionOutcome::Unchanged { .. } => panic!("order was not payable"),
+    }
+}
+
+fn refund_body(order: &Order, refund_fee: i64, key: &ApiKey) -> String {
+    let inner: Fields = [
+        ("out_trade_no", order.out_trade_no.to_string()),
+        ("transaction_id", order.transaction_id.clone().unwrap_or_default()),
+        ("out_refund_no", format!("R{}", order.out_trade_no)),
+        ("refund_id", "50000000382019052709732678859".to_owned()),
+        ("total_fee", order.total_fee.fen().to_string()),
+        ("refund_fee", refund_fee.to_string()),
+        ("settlement_refund_fee", refund_fee.to_string()),
+        ("refund_status", "SUCCESS".to_owned()),
+        ("success_time", "2024-01-02 15:04:05".to_owned()),
+        ("refund_recv_accout", "支付用户零钱".to_owned()),
+        ("refund_account", "REFUND_SOURCE_RECHARGE_FUNDS".to_owned()),
+        ("refund_request_source", "API".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let outer: Fields = [
+        ("return_code", "SUCCESS".to_owned()),
+        ("appid", APP_ID.to_owned()),
+        ("mch_id", MCH_ID.to_owned()),
+        ("nonce_str", "TeqClE3i0mvn3DrK".to_owned()),
+        ("req_info", refund_crypto::encrypt_req_info(&inner, key).expect("encrypts")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    encode(&outer)
+}
+
+#[tokio::test]
+async fn a_refund_notification_moves_a_paid_order_to_refund_with_one_event() {
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let mut sub = subscribe(&testing::redis_url(), &order.out_trade_no).await;
+    let body = refund_body(&order, 700, &key());
+
+    let (_, reply) = app.post("/wechat/refund/notify", body.clone()).await;
+    let (_, again) = app.post("/wechat/refund/notify", body).await;
+
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    assert_eq!(return_code(&again), "SUCCESS", "a duplicate is acknowledged: {again}");
+    let refunded = app.order(&order.out_trade_no).await;
+    assert_eq!((refunded.status, refunded.version), (OrderStatus::Refund, 3));
+    assert_eq!(app.event_rows(&order.out_trade_no).await, 2, "payment and refund");
+    let event = sub.next(Duration::from_secs(5)).await.expect("refund event");
+    assert_eq!((event.status.as_str(), event.source), ("REFUND", EventSource::Refund));
+    assert!(sub.drain(Duration::from_millis(1500)).await.is_empty(), "one refund event");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refund_notifications_under_another_key_or_for_too_much_are_refused() {
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let cases = [
+        ("another key", refund_body(&order, 700, &ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key"))),
+        ("more than paid", refund_body(&order, 701, &key())),
+    ];
+
+    for (name, body) in cases {
+        let (_, reply) = app.post("/wechat/refund/notify", body).await;
+        assert_eq!(return_code(&reply), "FAIL", "{name}: {reply}");
+        let now = app.order(&order.out_trade_no).await;
+        assert_eq!((now.status, now.version), (OrderStatus::Success, 2), "{name}: order changed");
+        assert_eq!(app.event_rows(&order.out_trade_no).await, 1, "{name}: event written");
+    }
+}
