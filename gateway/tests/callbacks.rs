@@ -42,7 +42,10 @@ async fn post_cloudpay(app: &TestApp, body: String, signature: &str) -> (u16, se
         .expect("request sent");
     let status = res.status().as_u16();
     let text = res.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 fn secret() -> CloudpaySecret {
@@ -56,13 +59,24 @@ async fn a_cloudpay_callback_with_a_valid_hmac_marks_the_order_paid() {
     let mut sub = subscribe(&testing::redis_url(), &order.out_trade_no).await;
     let body = cloudpay_body(&order, 990, &transaction_id());
 
-    let (status, reply) = post_cloudpay(&app, body.clone(), &cloudpay::sign_body(&secret(), body.as_bytes())).await;
+    let (status, reply) = post_cloudpay(
+        &app,
+        body.clone(),
+        &cloudpay::sign_body(&secret(), body.as_bytes()),
+    )
+    .await;
 
     assert_eq!(status, 200);
-    assert_eq!(reply, serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"}));
+    assert_eq!(
+        reply,
+        serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"})
+    );
     let paid = app.order(&order.out_trade_no).await;
     assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
-    let event = sub.next(Duration::from_secs(5)).await.expect("event published");
+    let event = sub
+        .next(Duration::from_secs(5))
+        .await
+        .expect("event published");
     assert_eq!(event.source, EventSource::Cloudpay);
     app.stop().await;
 }
@@ -76,10 +90,22 @@ async fn a_cloudpay_callback_with_a_bad_hmac_or_a_wrong_amount_changes_nothing()
     let wrong_amount = cloudpay_body(&order, 1, &tx);
     let other_secret = CloudpaySecret::parse("some-other-shared-secret").expect("secret");
     let cases = [
-        ("bad hmac", good.clone(), cloudpay::sign_body(&other_secret, good.as_bytes())),
+        (
+            "bad hmac",
+            good.clone(),
+            cloudpay::sign_body(&other_secret, good.as_bytes()),
+        ),
         ("missing hmac", good.clone(), String::new()),
-        ("hmac of another body", good.clone(), cloudpay::sign_body(&secret(), wrong_amount.as_bytes())),
-        ("wrong amount", wrong_amount.clone(), cloudpay::sign_body(&secret(), wrong_amount.as_bytes())),
+        (
+            "hmac of another body",
+            good.clone(),
+            cloudpay::sign_body(&secret(), wrong_amount.as_bytes()),
+        ),
+        (
+            "wrong amount",
+            wrong_amount.clone(),
+            cloudpay::sign_body(&secret(), wrong_amount.as_bytes()),
+        ),
     ];
 
     for (name, body, signature) in cases {
@@ -87,10 +113,22 @@ async fn a_cloudpay_callback_with_a_bad_hmac_or_a_wrong_amount_changes_nothing()
         assert_eq!(status, 200, "{name}");
         assert_ne!(reply["errcode"], serde_json::json!(0), "{name}: {reply}");
         let now = app.order(&order.out_trade_no).await;
-        assert_eq!((now.status, now.version), (OrderStatus::NotPay, 1), "{name}: order changed");
-        assert_eq!(app.event_rows(&order.out_trade_no).await, 0, "{name}: event written");
+        assert_eq!(
+            (now.status, now.version),
+            (OrderStatus::NotPay, 1),
+            "{name}: order changed"
+        );
+        assert_eq!(
+            app.event_rows(&order.out_trade_no).await,
+            0,
+            "{name}: event written"
+        );
     }
-    assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 1, "the wrong amount is an anomaly");
+    assert_eq!(
+        app.anomalies(order.out_trade_no.as_str()).await,
+        1,
+        "the wrong amount is an anomaly"
+    );
 }
 
 #[tokio::test]
@@ -103,10 +141,18 @@ async fn the_cloudpay_callback_is_not_found_without_a_secret() {
     let order = app.create_order(990, SignType::Md5).await;
     let body = cloudpay_body(&order, 990, &transaction_id());
 
-    let (status, _) = post_cloudpay(&app, body.clone(), &cloudpay::sign_body(&secret(), body.as_bytes())).await;
+    let (status, _) = post_cloudpay(
+        &app,
+        body.clone(),
+        &cloudpay::sign_body(&secret(), body.as_bytes()),
+    )
+    .await;
 
     assert_eq!(status, 404);
-    assert_eq!(app.order(&order.out_trade_no).await.status, OrderStatus::NotPay);
+    assert_eq!(
+        app.order(&order.out_trade_no).await.status,
+        OrderStatus::NotPay
+    );
 }
 
 async fn paid_order(app: &TestApp, fen: i64) -> Order {
@@ -122,7 +168,10 @@ async fn paid_order(app: &TestApp, fen: i64) -> Order {
     match app.store.transition(&t).await.expect("paid") {
         TransitionOutcome::Applied { order, event } => {
             // As if the payment's event had gone out long ago: only the refund's is news.
-            app.store.mark_published(&[event.id]).await.expect("marked published");
+            app.store
+                .mark_published(&[event.id])
+                .await
+                .expect("marked published");
             order
         }
         TransitionOutcome::Unchanged { .. } => panic!("order was not payable"),
@@ -132,7 +181,10 @@ async fn paid_order(app: &TestApp, fen: i64) -> Order {
 fn refund_body(order: &Order, refund_fee: i64, key: &ApiKey) -> String {
     let inner: Fields = [
         ("out_trade_no", order.out_trade_no.to_string()),
-        ("transaction_id", order.transaction_id.clone().unwrap_or_default()),
+        (
+            "transaction_id",
+            order.transaction_id.clone().unwrap_or_default(),
+        ),
         ("out_refund_no", format!("R{}", order.out_trade_no)),
         ("refund_id", "50000000382019052709732678859".to_owned()),
         ("total_fee", order.total_fee.fen().to_string()),
@@ -152,7 +204,10 @@ fn refund_body(order: &Order, refund_fee: i64, key: &ApiKey) -> String {
         ("appid", APP_ID.to_owned()),
         ("mch_id", MCH_ID.to_owned()),
         ("nonce_str", "TeqClE3i0mvn3DrK".to_owned()),
-        ("req_info", refund_crypto::encrypt_req_info(&inner, key).expect("encrypts")),
+        (
+            "req_info",
+            refund_crypto::encrypt_req_info(&inner, key).expect("encrypts"),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -171,13 +226,33 @@ async fn a_refund_notification_moves_a_paid_order_to_refund_with_one_event() {
     let (_, again) = app.post("/wechat/refund/notify", body).await;
 
     assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
-    assert_eq!(return_code(&again), "SUCCESS", "a duplicate is acknowledged: {again}");
+    assert_eq!(
+        return_code(&again),
+        "SUCCESS",
+        "a duplicate is acknowledged: {again}"
+    );
     let refunded = app.order(&order.out_trade_no).await;
-    assert_eq!((refunded.status, refunded.version), (OrderStatus::Refund, 3));
-    assert_eq!(app.event_rows(&order.out_trade_no).await, 2, "payment and refund");
-    let event = sub.next(Duration::from_secs(5)).await.expect("refund event");
-    assert_eq!((event.status.as_str(), event.source), ("REFUND", EventSource::Refund));
-    assert!(sub.drain(Duration::from_millis(1500)).await.is_empty(), "one refund event");
+    assert_eq!(
+        (refunded.status, refunded.version),
+        (OrderStatus::Refund, 3)
+    );
+    assert_eq!(
+        app.event_rows(&order.out_trade_no).await,
+        2,
+        "payment and refund"
+    );
+    let event = sub
+        .next(Duration::from_secs(5))
+        .await
+        .expect("refund event");
+    assert_eq!(
+        (event.status.as_str(), event.source),
+        ("REFUND", EventSource::Refund)
+    );
+    assert!(
+        sub.drain(Duration::from_millis(1500)).await.is_empty(),
+        "one refund event"
+    );
     app.stop().await;
 }
 
@@ -186,7 +261,14 @@ async fn refund_notifications_under_another_key_or_for_too_much_are_refused() {
     let app = spawn_app().await;
     let order = paid_order(&app, 700).await;
     let cases = [
-        ("another key", refund_body(&order, 700, &ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key"))),
+        (
+            "another key",
+            refund_body(
+                &order,
+                700,
+                &ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key"),
+            ),
+        ),
         ("more than paid", refund_body(&order, 701, &key())),
     ];
 
@@ -194,7 +276,61 @@ async fn refund_notifications_under_another_key_or_for_too_much_are_refused() {
         let (_, reply) = app.post("/wechat/refund/notify", body).await;
         assert_eq!(return_code(&reply), "FAIL", "{name}: {reply}");
         let now = app.order(&order.out_trade_no).await;
-        assert_eq!((now.status, now.version), (OrderStatus::Success, 2), "{name}: order changed");
-        assert_eq!(app.event_rows(&order.out_trade_no).await, 1, "{name}: event written");
+        assert_eq!(
+            (now.status, now.version),
+            (OrderStatus::Success, 2),
+            "{name}: order changed"
+        );
+        assert_eq!(
+            app.event_rows(&order.out_trade_no).await,
+            1,
+            "{name}: event written"
+        );
     }
+}
+
+/// The shipped Node.js forwarder and the gateway agree on the HMAC: run the
+/// real `examples/cloudpay-forwarder/index.js` against a real gateway.
+#[tokio::test]
+async fn the_node_forwarder_signs_callbacks_the_gateway_accepts() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("node is not installed: the forwarder check did not run");
+        return;
+    }
+    let app = spawn_app().await;
+    let order = app.create_order(990, SignType::Md5).await;
+    let event = cloudpay_body(&order, 990, &transaction_id());
+    let forwarder = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cloudpay-forwarder/index.js"
+    );
+    let script = format!(
+        "require({forwarder:?}).main(JSON.parse(process.argv[1])).then(r => console.log(JSON.stringify(r)))"
+    );
+
+    let out = tokio::process::Command::new("node")
+        .args(["-e", &script, &event])
+        .env(
+            "GATEWAY_CALLBACK_URL",
+            format!("{}/cloudpay/callback", app.base),
+        )
+        .env("CLOUDPAY_CALLBACK_SECRET", CLOUDPAY_SECRET)
+        .output()
+        .await
+        .expect("node runs");
+
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("forwarder output: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        reply,
+        serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"})
+    );
+    assert_eq!(
+        app.order(&order.out_trade_no).await.status,
+        OrderStatus::Success
+    );
 }

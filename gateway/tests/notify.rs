@@ -22,21 +22,33 @@ async fn paid_once_with(sign_type: SignType) {
     let mut sub = subscribe(&common_redis(), &order.out_trade_no).await;
     let tx = transaction_id();
 
-    let (status, reply) = app.notify(signed(pay_fields(&order, &tx), &key(), sign_type)).await;
+    let (status, reply) = app
+        .notify(signed(pay_fields(&order, &tx), &key(), sign_type))
+        .await;
 
-    assert_eq!((status, return_code(&reply).as_str()), (200, "SUCCESS"), "{reply}");
+    assert_eq!(
+        (status, return_code(&reply).as_str()),
+        (200, "SUCCESS"),
+        "{reply}"
+    );
     let paid = app.order(&order.out_trade_no).await;
     assert_eq!(paid.status, OrderStatus::Success);
     assert_eq!(paid.version, 2);
     assert_eq!(paid.transaction_id.as_deref(), Some(tx.as_str()));
     assert_eq!(paid.cash_fee, Some(101));
-    assert_eq!(paid.paid_at.map(|t| t.to_rfc3339()).as_deref(), Some("2024-01-02T07:04:05+00:00"));
+    assert_eq!(
+        paid.paid_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2024-01-02T07:04:05+00:00")
+    );
     let event = sub.next(WAIT).await.expect("an event is published");
     assert_eq!((event.status.as_str(), event.version), ("SUCCESS", 2));
     assert_eq!(event.transaction_id.as_deref(), Some(tx.as_str()));
     assert!(sub.drain(QUIET).await.is_empty(), "exactly one event");
     assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
-    assert_eq!(app.notifications(order.out_trade_no.as_str()).await, vec!["applied"]);
+    assert_eq!(
+        app.notifications(order.out_trade_no.as_str()).await,
+        vec!["applied"]
+    );
     app.stop().await;
 }
 
@@ -66,7 +78,10 @@ async fn a_notification_without_sign_type_is_verified_with_the_orders_sign_type(
     let (_, reply) = app.notify(encode(&fields)).await;
 
     assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
-    assert_eq!(app.order(&order.out_trade_no).await.status, OrderStatus::Success);
+    assert_eq!(
+        app.order(&order.out_trade_no).await.status,
+        OrderStatus::Success
+    );
 }
 
 #[tokio::test]
@@ -84,7 +99,10 @@ async fn a_hundred_sequential_copies_transition_once() {
     assert_eq!(app.order(&order.out_trade_no).await.version, 2);
     assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
     assert!(sub.next(WAIT).await.is_some(), "the one event is published");
-    assert!(sub.drain(QUIET).await.is_empty(), "only one event is published");
+    assert!(
+        sub.drain(QUIET).await.is_empty(),
+        "only one event is published"
+    );
     let verdicts = app.notifications(order.out_trade_no.as_str()).await;
     assert_eq!(verdicts.len(), 100, "every copy is kept");
     assert_eq!(verdicts.iter().filter(|v| *v == "applied").count(), 1);
@@ -96,7 +114,11 @@ async fn a_hundred_concurrent_copies_transition_once() {
     let app = spawn_app().await;
     let order = app.create_order(500, SignType::HmacSha256).await;
     let mut sub = subscribe(&common_redis(), &order.out_trade_no).await;
-    let body = signed(pay_fields(&order, &transaction_id()), &key(), SignType::HmacSha256);
+    let body = signed(
+        pay_fields(&order, &transaction_id()),
+        &key(),
+        SignType::HmacSha256,
+    );
 
     let replies = futures::future::join_all((0..100).map(|_| app.notify(body.clone()))).await;
 
@@ -107,7 +129,10 @@ async fn a_hundred_concurrent_copies_transition_once() {
     assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
     assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
     assert!(sub.next(WAIT).await.is_some(), "the one event is published");
-    assert!(sub.drain(QUIET).await.is_empty(), "only one event is published");
+    assert!(
+        sub.drain(QUIET).await.is_empty(),
+        "only one event is published"
+    );
     app.stop().await;
 }
 
@@ -132,17 +157,26 @@ async fn a_second_transaction_for_a_paid_order_is_an_anomaly_that_changes_nothin
     let app = spawn_app().await;
     let order = app.create_order(100, SignType::Md5).await;
     let first = transaction_id();
-    let (_, reply) = app.notify(signed(pay_fields(&order, &first), &key(), SignType::Md5)).await;
+    let (_, reply) = app
+        .notify(signed(pay_fields(&order, &first), &key(), SignType::Md5))
+        .await;
     assert_eq!(return_code(&reply), "SUCCESS");
 
     let (_, reply) = app
-        .notify(signed(pay_fields(&order, &transaction_id()), &key(), SignType::Md5))
+        .notify(signed(
+            pay_fields(&order, &transaction_id()),
+            &key(),
+            SignType::Md5,
+        ))
         .await;
 
     // Acknowledged: WeChat resending it for a day cannot change the answer.
     assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
     let paid = app.order(&order.out_trade_no).await;
-    assert_eq!((paid.version, paid.transaction_id.as_deref()), (2, Some(first.as_str())));
+    assert_eq!(
+        (paid.version, paid.transaction_id.as_deref()),
+        (2, Some(first.as_str()))
+    );
     assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
     assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 1);
 }
@@ -168,18 +202,32 @@ async fn refused_notifications_get_fail_and_change_nothing() {
         f
     };
     let valid = String::from_utf8(md5(good())).expect("utf-8");
-    let inner = valid.trim_start_matches("<xml>").trim_end_matches("</xml>").to_owned();
+    let inner = valid
+        .trim_start_matches("<xml>")
+        .trim_end_matches("</xml>")
+        .to_owned();
     let unknown = OutTradeNo::generate();
 
-    let mut billion_laughs = String::from("<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY lol \"lol\">");
+    let mut billion_laughs =
+        String::from("<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY lol \"lol\">");
     for i in 1..10 {
-        let prev = if i == 1 { "lol".to_owned() } else { format!("lol{}", i - 1) };
-        billion_laughs.push_str(&format!("<!ENTITY lol{i} \"{}\">", format!("&{prev};").repeat(10)));
+        let prev = if i == 1 {
+            "lol".to_owned()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        billion_laughs.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&{prev};").repeat(10)
+        ));
     }
     billion_laughs.push_str(&format!("]><xml>{inner}<attach>&lol9;</attach></xml>"));
 
     let mut big = valid.clone().into_bytes();
-    big.splice(5..5, format!("<pad>{}</pad>", "x".repeat(1024 * 1024)).into_bytes());
+    big.splice(
+        5..5,
+        format!("<pad>{}</pad>", "x".repeat(1024 * 1024)).into_bytes(),
+    );
 
     let mut not_utf8 = valid.clone().into_bytes();
     let at = valid.find("JSAPI").expect("trade_type in body");
@@ -248,12 +296,31 @@ async fn refused_notifications_get_fail_and_change_nothing() {
             assert_eq!(return_code(&reply), "FAIL", "{}: reply", case.name);
         }
         let now = app.order(&order.out_trade_no).await;
-        assert_eq!((now.status, now.version), (OrderStatus::NotPay, 1), "{}: order changed", case.name);
-        assert_eq!(app.event_rows(&order.out_trade_no).await, 0, "{}: event written", case.name);
+        assert_eq!(
+            (now.status, now.version),
+            (OrderStatus::NotPay, 1),
+            "{}: order changed",
+            case.name
+        );
+        assert_eq!(
+            app.event_rows(&order.out_trade_no).await,
+            0,
+            "{}: event written",
+            case.name
+        );
         anomalies += i64::from(case.anomaly);
-        assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, anomalies, "{}: anomaly", case.name);
+        assert_eq!(
+            app.anomalies(order.out_trade_no.as_str()).await,
+            anomalies,
+            "{}: anomaly",
+            case.name
+        );
     }
-    assert_eq!(app.anomalies(unknown.as_str()).await, 1, "the unknown order is recorded");
+    assert_eq!(
+        app.anomalies(unknown.as_str()).await,
+        1,
+        "the unknown order is recorded"
+    );
 
     // And the genuine message still works afterwards.
     let (_, reply) = app.notify(valid).await;
@@ -264,8 +331,12 @@ async fn refused_notifications_get_fail_and_change_nothing() {
 async fn health_readiness_and_metrics_are_served() {
     let app = spawn_app().await;
     let order = app.create_order(100, SignType::Md5).await;
-    app.notify(signed(pay_fields(&order, &transaction_id()), &key(), SignType::Md5))
-        .await;
+    app.notify(signed(
+        pay_fields(&order, &transaction_id()),
+        &key(),
+        SignType::Md5,
+    ))
+    .await;
 
     assert_eq!(app.get("/healthz").await.0, 200);
     assert_eq!(app.get("/readyz").await, (200, "ready".to_owned()));
@@ -293,4 +364,46 @@ async fn readiness_fails_when_redis_is_unreachable() {
     let (status, body) = app.get("/readyz").await;
 
     assert_eq!((status, body.as_str()), (503, "redis unavailable"));
+}
+
+#[tokio::test]
+async fn the_router_answers_without_a_socket() {
+    use std::sync::Arc;
+
+    use axum::body::{to_bytes, Body};
+    use payment_service::{events::RedisPublisher, testing::fresh_pg_store, wechat::Merchant};
+    use tower::ServiceExt;
+
+    let store = fresh_pg_store().await.expect("store");
+    let publisher = RedisPublisher::new(&common_redis()).expect("publisher");
+    let merchant = Merchant {
+        app_id: APP_ID.into(),
+        mch_id: MCH_ID.into(),
+        api_key: key(),
+    };
+    let state = gateway::AppState::new(Arc::new(store), Arc::new(publisher), merchant, None);
+    let router = gateway::app(state);
+
+    let res = router
+        .clone()
+        .oneshot(
+            http::Request::get("/healthz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 200);
+
+    let res = router
+        .oneshot(
+            http::Request::post("/wechat/pay/notify")
+                .body(Body::from(vec![b'x'; 64 * 1024 + 1]))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 413);
+    let body = to_bytes(res.into_body(), 4096).await.expect("body");
+    assert_eq!(return_code(&String::from_utf8_lossy(&body)), "FAIL");
 }

@@ -28,15 +28,26 @@ async fn with_redis_down_replies_still_succeed_and_every_event_is_published_once
     redis.kill().await.expect("redis killed");
     for order in &orders {
         let (_, reply) = app
-            .notify(signed(pay_fields(order, &transaction_id()), &key(), SignType::Md5))
+            .notify(signed(
+                pay_fields(order, &transaction_id()),
+                &key(),
+                SignType::Md5,
+            ))
             .await;
         assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
-        assert_eq!(app.order(&order.out_trade_no).await.status, OrderStatus::Success);
+        assert_eq!(
+            app.order(&order.out_trade_no).await.status,
+            OrderStatus::Success
+        );
     }
     // Give the direct publish and a relay sweep time to fail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for order in &orders {
-        assert_eq!(app.unpublished_rows(&order.out_trade_no).await, 1, "nothing could be published");
+        assert_eq!(
+            app.unpublished_rows(&order.out_trade_no).await,
+            1,
+            "nothing could be published"
+        );
     }
 
     // Restart on the same port, first behind a password: the gateway's publishes are
@@ -49,7 +60,10 @@ async fn with_redis_down_replies_still_succeed_and_every_event_is_published_once
         subs.push(subscribe(&authed, &order.out_trade_no).await);
     }
     let client = redis::Client::open(authed.as_str()).expect("redis url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("requirepass")
@@ -59,8 +73,14 @@ async fn with_redis_down_replies_still_succeed_and_every_event_is_published_once
         .expect("password removed");
 
     for (order, sub) in orders.iter().zip(subs.iter_mut()) {
-        let event = sub.next(Duration::from_secs(15)).await.expect("the event arrives once Redis is back");
-        assert_eq!((event.out_trade_no.as_str(), event.status.as_str()), (order.out_trade_no.as_str(), "SUCCESS"));
+        let event = sub
+            .next(Duration::from_secs(15))
+            .await
+            .expect("the event arrives once Redis is back");
+        assert_eq!(
+            (event.out_trade_no.as_str(), event.status.as_str()),
+            (order.out_trade_no.as_str(), "SUCCESS")
+        );
     }
     for order in &orders {
         let mut unpublished = 1;
@@ -90,7 +110,11 @@ async fn with_the_database_down_replies_fail_and_the_next_retry_succeeds() {
 
     proxy.cut();
     let (status, reply) = app.notify(body.clone()).await;
-    assert_eq!((status, return_code(&reply).as_str()), (200, "FAIL"), "{reply}");
+    assert_eq!(
+        (status, return_code(&reply).as_str()),
+        (200, "FAIL"),
+        "{reply}"
+    );
     assert_eq!(app.get("/readyz").await.0, 503);
     let unpaid = app.order(&order.out_trade_no).await;
     assert_eq!((unpaid.status, unpaid.version), (OrderStatus::NotPay, 1));

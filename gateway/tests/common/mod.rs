@@ -17,7 +17,8 @@ use futures::StreamExt;
 use gateway::{Application, CloudpaySecret, GatewayConfig};
 use payment_service::{
     domain::{
-        Attach, ClientIp, Description, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderEvent, OutTradeNo,
+        Attach, ClientIp, Description, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderEvent,
+        OutTradeNo,
     },
     store::{InsertOutcome, PgStore, Store},
     testing,
@@ -110,7 +111,10 @@ pub fn with_authority(url: &str, host_port: &str) -> String {
     let rest = &url[start..];
     let end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..end];
-    let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+    let user = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
     format!("{}{user}{host_port}{}", &url[..start], &rest[end..])
 }
 
@@ -120,7 +124,11 @@ pub fn authority_of(url: &str) -> String {
     let rest = &url[start..];
     let end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..end];
-    authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority).to_owned()
+    authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority)
+        .to_owned()
 }
 
 impl TestApp {
@@ -144,7 +152,11 @@ impl TestApp {
     }
 
     pub async fn order(&self, no: &OutTradeNo) -> Order {
-        self.store.order(no).await.expect("read order").expect("order exists")
+        self.store
+            .order(no)
+            .await
+            .expect("read order")
+            .expect("order exists")
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
@@ -184,11 +196,13 @@ impl TestApp {
     }
 
     pub async fn unpublished_rows(&self, no: &OutTradeNo) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM order_events WHERE out_trade_no = $1 AND published_at IS NULL")
-            .bind(no.as_str())
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count unpublished events")
+        sqlx::query_scalar(
+            "SELECT count(*) FROM order_events WHERE out_trade_no = $1 AND published_at IS NULL",
+        )
+        .bind(no.as_str())
+        .fetch_one(self.store.pool())
+        .await
+        .expect("count unpublished events")
     }
 
     pub async fn anomalies(&self, no: &str) -> i64 {
@@ -294,7 +308,9 @@ pub async fn subscribe(redis_url: &str, no: &OutTradeNo) -> Subscriber {
 
 impl Subscriber {
     pub async fn next(&mut self, within: Duration) -> Option<OrderEvent> {
-        let msg = tokio::time::timeout(within, self.stream.next()).await.ok()??;
+        let msg = tokio::time::timeout(within, self.stream.next())
+            .await
+            .ok()??;
         let payload: String = msg.get_payload().expect("text payload");
         Some(serde_json::from_str(&payload).expect("an OrderEvent"))
     }
@@ -322,7 +338,16 @@ pub fn free_port() -> u16 {
 /// every client that does not authenticate.
 pub async fn start_redis(port: u16, password: Option<&str>) -> Child {
     let mut cmd = tokio::process::Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
     if let Some(pw) = password {
         cmd.args(["--requirepass", pw]);
     }
@@ -333,7 +358,10 @@ pub async fn start_redis(port: u16, password: Option<&str>) -> Child {
         .spawn()
         .expect("redis-server starts");
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -361,7 +389,9 @@ impl PgProxy {
             let live = live.clone();
             async move {
                 loop {
-                    let Ok((mut client, _)) = listener.accept().await else { continue };
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
                     if !up.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
@@ -376,7 +406,12 @@ impl PgProxy {
                 }
             }
         });
-        Self { addr, up, live, accept }
+        Self {
+            addr,
+            up,
+            live,
+            accept,
+        }
     }
 
     /// The database becomes unreachable: open connections die, new ones are closed.
