@@ -34,6 +34,20 @@ pub fn status_to_pb(s: OrderStatus) -> pb::OrderStatus {
     }
 }
 
+/// `None` for UNSPECIFIED or a number this build does not know.
+pub fn status_from_pb(n: i32) -> Option<OrderStatus> {
+    match pb::OrderStatus::try_from(n).ok()? {
+        pb::OrderStatus::Unspecified => None,
+        pb::OrderStatus::Notpay => Some(OrderStatus::NotPay),
+        pb::OrderStatus::Userpaying => Some(OrderStatus::UserPaying),
+        pb::OrderStatus::Success => Some(OrderStatus::Success),
+        pb::OrderStatus::Closed => Some(OrderStatus::Closed),
+        pb::OrderStatus::Payerror => Some(OrderStatus::PayError),
+        pb::OrderStatus::Refund => Some(OrderStatus::Refund),
+        pb::OrderStatus::Revoked => Some(OrderStatus::Revoked),
+    }
+}
+
 pub fn order_to_pb(o: &Order) -> pb::Order {
     pb::Order {
         out_trade_no: o.out_trade_no.to_string(),

@@ -4,31 +4,10 @@
 use payment_service::domain::{OrderEvent, OrderStatus};
 use wxpay_proto::v1 as pb;
 
-pub fn status_to_proto(s: OrderStatus) -> pb::OrderStatus {
-    match s {
-        OrderStatus::NotPay => pb::OrderStatus::Notpay,
-        OrderStatus::UserPaying => pb::OrderStatus::Userpaying,
-        OrderStatus::Success => pb::OrderStatus::Success,
-        OrderStatus::Closed => pb::OrderStatus::Closed,
-        OrderStatus::PayError => pb::OrderStatus::Payerror,
-        OrderStatus::Refund => pb::OrderStatus::Refund,
-        OrderStatus::Revoked => pb::OrderStatus::Revoked,
-    }
-}
-
-/// `None` for UNSPECIFIED or a number this build does not know.
-pub fn status_from_proto(n: i32) -> Option<OrderStatus> {
-    match pb::OrderStatus::try_from(n).ok()? {
-        pb::OrderStatus::Unspecified => None,
-        pb::OrderStatus::Notpay => Some(OrderStatus::NotPay),
-        pb::OrderStatus::Userpaying => Some(OrderStatus::UserPaying),
-        pb::OrderStatus::Success => Some(OrderStatus::Success),
-        pb::OrderStatus::Closed => Some(OrderStatus::Closed),
-        pb::OrderStatus::Payerror => Some(OrderStatus::PayError),
-        pb::OrderStatus::Refund => Some(OrderStatus::Refund),
-        pb::OrderStatus::Revoked => Some(OrderStatus::Revoked),
-    }
-}
+// One mapping for the whole workspace, next to PaymentService's own conversions.
+pub use payment_service::grpc::{
+    status_from_pb as status_from_proto, status_to_pb as status_to_proto,
+};
 
 /// The stream item for `event`; `terminal` marks the last message of a stream.
 pub fn event_to_proto(
