@@ -18,7 +18,7 @@ use wxpay_proto::v1::order_status_service_server::{OrderStatusServiceServer, SER
 use crate::{
     config::Config,
     fallback::{Fallback, GrpcQuerier, OrderQuerier},
-    hub::Hub,
+    hub::{EventFeed, FeedSink, Hub},
     metrics,
     redis_feed::{RedisFeed, RedisFeedConfig},
     service::WatchService,
@@ -51,6 +51,25 @@ impl Application {
         store: Arc<dyn Store>,
         querier: Arc<dyn OrderQuerier>,
     ) -> anyhow::Result<Self> {
+        let feed_config =
+            RedisFeedConfig::new(config.redis_url.clone(), config.redis_client_name.clone());
+        let client = RedisFeed::client(&feed_config).context("REDIS_URL")?;
+        Self::build_with_feed(config, store, querier, |sink, shutdown| {
+            RedisFeed::start(client, feed_config, sink, shutdown)
+        })
+        .await
+    }
+
+    /// Like [`build_with`](Self::build_with) with the event feed given too: the
+    /// embedded single-process mode passes [`crate::local_feed::LocalBus`]'s feed
+    /// instead of Redis. `make_feed` gets the hub's sink and the token cancelled
+    /// at shutdown (`config.redis_url` is not used).
+    pub async fn build_with_feed<F: EventFeed>(
+        config: Config,
+        store: Arc<dyn Store>,
+        querier: Arc<dyn OrderQuerier>,
+        make_feed: impl FnOnce(FeedSink, CancellationToken) -> F,
+    ) -> anyhow::Result<Self> {
         let listener = bind(config.addr).await?;
         let metrics_listener = bind(config.metrics_addr).await?;
         let shutdown = CancellationToken::new();
@@ -59,12 +78,7 @@ impl Application {
             delay: config.fallback_delay,
             max_delay: config.fallback_max_delay,
         };
-        let feed_config =
-            RedisFeedConfig::new(config.redis_url.clone(), config.redis_client_name.clone());
-        let client = RedisFeed::client(&feed_config).context("REDIS_URL")?;
-        let hub = Hub::new(Some(fallback), |sink| {
-            RedisFeed::start(client, feed_config, sink, shutdown.clone())
-        });
+        let hub = Hub::new(Some(fallback), |sink| make_feed(sink, shutdown.clone()));
         let service = WatchService::new(store, hub.clone(), config.deadlines, shutdown.clone());
         Ok(Self {
             listener,
