@@ -11,4 +11,8 @@ admin="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 psql -q "$admin" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'wxpay_test_%'" 2>/dev/null |
   while read -r db; do psql -q "$admin" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
 
+# The end-to-end tests (tests/) run the service binaries as child processes:
+# build them first, so a compile error shows here rather than inside a test.
+cargo build --bins -p wechat-sandbox -p payment-service -p gateway -p poller
+
 cargo test --workspace "$@"

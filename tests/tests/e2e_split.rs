@@ -1,0 +1,230 @@
+//! The split deployment end to end: the four real binaries as separate
+//! processes (wired as in docker-compose.yml) against Postgres, Redis and the
+//! WeChat sandbox. A mini program's whole payment: CreateOrder, the
+//! requestPayment parameters, WatchOrder, the payer paying in "WeChat", the
+//! notification through the gateway, the pushed SUCCESS and the stored order;
+//! the poller's fallback when the notification never comes; graceful shutdown.
+
+use std::time::Duration;
+
+use e2e_tests::{Stack, StackOptions, API_KEY, APP_ID};
+use payment_service::wechat::{pay_params, ApiKey};
+use tonic::Streaming;
+use wxpay_proto::v1::{
+    CreateOrderRequest, GetOrderRequest, Order, OrderStatus, OrderStatusEvent, WatchOrderRequest,
+};
+
+/// Longest wait for one stream message: far more than a notification needs,
+/// short enough that a lost one fails the test instead of hanging it.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn create_order(stack: &Stack, key: &str) -> (Order, wxpay_proto::v1::PaymentParams) {
+    let reply = stack
+        .payments()
+        .await
+        .expect("connect to payment-service")
+        .create_order(CreateOrderRequest {
+            idempotency_key: key.to_owned(),
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
+            description: "会员充值".to_owned(),
+            total_fee: 1,
+            attach: String::new(),
+            client_ip: "127.0.0.1".to_owned(),
+            expire_seconds: 1800,
+        })
+        .await
+        .expect("CreateOrder")
+        .into_inner();
+    let order = reply.order.expect("an order");
+    let payment = reply
+        .payment
+        .expect("requestPayment parameters for an unpaid order");
+    (order, payment)
+}
+
+async fn watch(stack: &Stack, out_trade_no: &str) -> Streaming<OrderStatusEvent> {
+    stack
+        .watcher()
+        .await
+        .expect("connect to the poller")
+        .watch_order(WatchOrderRequest {
+            out_trade_no: out_trade_no.to_owned(),
+            timeout_seconds: 60,
+        })
+        .await
+        .expect("WatchOrder")
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<OrderStatusEvent>) -> Option<OrderStatusEvent> {
+    tokio::time::timeout(MESSAGE_TIMEOUT, stream.message())
+        .await
+        .expect("no stream message in time")
+        .expect("stream error")
+}
+
+async fn get_order(stack: &Stack, out_trade_no: &str) -> Order {
+    stack
+        .payments()
+        .await
+        .expect("connect to payment-service")
+        .get_order(GetOrderRequest {
+            out_trade_no: out_trade_no.to_owned(),
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner()
+}
+
+/// What `wx.requestPayment` would check: the signature over exactly the fields
+/// the mini program passes, with the merchant's key.
+fn assert_request_payment_verifies(order: &Order, p: &wxpay_proto::v1::PaymentParams) {
+    let params = pay_params::PaymentParams {
+        app_id: p.app_id.clone(),
+        time_stamp: p.time_stamp.clone(),
+        nonce_str: p.nonce_str.clone(),
+        package: p.package.clone(),
+        sign_type: p.sign_type.parse().expect("MD5 or HMAC-SHA256"),
+        pay_sign: p.pay_sign.clone(),
+    };
+    let key = ApiKey::parse(API_KEY).expect("the test key");
+    assert!(
+        pay_params::verify(&params, &key),
+        "paySign does not verify: {p:?}"
+    );
+    assert_eq!(p.app_id, APP_ID);
+    assert_eq!(p.sign_type, "HMAC-SHA256", "the configured sign type");
+    assert_eq!(p.package, format!("prepay_id={}", order.prepay_id));
+}
+
+#[tokio::test]
+async fn paid_order_is_pushed_to_the_watcher_through_the_gateway_and_stored() {
+    // The fallback is far away: SUCCESS can only come through the notification.
+    let stack = Stack::start(StackOptions::default())
+        .await
+        .expect("the stack starts");
+
+    let (order, payment) = create_order(&stack, "e2e-happy-path").await;
+    assert_eq!(order.status(), OrderStatus::Notpay);
+    assert!(!order.prepay_id.is_empty(), "unifiedorder gave a prepay_id");
+    assert_request_payment_verifies(&order, &payment);
+
+    let mut stream = watch(&stack, &order.out_trade_no).await;
+    let snapshot = next(&mut stream).await.expect("the current status first");
+    assert_eq!(snapshot.status(), OrderStatus::Notpay);
+    assert_eq!(snapshot.source, "SNAPSHOT");
+    assert!(!snapshot.terminal);
+
+    let paid = stack
+        .sandbox_post(&order.out_trade_no, "pay", serde_json::json!({}))
+        .await
+        .expect("the payer pays");
+    let transaction_id = paid["transaction_id"]
+        .as_str()
+        .expect("the sandbox assigns a transaction_id")
+        .to_owned();
+
+    let event = next(&mut stream).await.expect("the payment is pushed");
+    assert_eq!(event.status(), OrderStatus::Success);
+    assert_eq!(event.source, "NOTIFY", "delivered by the gateway");
+    assert_eq!(event.transaction_id, transaction_id);
+    assert_eq!(event.total_fee, 1);
+    assert!(event.terminal, "SUCCESS ends the stream");
+    assert!(
+        next(&mut stream).await.is_none(),
+        "nothing after a terminal status"
+    );
+
+    let stored = get_order(&stack, &order.out_trade_no).await;
+    assert_eq!(stored.status(), OrderStatus::Success);
+    assert_eq!(stored.transaction_id, transaction_id);
+    assert!(stored.paid_at > 0, "paid_at recorded");
+    assert_eq!(stored.version, event.version);
+}
+
+#[tokio::test]
+async fn dropped_notification_still_reaches_the_watcher_through_the_fallback_query() {
+    let stack = Stack::start(StackOptions {
+        fallback_delay: Duration::from_millis(200),
+        fallback_max_delay: Duration::from_millis(500),
+    })
+    .await
+    .expect("the stack starts");
+
+    let (order, _) = create_order(&stack, "e2e-dropped-notification").await;
+    let mut stream = watch(&stack, &order.out_trade_no).await;
+    let snapshot = next(&mut stream).await.expect("the current status first");
+    assert_eq!(snapshot.status(), OrderStatus::Notpay);
+
+    let paid = stack
+        .sandbox_post(
+            &order.out_trade_no,
+            "pay",
+            serde_json::json!({"delivery": "drop"}),
+        )
+        .await
+        .expect("the payer pays");
+    let transaction_id = paid["transaction_id"].as_str().expect("transaction_id");
+
+    let event = next(&mut stream).await.expect("the payment is found");
+    assert_eq!(event.status(), OrderStatus::Success);
+    assert_eq!(event.source, "QUERY", "found by orderquery, not notified");
+    assert_eq!(event.transaction_id, transaction_id);
+    assert!(event.terminal);
+
+    let deliveries = stack
+        .sandbox_get(&format!(
+            "/sandbox/orders/{}/notifications",
+            order.out_trade_no
+        ))
+        .await
+        .expect("the sandbox's delivery log");
+    assert_eq!(
+        deliveries.as_array().map(Vec::len),
+        Some(0),
+        "the notification really was dropped: {deliveries}"
+    );
+    let stored = get_order(&stack, &order.out_trade_no).await;
+    assert_eq!(stored.status(), OrderStatus::Success);
+    assert_eq!(stored.transaction_id, transaction_id);
+}
+
+#[tokio::test]
+async fn every_binary_exits_0_on_sigterm() {
+    let mut stack = Stack::start(StackOptions::default())
+        .await
+        .expect("the stack starts");
+    // Work in flight makes the shutdown more than an idle exit: an open stream
+    // on the poller, and an order in the database.
+    let (order, _) = create_order(&stack, "e2e-shutdown").await;
+    let mut stream = watch(&stack, &order.out_trade_no).await;
+    assert!(next(&mut stream).await.is_some(), "the snapshot");
+
+    // Callers first, as an orchestrator stopping the deployment would. The
+    // bound is above payment-service's 15 s drain limit.
+    let within = Duration::from_secs(25);
+    for process in [
+        &mut stack.poller,
+        &mut stack.gateway,
+        &mut stack.payment,
+        &mut stack.sandbox,
+    ] {
+        let status = process.terminate(within).await.expect("exits");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{} exited with {status}; log:\n{}",
+            process.name(),
+            process.log_tail()
+        );
+    }
+
+    // The open stream ended instead of hanging: the poller closed it on shutdown.
+    let end = tokio::time::timeout(MESSAGE_TIMEOUT, stream.message())
+        .await
+        .expect("the stream ends");
+    assert!(
+        !matches!(end, Ok(Some(_))),
+        "no status after shutdown: {end:?}"
+    );
+}
