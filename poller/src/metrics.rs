@@ -20,10 +20,19 @@ pub const REDIS_RECONNECTS: &str = "poller_redis_reconnects_total";
 /// Gauge: 1 while the pub/sub connection is up.
 pub const REDIS_CONNECTED: &str = "poller_redis_connected";
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Makes `/metrics` render `handle`, a recorder someone else in this process
+/// already installed (the embedded mode passes the gateway's, so one registry
+/// holds every service's metrics and both endpoints show all of them). Call it
+/// before the first [`handle`]; afterwards it changes nothing and returns false.
+pub fn use_installed(handle: PrometheusHandle) -> bool {
+    HANDLE.set(handle).is_ok()
+}
+
 /// The process-wide recorder. The first call installs it; tests that start several
 /// applications in one process share it.
 pub fn handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();

@@ -1,0 +1,193 @@
+//! The embedded stack from the outside: each test starts payment-service,
+//! gateway, poller and the sandbox in this process on free ports with its own
+//! temporary SQLite file and the in-process bus (no Postgres, no Redis), and
+//! talks to it only through the gRPC and HTTP contracts.
+
+use std::{path::PathBuf, time::Duration};
+
+use payment_service::wechat::{pay_params, SignType};
+use tokio_stream::StreamExt;
+use wxpay::{demo, embedded::test_merchant, Settings, Stack};
+use wxpay_proto::v1::{
+    order_status_service_client::OrderStatusServiceClient,
+    payment_service_client::PaymentServiceClient, CreateOrderRequest, CreateOrderResponse,
+    GetOrderRequest, OrderStatus, OrderStatusEvent, WatchOrderRequest,
+};
+
+/// A SQLite path of its own for each test, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("wxpay-embedded-test-{}.db", ulid::Ulid::new())))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+}
+
+async fn start(db: &TempDb) -> Stack {
+    Stack::start(Settings::ephemeral(db.0.clone()))
+        .await
+        .expect("the embedded stack starts with no Postgres and no Redis")
+}
+
+async fn create_order(stack: &Stack, key: &str) -> CreateOrderResponse {
+    let mut payments = PaymentServiceClient::connect(stack.addresses().payment_url())
+        .await
+        .expect("payment-service accepts connections");
+    payments
+        .create_order(CreateOrderRequest {
+            idempotency_key: key.into(),
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
+            description: "embedded test".into(),
+            total_fee: 88,
+            attach: String::new(),
+            client_ip: "127.0.0.1".into(),
+            expire_seconds: 600,
+        })
+        .await
+        .expect("CreateOrder succeeds against the sandbox")
+        .into_inner()
+}
+
+async fn next(stream: &mut tonic::Streaming<OrderStatusEvent>) -> OrderStatusEvent {
+    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(Ok(event))) => event,
+        Ok(Some(Err(status))) => panic!("the stream failed: {status:?}"),
+        Ok(None) => panic!("the stream ended early"),
+        Err(_) => panic!("no stream message within 10 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_paid_in_the_sandbox_reaches_the_watcher_and_the_store() {
+    let db = TempDb::new();
+    let stack = start(&db).await;
+    let a = *stack.addresses();
+
+    // CreateOrder, and the mini program's parameters are signed with the merchant key.
+    let created = create_order(&stack, &format!("embedded-{}", ulid::Ulid::new())).await;
+    let order = created.order.expect("the order");
+    let payment = created
+        .payment
+        .expect("requestPayment parameters for a NOTPAY order");
+    assert_eq!(order.status, OrderStatus::Notpay as i32);
+    let params = pay_params::PaymentParams {
+        app_id: payment.app_id.clone(),
+        time_stamp: payment.time_stamp.clone(),
+        nonce_str: payment.nonce_str.clone(),
+        package: payment.package.clone(),
+        sign_type: payment
+            .sign_type
+            .parse::<SignType>()
+            .expect("a known signType"),
+        pay_sign: payment.pay_sign.clone(),
+    };
+    assert!(
+        pay_params::verify(&params, &test_merchant().api_key),
+        "paySign verifies"
+    );
+    assert_eq!(payment.package, format!("prepay_id={}", order.prepay_id));
+
+    // WatchOrder starts with the snapshot.
+    let mut watcher = OrderStatusServiceClient::connect(a.poller_url())
+        .await
+        .expect("the poller accepts connections");
+    let mut stream = watcher
+        .watch_order(WatchOrderRequest {
+            out_trade_no: order.out_trade_no.clone(),
+            timeout_seconds: 30,
+        })
+        .await
+        .expect("WatchOrder opens")
+        .into_inner();
+    let snapshot = next(&mut stream).await;
+    assert_eq!(snapshot.status, OrderStatus::Notpay as i32);
+    assert!(!snapshot.terminal);
+
+    // The payer pays; the sandbox notifies the gateway; the bus feeds the stream.
+    let reply = reqwest::Client::new()
+        .post(format!(
+            "{}/sandbox/orders/{}/pay",
+            a.sandbox_url(),
+            order.out_trade_no
+        ))
+        .send()
+        .await
+        .expect("the sandbox's control API answers");
+    assert!(reply.status().is_success(), "pay: HTTP {}", reply.status());
+    let paid = next(&mut stream).await;
+    assert_eq!(paid.status, OrderStatus::Success as i32);
+    assert!(paid.terminal, "SUCCESS ends the stream");
+    assert_eq!(
+        paid.source, "NOTIFY",
+        "it came from the gateway, not the fallback"
+    );
+    assert!(paid.version > snapshot.version);
+    assert!(!paid.transaction_id.is_empty());
+
+    // The store agrees.
+    let mut payments = PaymentServiceClient::connect(a.payment_url())
+        .await
+        .expect("payment-service accepts connections");
+    let stored = payments
+        .get_order(GetOrderRequest {
+            out_trade_no: order.out_trade_no.clone(),
+        })
+        .await
+        .expect("GetOrder")
+        .into_inner();
+    assert_eq!(stored.status, OrderStatus::Success as i32);
+    assert_eq!(stored.transaction_id, paid.transaction_id);
+    assert!(stored.paid_at > 0);
+
+    stack.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_survive_a_restart_on_the_same_sqlite_file() {
+    let db = TempDb::new();
+    let key = format!("restart-{}", ulid::Ulid::new());
+    let first = start(&db).await;
+    let created = create_order(&first, &key).await;
+    let out_trade_no = created.order.expect("the order").out_trade_no;
+    first.stop().await.expect("a clean shutdown");
+
+    let second = start(&db).await;
+    // The same idempotency key finds the stored order instead of placing a new one.
+    let again = create_order(&second, &key).await;
+    assert_eq!(again.order.expect("the order").out_trade_no, out_trade_no);
+    second.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_reports_success_with_every_step() {
+    let mut out = Vec::new();
+    let outcome = demo::run(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => panic!("the demo failed: {e:#}\n{text}"),
+    };
+    assert_eq!(outcome.status, OrderStatus::Success);
+    assert!(!outcome.transaction_id.is_empty());
+    for n in 1..=8 {
+        assert!(
+            text.contains(&format!("[{n}] ")),
+            "step {n} is shown:\n{text}"
+        );
+    }
+    assert!(text.contains("paySign verifies"), "{text}");
+    assert!(
+        text.contains(&format!("OK: order {} is SUCCESS", outcome.out_trade_no)),
+        "{text}"
+    );
+}

@@ -1,0 +1,77 @@
+//! What `cargo run` prints once everything listens: where each service is, what
+//! it runs on, and commands to try against it. Text only; no I/O.
+
+use secrecy::ExposeSecret;
+
+use crate::embedded::{bus_label, storage_label, Stack, TEST_APP_ID};
+
+/// The start-up banner for `stack`.
+pub fn render(stack: &Stack) -> String {
+    let a = stack.addresses();
+    let s = stack.settings();
+    let merchant = if s.merchant.app_id == TEST_APP_ID {
+        format!(
+            "{} / {} (WeChat's documented test merchant: sandbox only)",
+            s.merchant.app_id, s.merchant.mch_id
+        )
+    } else {
+        format!("{} / {}", s.merchant.app_id, s.merchant.mch_id)
+    };
+    // grpcurl needs the token too when the servers require one.
+    let auth = match &s.api_token {
+        Some(token) => format!(
+            " -H 'authorization: Bearer {}'",
+            shell_quote_inner(token.expose_secret())
+        ),
+        None => String::new(),
+    };
+    let create = r#"{"idempotency_key":"try-1","openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o","description":"test","total_fee":1,"client_ip":"127.0.0.1"}"#;
+    let lines = [
+        String::new(),
+        "wxpay is running: payment-service, gateway, poller and the WeChat Pay sandbox in one process".to_owned(),
+        format!("  storage   {}", storage_label(&s.storage)),
+        format!("  events    {}", bus_label(&s.bus)),
+        format!("  merchant  {merchant}"),
+        String::new(),
+        format!("  payment-service  grpc://{}   wxpay.v1.PaymentService", a.payment),
+        format!(
+            "  poller           grpc://{}   wxpay.v1.OrderStatusService/WatchOrder (metrics http://{}/metrics)",
+            a.poller, a.poller_metrics
+        ),
+        format!(
+            "  gateway          http://{}    POST /wechat/pay/notify (the notify_url), /healthz, /metrics",
+            a.gateway
+        ),
+        format!(
+            "  sandbox          http://{}    WeChat Pay v2 simulator, control API under /sandbox/",
+            a.sandbox
+        ),
+        String::new(),
+        "  try:".to_owned(),
+        format!(
+            "    cargo run -p payment-service --example create_order -- {}",
+            a.payment_url()
+        ),
+        format!(
+            "    grpcurl -plaintext{auth} -d '{create}' {} wxpay.v1.PaymentService/CreateOrder",
+            a.payment
+        ),
+        format!(
+            "    grpcurl -plaintext{auth} -d '{{\"out_trade_no\":\"<out_trade_no>\"}}' {} wxpay.v1.OrderStatusService/WatchOrder",
+            a.poller
+        ),
+        format!(
+            "    curl -X POST {}/sandbox/orders/<out_trade_no>/pay",
+            a.sandbox_url()
+        ),
+        "    cargo run -- demo   (the whole flow on a private stack, narrated)".to_owned(),
+        String::new(),
+        "  Ctrl-C stops everything.".to_owned(),
+    ];
+    lines.join("\n")
+}
+
+/// Makes `s` safe inside single quotes.
+fn shell_quote_inner(s: &str) -> String {
+    s.replace('\'', r"'\''")
+}
