@@ -29,10 +29,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
-# The same package selection and profile as the real build below, so the cooked
-# dependencies are exactly the ones it links against.
-RUN cargo chef cook --release --locked --recipe-path recipe.json \
-      -p payment-service -p gateway -p poller -p wechat-sandbox
+# Cook every workspace dependency in the release profile: a superset of what the
+# four binaries link, so their build below finds all of it cached.
+RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
       -p payment-service -p gateway -p poller -p wechat-sandbox
