@@ -7,7 +7,11 @@ use std::{path::PathBuf, time::Duration};
 
 use payment_service::wechat::{pay_params, SignType};
 use tokio_stream::StreamExt;
-use wxpay::{demo, embedded::test_merchant, Settings, Stack};
+use wxpay::{
+    demo,
+    embedded::{test_merchant, Bus, Storage},
+    Settings, Stack,
+};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CreateOrderRequest, CreateOrderResponse,
@@ -71,10 +75,41 @@ async fn next(stream: &mut tonic::Streaming<OrderStatusEvent>) -> OrderStatusEve
 async fn an_order_paid_in_the_sandbox_reaches_the_watcher_and_the_store() {
     let db = TempDb::new();
     let stack = start(&db).await;
+    pay_one_order_and_watch_it(&stack).await;
+    stack.stop().await.expect("a clean shutdown");
+}
+
+/// With DATABASE_URL and REDIS_URL the same stack runs on Postgres and Redis.
+/// Needs both on 127.0.0.1, like the rest of the workspace's tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_stack_runs_on_postgres_and_redis() {
+    let db = TempDb::new();
+    let database_url = payment_service::testing::fresh_database_url()
+        .await
+        .expect("a fresh Postgres database (is Postgres running on 127.0.0.1?)");
+    let settings = Settings {
+        storage: Storage::Postgres(database_url),
+        bus: Bus::Redis(payment_service::testing::redis_url()),
+        ..Settings::ephemeral(db.0.clone())
+    };
+    let stack = Stack::start(settings)
+        .await
+        .expect("the stack starts on Postgres and Redis");
+    pay_one_order_and_watch_it(&stack).await;
+    stack.stop().await.expect("a clean shutdown");
+    assert!(
+        !db.0.exists(),
+        "no SQLite file is created when DATABASE_URL is set"
+    );
+}
+
+/// CreateOrder -> paySign verified -> WatchOrder NOTPAY snapshot -> the sandbox
+/// pays and notifies the gateway -> SUCCESS on the stream -> GetOrder SUCCESS.
+async fn pay_one_order_and_watch_it(stack: &Stack) {
     let a = *stack.addresses();
 
     // CreateOrder, and the mini program's parameters are signed with the merchant key.
-    let created = create_order(&stack, &format!("embedded-{}", ulid::Ulid::new())).await;
+    let created = create_order(stack, &format!("embedded-{}", ulid::Ulid::new())).await;
     let order = created.order.expect("the order");
     let payment = created
         .payment
@@ -148,8 +183,6 @@ async fn an_order_paid_in_the_sandbox_reaches_the_watcher_and_the_store() {
     assert_eq!(stored.status, OrderStatus::Success as i32);
     assert_eq!(stored.transaction_id, paid.transaction_id);
     assert!(stored.paid_at > 0);
-
-    stack.stop().await.expect("a clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

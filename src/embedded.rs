@@ -479,6 +479,8 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -495,6 +497,50 @@ mod tests {
             redact_password("postgres://postgres@127.0.0.1:5432/wxpay"),
             "postgres://postgres@127.0.0.1:5432/wxpay"
         );
+    }
+
+    // The only test of this binary that touches these variables, so none races with it.
+    #[test]
+    fn without_database_or_redis_urls_it_runs_on_sqlite_and_the_in_process_bus() {
+        for var in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "WECHAT_APP_ID",
+            "WECHAT_MCH_ID",
+            "WECHAT_API_KEY",
+            "WECHAT_SIGN_TYPE",
+            "PAYMENT_ADDR",
+            "GATEWAY_ADDR",
+            "POLLER_ADDR",
+            "SANDBOX_ADDR",
+        ] {
+            std::env::remove_var(var);
+        }
+        let s = Settings::from_env().expect("nothing is required");
+        assert!(matches!(&s.storage, Storage::Sqlite(p) if p == Path::new(DEFAULT_SQLITE_PATH)));
+        assert!(matches!(s.bus, Bus::InProcess));
+        assert_eq!(s.merchant.app_id, TEST_APP_ID);
+        assert_eq!(s.payment_addr.port(), 50051);
+        assert_eq!(s.gateway_addr.port(), 8080);
+        assert_eq!(s.poller_addr.port(), 50052);
+        assert_eq!(s.sandbox_addr.port(), 8090);
+
+        std::env::set_var("DATABASE_URL", "postgres://app@db/wxpay");
+        std::env::set_var("REDIS_URL", "redis://cache:6379");
+        let s = Settings::from_env().expect("valid URLs");
+        assert!(matches!(s.storage, Storage::Postgres(_)));
+        assert!(matches!(s.bus, Bus::Redis(_)));
+
+        std::env::set_var("REDIS_URL", "cache:6379");
+        let err = Settings::from_env().expect_err("no scheme");
+        assert_eq!(err.var, "REDIS_URL");
+        std::env::remove_var("REDIS_URL");
+        std::env::set_var("WECHAT_APP_ID", "wx0123456789abcdef");
+        let err = Settings::from_env().expect_err("a merchant must be complete");
+        assert_eq!(err.var, "WECHAT_MCH_ID");
+        for var in ["DATABASE_URL", "REDIS_URL", "WECHAT_APP_ID"] {
+            std::env::remove_var(var);
+        }
     }
 
     #[test]
