@@ -1,0 +1,23 @@
+//! wxpay-bench: the benchmark driver. It starts the real services in this process
+//! on port 0 (payment-service, gateway, poller, the WeChat sandbox) over real
+//! loopback sockets, or the poller as a child process where its memory must be
+//! measured alone, and measures every compared pair side by side in the same run
+//! so that ratios hold on whatever machine runs it. `main` parses the command
+//! line; each scenario lives in its own module under `scenarios`; `report` turns
+//! the figures into the printed table and `docs/BENCHMARKS.md`.
+
+pub mod counting;
+pub mod machine;
+pub mod measure;
+pub mod notification;
+pub mod report;
+pub mod scenarios;
+pub mod stack;
+
+/// How big a run is: `Full` is the documented run (a few minutes on 2 cores),
+/// `Smoke` the seconds-long run CI uses to keep the driver working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Smoke,
+}

@@ -1,0 +1,31 @@
+//! The driver's smoke mode, end to end: every scenario runs for a few seconds
+//! against the local Postgres and Redis and the report is written. It asserts that
+//! the driver works and reports every section, never any timing.
+
+use std::process::Command;
+
+#[test]
+fn smoke_run_reports_every_scenario() {
+    let out = std::env::temp_dir().join(format!("wxpay-bench-smoke-{}.md", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_wxpay-bench"))
+        .args(["--smoke", "all", "--out"])
+        .arg(&out)
+        .status()
+        .expect("the driver runs");
+    assert!(status.success(), "the smoke run failed: {status}");
+    let doc = std::fs::read_to_string(&out).expect("the report was written");
+    let _ = std::fs::remove_file(&out);
+    for heading in [
+        "1. Status delivery",
+        "2. Open streams",
+        "3. CreateOrder",
+        "4. Notifications",
+        "5. Micro-benchmarks",
+        "| cores (nproc) |",
+    ] {
+        assert!(
+            doc.contains(heading),
+            "the report lacks {heading:?}:\n{doc}"
+        );
+    }
+}
