@@ -13,6 +13,7 @@ use crate::domain::{
     EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
 };
 
+mod columns;
 pub mod postgres;
 pub mod sqlite;
 pub mod suite;

@@ -14,13 +14,11 @@ use sqlx::{
 };
 
 use super::{
+    columns::{corrupt, OrderColumns},
     Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
     TransitionOutcome,
 };
-use crate::domain::{
-    Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order,
-    OrderEvent, OutTradeNo,
-};
+use crate::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -90,23 +88,19 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
 fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
-    let text = |name: &str| row.try_get::<String, _>(name).map_err(map_err);
-    Ok(Order {
-        out_trade_no: OutTradeNo::parse(&text("out_trade_no")?).map_err(corrupt)?,
-        idempotency_key: IdempotencyKey::parse(&text("idempotency_key")?).map_err(corrupt)?,
-        status: text("status")?.parse().map_err(corrupt)?,
+    let get = |name: &str| row.try_get(name).map_err(map_err);
+    OrderColumns {
+        out_trade_no: get("out_trade_no")?,
+        idempotency_key: get("idempotency_key")?,
+        status: get("status")?,
         version: row.try_get("version").map_err(map_err)?,
-        openid: OpenId::parse(&text("openid")?).map_err(corrupt)?,
-        description: Description::parse(&text("description")?).map_err(corrupt)?,
-        total_fee: Fee::new(row.try_get("total_fee").map_err(map_err)?).map_err(corrupt)?,
-        attach: Attach::parse(&text("attach")?).map_err(corrupt)?,
-        client_ip: ClientIp::parse(&text("client_ip")?).map_err(corrupt)?,
-        sign_type: text("sign_type")?.parse().map_err(corrupt)?,
+        openid: get("openid")?,
+        description: get("description")?,
+        total_fee: row.try_get("total_fee").map_err(map_err)?,
+        attach: get("attach")?,
+        client_ip: get("client_ip")?,
+        sign_type: get("sign_type")?,
         expires_at: row.try_get("expires_at").map_err(map_err)?,
         prepay_id: row.try_get("prepay_id").map_err(map_err)?,
         prepay_expires_at: row.try_get("prepay_expires_at").map_err(map_err)?,
@@ -115,7 +109,8 @@ fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         paid_at: row.try_get("paid_at").map_err(map_err)?,
-    })
+    }
+    .into_order()
 }
 
 fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {

@@ -1,0 +1,62 @@
+//! An order row as raw column values, and its one conversion into a domain
+//! [`Order`]. Each backend reads its own column types; the validation that turns
+//! them into domain types (and reports a corrupt row) lives only here.
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::domain::{
+    Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, OutTradeNo,
+};
+
+pub(crate) struct OrderColumns {
+    pub out_trade_no: String,
+    pub idempotency_key: String,
+    pub status: String,
+    pub version: i64,
+    pub openid: String,
+    pub description: String,
+    pub total_fee: i64,
+    pub attach: String,
+    pub client_ip: String,
+    pub sign_type: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub prepay_id: Option<String>,
+    pub prepay_expires_at: Option<DateTime<Utc>>,
+    pub transaction_id: Option<String>,
+    pub cash_fee: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl OrderColumns {
+    /// Re-validates every stored value: a row that would not pass the edge's
+    /// parsers is reported as corrupt rather than trusted.
+    pub(crate) fn into_order(self) -> Result<Order, StoreError> {
+        Ok(Order {
+            out_trade_no: OutTradeNo::parse(&self.out_trade_no).map_err(corrupt)?,
+            idempotency_key: IdempotencyKey::parse(&self.idempotency_key).map_err(corrupt)?,
+            status: self.status.parse().map_err(corrupt)?,
+            version: self.version,
+            openid: OpenId::parse(&self.openid).map_err(corrupt)?,
+            description: Description::parse(&self.description).map_err(corrupt)?,
+            total_fee: Fee::new(self.total_fee).map_err(corrupt)?,
+            attach: Attach::parse(&self.attach).map_err(corrupt)?,
+            client_ip: ClientIp::parse(&self.client_ip).map_err(corrupt)?,
+            sign_type: self.sign_type.parse().map_err(corrupt)?,
+            expires_at: self.expires_at,
+            prepay_id: self.prepay_id,
+            prepay_expires_at: self.prepay_expires_at,
+            transaction_id: self.transaction_id,
+            cash_fee: self.cash_fee,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            paid_at: self.paid_at,
+        })
+    }
+}
