@@ -3,6 +3,21 @@
 # tests, starting the machine's own servers when they are installed but stopped.
 set -euo pipefail
 
+# A fresh Debian machine without the servers: install them (as root), and let
+# the local `postgres` user in over TCP without a password, as the tests expect.
+if ! command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing PostgreSQL"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    hba="$(ls /etc/postgresql/*/main/pg_hba.conf | head -n1)"
+    sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+  fi
+fi
+if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Redis"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
 
