@@ -93,7 +93,16 @@ impl Application {
         };
         tracing::info!(port = self.port(), "gateway listening");
         let server =
-            axum::serve(self.listener, app(self.state.clone())).with_graceful_shutdown(signal);
+            // Nagle off: WeChat's replies are tiny and must not wait for a delayed ACK.
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                }),
+                app(self.state.clone()),
+            )
+            .with_graceful_shutdown(signal);
         let server = std::future::IntoFuture::into_future(server);
         tokio::pin!(server);
         // axum stops accepting at once and waits for open connections; a sender

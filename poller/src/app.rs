@@ -153,12 +153,16 @@ impl Application {
             // from dropping the connection and detect dead clients.
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_service(health)
             .add_service(reflection)
             .add_service(watch)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                // The builder's tcp_* settings apply only to tonic's own incoming, so
+                // they are set here: Nagle off (events must not wait ~40 ms for a
+                // delayed ACK) and TCP keepalive for idle streams behind proxies.
+                tonic::transport::server::TcpIncoming::from(self.listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60))),
                 signal,
             )
             .await;

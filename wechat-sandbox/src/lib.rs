@@ -90,11 +90,19 @@ impl Sandbox {
         let token = self.state.shutdown().clone();
         let router = app(self.state);
         tracing::info!(port = self.port, "WeChat Pay sandbox listening");
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                token.cancel();
-            })
-            .await
+        // Nagle off, as on the real API's side: small replies go out at once.
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            }),
+            router,
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await
     }
 }
