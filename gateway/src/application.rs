@@ -126,6 +126,13 @@ impl Application {
         {
             tracing::warn!("in-flight notification tasks did not finish in time");
         }
+        // Batched audit rows of duplicates are written before the process goes.
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.state.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit rows could not be flushed in time");
+        }
         let _ = stop_relay_tx.send(());
         let _ = relay_task.await;
         tracing::info!("gateway stopped");

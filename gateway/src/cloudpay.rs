@@ -113,7 +113,13 @@ pub async fn process(
     let verdict = judge(state, callback).await;
     tracing::info!(out_trade_no = out_trade_no.as_deref(), %verdict, "cloud-pay callback");
     state
-        .keep(Kind::Cloudpay, out_trade_no.as_deref(), verdict, body)
+        .keep(
+            Kind::Cloudpay,
+            out_trade_no.as_deref(),
+            verdict,
+            body,
+            false,
+        )
         .await;
     verdict
 }

@@ -6,6 +6,7 @@
 //! `settle`; `routes` is the thin HTTP layer; `application` runs it all.
 
 pub mod application;
+pub mod audit;
 pub mod cloudpay;
 pub mod config;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod notify;
 pub mod refund;
 pub mod routes;
 pub mod settle;
+pub mod settled;
 pub mod state;
 pub mod verdict;
 

@@ -10,6 +10,7 @@ use payment_service::{
 
 use crate::{
     settle::{self, PaymentReport, Reported},
+    settled::Settled,
     state::AppState,
     verdict::{Kind, Verdict},
 };
@@ -26,9 +27,11 @@ pub async fn process(state: &AppState, body: &[u8]) -> Verdict {
     };
     let out_trade_no = fields.get("out_trade_no").map(String::as_str);
     tracing::debug!(out_trade_no, body = %redacted(&fields), "pay notification received");
-    let verdict = judge(state, &fields).await;
-    tracing::info!(out_trade_no, %verdict, "pay notification");
-    state.keep(Kind::Pay, out_trade_no, verdict, body).await;
+    let (verdict, from_cache) = judge(state, &fields).await;
+    tracing::info!(out_trade_no, %verdict, from_cache, "pay notification");
+    state
+        .keep(Kind::Pay, out_trade_no, verdict, body, from_cache)
+        .await;
     verdict
 }
 
@@ -43,39 +46,56 @@ pub(crate) fn redacted(fields: &Fields) -> String {
     .unwrap_or_else(|_| "<unloggable>".to_owned())
 }
 
-async fn judge(state: &AppState, fields: &Fields) -> Verdict {
+/// The verdict, and whether it was reached from the settled cache without the database.
+async fn judge(state: &AppState, fields: &Fields) -> (Verdict, bool) {
     let get = |k: &str| fields.get(k).map(String::as_str);
     // Checked before anything touches the database: unsigned traffic costs nothing.
     if get("sign").is_none_or(str::is_empty) {
-        return Verdict::BadSignature;
+        return (Verdict::BadSignature, false);
     }
     let out_trade_no = get("out_trade_no").and_then(|s| OutTradeNo::parse(s).ok());
+    // An order this gateway already saw paid: its sign type and amount are known.
+    let cached = out_trade_no
+        .as_ref()
+        .and_then(|no| state.settled.get(no.as_str()));
+    judge_with(state, fields, out_trade_no, cached.as_ref()).await
+}
+
+async fn judge_with(
+    state: &AppState,
+    fields: &Fields,
+    out_trade_no: Option<OutTradeNo>,
+    cached: Option<&Settled>,
+) -> (Verdict, bool) {
+    let get = |k: &str| fields.get(k).map(String::as_str);
+    let plain = |v: Verdict| (v, false);
 
     // The order is loaded early only when the message does not say how it was signed.
     let mut loaded: Option<Option<Order>> = None;
     let sign_type = match get("sign_type") {
         Some(s) => match s.parse::<SignType>() {
             Ok(t) => t,
-            Err(_) => return Verdict::BadSignature,
+            Err(_) => return plain(Verdict::BadSignature),
         },
         // WeChat may omit sign_type even for an HMAC-SHA256 order: the order
         // records which algorithm it was placed with. Unknown orders default to
         // MD5, v2's default.
-        None => match &out_trade_no {
-            Some(no) => match state.store.order(no).await {
+        None => match (&out_trade_no, cached) {
+            (_, Some(c)) => c.sign_type,
+            (Some(no), None) => match state.store.order(no).await {
                 Ok(order) => {
                     let t = order.as_ref().map_or(SignType::Md5, |o| o.sign_type);
                     loaded = Some(order);
                     t
                 }
-                Err(e) => return settle::store_failure(no.as_str(), e),
+                Err(e) => return plain(settle::store_failure(no.as_str(), e)),
             },
-            None => SignType::Md5,
+            (None, None) => SignType::Md5,
         },
     };
     if let Err(e) = sign::verify(fields, &state.merchant.api_key, sign_type) {
         tracing::warn!(out_trade_no = get("out_trade_no"), error = %e, %sign_type, "pay notification signature refused");
-        return Verdict::BadSignature;
+        return plain(Verdict::BadSignature);
     }
 
     // Authentic from here on.
@@ -89,7 +109,7 @@ async fn judge(state: &AppState, fields: &Fields) -> Verdict {
             return_msg = get("return_msg"),
             "signed notification with return_code FAIL"
         );
-        return Verdict::Ignored;
+        return plain(Verdict::Ignored);
     }
     if get("appid") != Some(state.merchant.app_id.as_str())
         || get("mch_id") != Some(state.merchant.mch_id.as_str())
@@ -103,17 +123,17 @@ async fn judge(state: &AppState, fields: &Fields) -> Verdict {
                 )
                 .await;
         }
-        return Verdict::WrongMerchant;
+        return plain(Verdict::WrongMerchant);
     }
     let Some(out_trade_no) = out_trade_no else {
-        return Verdict::Invalid;
+        return plain(Verdict::Invalid);
     };
     let result = match get("result_code") {
         Some("SUCCESS") => {
             let Some(transaction_id) =
                 get("transaction_id").and_then(|s| TransactionId::parse(s).ok())
             else {
-                return Verdict::Invalid;
+                return plain(Verdict::Invalid);
             };
             Reported::Paid {
                 transaction_id: transaction_id.as_str().to_owned(),
@@ -126,22 +146,48 @@ async fn judge(state: &AppState, fields: &Fields) -> Verdict {
             }
         }
         Some("FAIL") => Reported::Failed,
-        _ => return Verdict::Invalid,
+        _ => return plain(Verdict::Invalid),
     };
+    let total_fee = get("total_fee").and_then(|s| Fee::parse_wire("total_fee", s).ok());
+    let fee_type = get("fee_type").map(str::to_owned);
+    if let (Some(c), Reported::Paid { transaction_id, .. }) = (cached, &result) {
+        if *transaction_id == c.transaction_id
+            && total_fee == Some(c.total_fee)
+            && fee_type.as_deref().unwrap_or("CNY") == "CNY"
+        {
+            // The same payment again, already durable: nothing to check in the database.
+            return (Verdict::Duplicate, true);
+        }
+    }
     let order = match loaded {
         Some(order) => order,
         None => match state.store.order(&out_trade_no).await {
             Ok(order) => order,
-            Err(e) => return settle::store_failure(out_trade_no.as_str(), e),
+            Err(e) => return plain(settle::store_failure(out_trade_no.as_str(), e)),
         },
     };
+    let paid = match (&order, &result) {
+        (Some(o), Reported::Paid { transaction_id, .. }) => Some((
+            out_trade_no.as_str().to_owned(),
+            Settled {
+                sign_type: o.sign_type,
+                total_fee: o.total_fee,
+                transaction_id: transaction_id.clone(),
+            },
+        )),
+        _ => None,
+    };
     let report = PaymentReport {
-        total_fee: get("total_fee").and_then(|s| Fee::parse_wire("total_fee", s).ok()),
-        fee_type: get("fee_type").map(str::to_owned),
+        total_fee,
+        fee_type,
         out_trade_no,
         result,
     };
-    settle::settle(state, order, report, EventSource::Notify).await
+    let verdict = settle::settle(state, order, report, EventSource::Notify).await;
+    if let (Verdict::Applied | Verdict::Duplicate, Some((no, settled))) = (verdict, paid) {
+        state.settled.insert(&no, settled);
+    }
+    plain(verdict)
 }
 
 #[cfg(test)]

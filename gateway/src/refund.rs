@@ -26,7 +26,7 @@ pub async fn process(state: &AppState, body: &[u8]) -> Verdict {
     let (verdict, out_trade_no) = judge(state, &outer).await;
     tracing::info!(out_trade_no = out_trade_no.as_deref(), %verdict, "refund notification");
     state
-        .keep(Kind::Refund, out_trade_no.as_deref(), verdict, body)
+        .keep(Kind::Refund, out_trade_no.as_deref(), verdict, body, false)
         .await;
     verdict
 }

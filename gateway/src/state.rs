@@ -15,7 +15,9 @@ use payment_service::{
 use tokio_util::task::TaskTracker;
 
 use crate::{
+    audit::AuditLog,
     config::CloudpaySecret,
+    settled::SettledCache,
     verdict::{Kind, Verdict},
 };
 
@@ -29,6 +31,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Notification processing and direct publishes run here, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Orders seen paid, so duplicates are answered without a database read.
+    pub settled: Arc<SettledCache>,
+    pub audit: AuditLog,
 }
 
 impl AppState {
@@ -39,12 +44,14 @@ impl AppState {
         cloudpay_secret: Option<CloudpaySecret>,
     ) -> Self {
         Self {
-            store,
             publisher,
             merchant: Arc::new(merchant),
             cloudpay_secret: cloudpay_secret.map(Arc::new),
             metrics: crate::metrics::prometheus(),
             tasks: TaskTracker::new(),
+            settled: Arc::new(SettledCache::new(SettledCache::DEFAULT_CAPACITY)),
+            audit: AuditLog::spawn(store.clone()),
+            store,
         }
     }
 
@@ -73,13 +80,16 @@ impl AppState {
         }
     }
 
-    /// Keeps the notification as received, for audit and replay.
+    /// Keeps the notification as received, for audit and replay. Duplicates
+    /// answered from the settled cache are batched; everything else is written
+    /// before the reply.
     pub(crate) async fn keep(
         &self,
         kind: Kind,
         out_trade_no: Option<&str>,
         verdict: Verdict,
         raw_body: &[u8],
+        from_cache: bool,
     ) {
         let row = NotificationRecord {
             kind: kind.as_str().to_owned(),
@@ -87,8 +97,10 @@ impl AppState {
             verdict: verdict.as_str().to_owned(),
             raw_body: raw_body.to_vec(),
         };
-        if let Err(e) = self.store.record_notification(&row).await {
-            tracing::warn!(out_trade_no, %verdict, error = %e, "could not keep the notification");
+        if from_cache {
+            self.audit.keep_batched(row).await;
+        } else {
+            self.audit.keep(row).await;
         }
     }
 }

@@ -103,7 +103,9 @@ async fn a_hundred_sequential_copies_transition_once() {
         sub.drain(QUIET).await.is_empty(),
         "only one event is published"
     );
-    let verdicts = app.notifications(order.out_trade_no.as_str()).await;
+    let verdicts = app
+        .notifications_eventually(order.out_trade_no.as_str(), 100)
+        .await;
     assert_eq!(verdicts.len(), 100, "every copy is kept");
     assert_eq!(verdicts.iter().filter(|v| *v == "applied").count(), 1);
     app.stop().await;

@@ -129,3 +129,46 @@ async fn with_the_database_down_replies_fail_and_the_next_retry_succeeds() {
     assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn duplicates_of_a_recorded_payment_get_success_even_with_the_database_down_and_are_kept() {
+    let upstream = authority_of(&testing::admin_url());
+    let proxy = PgProxy::start(upstream).await;
+    let app = spawn_app_with(Setup {
+        db_proxy: Some(proxy.addr),
+        ..Setup::default()
+    })
+    .await;
+    let order = app.create_order(777, SignType::Md5).await;
+    let body = signed(pay_fields(&order, &transaction_id()), &key(), SignType::Md5);
+    let (_, reply) = app.notify(body.clone()).await;
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+
+    // The payment is durable and this gateway saw it: WeChat's resends need no database.
+    proxy.cut();
+    for i in 0..20 {
+        let (_, reply) = app.notify(body.clone()).await;
+        assert_eq!(return_code(&reply), "SUCCESS", "duplicate {i}: {reply}");
+    }
+    // A different amount under the same order is still checked against the order,
+    // so with the database down it is refused, not waved through by the cache.
+    let mut other = pay_fields(&order, &transaction_id());
+    other.insert("total_fee".into(), "1".into());
+    let (_, reply) = app.notify(signed(other, &key(), SignType::Md5)).await;
+    assert_eq!(return_code(&reply), "FAIL", "{reply}");
+
+    proxy.restore();
+    let kept = app
+        .notifications_eventually(order.out_trade_no.as_str(), 21)
+        .await;
+    assert_eq!(kept.iter().filter(|v| *v == "applied").count(), 1);
+    assert_eq!(
+        kept.iter().filter(|v| *v == "duplicate").count(),
+        20,
+        "{kept:?}"
+    );
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
+    assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
+    app.stop().await;
+}

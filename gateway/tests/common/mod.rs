@@ -221,6 +221,19 @@ impl TestApp {
             .expect("read notifications")
     }
 
+    /// The verdicts kept for `no`, once at least `n` are there (duplicates
+    /// answered from the settled cache are kept in batches, a moment later).
+    pub async fn notifications_eventually(&self, no: &str, n: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = self.notifications(no).await;
+            if rows.len() >= n || tokio::time::Instant::now() > deadline {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Signals shutdown and checks the gateway stops cleanly.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

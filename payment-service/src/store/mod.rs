@@ -128,6 +128,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError>;
 
+    /// Keeps many notifications at once (the gateway batches the audit rows of
+    /// duplicates it answered without a database read). Backends with a cheaper
+    /// bulk insert override this.
+    async fn record_notifications(&self, rows: &[NotificationRecord]) -> Result<(), StoreError> {
+        for n in rows {
+            self.record_notification(n).await?;
+        }
+        Ok(())
+    }
+
     async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError>;
 
     /// Cheap liveness check for readiness probes.

@@ -325,6 +325,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn record_notifications(&self, rows: &[NotificationRecord]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // One statement for the batch: arrays unnested into rows.
+        let kinds: Vec<&str> = rows.iter().map(|n| n.kind.as_str()).collect();
+        let nos: Vec<Option<&str>> = rows.iter().map(|n| n.out_trade_no.as_deref()).collect();
+        let verdicts: Vec<&str> = rows.iter().map(|n| n.verdict.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|n| n.raw_body.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])",
+        )
+        .bind(&kinds)
+        .bind(&nos)
+        .bind(&verdicts)
+        .bind(&bodies)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO anomalies (kind, out_trade_no, detail) VALUES ($1, $2, $3)")
             .bind(&a.kind)

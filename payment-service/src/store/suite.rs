@@ -307,6 +307,19 @@ pub async fn notifications_and_anomalies_are_kept(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
 }
 
+pub async fn notifications_are_kept_in_batches(store: Arc<dyn Store>) {
+    let rows: Vec<NotificationRecord> = (0..3)
+        .map(|i| NotificationRecord {
+            kind: "pay".into(),
+            out_trade_no: (i != 1).then(|| format!("X{i}")),
+            verdict: "duplicate".into(),
+            raw_body: format!("<xml><n>{i}</n></xml>").into_bytes(),
+        })
+        .collect();
+    store.record_notifications(&rows).await.expect("batch");
+    store.record_notifications(&[]).await.expect("empty batch");
+}
+
 /// Expands to one `#[tokio::test]` per suite function, each on a fresh store
 /// made by `$make` (an async expression returning `Arc<dyn Store>`).
 #[macro_export]
@@ -322,7 +335,8 @@ macro_rules! store_suite {
             a_transaction_id_belongs_to_one_order,
             transitions_of_unknown_orders_are_not_found,
             the_outbox_hands_out_unpublished_events_until_marked,
-            notifications_and_anomalies_are_kept
+            notifications_and_anomalies_are_kept,
+            notifications_are_kept_in_batches
         );
     };
     (@tests $make:expr; $($name:ident),*) => {
