@@ -152,27 +152,23 @@ impl Payments {
     pub async fn create_order(&self, input: CreateOrderInput) -> Result<Created, ApiError> {
         let (key, terms) = Terms::parse(&input)?;
         let now = Utc::now();
-        let order = match self.store.order_by_idempotency_key(&key).await? {
-            Some(existing) => self.check_retry(existing, &terms)?,
-            None => {
-                let new = NewOrder {
-                    out_trade_no: OutTradeNo::generate(),
-                    idempotency_key: key,
-                    openid: terms.openid.clone(),
-                    description: terms.description.clone(),
-                    total_fee: terms.total_fee,
-                    attach: terms.attach.clone(),
-                    client_ip: terms.client_ip.clone(),
-                    sign_type: self.sign_type,
-                    expires_at: (terms.expire_seconds > 0)
-                        .then(|| now + ChronoDuration::seconds(terms.expire_seconds)),
-                };
-                match self.store.insert_order(&new).await? {
-                    InsertOutcome::Inserted(order) => order,
-                    // A concurrent request with the same key won the insert.
-                    InsertOutcome::KeyTaken(existing) => self.check_retry(existing, &terms)?,
-                }
-            }
+        // Insert first: a new key (the common case) costs one round trip, and a
+        // taken key returns the order that holds it, checked like any retry.
+        let new = NewOrder {
+            out_trade_no: OutTradeNo::generate(),
+            idempotency_key: key,
+            openid: terms.openid.clone(),
+            description: terms.description.clone(),
+            total_fee: terms.total_fee,
+            attach: terms.attach.clone(),
+            client_ip: terms.client_ip.clone(),
+            sign_type: self.sign_type,
+            expires_at: (terms.expire_seconds > 0)
+                .then(|| now + ChronoDuration::seconds(terms.expire_seconds)),
+        };
+        let order = match self.store.insert_order(&new).await? {
+            InsertOutcome::Inserted(order) => order,
+            InsertOutcome::KeyTaken(existing) => self.check_retry(existing, &terms)?,
         };
         tracing::Span::current().record("out_trade_no", order.out_trade_no.as_str());
 
