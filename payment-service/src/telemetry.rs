@@ -15,6 +15,12 @@ pub fn init(default_level: &str) {
             .with_target(false)
             .try_init()
     } else {
-        fmt().with_env_filter(filter).with_target(false).try_init()
+        // Colours only on a terminal: piped or redirected logs stay plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(ansi)
+            .try_init()
     };
 }
