@@ -21,3 +21,16 @@ pub enum Mode {
     Full,
     Smoke,
 }
+
+static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Restricts create/notify to the named parts (`--only service,duplicates`), so a
+/// profiler attached to the run sees one path at a time. Set once, before the run.
+pub fn set_only(parts: Vec<String>) {
+    let _ = ONLY.set(parts);
+}
+
+/// Whether this run measures `part` (every part unless `--only` named others).
+pub fn runs(part: &str) -> bool {
+    ONLY.get().is_none_or(|p| p.iter().any(|x| x == part))
+}

@@ -6,6 +6,7 @@
 //! cargo run --release -p wxpay-bench -- all            # every scenario, writes docs/BENCHMARKS.md
 //! cargo run --release -p wxpay-bench -- delivery       # one scenario: delivery|streams|create|notify|micro
 //! cargo run --release -p wxpay-bench -- --smoke all --out /tmp/b.md
+//! target/release/wxpay-bench --only service create  # one path, e.g. under `perf record`
 //! ```
 
 use std::path::PathBuf;
@@ -50,11 +51,19 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
         match a.as_str() {
             "--smoke" => mode = Mode::Smoke,
             "--out" => out = Some(it.next().context("--out needs a path")?.into()),
+            // Profiling aid: only these parts of create/notify (service|ceiling, distinct|ceiling|duplicates).
+            "--only" => wxpay_bench::set_only(
+                it.next()
+                    .context("--only needs parts, e.g. service or distinct,duplicates")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect(),
+            ),
             "all" => chosen.extend(SCENARIOS.iter().map(|s| s.to_string())),
             s if SCENARIOS.contains(&s) => chosen.push(s.to_owned()),
             "-h" | "--help" => {
                 println!(
-                    "usage: wxpay-bench [--smoke] [--out PATH] all|{}",
+                    "usage: wxpay-bench [--smoke] [--out PATH] [--only PARTS] all|{}",
                     SCENARIOS.join("|")
                 );
                 return Ok(());

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Summary {
     pub n: usize,
+    pub mean: Duration,
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
@@ -20,12 +21,14 @@ pub fn summarize(mut samples: Vec<Duration>) -> Summary {
         return Summary::default();
     }
     samples.sort_unstable();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
     let rank = |p: f64| {
         let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
         samples[i - 1]
     };
     Summary {
         n: samples.len(),
+        mean,
         p50: rank(0.50),
         p99: rank(0.99),
         max: samples[samples.len() - 1],
@@ -120,13 +123,35 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-/// CPU used by this process, Postgres and Redis at one instant.
+/// Busy CPU time of the whole machine (every core) from /proc/stat: user, nice,
+/// system, irq, softirq and steal; idle and iowait excluded.
+pub fn machine_busy() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    let Some(line) = stat.lines().next() else {
+        return Duration::ZERO;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum();
+    Duration::from_micros(ticks * 1_000_000 / clock_ticks())
+}
+
+/// CPU used by this process, Postgres, Redis and the whole machine at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSnapshot {
     at: Instant,
     bench: Duration,
     postgres: Duration,
     redis: Duration,
+    machine: Duration,
 }
 
 /// CPU over a window, in percent of one core (200% = both cores of a 2-core machine).
@@ -135,6 +160,9 @@ pub struct CpuUse {
     pub bench: f64,
     pub postgres: f64,
     pub redis: f64,
+    /// Everything else on the machine (other jobs, the kernel's own threads): a run
+    /// where this is large was disturbed.
+    pub others: f64,
 }
 
 impl CpuSnapshot {
@@ -144,16 +172,23 @@ impl CpuSnapshot {
             bench: self_cpu(),
             postgres: cpu_of_comm("postgres"),
             redis: cpu_of_comm("redis-server"),
+            machine: machine_busy(),
         }
     }
 
     pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
         let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
         let pct = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() / wall * 100.0;
+        let (bench, postgres, redis) = (
+            pct(self.bench, earlier.bench),
+            pct(self.postgres, earlier.postgres),
+            pct(self.redis, earlier.redis),
+        );
         CpuUse {
-            bench: pct(self.bench, earlier.bench),
-            postgres: pct(self.postgres, earlier.postgres),
-            redis: pct(self.redis, earlier.redis),
+            bench,
+            postgres,
+            redis,
+            others: (pct(self.machine, earlier.machine) - bench - postgres - redis).max(0.0),
         }
     }
 }

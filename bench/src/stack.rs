@@ -4,10 +4,7 @@
 //! attributed per service. Also: seeding orders in bulk, Postgres' commit counter,
 //! and gRPC channels.
 
-use std::{
-    sync::{atomic::AtomicU64, atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -24,19 +21,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// Database calls counted per service.
+use crate::counting::Tally;
+
+/// Database calls (and the time spent in them) counted per service.
 #[derive(Clone)]
 pub struct Counters {
-    pub payment: Arc<AtomicU64>,
-    pub gateway: Arc<AtomicU64>,
-    pub poller: Arc<AtomicU64>,
+    pub payment: Arc<Tally>,
+    pub gateway: Arc<Tally>,
+    pub poller: Arc<Tally>,
 }
 
 impl Counters {
     pub fn total(&self) -> u64 {
         [&self.payment, &self.gateway, &self.poller]
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|c| c.read().0)
             .sum()
     }
 }
