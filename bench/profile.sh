@@ -16,6 +16,7 @@ scenario=${2:?scenario: create|notify}
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=/tmp/wxpay-prof
 mkdir -p "$out"
+: >"$out/$part.out"
 cargo build --release -p wxpay-bench --manifest-path "$root/Cargo.toml" >/dev/null 2>&1
 "$root/target/release/wxpay-bench" --only "$part" "$scenario" 2>&1 | while IFS= read -r line; do
     printf '%s\n' "$line" >>"$out/$part.out"
