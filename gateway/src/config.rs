@@ -8,7 +8,7 @@ use std::{fmt, net::SocketAddr};
 
 use payment_service::{
     config::{self, ConfigError},
-    wechat::{ApiKey, Merchant},
+    wechat::Merchant,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -58,7 +58,7 @@ impl GatewayConfig {
         Ok(Self {
             database_url: config::database_url()?,
             redis_url: config::redis_url()?,
-            merchant: merchant_from_env()?,
+            merchant: config::merchant_from_env()?,
             addr: config::addr("GATEWAY_ADDR", DEFAULT_ADDR)?,
             cloudpay_secret: config::optional("CLOUDPAY_CALLBACK_SECRET")?
                 .map(|s| CloudpaySecret::parse(&s))
@@ -68,28 +68,8 @@ impl GatewayConfig {
     }
 }
 
-/// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`, validated as
-/// payment-service validates them, so both services accept the same values.
-pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
-    let app_id = config::required("WECHAT_APP_ID")?;
-    if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
-        return Err(ConfigError::new(
-            "WECHAT_APP_ID",
-            "must be up to 32 letters and digits",
-        ));
-    }
-    let mch_id = config::required("WECHAT_MCH_ID")?;
-    if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
-        return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
-    }
-    let api_key = ApiKey::parse(&config::required("WECHAT_API_KEY")?)
-        .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
-    Ok(Merchant {
-        app_id,
-        mch_id,
-        api_key,
-    })
-}
+/// The merchant, read and validated exactly as payment-service reads it.
+pub use payment_service::config::merchant_from_env;
 
 #[cfg(test)]
 mod tests {

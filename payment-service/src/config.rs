@@ -101,6 +101,29 @@ pub fn api_token() -> Result<Option<SecretString>, ConfigError> {
     Ok(optional("API_TOKEN")?.map(SecretString::from))
 }
 
+/// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`: the merchant every
+/// service (and the sandbox) acts for, validated in this one place.
+pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
+    let app_id = required("WECHAT_APP_ID")?;
+    if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
+        return Err(ConfigError::new(
+            "WECHAT_APP_ID",
+            "must be up to 32 letters and digits",
+        ));
+    }
+    let mch_id = required("WECHAT_MCH_ID")?;
+    if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
+        return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
+    }
+    let api_key = ApiKey::parse(&required("WECHAT_API_KEY")?)
+        .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
+    Ok(Merchant {
+        app_id,
+        mch_id,
+        api_key,
+    })
+}
+
 /// The merchant and how to reach WeChat.
 #[derive(Debug, Clone)]
 pub struct WechatConfig {
@@ -115,19 +138,7 @@ pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
 
 impl WechatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let app_id = required("WECHAT_APP_ID")?;
-        if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
-            return Err(ConfigError::new(
-                "WECHAT_APP_ID",
-                "must be up to 32 letters and digits",
-            ));
-        }
-        let mch_id = required("WECHAT_MCH_ID")?;
-        if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
-            return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
-        }
-        let api_key = ApiKey::parse(&required("WECHAT_API_KEY")?)
-            .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
+        let merchant = merchant_from_env()?;
         let sign_type = match optional("WECHAT_SIGN_TYPE")? {
             None => SignType::Md5,
             Some(s) => s
@@ -145,11 +156,7 @@ impl WechatConfig {
             &["https", "http"],
         )?;
         Ok(Self {
-            merchant: Merchant {
-                app_id,
-                mch_id,
-                api_key,
-            },
+            merchant,
             sign_type,
             api_base,
             notify_url,

@@ -317,6 +317,60 @@ fn shared_config() -> SharedConfig {
         }
     }
     flush(&mut current, &mut readers);
+    // A reader that calls another (`WechatConfig::from_env` calls
+    // `merchant_from_env`) also reads what that one reads.
+    let bodies: Vec<String> = {
+        let mut bodies = Vec::new();
+        let mut current_body: Option<(String, String)> = None;
+        for line in code.lines() {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed
+                .strip_prefix("pub fn ")
+                .or_else(|| trimmed.strip_prefix("fn "))
+            {
+                if let Some(done) = current_body.take() {
+                    bodies.push(done);
+                }
+                let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+                current_body = Some((name, String::new()));
+            } else if let Some((_, body)) = current_body.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        bodies.extend(current_body);
+        bodies
+            .into_iter()
+            .map(|(name, body)| format!("{name}\0{body}"))
+            .collect()
+    };
+    let snapshot = readers.clone();
+    for (marker, used) in readers.iter_mut() {
+        let name = marker
+            .rsplit("::")
+            .next()
+            .unwrap_or(marker)
+            .trim_end_matches('(');
+        let Some(body) = bodies
+            .iter()
+            .find_map(|b| b.strip_prefix(&format!("{name}\0")))
+        else {
+            continue;
+        };
+        for (other, reads) in &snapshot {
+            let other_call = format!(
+                "{}(",
+                other
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or(other)
+                    .trim_end_matches('(')
+            );
+            if other != marker && body.contains(&other_call) {
+                used.merge(reads);
+            }
+        }
+    }
     SharedConfig { helpers, readers }
 }
 

@@ -59,19 +59,7 @@ impl SandboxConfig {
     /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use)
     /// and `SANDBOX_TIME_FACTOR`; with `SANDBOX_ADDR`, the listen address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
-        let app_id = config::required("WECHAT_APP_ID")?;
-        if app_id.len() > 32 || !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(ConfigError::new(
-                "WECHAT_APP_ID",
-                "must be up to 32 letters and digits",
-            ));
-        }
-        let mch_id = config::required("WECHAT_MCH_ID")?;
-        if mch_id.len() > 32 || !mch_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
-        }
-        let api_key = ApiKey::parse(&config::required("WECHAT_API_KEY")?)
-            .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
+        let merchant = config::merchant_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
         if time_factor == 0 {
             return Err(ConfigError::new(
@@ -82,11 +70,7 @@ impl SandboxConfig {
         let addr = config::addr("SANDBOX_ADDR", DEFAULT_ADDR)?;
         let config = Self {
             time_factor,
-            ..Self::new(Merchant {
-                app_id,
-                mch_id,
-                api_key,
-            })
+            ..Self::new(merchant)
         };
         Ok((config, addr))
     }
