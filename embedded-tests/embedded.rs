@@ -5,13 +5,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use payment_service::wechat::{pay_params, SignType};
 use tokio_stream::StreamExt;
 use wxpay::{
     demo,
     embedded::{test_merchant, Bus, Storage},
     Settings, Stack,
 };
+use wxpay_core::wechat::{pay_params, SignType};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CreateOrderRequest, CreateOrderResponse,
@@ -84,12 +84,12 @@ async fn an_order_paid_in_the_sandbox_reaches_the_watcher_and_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_stack_runs_on_postgres_and_redis() {
     let db = TempDb::new();
-    let database_url = payment_service::testing::fresh_database_url()
+    let database_url = wxpay_store::testing::fresh_database_url()
         .await
         .expect("a fresh Postgres database (is Postgres running on 127.0.0.1?)");
     let settings = Settings {
         storage: Storage::Postgres(database_url),
-        bus: Bus::Redis(payment_service::testing::redis_url()),
+        bus: Bus::Redis(wxpay_store::testing::redis_url()),
         ..Settings::ephemeral(db.0.clone())
     };
     let stack = Stack::start(settings)

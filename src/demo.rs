@@ -18,9 +18,9 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use payment_service::wechat::{pay_params, SignType};
 use tokio_stream::StreamExt;
 use wechat_sandbox::DeliveryAttempt;
+use wxpay_core::wechat::{pay_params, SignType};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CreateOrderRequest, GetOrderRequest, OrderStatus,

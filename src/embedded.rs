@@ -19,16 +19,17 @@ use std::{
 use anyhow::Context;
 use futures::future::BoxFuture;
 use payment_service::{
-    config::{self, ConfigError, WechatConfig},
-    events::{EventPublisher, RedisPublisher},
-    store::{PgStore, SqliteStore, Store},
-    wechat::{client::ClientOptions, ApiKey, Merchant, SignType, WechatClient},
+    config::WechatConfig,
+    wechat::{ClientOptions, WechatClient},
 };
-use poller::{Deadlines, LocalBus};
+use poller::Deadlines;
 use secrecy::SecretString;
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use wechat_sandbox::{Sandbox, SandboxConfig};
+use wxpay_core::wechat::{ApiKey, Merchant, SignType};
+use wxpay_runtime::config::{self, ConfigError};
+use wxpay_store::{EventPublisher, LocalBus, PgStore, RedisPublisher, SqliteStore, Store};
 
 use crate::querier::InProcessQuerier;
 
@@ -270,7 +271,7 @@ impl Stack {
             ClientOptions::default(),
         )
         .context("cannot build the WeChat Pay client")?;
-        let payment = payment_service::server::Application::from_parts(
+        let payment = payment_service::application::Application::from_parts(
             payment_listener,
             store.clone(),
             publisher.clone(),

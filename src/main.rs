@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use payment_service::{config, shutdown, telemetry};
 use wxpay::{banner, demo, Settings, Stack};
+use wxpay_runtime::{config, shutdown, telemetry};
 
 const USAGE: &str = "usage: wxpay [demo]\n\
   (no argument)  run payment-service, gateway, poller and the WeChat Pay sandbox in one process\n\

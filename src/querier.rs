@@ -6,12 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use payment_service::{
-    domain::{OrderStatus, OutTradeNo},
-    error::ApiError,
-    service::Payments,
-};
+use payment_service::{error::ApiError, service::Payments};
 use poller::{OrderQuerier, QueryError};
+use wxpay_core::domain::{OrderStatus, OutTradeNo};
 
 pub struct InProcessQuerier {
     payments: Arc<Payments>,
@@ -26,7 +23,7 @@ impl InProcessQuerier {
 #[async_trait]
 impl OrderQuerier for InProcessQuerier {
     async fn query(&self, out_trade_no: &OutTradeNo) -> Result<OrderStatus, QueryError> {
-        match self.payments.query_order(out_trade_no.as_str()).await {
+        match self.payments.query_order(out_trade_no).await {
             Ok(order) => Ok(order.status),
             // The same split as the gRPC querier's: worth retrying or not. No `_`
             // arm, so a new error kind has to be placed here deliberately.

@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
-use payment_service::wechat::{sign, xml, SignType};
+use wxpay_core::wechat::{sign, xml, SignType};
 
 fn notification(c: &mut Criterion) {
     let merchant = wechat_sandbox::SandboxConfig::for_tests().merchant;

@@ -17,12 +17,10 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use payment_service::{
-    domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo},
-    store::{
-        Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
-        TransitionOutcome,
-    },
+use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_store::{
+    Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
+    TransitionOutcome,
 };
 
 /// Calls made and nanoseconds spent inside them, shared and readable while in use.

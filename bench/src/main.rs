@@ -37,7 +37,7 @@ fn poller_child() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let app = poller::Application::build(config).await?;
-        app.run_until_stopped(payment_service::shutdown::signal())
+        app.run_until_stopped(wxpay_runtime::shutdown::signal())
             .await
     })
 }

@@ -1,7 +1,7 @@
 //! Builds what WeChat would POST to the gateway: a signed v2 payment notification,
 //! MD5-signed without `sign_type` (WeChat's usual form), for a seeded order.
 
-use payment_service::wechat::{sign, xml, Fields, Merchant, SignType};
+use wxpay_core::wechat::{sign, xml, Fields, Merchant, SignType};
 
 /// The fields of a paid notification for `out_trade_no`, signed with the merchant's key.
 pub fn paid_fields(merchant: &Merchant, out_trade_no: &str, total_fee: i64) -> Fields {

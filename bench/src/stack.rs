@@ -10,16 +10,17 @@ use anyhow::Context;
 use async_trait::async_trait;
 use payment_service::{
     config::WechatConfig,
-    domain::{OrderStatus, OutTradeNo},
-    events::{EventPublisher, RedisPublisher},
-    store::{PgStore, Store},
-    testing,
-    wechat::{client::ClientOptions, Merchant, SignType, WechatClient},
+    wechat::{ClientOptions, WechatClient},
 };
 use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use wxpay_core::{
+    domain::{OrderStatus, OutTradeNo},
+    wechat::{Merchant, SignType},
+};
+use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
 
 use crate::counting::Tally;
 
@@ -130,7 +131,7 @@ impl Stack {
             merchant.clone(),
             ClientOptions::default(),
         )?;
-        let payment = payment_service::server::Application::from_parts(
+        let payment = payment_service::application::Application::from_parts(
             payment_listener,
             Arc::new(payment_store),
             publisher,

@@ -6,12 +6,9 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use payment_service::{
-    events::{EventPublisher, RedisPublisher, Relay},
-    store::{PgStore, Store},
-    wechat::Merchant,
-};
 use tokio::net::TcpListener;
+use wxpay_core::wechat::Merchant;
+use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Store};
 
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
@@ -118,13 +115,20 @@ impl Application {
             }
         };
 
-        // Notifications whose sender hung up, and direct publishes, still run on the tracker.
+        // Notifications whose sender hung up still run on the tracker; then the
+        // publishes their transitions started.
         self.state.tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, self.state.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!("in-flight notification tasks did not finish in time");
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.state.ledger.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight publishes did not finish in time; the relay will send them");
         }
         // Batched audit rows of duplicates are written before the process goes.
         if tokio::time::timeout(DRAIN_TIMEOUT, self.state.audit.flush())

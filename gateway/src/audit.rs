@@ -1,14 +1,14 @@
 //! Where the gateway keeps every notification it receives. Messages that may
 //! change an order are kept synchronously, before the reply. Duplicates answered
-//! from the [`SettledCache`](crate::settled::SettledCache) are kept in batches by a
+//! from the [`SettledCache`](crate::paid_cache::SettledCache) are kept in batches by a
 //! background writer, so the hot path of WeChat's resends costs no database
 //! round trip; the batch is flushed at shutdown, and when the writer falls
 //! behind a row is written synchronously instead (never dropped).
 
 use std::{sync::Arc, time::Duration};
 
-use payment_service::store::{NotificationRecord, Store};
 use tokio::sync::{mpsc, oneshot};
+use wxpay_store::{NotificationRecord, Store};
 
 enum Msg {
     Row(NotificationRecord),

@@ -5,16 +5,16 @@
 //! The result then goes through the same [`crate::settle`] as the XML notification.
 
 use hmac::{Hmac, Mac};
-use payment_service::{
+use serde::Deserialize;
+use sha2::Sha256;
+use wxpay_core::{
     domain::{EventSource, Fee, OutTradeNo, TransactionId},
     wechat::china_time,
 };
-use serde::Deserialize;
-use sha2::Sha256;
 
 use crate::{
     config::CloudpaySecret,
-    settle::{self, PaymentReport, Reported},
+    payment::{self, PaymentReport, Reported},
     state::AppState,
     verdict::{Kind, Verdict},
 };
@@ -163,7 +163,7 @@ async fn judge(state: &AppState, c: Callback) -> Verdict {
     };
     let order = match state.store.order(&out_trade_no).await {
         Ok(order) => order,
-        Err(e) => return settle::store_failure(out_trade_no.as_str(), e),
+        Err(e) => return payment::store_failure(out_trade_no.as_str(), e),
     };
     let report = PaymentReport {
         out_trade_no,
@@ -171,7 +171,7 @@ async fn judge(state: &AppState, c: Callback) -> Verdict {
         fee_type: c.fee_type,
         result,
     };
-    settle::settle(state, order, report, EventSource::Cloudpay).await
+    payment::settle(state, order, report, EventSource::Cloudpay).await
 }
 
 #[cfg(test)]

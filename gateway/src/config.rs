@@ -6,11 +6,9 @@
 
 use std::{fmt, net::SocketAddr};
 
-use payment_service::{
-    config::{self, ConfigError},
-    wechat::Merchant,
-};
 use secrecy::{ExposeSecret, SecretString};
+use wxpay_core::wechat::Merchant;
+use wxpay_runtime::config::{self, ConfigError};
 
 /// The default listen address.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
@@ -69,7 +67,7 @@ impl GatewayConfig {
 }
 
 /// The merchant, read and validated exactly as payment-service reads it.
-pub use payment_service::config::merchant_from_env;
+pub use wxpay_runtime::config::merchant_from_env;
 
 #[cfg(test)]
 mod tests {

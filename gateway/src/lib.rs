@@ -11,10 +11,10 @@ pub mod cloudpay;
 pub mod config;
 pub mod metrics;
 pub mod notify;
+pub mod paid_cache;
+pub mod payment;
 pub mod refund;
 pub mod routes;
-pub mod settle;
-pub mod settled;
 pub mod state;
 pub mod verdict;
 

@@ -1,7 +1,7 @@
 //! The gateway binary: configuration, telemetry, and the HTTP server.
 
 use gateway::{Application, GatewayConfig};
-use payment_service::{config, shutdown, telemetry};
+use wxpay_runtime::{config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {

@@ -5,7 +5,7 @@
 use std::{sync::OnceLock, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use payment_service::store::Store;
+use wxpay_store::Store;
 
 use crate::verdict::{Kind, Verdict};
 
@@ -57,8 +57,8 @@ pub fn record_notification(kind: Kind, verdict: Verdict, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-pub fn record_anomaly(anomaly: &'static str) {
-    metrics::counter!(ANOMALIES_TOTAL, "kind" => anomaly).increment(1);
+pub fn record_anomaly(anomaly: wxpay_store::AnomalyKind) {
+    metrics::counter!(ANOMALIES_TOTAL, "kind" => anomaly.as_str()).increment(1);
 }
 
 /// Samples the outbox (bounded, so a slow database cannot hang the scrape) and renders.

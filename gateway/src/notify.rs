@@ -3,14 +3,15 @@
 //! authenticated result to [`crate::settle`]. Every message that parses is kept
 //! with its verdict; the raw body is logged only without `sign`.
 
-use payment_service::{
+use wxpay_core::{
     domain::{EventSource, Fee, Order, OutTradeNo, TransactionId},
     wechat::{china_time, sign, xml, Fields, SignType},
 };
+use wxpay_store::AnomalyKind;
 
 use crate::{
-    settle::{self, PaymentReport, Reported},
-    settled::Settled,
+    paid_cache::Settled,
+    payment::{self, PaymentReport, Reported},
     state::AppState,
     verdict::{Kind, Verdict},
 };
@@ -88,7 +89,7 @@ async fn judge_with(
                     loaded = Some(order);
                     t
                 }
-                Err(e) => return plain(settle::store_failure(no.as_str(), e)),
+                Err(e) => return plain(payment::store_failure(no.as_str(), e)),
             },
             (None, None) => SignType::Md5,
         },
@@ -117,7 +118,7 @@ async fn judge_with(
         if let Some(no) = get("out_trade_no") {
             state
                 .anomaly(
-                    "wrong_merchant",
+                    AnomalyKind::WrongMerchant,
                     no,
                     "a notification signed with our key names another appid/mch_id".into(),
                 )
@@ -163,7 +164,7 @@ async fn judge_with(
         Some(order) => order,
         None => match state.store.order(&out_trade_no).await {
             Ok(order) => order,
-            Err(e) => return plain(settle::store_failure(out_trade_no.as_str(), e)),
+            Err(e) => return plain(payment::store_failure(out_trade_no.as_str(), e)),
         },
     };
     let paid = match (&order, &result) {
@@ -183,7 +184,7 @@ async fn judge_with(
         out_trade_no,
         result,
     };
-    let verdict = settle::settle(state, order, report, EventSource::Notify).await;
+    let verdict = payment::settle(state, order, report, EventSource::Notify).await;
     if let (Verdict::Applied | Verdict::Duplicate, Some((no, settled))) = (verdict, paid) {
         state.settled.insert(&no, settled);
     }

@@ -2,14 +2,14 @@
 //! no signature; the proof that WeChat sent it is `req_info`, which only
 //! decrypts under our API key. A successful refund moves a paid order to REFUND.
 
-use payment_service::{
+use wxpay_core::{
     domain::{EventSource, Fee, OrderStatus, OutTradeNo},
-    store::{Transition, TransitionOutcome},
     wechat::{refund_crypto, xml, Fields},
 };
+use wxpay_store::{AnomalyKind, Transition, TransitionOutcome};
 
 use crate::{
-    settle,
+    payment,
     state::AppState,
     verdict::{Kind, Verdict},
 };
@@ -84,14 +84,14 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
         Ok(None) => {
             state
                 .anomaly(
-                    "unknown_order",
+                    AnomalyKind::UnknownOrder,
                     no,
                     "a refund notification for an unknown out_trade_no".into(),
                 )
                 .await;
             return Verdict::UnknownOrder;
         }
-        Err(e) => return settle::store_failure(no, e),
+        Err(e) => return payment::store_failure(no, e),
     };
     let total_fee_matches = iget("total_fee")
         .map(|s| Fee::parse_wire("total_fee", s).ok() == Some(order.total_fee))
@@ -99,7 +99,7 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
     if refund_fee > order.total_fee || !total_fee_matches {
         state
             .anomaly(
-                "refund_amount_mismatch",
+                AnomalyKind::RefundAmountMismatch,
                 no,
                 format!(
                     "refund of {refund_fee} (total_fee {:?}) for an order of {}",
@@ -118,10 +118,9 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
         paid_at: None,
         source: EventSource::Refund,
     };
-    match state.store.transition(&t).await {
-        Ok(TransitionOutcome::Applied { order, event }) => {
+    match state.ledger.apply(&t).await {
+        Ok(TransitionOutcome::Applied { order, .. }) => {
             tracing::info!(out_trade_no = no, version = order.version, %refund_fee, "order refunded");
-            state.publish_later(event);
             Verdict::Applied
         }
         Ok(TransitionOutcome::Unchanged { order }) => match order.status {
@@ -131,7 +130,7 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
             OrderStatus::NotPay | OrderStatus::UserPaying => {
                 state
                     .anomaly(
-                        "refund_before_payment",
+                        AnomalyKind::RefundBeforePayment,
                         no,
                         "a refund notification for an unpaid order".into(),
                     )
@@ -142,7 +141,7 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
             OrderStatus::Closed | OrderStatus::Revoked | OrderStatus::PayError => {
                 state
                     .anomaly(
-                        "refund_conflict",
+                        AnomalyKind::RefundConflict,
                         no,
                         format!("a refund notification for an order {}", order.status),
                     )
@@ -152,6 +151,6 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
             // SUCCESS → REFUND is allowed, so the order moved in between; retry.
             OrderStatus::Success => Verdict::Unavailable,
         },
-        Err(e) => settle::store_failure(no, e),
+        Err(e) => payment::store_failure(no, e),
     }
 }

@@ -12,7 +12,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use payment_service::wechat::xml;
+use wxpay_core::wechat::xml;
 
 use crate::{
     cloudpay, metrics, notify, refund,

@@ -6,30 +6,30 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use payment_service::{
-    domain::OrderEvent,
-    events::{self, EventPublisher},
-    store::{Anomaly, NotificationRecord, Store},
-    wechat::Merchant,
-};
 use tokio_util::task::TaskTracker;
+use wxpay_core::wechat::Merchant;
+use wxpay_store::{Anomaly, AnomalyKind, EventPublisher, Ledger, NotificationRecord, Store};
 
 use crate::{
     audit::AuditLog,
     config::CloudpaySecret,
-    settled::SettledCache,
+    paid_cache::SettledCache,
     verdict::{Kind, Verdict},
 };
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Reads and audit rows; every status change goes through `ledger`.
     pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn EventPublisher>,
+    /// Transition, then publish: the one way this service changes an order.
+    pub ledger: Ledger,
     pub merchant: Arc<Merchant>,
     /// `None`: the cloud-pay callback is disabled.
     pub cloudpay_secret: Option<Arc<CloudpaySecret>>,
     pub metrics: PrometheusHandle,
-    /// Notification processing and direct publishes run here, so shutdown can wait for them.
+    /// Notification processing runs here, so shutdown can wait for it (and then for
+    /// the ledger's publishes).
     pub tasks: TaskTracker,
     /// Orders seen paid, so duplicates are answered without a database read.
     pub settled: Arc<SettledCache>,
@@ -44,6 +44,7 @@ impl AppState {
         cloudpay_secret: Option<CloudpaySecret>,
     ) -> Self {
         Self {
+            ledger: Ledger::new(store.clone(), publisher.clone()),
             publisher,
             merchant: Arc::new(merchant),
             cloudpay_secret: cloudpay_secret.map(Arc::new),
@@ -55,28 +56,18 @@ impl AppState {
         }
     }
 
-    /// Publishes a committed event in the background: the reply never waits for
-    /// Redis, and if the publish fails the outbox relay sends it later.
-    pub(crate) fn publish_later(&self, event: OrderEvent) {
-        let store = self.store.clone();
-        let publisher = self.publisher.clone();
-        self.tasks.spawn(async move {
-            events::publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
-        });
-    }
-
     /// Records a genuine-looking message we refused or that contradicts a final
     /// state: a metric, an error log, and a row for whoever investigates.
-    pub(crate) async fn anomaly(&self, kind: &'static str, out_trade_no: &str, detail: String) {
+    pub(crate) async fn anomaly(&self, kind: AnomalyKind, out_trade_no: &str, detail: String) {
         crate::metrics::record_anomaly(kind);
-        tracing::error!(out_trade_no, anomaly = kind, %detail, "notification anomaly");
+        tracing::error!(out_trade_no, anomaly = %kind, %detail, "notification anomaly");
         let row = Anomaly {
-            kind: kind.to_owned(),
+            kind,
             out_trade_no: Some(out_trade_no.to_owned()),
             detail,
         };
         if let Err(e) = self.store.record_anomaly(&row).await {
-            tracing::error!(out_trade_no, anomaly = kind, error = %e, "could not record anomaly");
+            tracing::error!(out_trade_no, anomaly = %kind, error = %e, "could not record anomaly");
         }
     }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use common::*;
 use gateway::{cloudpay, CloudpaySecret};
-use payment_service::{
+use wxpay_core::{
     domain::{EventSource, Order, OrderStatus},
-    store::{Store, Transition, TransitionOutcome},
-    testing,
     wechat::{refund_crypto, ApiKey, Fields, SignType},
+};
+use wxpay_store::{
+    testing, {Store, Transition, TransitionOutcome},
 };
 
 fn cloudpay_body(order: &Order, total_fee: i64, transaction_id: &str) -> String {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use payment_service::{
+use wxpay_core::{
     domain::{OrderStatus, OutTradeNo},
     wechat::{sign, ApiKey, SignType},
 };
@@ -53,7 +53,7 @@ async fn paid_once_with(sign_type: SignType) {
 }
 
 fn common_redis() -> String {
-    payment_service::testing::redis_url()
+    wxpay_store::testing::redis_url()
 }
 
 #[tokio::test]
@@ -373,8 +373,9 @@ async fn the_router_answers_without_a_socket() {
     use std::sync::Arc;
 
     use axum::body::{to_bytes, Body};
-    use payment_service::{events::RedisPublisher, testing::fresh_pg_store, wechat::Merchant};
     use tower::ServiceExt;
+    use wxpay_core::wechat::Merchant;
+    use wxpay_store::{events::RedisPublisher, testing::fresh_pg_store};
 
     let store = fresh_pg_store().await.expect("store");
     let publisher = RedisPublisher::new(&common_redis()).expect("publisher");

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use payment_service::{domain::OrderStatus, testing, wechat::SignType};
+use wxpay_core::{domain::OrderStatus, wechat::SignType};
+use wxpay_store::testing;
 
 #[tokio::test]
 async fn with_redis_down_replies_still_succeed_and_every_event_is_published_once_it_is_back() {

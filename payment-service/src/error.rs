@@ -1,8 +1,13 @@
-//! The one place where errors become gRPC codes and HTTP statuses. Every
+//! The one place where payment-service's errors become gRPC codes. Every
 //! boundary converts its failures into [`ApiError`]; the public message is
 //! written for the caller, and internal detail is logged here, never sent.
+//! (The gateway's HTTP replies are WeChat's XML protocol, decided in its own
+//! `verdict` module.)
 
-use crate::{domain::ValidationError, store::StoreError, wechat::WechatError};
+use wxpay_core::domain::ValidationError;
+use wxpay_store::StoreError;
+
+use crate::wechat::WechatError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,19 +99,6 @@ impl ApiError {
         }
     }
 
-    pub fn http_status(&self) -> http::StatusCode {
-        match self {
-            ApiError::InvalidArgument(_) => http::StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => http::StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => {
-                http::StatusCode::CONFLICT
-            }
-            ApiError::Unauthenticated => http::StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// Logs internal detail (once, here) and returns what the caller may see.
     pub fn public_message(&self) -> String {
         match self {
@@ -132,40 +124,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_error_has_a_grpc_code_and_http_status() {
-        let cases: Vec<(ApiError, tonic::Code, u16)> = vec![
+    fn each_error_has_a_grpc_code() {
+        let cases: Vec<(ApiError, tonic::Code)> = vec![
             (
                 ValidationError::new("total_fee", "must be positive").into(),
                 tonic::Code::InvalidArgument,
-                400,
             ),
-            (ApiError::NotFound("order"), tonic::Code::NotFound, 404),
+            (ApiError::NotFound("order"), tonic::Code::NotFound),
             (
                 ApiError::AlreadyExists("x".into()),
                 tonic::Code::AlreadyExists,
-                409,
             ),
             (
                 ApiError::FailedPrecondition("x".into()),
                 tonic::Code::FailedPrecondition,
-                409,
             ),
-            (ApiError::Unauthenticated, tonic::Code::Unauthenticated, 401),
+            (ApiError::Unauthenticated, tonic::Code::Unauthenticated),
             (
                 StoreError::Unavailable("pool timed out".into()).into(),
                 tonic::Code::Unavailable,
-                503,
             ),
-            (WechatError::Timeout.into(), tonic::Code::Unavailable, 503),
+            (WechatError::Timeout.into(), tonic::Code::Unavailable),
             (
                 StoreError::Corrupt("bad".into()).into(),
                 tonic::Code::Internal,
-                500,
             ),
         ];
-        for (err, code, status) in cases {
+        for (err, code) in cases {
             assert_eq!(err.grpc_code(), code, "{err:?}");
-            assert_eq!(err.http_status().as_u16(), status, "{err:?}");
         }
     }
 

@@ -6,11 +6,20 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
-use crate::{
-    domain::{Order, OrderStatus},
-    service::{CreateOrderInput, Payments},
-    wechat::pay_params::PaymentParams,
+use wxpay_core::{
+    convert::{order_to_pb, params_to_pb},
+    domain::OutTradeNo,
 };
+
+use crate::{
+    error::ApiError,
+    service::{CreateOrderInput, Payments},
+};
+
+/// The one parse of an order number arriving over gRPC.
+fn out_trade_no(s: &str) -> Result<OutTradeNo, ApiError> {
+    Ok(OutTradeNo::parse(s)?)
+}
 
 pub struct PaymentGrpc {
     payments: Arc<Payments>,
@@ -19,60 +28,6 @@ pub struct PaymentGrpc {
 impl PaymentGrpc {
     pub fn new(payments: Arc<Payments>) -> Self {
         Self { payments }
-    }
-}
-
-pub fn status_to_pb(s: OrderStatus) -> pb::OrderStatus {
-    match s {
-        OrderStatus::NotPay => pb::OrderStatus::Notpay,
-        OrderStatus::UserPaying => pb::OrderStatus::Userpaying,
-        OrderStatus::Success => pb::OrderStatus::Success,
-        OrderStatus::Closed => pb::OrderStatus::Closed,
-        OrderStatus::PayError => pb::OrderStatus::Payerror,
-        OrderStatus::Refund => pb::OrderStatus::Refund,
-        OrderStatus::Revoked => pb::OrderStatus::Revoked,
-    }
-}
-
-/// `None` for UNSPECIFIED or a number this build does not know.
-pub fn status_from_pb(n: i32) -> Option<OrderStatus> {
-    match pb::OrderStatus::try_from(n).ok()? {
-        pb::OrderStatus::Unspecified => None,
-        pb::OrderStatus::Notpay => Some(OrderStatus::NotPay),
-        pb::OrderStatus::Userpaying => Some(OrderStatus::UserPaying),
-        pb::OrderStatus::Success => Some(OrderStatus::Success),
-        pb::OrderStatus::Closed => Some(OrderStatus::Closed),
-        pb::OrderStatus::Payerror => Some(OrderStatus::PayError),
-        pb::OrderStatus::Refund => Some(OrderStatus::Refund),
-        pb::OrderStatus::Revoked => Some(OrderStatus::Revoked),
-    }
-}
-
-pub fn order_to_pb(o: &Order) -> pb::Order {
-    pb::Order {
-        out_trade_no: o.out_trade_no.to_string(),
-        status: status_to_pb(o.status) as i32,
-        total_fee: o.total_fee.fen(),
-        description: o.description.to_string(),
-        openid: o.openid.to_string(),
-        prepay_id: o.prepay_id.clone().unwrap_or_default(),
-        transaction_id: o.transaction_id.clone().unwrap_or_default(),
-        version: o.version,
-        idempotency_key: o.idempotency_key.to_string(),
-        attach: o.attach.to_string(),
-        created_at: o.created_at.timestamp_millis(),
-        paid_at: o.paid_at.map(|t| t.timestamp_millis()).unwrap_or(0),
-    }
-}
-
-fn params_to_pb(p: PaymentParams) -> pb::PaymentParams {
-    pb::PaymentParams {
-        app_id: p.app_id,
-        time_stamp: p.time_stamp,
-        nonce_str: p.nonce_str,
-        package: p.package,
-        sign_type: p.sign_type.as_str().to_owned(),
-        pay_sign: p.pay_sign,
     }
 }
 
@@ -107,7 +62,7 @@ impl PaymentService for PaymentGrpc {
     ) -> Result<Response<pb::Order>, Status> {
         let order = self
             .payments
-            .get_order(&request.into_inner().out_trade_no)
+            .get_order(&out_trade_no(&request.into_inner().out_trade_no)?)
             .await?;
         Ok(Response::new(order_to_pb(&order)))
     }
@@ -118,7 +73,7 @@ impl PaymentService for PaymentGrpc {
     ) -> Result<Response<pb::Order>, Status> {
         let order = self
             .payments
-            .query_order(&request.into_inner().out_trade_no)
+            .query_order(&out_trade_no(&request.into_inner().out_trade_no)?)
             .await?;
         Ok(Response::new(order_to_pb(&order)))
     }
@@ -129,7 +84,7 @@ impl PaymentService for PaymentGrpc {
     ) -> Result<Response<pb::Order>, Status> {
         let order = self
             .payments
-            .close_order(&request.into_inner().out_trade_no)
+            .close_order(&out_trade_no(&request.into_inner().out_trade_no)?)
             .await?;
         Ok(Response::new(order_to_pb(&order)))
     }

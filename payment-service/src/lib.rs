@@ -1,18 +1,14 @@
-//! payment-service: the domain (orders, money, identifiers, state machine), the
-//! WeChat Pay v2 protocol and client, order storage with its outbox, event
-//! publishing, and the `PaymentService` gRPC server. The gateway and the poller
-//! use this library; only the binary wires it to the network.
+//! payment-service: the `PaymentService` gRPC server. It owns creating,
+//! querying and closing orders at WeChat ([`service::Payments`]), the WeChat Pay
+//! v2 HTTP client ([`wechat`]), and how its errors reach callers ([`error`]).
+//! The domain and protocol are `wxpay-core`'s; storage, events and the
+//! transition-then-publish operation are `wxpay-store`'s.
 
-pub mod auth;
+pub mod application;
 pub mod config;
-pub mod domain;
 pub mod error;
-pub mod events;
 pub mod grpc;
-pub mod server;
 pub mod service;
-pub mod shutdown;
-pub mod store;
-pub mod telemetry;
-pub mod testing;
 pub mod wechat;
+
+pub use application::{Application, Settings};

@@ -1,6 +1,7 @@
 //! The payment-service binary: configuration, telemetry, and the gRPC server.
 
-use payment_service::{config, server, shutdown, telemetry};
+use payment_service::application as server;
+use wxpay_runtime::{config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {

@@ -6,19 +6,23 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
-use crate::{
+use wxpay_core::{
     domain::{
         Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, Nonce, OpenId,
         Order, OrderStatus, OutTradeNo, ValidationError,
     },
-    error::ApiError,
-    events::{publish_committed, EventPublisher},
-    store::{Anomaly, InsertOutcome, Store, Transition, TransitionOutcome},
     wechat::{
-        client::{CloseOutcome, UnifiedOrder},
         pay_params::{self, PaymentParams},
-        SignType, WechatClient,
+        SignType,
     },
+};
+use wxpay_store::{
+    Anomaly, AnomalyKind, InsertOutcome, Ledger, Store, Transition, TransitionOutcome,
+};
+
+use crate::{
+    error::ApiError,
+    wechat::{CloseOutcome, UnifiedOrder, WechatClient},
 };
 
 /// A CreateOrder request as received (strings and numbers, not yet validated).
@@ -117,7 +121,7 @@ pub struct Created {
 
 pub struct Payments {
     store: Arc<dyn Store>,
-    publisher: Arc<dyn EventPublisher>,
+    ledger: Ledger,
     wechat: WechatClient,
     sign_type: SignType,
     notify_url: String,
@@ -125,15 +129,14 @@ pub struct Payments {
 
 impl Payments {
     pub fn new(
-        store: Arc<dyn Store>,
-        publisher: Arc<dyn EventPublisher>,
+        ledger: Ledger,
         wechat: WechatClient,
         sign_type: SignType,
         notify_url: String,
     ) -> Self {
         Self {
-            store,
-            publisher,
+            store: ledger.store().clone(),
+            ledger,
             wechat,
             sign_type,
             notify_url,
@@ -142,6 +145,10 @@ impl Payments {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Validates, stores the NOTPAY order, places it with WeChat and signs the
@@ -240,17 +247,16 @@ impl Payments {
         ))
     }
 
-    pub async fn get_order(&self, out_trade_no: &str) -> Result<Order, ApiError> {
-        let no = OutTradeNo::parse(out_trade_no)?;
+    pub async fn get_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
         self.store
-            .order(&no)
+            .order(out_trade_no)
             .await?
             .ok_or(ApiError::NotFound("order"))
     }
 
     /// Asks WeChat for the order's state and applies it through the state machine.
     #[tracing::instrument(skip(self))]
-    pub async fn query_order(&self, out_trade_no: &str) -> Result<Order, ApiError> {
+    pub async fn query_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
         let order = self.get_order(out_trade_no).await?;
         if order.status.is_terminal() && order.status != OrderStatus::Success {
             // Closed, failed, revoked, refunded: WeChat cannot tell us anything new we act on.
@@ -281,7 +287,7 @@ impl Payments {
             tracing::error!(out_trade_no = %order.out_trade_no, %detail, "amount mismatch");
             self.store
                 .record_anomaly(&Anomaly {
-                    kind: "query_amount_mismatch".into(),
+                    kind: AnomalyKind::QueryAmountMismatch,
                     out_trade_no: Some(order.out_trade_no.to_string()),
                     detail,
                 })
@@ -304,7 +310,7 @@ impl Payments {
 
     /// Closes at WeChat first; CLOSED locally only once WeChat has closed it.
     #[tracing::instrument(skip(self))]
-    pub async fn close_order(&self, out_trade_no: &str) -> Result<Order, ApiError> {
+    pub async fn close_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
         let order = self.get_order(out_trade_no).await?;
         match order.status {
             OrderStatus::Closed => return Ok(order),
@@ -363,8 +369,8 @@ impl Payments {
         source: EventSource,
     ) -> Result<Order, ApiError> {
         let outcome = self
-            .store
-            .transition(&Transition {
+            .ledger
+            .apply(&Transition {
                 out_trade_no: out_trade_no.clone(),
                 to,
                 transaction_id,
@@ -374,15 +380,9 @@ impl Payments {
             })
             .await?;
         match outcome {
-            TransitionOutcome::Applied { order, event } => {
-                let store = self.store.clone();
-                let publisher = self.publisher.clone();
-                tokio::spawn(async move {
-                    publish_committed(store.as_ref(), publisher.as_ref(), &event).await
-                });
+            TransitionOutcome::Applied { order, .. } | TransitionOutcome::Unchanged { order } => {
                 Ok(order)
             }
-            TransitionOutcome::Unchanged { order } => Ok(order),
         }
     }
 }

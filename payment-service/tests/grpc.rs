@@ -5,23 +5,21 @@
 use std::{sync::Arc, time::Duration};
 
 use payment_service::{
+    application::Application,
     config::WechatConfig,
-    events::{EventPublisher, RedisPublisher},
-    server::Application,
-    store::{PgStore, Store},
-    testing,
-    wechat::{
-        client::ClientOptions,
-        pay_params::{self, PaymentParams},
-        ApiKey, Merchant, SignType, WechatClient,
-    },
+    wechat::{ClientOptions, WechatClient},
 };
 use secrecy::SecretString;
 use tonic::{transport::Channel, Code};
+use wxpay_core::wechat::{
+    pay_params::{self, PaymentParams},
+    ApiKey, Merchant, SignType,
+};
 use wxpay_proto::v1::{
     payment_service_client::PaymentServiceClient, CloseOrderRequest, CreateOrderRequest,
     GetOrderRequest, OrderStatus, QueryOrderRequest,
 };
+use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
 
 const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
@@ -472,7 +470,7 @@ async fn query_order_finds_a_payment_whose_notification_was_lost() {
         .await
         .expect("pubsub");
     redis
-        .subscribe(payment_service::events::channel(&o.out_trade_no))
+        .subscribe(wxpay_store::events::channel(&o.out_trade_no))
         .await
         .expect("subscribe");
     assert!(h
@@ -513,7 +511,7 @@ async fn query_order_finds_a_payment_whose_notification_was_lost() {
     .await
     .expect("event published")
     .expect("message");
-    let event: payment_service::domain::OrderEvent =
+    let event: wxpay_core::domain::OrderEvent =
         serde_json::from_str(&msg.get_payload::<String>().expect("payload")).expect("event json");
     assert_eq!((event.status.as_str(), event.version), ("SUCCESS", 2));
 
@@ -621,7 +619,7 @@ async fn database_down_is_unavailable() {
     let url = testing::fresh_database_url().await.expect("db");
     let store = PgStore::connect(
         &url,
-        payment_service::store::postgres::PgOptions {
+        wxpay_store::postgres::PgOptions {
             max_connections: 2,
             acquire_timeout: Duration::from_millis(500),
         },

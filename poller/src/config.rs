@@ -4,8 +4,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use payment_service::config::{self as env, ConfigError};
 use secrecy::SecretString;
+use wxpay_runtime::config::{self as env, ConfigError};
 
 use crate::service::Deadlines;
 

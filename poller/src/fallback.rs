@@ -9,12 +9,14 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use payment_service::domain::{OrderStatus, OutTradeNo};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
+use wxpay_core::domain::{OrderStatus, OutTradeNo};
 use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, QueryOrderRequest};
 
-use crate::{convert, hub::Backoff, hub::OrderState, metrics as m};
+use wxpay_core::convert;
+
+use crate::{backoff::Backoff, metrics as m, order_state::OrderState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -111,7 +113,7 @@ impl OrderQuerier for GrpcQuerier {
                 _ => QueryError::Refused(format!("{:?}: {}", s.code(), s.message())),
             })?
             .into_inner();
-        convert::status_from_proto(order.status)
+        convert::status_from_pb(order.status)
             .ok_or_else(|| QueryError::Refused(format!("unknown status {}", order.status)))
     }
 }

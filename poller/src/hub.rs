@@ -1,5 +1,6 @@
 //! The hub: one shared, per-order state that every watcher of that order reads,
-//! fed by a single [`EventFeed`] (Redis pub/sub today, an in-process bus later).
+//! fed by a single [`EventFeed`]: Redis pub/sub ([`crate::redis_feed`]) in the split
+//! deployment, `wxpay_store::LocalBus` in the single-process one.
 //!
 //! It owns the table of watched orders: the first watcher of an order makes the
 //! feed subscribe its channel, the last one to leave makes it unsubscribe. Each
@@ -11,82 +12,14 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use payment_service::domain::{OrderEvent, OutTradeNo};
 use tokio::{sync::watch, task::AbortHandle};
+use wxpay_core::domain::{OrderEvent, OutTradeNo};
+use wxpay_store::{EventFeed, EventSink};
 
-use crate::{fallback::Fallback, metrics as m};
-
-/// How many of an order's newest events the hub keeps. An order changes status a
-/// handful of times in its life (NOTPAY, USERPAYING, SUCCESS, REFUND), so a reader
-/// that is merely slow still sees every change; one that is stuck only ever
-/// costs this many events, whatever is published meanwhile.
-pub const RETAINED_EVENTS: usize = 8;
-
-/// What the hub knows about one watched order.
-#[derive(Debug, Clone, Default)]
-pub struct OrderState {
-    /// The newest events, ascending by version, at most [`RETAINED_EVENTS`].
-    events: Vec<OrderEvent>,
-    /// Bumped when the feed may have missed events (it reconnected): every watcher
-    /// must then re-read its snapshot.
-    epoch: u64,
-}
-
-impl OrderState {
-    /// The oldest retained event newer than `version`: what a watcher that has sent
-    /// `version` should send next.
-    pub fn next_after(&self, version: i64) -> Option<&OrderEvent> {
-        self.events.iter().find(|e| e.version > version)
-    }
-
-    pub fn latest(&self) -> Option<&OrderEvent> {
-        self.events.last()
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    pub fn retained(&self) -> usize {
-        self.events.len()
-    }
-
-    /// Keeps `event` if it is newer than everything known. Duplicates (at-least-once
-    /// delivery) and late arrivals carry a version already superseded and are dropped:
-    /// statuses are states, the newest one wins.
-    fn offer(&mut self, event: OrderEvent) -> bool {
-        if self
-            .events
-            .last()
-            .is_some_and(|last| last.version >= event.version)
-        {
-            return false;
-        }
-        self.events.push(event);
-        if self.events.len() > RETAINED_EVENTS {
-            self.events.remove(0);
-        }
-        true
-    }
-}
-
-/// The source of order events. The hub calls it under its table lock, so neither
-/// method may block: `subscribe` only enqueues and returns a future to await
-/// outside the lock.
-pub trait EventFeed: Send + Sync + 'static {
-    /// Starts delivering `out_trade_no`'s events to the [`FeedSink`]. The future
-    /// resolves once every event published from then on will be delivered, or once
-    /// the feed has promised a [`FeedSink::resync`] after it is (re)subscribed (it is
-    /// disconnected). Either way a snapshot read after it cannot miss a change.
-    fn subscribe(&self, out_trade_no: &str) -> BoxFuture<'static, ()>;
-
-    /// Stops delivering `out_trade_no`'s events (its last watcher left).
-    fn unsubscribe(&self, out_trade_no: &str);
-}
+use crate::{fallback::Fallback, metrics as m, order_state::OrderState};
 
 struct Entry {
     watchers: usize,
@@ -122,9 +55,9 @@ pub struct FeedSink {
     table: Arc<Table>,
 }
 
-impl FeedSink {
+impl EventSink for FeedSink {
     /// Hands an event to the watchers of its order (if it has any).
-    pub fn deliver(&self, event: OrderEvent) {
+    fn deliver(&self, event: OrderEvent) {
         let orders = self.table.lock();
         if let Some(entry) = orders.get(&event.out_trade_no) {
             entry.state.send_if_modified(|s| s.offer(event));
@@ -133,10 +66,10 @@ impl FeedSink {
 
     /// Tells every watcher to re-read its snapshot: the feed was disconnected and
     /// may have missed events. Call it after resubscribing.
-    pub fn resync(&self) {
+    fn resync(&self) {
         let orders = self.table.lock();
         for entry in orders.values() {
-            entry.state.send_modify(|s| s.epoch += 1);
+            entry.state.send_modify(OrderState::bump_epoch);
         }
         tracing::info!(
             orders = orders.len(),
@@ -264,87 +197,5 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.hub.leave(&self.key);
-    }
-}
-
-/// Exponential backoff between `min` and `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use payment_service::domain::EventSource;
-
-    use super::*;
-
-    fn event(version: i64, status: &str) -> OrderEvent {
-        OrderEvent {
-            id: version,
-            out_trade_no: "o1".into(),
-            status: status.into(),
-            version,
-            transaction_id: None,
-            total_fee: 1,
-            occurred_at: 0,
-            source: EventSource::Notify,
-        }
-    }
-
-    #[test]
-    fn duplicates_and_stale_events_are_dropped() {
-        let mut s = OrderState::default();
-        assert!(s.offer(event(1, "NOTPAY")));
-        assert!(s.offer(event(3, "SUCCESS")));
-        assert!(!s.offer(event(3, "SUCCESS")), "duplicate");
-        assert!(!s.offer(event(2, "USERPAYING")), "late arrival");
-        assert_eq!(s.next_after(1).map(|e| e.version), Some(3));
-        assert_eq!(s.next_after(3), None);
-    }
-
-    #[test]
-    fn state_keeps_only_the_newest_events() {
-        let mut s = OrderState::default();
-        for v in 1..=100 {
-            s.offer(event(v, "USERPAYING"));
-        }
-        assert_eq!(s.retained(), RETAINED_EVENTS);
-        assert_eq!(
-            s.next_after(0).map(|e| e.version),
-            Some(100 - RETAINED_EVENTS as i64 + 1)
-        );
-        assert_eq!(s.latest().map(|e| e.version), Some(100));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_maximum() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let got: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, vec![100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

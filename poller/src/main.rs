@@ -4,8 +4,8 @@ use poller::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    payment_service::config::load_dotenv();
-    payment_service::telemetry::init("info");
+    wxpay_runtime::config::load_dotenv();
+    wxpay_runtime::telemetry::init("info");
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -19,6 +19,6 @@ async fn main() -> anyhow::Result<()> {
         metrics_port = app.metrics_port(),
         "poller listening"
     );
-    app.run_until_stopped(payment_service::shutdown::signal())
+    app.run_until_stopped(wxpay_runtime::shutdown::signal())
         .await
 }

@@ -14,18 +14,18 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures::{future::BoxFuture, FutureExt};
-use payment_service::{domain::OrderEvent, events};
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::{
     sync::{mpsc, oneshot, Notify},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
+use wxpay_core::domain::OrderEvent;
+use wxpay_store::events;
 
-use crate::{
-    hub::{Backoff, EventFeed, FeedSink},
-    metrics as m,
-};
+use wxpay_store::{EventFeed, EventSink};
+
+use crate::{backoff::Backoff, hub::FeedSink, metrics as m};
 
 /// How the feed connects.
 #[derive(Debug, Clone)]

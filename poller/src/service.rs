@@ -10,18 +10,17 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use payment_service::{
-    domain::{OrderEvent, OutTradeNo},
-    error::ApiError,
-    store::Store,
-};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_proto::v1::{
     order_status_service_server::OrderStatusService, OrderStatusEvent, WatchOrderRequest,
 };
+use wxpay_store::Store;
 
-use crate::{convert, hub::Hub, hub::Watch, metrics as m};
+use wxpay_core::convert;
+
+use crate::{error::WatchError, hub::Hub, hub::Watch, metrics as m};
 
 /// Stream deadlines.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +67,7 @@ impl WatchService {
 
     /// Subscribe, then snapshot: the order of these two is the whole guarantee.
     #[tracing::instrument(skip(self), fields(out_trade_no = %request.out_trade_no))]
-    async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, ApiError> {
+    async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, WatchError> {
         let out_trade_no = OutTradeNo::parse(&request.out_trade_no)?;
         let deadline = Instant::now() + self.deadlines.for_request(request.timeout_seconds);
         let watch = self.hub.watch(&out_trade_no).await;
@@ -76,7 +75,7 @@ impl WatchService {
             .store
             .order(&out_trade_no)
             .await?
-            .ok_or(ApiError::NotFound("order"))?;
+            .ok_or(WatchError::NotFound)?;
         let snapshot = OrderEvent::snapshot(&order);
         // Shared, so the order's other watchers and its fallback know it too.
         self.hub.offer(snapshot.clone());
@@ -232,7 +231,7 @@ impl Watcher {
         let terminal = status.is_terminal();
         self.done = terminal;
         metrics::counter!(m::EVENTS_DELIVERED).increment(1);
-        Some(convert::event_to_proto(event, status, terminal))
+        Some(convert::event_to_pb(event, status, terminal))
     }
 }
 

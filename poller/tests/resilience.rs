@@ -6,12 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use common::{next, spawn_app, Options, RedisServer};
 use futures::{stream, StreamExt};
-use payment_service::{
-    domain::{EventSource, OrderEvent},
-    events::EventPublisher,
-};
-use poller::hub::RETAINED_EVENTS;
+use poller::order_state::RETAINED_EVENTS;
+use wxpay_core::domain::{EventSource, OrderEvent};
 use wxpay_proto::v1::{OrderStatus, OrderStatusEvent};
+use wxpay_store::events::EventPublisher;
 
 /// Reads a stream to its end.
 async fn drain(mut s: tonic::Streaming<OrderStatusEvent>) -> Vec<OrderStatusEvent> {
@@ -65,7 +63,7 @@ async fn thousand_watchers_each_get_exactly_their_success_over_one_redis_connect
         .await;
     let readers: Vec<_> = opened.into_iter().map(|s| tokio::spawn(drain(s))).collect();
     assert_eq!(
-        app.hub_connections(&payment_service::testing::redis_url())
+        app.hub_connections(&wxpay_store::testing::redis_url())
             .await,
         vec![N as u64],
         "one pub/sub connection, subscribed to every watched order"
@@ -89,7 +87,7 @@ async fn thousand_watchers_each_get_exactly_their_success_over_one_redis_connect
         assert!(rest[0].terminal);
     }
     eventually("every channel unsubscribed", async || {
-        app.hub_connections(&payment_service::testing::redis_url())
+        app.hub_connections(&wxpay_store::testing::redis_url())
             .await
             == vec![0]
     })
@@ -134,7 +132,7 @@ async fn watchers_get_success_when_redis_restarts_and_payments_happen_during_the
 
 #[tokio::test]
 async fn watchers_get_success_when_the_hub_connection_is_killed() {
-    let redis_url = payment_service::testing::redis_url();
+    let redis_url = wxpay_store::testing::redis_url();
     let app = spawn_app(Options::default()).await;
     let mut orders = Vec::new();
     let mut streams = Vec::new();

@@ -59,16 +59,16 @@ async fn duplicate_events_are_sent_once() {
     next(&mut stream).await.expect("snapshot");
 
     // At-least-once delivery: the relay republishes what was published directly.
-    let payment_service::store::TransitionOutcome::Applied { event, .. } = common::pay_in_db(
+    let wxpay_store::TransitionOutcome::Applied { event, .. } = common::pay_in_db(
         app.store.as_ref(),
         &no,
-        payment_service::domain::EventSource::Notify,
+        wxpay_core::domain::EventSource::Notify,
     )
     .await
     else {
         panic!("the order was unpaid");
     };
-    use payment_service::events::EventPublisher;
+    use wxpay_store::events::EventPublisher;
     app.publisher.publish(&event).await.expect("publish");
     app.publisher.publish(&event).await.expect("publish again");
 

@@ -273,8 +273,8 @@ impl Stack {
     /// returns once each reports ready.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         build_binaries()?;
-        let database_url = payment_service::testing::fresh_database_url().await?;
-        let redis_url = payment_service::testing::redis_url();
+        let database_url = wxpay_store::testing::fresh_database_url().await?;
+        let redis_url = wxpay_store::testing::redis_url();
         let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port] = free_ports()?;
         let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
         let payment_url = format!("http://127.0.0.1:{payment_port}");

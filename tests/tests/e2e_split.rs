@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use e2e_tests::{Stack, StackOptions, API_KEY, APP_ID};
-use payment_service::wechat::{pay_params, ApiKey};
 use tonic::Streaming;
+use wxpay_core::wechat::{pay_params, ApiKey};
 use wxpay_proto::v1::{
     CreateOrderRequest, GetOrderRequest, Order, OrderStatus, OrderStatusEvent, WatchOrderRequest,
 };

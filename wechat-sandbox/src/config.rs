@@ -5,10 +5,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use payment_service::{
-    config::{self, ConfigError},
-    wechat::{ApiKey, Merchant},
-};
+use wxpay_core::wechat::{ApiKey, Merchant};
+use wxpay_runtime::config::{self, ConfigError};
 
 /// Where the binary listens unless `SANDBOX_ADDR` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8090";

@@ -12,8 +12,8 @@ use axum::{
     Json, Router,
 };
 use chrono::Utc;
-use payment_service::{domain::TransactionId, wechat::china_time};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use wxpay_core::{domain::TransactionId, wechat::china_time};
 
 use crate::{
     faults::Faults,

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use payment_service::wechat::Merchant;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use wxpay_core::wechat::Merchant;
 
 use crate::{
     config::SandboxConfig,

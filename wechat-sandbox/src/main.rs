@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use payment_service::{config, shutdown, telemetry};
 use wechat_sandbox::{Sandbox, SandboxConfig};
+use wxpay_runtime::{config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use payment_service::{
+use serde::{Deserialize, Serialize};
+use wxpay_core::{
     domain::Nonce,
     wechat::{china_time, sign, xml, Fields, Merchant},
 };
-use serde::{Deserialize, Serialize};
 
 use crate::{
     orders::{DeliveryAttempt, SandboxOrder},

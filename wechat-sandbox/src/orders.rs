@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use payment_service::{
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use wxpay_core::{
     domain::OrderStatus,
     wechat::{china_time, Fields, SignType},
 };
-use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 /// What unifiedorder asked for, validated by `protocol`.
 #[derive(Debug, Clone)]

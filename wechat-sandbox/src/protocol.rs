@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use payment_service::{
+use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
 };
@@ -274,7 +274,7 @@ pub fn to_xml(reply: &Fields) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use payment_service::wechat::ApiKey;
+    use wxpay_core::wechat::ApiKey;
 
     fn merchant() -> Merchant {
         Merchant {

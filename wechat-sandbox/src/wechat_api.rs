@@ -11,7 +11,7 @@ use axum::{
     Router,
 };
 use chrono::Utc;
-use payment_service::{
+use wxpay_core::{
     domain::OrderStatus,
     wechat::{china_time, Fields, SignType},
 };

@@ -9,8 +9,8 @@ use std::{
 };
 
 use common::{client, new_out_trade_no, order, sandbox};
-use payment_service::wechat::SignType;
 use serde_json::{json, Value};
+use wxpay_core::wechat::SignType;
 
 async fn post_json(url: String, body: &'static str) -> (u16, Value) {
     let response = reqwest::Client::new()

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{client, new_out_trade_no, order, sandbox, Receiver};
-use payment_service::wechat::{sign, SignType};
 use wechat_sandbox::{Delivery, FailOptions, NotifyOptions, PayOptions};
+use wxpay_core::wechat::{sign, SignType};
 
 fn options(delivery: Delivery, duplicates: u32, omit_sign_type: bool) -> PayOptions {
     PayOptions {

@@ -6,14 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{client, client_with, new_out_trade_no, order, sandbox};
-use payment_service::{
-    domain::OrderStatus,
-    wechat::{
-        client::{ClientOptions, CloseOutcome},
-        sign, xml, ApiKey, Fields, Merchant, SignType, WechatClient, WechatError,
-    },
-};
+use payment_service::wechat::{ClientOptions, CloseOutcome, WechatClient, WechatError};
 use wechat_sandbox::{Faults, PayOptions, SandboxConfig};
+use wxpay_core::{
+    domain::OrderStatus,
+    wechat::{sign, xml, ApiKey, Fields, Merchant, SignType},
+};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 

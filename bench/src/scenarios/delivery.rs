@@ -448,7 +448,7 @@ async fn one(
 pub struct Sender {
     http: reqwest::Client,
     url: String,
-    merchant: payment_service::wechat::Merchant,
+    merchant: wxpay_core::wechat::Merchant,
 }
 
 pub fn stack_sender(stack: &Stack) -> Sender {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use md5::{Digest, Md5};
-use payment_service::wechat::{sign, xml, SignType};
+use wxpay_core::wechat::{sign, xml, SignType};
 
 use crate::{report::Section, Mode};
 

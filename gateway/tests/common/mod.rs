@@ -15,16 +15,17 @@ use std::{
 
 use futures::StreamExt;
 use gateway::{Application, CloudpaySecret, GatewayConfig};
-use payment_service::{
+use tokio::{net::TcpListener, process::Child, sync::oneshot, task::JoinHandle};
+use wxpay_core::{
     domain::{
         Attach, ClientIp, Description, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderEvent,
         OutTradeNo,
     },
-    store::{InsertOutcome, PgStore, Store},
-    testing,
     wechat::{sign, xml, ApiKey, Fields, Merchant, SignType},
 };
-use tokio::{net::TcpListener, process::Child, sync::oneshot, task::JoinHandle};
+use wxpay_store::{
+    testing, {InsertOutcome, PgStore, Store},
+};
 
 pub const APP_ID: &str = "wxd930ea5d5a258f4f";
 pub const MCH_ID: &str = "10000100";
@@ -311,7 +312,7 @@ pub async fn subscribe(redis_url: &str, no: &OutTradeNo) -> Subscriber {
     let client = redis::Client::open(redis_url).expect("redis url");
     let mut pubsub = client.get_async_pubsub().await.expect("redis pubsub");
     pubsub
-        .subscribe(payment_service::events::channel(no.as_str()))
+        .subscribe(wxpay_store::events::channel(no.as_str()))
         .await
         .expect("subscribed");
     Subscriber {

@@ -16,18 +16,20 @@ use std::{
 };
 
 use async_trait::async_trait;
-use payment_service::{
+use poller::{Application, Config, Deadlines, Hub, OrderQuerier, QueryError};
+use wxpay_core::{
     domain::{
         Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId,
         OrderStatus, OutTradeNo,
     },
-    events::{self, EventPublisher, RedisPublisher},
-    store::{PgStore, Store, Transition, TransitionOutcome},
     wechat::SignType,
 };
-use poller::{Application, Config, Deadlines, Hub, OrderQuerier, QueryError};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient, OrderStatusEvent, WatchOrderRequest,
+};
+use wxpay_store::{
+    events::{self, EventPublisher, RedisPublisher},
+    {PgStore, Store, Transition, TransitionOutcome},
 };
 
 pub struct Options {
@@ -40,7 +42,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            redis_url: payment_service::testing::redis_url(),
+            redis_url: wxpay_store::testing::redis_url(),
             // Long enough that tests not about the fallback never see it.
             fallback_delay: Duration::from_secs(600),
             default_timeout: Duration::from_secs(30),
@@ -64,7 +66,7 @@ pub struct TestApp {
 
 pub async fn spawn_app(options: Options) -> TestApp {
     let store = Arc::new(
-        payment_service::testing::fresh_pg_store()
+        wxpay_store::testing::fresh_pg_store()
             .await
             .expect("test database"),
     );

@@ -9,14 +9,13 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
-use payment_service::{
-    domain::{Fee, OutTradeNo},
-    wechat::{
-        client::{ClientOptions, UnifiedOrder},
-        xml, Fields, SignType, WechatClient,
-    },
-};
+// The product's own WeChat client, so the sandbox is checked against what will call it.
+use payment_service::wechat::{ClientOptions, UnifiedOrder, WechatClient};
 use wechat_sandbox::{SandboxConfig, SandboxHandle};
+use wxpay_core::{
+    domain::{Fee, OutTradeNo},
+    wechat::{xml, Fields, SignType},
+};
 
 pub async fn sandbox() -> SandboxHandle {
     wechat_sandbox::spawn(SandboxConfig::for_tests()).await

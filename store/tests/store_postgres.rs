@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use payment_service::{store::Store, testing};
+use wxpay_store::{testing, Store};
 
 async fn fresh() -> Arc<dyn Store> {
     Arc::new(
@@ -12,4 +12,4 @@ async fn fresh() -> Arc<dyn Store> {
     )
 }
 
-payment_service::store_suite!(fresh());
+wxpay_store::store_suite!(fresh());

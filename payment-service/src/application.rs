@@ -9,14 +9,17 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use wxpay_proto::v1::payment_service_server::PaymentServiceServer;
 
-use crate::{
+use wxpay_runtime::{
     auth::BearerAuth,
-    config::{self, ConfigError, WechatConfig},
-    events::{EventPublisher, RedisPublisher, Relay},
+    config::{self, ConfigError},
+};
+use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
+
+use crate::{
+    config::WechatConfig,
     grpc::PaymentGrpc,
     service::Payments,
-    store::{PgStore, Store},
-    wechat::{client::ClientOptions, WechatClient},
+    wechat::{ClientOptions, WechatClient},
 };
 
 /// Everything payment-service reads from the environment.
@@ -82,8 +85,7 @@ impl Application {
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
         let payments = Arc::new(Payments::new(
-            store,
-            publisher,
+            Ledger::new(store, publisher),
             wechat,
             wechat_config.sign_type,
             wechat_config.notify_url.clone(),
@@ -156,6 +158,8 @@ impl Application {
                 tokio::time::sleep(Duration::from_secs(15)).await;
             } => tracing::warn!("drain timed out; exiting with calls in flight"),
         }
+        // Publishes started by calls that finished go out before the relay's last flush.
+        self.payments.ledger().drain().await;
         let _ = stop_relay_tx.send(());
         let _ = relay_task.await;
         tracing::info!("payment-service stopped");

@@ -1,25 +1,17 @@
-//! Storage: the one small interface the rest of the code uses to keep orders,
-//! their status changes (with the outbox event written in the same transaction),
-//! received notifications and anomalies. Postgres implements it today; anything
-//! else (SQLite for the embedded default) implements the same trait and passes the
-//! same suite in `store::suite`.
+//! The storage interface: the one small trait the rest of the code uses to keep
+//! orders, their status changes (with the outbox event written in the same
+//! transaction), received notifications and anomalies, and the types it speaks.
+//! Postgres (the split deployment) and SQLite (the embedded default) implement
+//! it and pass the same suite (`suite`, behind the `testing` feature).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{
+use wxpay_core::domain::{
     EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
 };
-
-mod columns;
-pub mod postgres;
-pub mod sqlite;
-pub mod suite;
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,10 +67,69 @@ pub struct NotificationRecord {
     pub raw_body: Vec<u8>,
 }
 
+/// What kind of anomaly: a closed list, so a dashboard can count each and a new
+/// one must be named here before it can be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnomalyKind {
+    /// A genuine message for an order we do not have.
+    UnknownOrder,
+    /// A genuine payment notification whose amount is not the order's.
+    AmountMismatch,
+    /// orderquery reports a payment whose amount is not the order's.
+    QueryAmountMismatch,
+    /// A second, different transaction_id for an order already paid.
+    PaymentConflict,
+    /// A transaction_id already recorded on another order.
+    TransactionReused,
+    /// A refund notification whose amount does not fit the order.
+    RefundAmountMismatch,
+    /// A refund for an order we never saw paid.
+    RefundBeforePayment,
+    /// A refund that contradicts the order's state.
+    RefundConflict,
+    /// A correctly signed message for another merchant (appid or mch_id).
+    WrongMerchant,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 9] = [
+        AnomalyKind::UnknownOrder,
+        AnomalyKind::AmountMismatch,
+        AnomalyKind::QueryAmountMismatch,
+        AnomalyKind::PaymentConflict,
+        AnomalyKind::TransactionReused,
+        AnomalyKind::RefundAmountMismatch,
+        AnomalyKind::RefundBeforePayment,
+        AnomalyKind::RefundConflict,
+        AnomalyKind::WrongMerchant,
+    ];
+
+    /// The name stored in `anomalies.kind` and used as the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::UnknownOrder => "unknown_order",
+            AnomalyKind::AmountMismatch => "amount_mismatch",
+            AnomalyKind::QueryAmountMismatch => "query_amount_mismatch",
+            AnomalyKind::PaymentConflict => "payment_conflict",
+            AnomalyKind::TransactionReused => "transaction_reused",
+            AnomalyKind::RefundAmountMismatch => "refund_amount_mismatch",
+            AnomalyKind::RefundBeforePayment => "refund_before_payment",
+            AnomalyKind::RefundConflict => "refund_conflict",
+            AnomalyKind::WrongMerchant => "wrong_merchant",
+        }
+    }
+}
+
+impl std::fmt::Display for AnomalyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message we refused although it looked genuine (wrong amount, unknown order, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anomaly {
-    pub kind: String,
+    pub kind: AnomalyKind,
     pub out_trade_no: Option<String>,
     pub detail: String,
 }

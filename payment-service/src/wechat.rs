@@ -8,16 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{china_time, sign, xml, ApiKey, Fields, SignType};
-use crate::domain::{Fee, Nonce, OrderStatus};
-
-/// The merchant this service acts for.
-#[derive(Debug, Clone)]
-pub struct Merchant {
-    pub app_id: String,
-    pub mch_id: String,
-    pub api_key: ApiKey,
-}
+use wxpay_core::{
+    domain::{Fee, Nonce, OrderStatus},
+    wechat::{china_time, sign, xml, Fields, Merchant, SignType},
+};
 
 /// Timeouts and retries. The defaults suit WeChat's production API.
 #[derive(Debug, Clone)]

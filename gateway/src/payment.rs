@@ -5,10 +5,8 @@
 //! merchant first; nothing here looks at the wire format.
 
 use chrono::{DateTime, Utc};
-use payment_service::{
-    domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo},
-    store::{StoreError, Transition, TransitionOutcome},
-};
+use wxpay_core::domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo};
+use wxpay_store::{AnomalyKind, StoreError, Transition, TransitionOutcome};
 
 use crate::{state::AppState, verdict::Verdict};
 
@@ -65,7 +63,7 @@ pub(crate) async fn settle(
         // database, a restore from backup) before the message is gone.
         state
             .anomaly(
-                "unknown_order",
+                AnomalyKind::UnknownOrder,
                 no,
                 "a signed payment result for an unknown out_trade_no".into(),
             )
@@ -82,7 +80,7 @@ pub(crate) async fn settle(
             .unwrap_or_else(|| "unreadable".into());
         state
             .anomaly(
-                "amount_mismatch",
+                AnomalyKind::AmountMismatch,
                 no,
                 format!(
                     "reported {given} {fee_type}, order is {} CNY",
@@ -130,10 +128,9 @@ async fn pay(
         paid_at,
         source,
     };
-    match state.store.transition(&t).await {
-        Ok(TransitionOutcome::Applied { order, event }) => {
+    match state.ledger.apply(&t).await {
+        Ok(TransitionOutcome::Applied { order, .. }) => {
             tracing::info!(out_trade_no = no, version = order.version, %transaction_id, "order paid");
-            state.publish_later(event);
             Verdict::Applied
         }
         Ok(TransitionOutcome::Unchanged { order }) => match order.status {
@@ -153,7 +150,7 @@ async fn pay(
             | OrderStatus::PayError => {
                 state
                     .anomaly(
-                        "payment_conflict",
+                        AnomalyKind::PaymentConflict,
                         no,
                         format!(
                             "payment {transaction_id} reported for an order already {} (transaction {})",
@@ -172,7 +169,7 @@ async fn pay(
             // transaction_id is unique: WeChat reports one payment for two orders.
             state
                 .anomaly(
-                    "transaction_reused",
+                    AnomalyKind::TransactionReused,
                     no,
                     format!("transaction {transaction_id} is already recorded for another order: {detail}"),
                 )
@@ -193,10 +190,9 @@ async fn fail(state: &AppState, out_trade_no: &OutTradeNo, source: EventSource) 
         paid_at: None,
         source,
     };
-    match state.store.transition(&t).await {
-        Ok(TransitionOutcome::Applied { order, event }) => {
+    match state.ledger.apply(&t).await {
+        Ok(TransitionOutcome::Applied { order, .. }) => {
             tracing::info!(out_trade_no = no, version = order.version, "payment failed");
-            state.publish_later(event);
             Verdict::Applied
         }
         Ok(TransitionOutcome::Unchanged { order }) if order.status == OrderStatus::PayError => {

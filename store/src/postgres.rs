@@ -13,12 +13,12 @@ use sqlx::{
     PgPool, Row,
 };
 
-use super::{
+use crate::{
     columns::{corrupt, OrderColumns},
     Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
     TransitionOutcome,
 };
-use crate::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -350,7 +350,7 @@ impl Store for PgStore {
 
     async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO anomalies (kind, out_trade_no, detail) VALUES ($1, $2, $3)")
-            .bind(&a.kind)
+            .bind(a.kind.as_str())
             .bind(a.out_trade_no.as_deref())
             .bind(&a.detail)
             .execute(&self.pool)

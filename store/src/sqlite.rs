@@ -36,12 +36,12 @@ use sqlx::{
     Executor, Row, Sqlite, Transaction,
 };
 
-use super::{
+use crate::{
     columns::{corrupt, OrderColumns},
     Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
     TransitionOutcome,
 };
-use crate::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -498,7 +498,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO anomalies (kind, out_trade_no, detail, occurred_at) VALUES (?1, ?2, ?3, ?4)",
         )
-        .bind(&a.kind)
+        .bind(a.kind.as_str())
         .bind(a.out_trade_no.as_deref())
         .bind(&a.detail)
         .bind(now_millis())

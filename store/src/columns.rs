@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
-use crate::domain::{
+use crate::StoreError;
+use wxpay_core::domain::{
     Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, OutTradeNo,
 };
 

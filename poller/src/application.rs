@@ -6,19 +6,17 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use payment_service::{
-    auth::BearerAuth,
-    store::{postgres::PgOptions, PgStore, Store},
-};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use wxpay_proto::v1::order_status_service_server::{OrderStatusServiceServer, SERVICE_NAME};
+use wxpay_runtime::auth::BearerAuth;
+use wxpay_store::{postgres::PgOptions, EventFeed, PgStore, Store};
 
 use crate::{
     config::Config,
     fallback::{Fallback, GrpcQuerier, OrderQuerier},
-    hub::{EventFeed, FeedSink, Hub},
+    hub::{FeedSink, Hub},
     metrics,
     redis_feed::{RedisFeed, RedisFeedConfig},
     service::WatchService,

@@ -7,10 +7,11 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 
-use super::{
-    Anomaly, InsertOutcome, NotificationRecord, Store, StoreError, Transition, TransitionOutcome,
-};
 use crate::{
+    Anomaly, AnomalyKind, InsertOutcome, NotificationRecord, Store, StoreError, Transition,
+    TransitionOutcome,
+};
+use wxpay_core::{
     domain::{
         Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order,
         OrderStatus, OutTradeNo,
@@ -298,7 +299,7 @@ pub async fn notifications_and_anomalies_are_kept(store: Arc<dyn Store>) {
         .expect("record notification");
     store
         .record_anomaly(&Anomaly {
-            kind: "amount_mismatch".into(),
+            kind: AnomalyKind::AmountMismatch,
             out_trade_no: Some("X1".into()),
             detail: "expected 100, got 1".into(),
         })
@@ -344,7 +345,7 @@ macro_rules! store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let store = $make.await;
-                $crate::store::suite::$name(store).await;
+                $crate::suite::$name(store).await;
             }
         )*
     };

@@ -1,20 +1,19 @@
-//! Order events after they are committed: the Redis channel naming, the
-//! publisher, publish-after-commit, and the outbox relay that republishes what
-//! was not published (Redis down, or the process died between commit and
-//! publish), so that no status change is ever lost by the stream.
+//! The event bus seen from both ends: [`EventPublisher`] (where committed events
+//! go) and [`EventFeed`] + [`EventSink`] (how a subscriber such as the poller's
+//! hub receives them), the per-order channel naming, the Redis publisher, and
+//! publish-after-commit.
 //!
-//! Delivery is at-least-once: a relay may publish an event that was also
+//! Delivery is at-least-once: the outbox relay may publish an event that was also
 //! published directly. Consumers order and de-duplicate by `version`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use wxpay_core::domain::OrderEvent;
 
-use crate::{
-    domain::OrderEvent,
-    store::{Store, StoreError},
-};
+use crate::Store;
 
 /// The pub/sub channel of one order.
 pub fn channel(out_trade_no: &str) -> String {
@@ -40,6 +39,31 @@ pub trait EventPublisher: Send + Sync + 'static {
 
     /// Whether the bus is reachable (for readiness).
     async fn ping(&self) -> Result<(), PublishError>;
+}
+
+/// The source of order events for a subscriber (the poller's hub). The hub calls
+/// it under its table lock, so neither method may block: `subscribe` only
+/// enqueues and returns a future to await outside the lock.
+pub trait EventFeed: Send + Sync + 'static {
+    /// Starts delivering `out_trade_no`'s events to the [`EventSink`]. The future
+    /// resolves once every event published from then on will be delivered, or once
+    /// the feed has promised an [`EventSink::resync`] after it is (re)subscribed
+    /// (it is disconnected). Either way a snapshot read after it cannot miss a change.
+    fn subscribe(&self, out_trade_no: &str) -> BoxFuture<'static, ()>;
+
+    /// Stops delivering `out_trade_no`'s events (its last watcher left).
+    fn unsubscribe(&self, out_trade_no: &str);
+}
+
+/// Where a feed hands what it receives. Called from the feed's own task or,
+/// for the in-process bus, from the publisher's: it must not block.
+pub trait EventSink: Send + Sync + 'static {
+    /// Hands an event to whoever watches its order (if anyone).
+    fn deliver(&self, event: OrderEvent);
+
+    /// The feed was disconnected and may have missed events: every watcher must
+    /// re-read its snapshot. Called after resubscribing.
+    fn resync(&self);
 }
 
 /// Publishes to Redis through a reconnecting multiplexed connection. Timeouts
@@ -109,85 +133,6 @@ pub async fn publish_committed(
         Err(e) => {
             metrics::counter!("wxpay_events_publish_failed_total").increment(1);
             tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "publish failed; the outbox relay will retry");
-        }
-    }
-}
-
-/// Republishes outbox rows that are still unpublished after `min_age`.
-#[derive(Clone)]
-pub struct Relay {
-    store: Arc<dyn Store>,
-    publisher: Arc<dyn EventPublisher>,
-    /// How often to look.
-    pub interval: Duration,
-    /// How old an unpublished event must be before the relay takes it, leaving
-    /// the direct publish time to do its job.
-    pub min_age: Duration,
-    pub batch: i64,
-}
-
-impl Relay {
-    pub fn new(store: Arc<dyn Store>, publisher: Arc<dyn EventPublisher>) -> Self {
-        Self {
-            store,
-            publisher,
-            interval: Duration::from_millis(500),
-            min_age: Duration::from_secs(1),
-            batch: 500,
-        }
-    }
-
-    /// Publishes one batch; returns how many were published.
-    pub async fn run_once(&self, min_age: Duration) -> Result<usize, StoreError> {
-        let events = self.store.unpublished_events(min_age, self.batch).await?;
-        let mut done = Vec::with_capacity(events.len());
-        for event in &events {
-            match self.publisher.publish(event).await {
-                Ok(()) => done.push(event.id),
-                Err(e) => {
-                    tracing::debug!(error = %e, "relay: event bus still unavailable");
-                    break;
-                }
-            }
-        }
-        self.store.mark_published(&done).await?;
-        if !done.is_empty() {
-            metrics::counter!("wxpay_events_published_total", "path" => "relay")
-                .increment(done.len() as u64);
-            tracing::info!(count = done.len(), "relay republished outbox events");
-        }
-        Ok(done.len())
-    }
-
-    /// Runs until `shutdown` resolves, then flushes whatever it can.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tick.tick() => {
-                    if let Err(e) = self.run_once(self.min_age).await {
-                        tracing::debug!(error = %e, "relay: database unavailable");
-                    }
-                }
-            }
-        }
-        self.flush().await;
-    }
-
-    /// Publishes everything unpublished, however young (used at shutdown).
-    pub async fn flush(&self) {
-        for _ in 0..20 {
-            match self.run_once(Duration::ZERO).await {
-                Ok(n) if n as i64 == self.batch => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay flush stopped");
-                    break;
-                }
-            }
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use payment_service::{domain::Fee, wechat::SignType};
+use wxpay_core::{domain::Fee, wechat::SignType};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {

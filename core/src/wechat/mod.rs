@@ -1,14 +1,14 @@
 //! The WeChat Pay v2 protocol: signing, the XML codec, `wx.requestPayment`
-//! parameters and the refund-notification cipher are pure functions tested against
-//! the official vectors; `client` is the one part that does I/O.
+//! parameters, the refund-notification cipher, Beijing time, and the merchant
+//! whose key signs it all. Pure functions; the HTTP client lives in payment-service.
 
 pub mod china_time;
-pub mod client;
+mod merchant;
 pub mod pay_params;
 pub mod refund_crypto;
 pub mod sign;
 pub mod xml;
 
-pub use client::{Merchant, WechatClient, WechatError};
+pub use merchant::Merchant;
 pub use sign::{ApiKey, SignError, SignType};
 pub use xml::{Fields, XmlError};

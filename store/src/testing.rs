@@ -46,7 +46,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 }
 
 /// A migrated Postgres store on a fresh database.
-pub async fn fresh_pg_store() -> anyhow::Result<crate::store::PgStore> {
+pub async fn fresh_pg_store() -> anyhow::Result<crate::PgStore> {
     let url = fresh_database_url().await?;
-    Ok(crate::store::PgStore::connect(&url, Default::default()).await?)
+    Ok(crate::PgStore::connect(&url, Default::default()).await?)
 }

@@ -11,14 +11,14 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use payment_service::{
-    domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo},
-    store::{
-        suite::new_order, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, SqliteStore,
-        Store, StoreError, Transition, TransitionOutcome,
-    },
-};
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
+use wxpay_core::domain::{
+    EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
+};
+use wxpay_store::{
+    suite::new_order, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, SqliteStore,
+    Store, StoreError, Transition, TransitionOutcome,
+};
 
 async fn fresh_sqlite() -> Arc<dyn Store> {
     Arc::new(
@@ -28,7 +28,7 @@ async fn fresh_sqlite() -> Arc<dyn Store> {
     )
 }
 
-payment_service::store_suite!(fresh_sqlite());
+wxpay_store::store_suite!(fresh_sqlite());
 
 mod file_backed {
     use super::*;
@@ -47,7 +47,7 @@ mod file_backed {
         Arc::new(FileStore { store, _dir: dir })
     }
 
-    payment_service::store_suite!(fresh_file_sqlite());
+    wxpay_store::store_suite!(fresh_file_sqlite());
 
     #[async_trait::async_trait]
     impl Store for FileStore {

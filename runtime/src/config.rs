@@ -1,0 +1,141 @@
+//! Configuration from the environment (a `.env` file may set it). Every service
+//! reads its variables through these helpers, so a bad or missing value always
+//! stops start-up with one line naming the variable, and never echoes a secret.
+
+use std::{net::SocketAddr, str::FromStr};
+
+use secrecy::SecretString;
+
+use wxpay_core::wechat::{ApiKey, Merchant};
+
+/// A configuration problem, naming the variable. Its Display is the one line printed at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {var} {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Loads `.env` if there is one (values already in the environment win).
+pub fn load_dotenv() {
+    let _ = dotenvy::dotenv();
+}
+
+/// A variable that must be set and non-empty.
+pub fn required(var: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        Ok(_) => Err(ConfigError::new(var, "is empty")),
+        Err(std::env::VarError::NotPresent) => Err(ConfigError::new(var, "is not set")),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(var, "is not valid UTF-8")),
+    }
+}
+
+/// A variable that may be unset (or empty, which counts as unset).
+pub fn optional(var: &'static str) -> Result<Option<String>, ConfigError> {
+    match required(var) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.reason == "is not set" || e.reason == "is empty" => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// An optional variable parsed with `FromStr`, or `default`.
+pub fn parsed_or<T: FromStr>(var: &'static str, default: T) -> Result<T, ConfigError> {
+    match optional(var)? {
+        Some(v) => v
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("has an invalid value {v:?}"))),
+        None => Ok(default),
+    }
+}
+
+/// A listen address such as `0.0.0.0:50051`.
+pub fn addr(var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+    let v = optional(var)?.unwrap_or_else(|| default.to_owned());
+    v.parse()
+        .map_err(|_| ConfigError::new(var, format!("is not a host:port address ({v:?})")))
+}
+
+/// A URL whose scheme must be one of `schemes`.
+pub fn url(var: &'static str, value: String, schemes: &[&str]) -> Result<String, ConfigError> {
+    let ok = schemes.iter().any(|s| {
+        value
+            .strip_prefix(s)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .is_some_and(|rest| !rest.is_empty())
+    });
+    if ok {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            var,
+            format!("must be a {} URL", schemes.join(" or ")),
+        ))
+    }
+}
+
+pub fn database_url() -> Result<String, ConfigError> {
+    url(
+        "DATABASE_URL",
+        required("DATABASE_URL")?,
+        &["postgres", "postgresql"],
+    )
+}
+
+pub fn redis_url() -> Result<String, ConfigError> {
+    url("REDIS_URL", required("REDIS_URL")?, &["redis", "rediss"])
+}
+
+/// The bearer token the gRPC servers require when set.
+pub fn api_token() -> Result<Option<SecretString>, ConfigError> {
+    Ok(optional("API_TOKEN")?.map(SecretString::from))
+}
+
+/// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`: the merchant every
+/// service (and the sandbox) acts for, validated in this one place.
+pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
+    let app_id = required("WECHAT_APP_ID")?;
+    if !app_id.bytes().all(|b| b.is_ascii_alphanumeric()) || app_id.len() > 32 {
+        return Err(ConfigError::new(
+            "WECHAT_APP_ID",
+            "must be up to 32 letters and digits",
+        ));
+    }
+    let mch_id = required("WECHAT_MCH_ID")?;
+    if !mch_id.bytes().all(|b| b.is_ascii_digit()) || mch_id.len() > 32 {
+        return Err(ConfigError::new("WECHAT_MCH_ID", "must be digits"));
+    }
+    let api_key = ApiKey::parse(&required("WECHAT_API_KEY")?)
+        .map_err(|reason| ConfigError::new("WECHAT_API_KEY", reason))?;
+    Ok(Merchant {
+        app_id,
+        mch_id,
+        api_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_need_their_scheme() {
+        assert!(url("X", "postgres://h/db".into(), &["postgres"]).is_ok());
+        let err = url("X", "mysql://h/db".into(), &["postgres"]).expect_err("wrong scheme");
+        assert_eq!(
+            err.to_string(),
+            "configuration error: X must be a postgres URL"
+        );
+        assert!(url("X", "postgres://".into(), &["postgres"]).is_err());
+    }
+}

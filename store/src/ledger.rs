@@ -1,0 +1,66 @@
+//! The one way the product changes an order's status: apply the transition (one
+//! conditional UPDATE with its outbox row, in the store), then hand the committed
+//! event to the bus in the background. Payment-service, the gateway and the
+//! reconciler all go through [`Ledger::apply`], so "transition, then publish"
+//! exists once.
+//!
+//! The caller's reply never waits for the bus: if the publish fails, the event is
+//! safe in the outbox and the relay sends it. [`Ledger::drain`] lets shutdown wait
+//! for publishes still in flight.
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    events::publish_committed, EventPublisher, Store, StoreError, Transition, TransitionOutcome,
+};
+
+/// Store + bus. Cheap to clone; clones share the in-flight publishes.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    publisher: Arc<dyn EventPublisher>,
+    publishes: TaskTracker,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<dyn Store>, publisher: Arc<dyn EventPublisher>) -> Self {
+        Self {
+            store,
+            publisher,
+            publishes: TaskTracker::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn publisher(&self) -> &Arc<dyn EventPublisher> {
+        &self.publisher
+    }
+
+    /// Applies `t` if the state machine allows it; when the order changed, its
+    /// event is published after the commit without the caller waiting for it.
+    pub async fn apply(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+        let outcome = self.store.transition(t).await?;
+        if let TransitionOutcome::Applied { event, .. } = &outcome {
+            let store = self.store.clone();
+            let publisher = self.publisher.clone();
+            let event = event.clone();
+            self.publishes.spawn(async move {
+                publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Waits for every publish started so far (shutdown). New applies after this
+    /// still publish; the relay's final flush covers anything left.
+    pub async fn drain(&self) {
+        self.publishes.close();
+        self.publishes.wait().await;
+        self.publishes.reopen();
+    }
+}

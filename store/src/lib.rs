@@ -1,0 +1,37 @@
+//! wxpay-store: where orders live and how their changes travel.
+//!
+//! - [`interface`]: the `Store` trait and its types; [`PgStore`] (the split
+//!   deployment) and [`SqliteStore`] (the embedded default) implement it, with
+//!   their migrations under `migrations/`;
+//! - [`events`]: the event bus seen from both ends (publisher, feed), the Redis
+//!   publisher and the outbox [`Relay`](relay::Relay); [`LocalBus`] is the
+//!   in-process bus of the single-process mode;
+//! - [`ledger`]: the one operation every caller uses to change an order's status
+//!   and hand the committed event to the bus.
+//!
+//! `suite` and `testing` (behind the `testing` feature) are for tests only.
+
+mod columns;
+pub mod events;
+pub mod interface;
+pub mod ledger;
+pub mod local_bus;
+pub mod postgres;
+pub mod relay;
+pub mod sqlite;
+
+#[cfg(feature = "testing")]
+pub mod suite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use events::{EventFeed, EventPublisher, EventSink, PublishError, RedisPublisher};
+pub use interface::{
+    Anomaly, AnomalyKind, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
+    Transition, TransitionOutcome,
+};
+pub use ledger::Ledger;
+pub use local_bus::LocalBus;
+pub use postgres::PgStore;
+pub use relay::Relay;
+pub use sqlite::SqliteStore;
