@@ -63,19 +63,14 @@ pub fn params_to_pb(p: PaymentParams) -> pb::PaymentParams {
     }
 }
 
-/// The stream item for `event` shown as `status`; `terminal` marks the last
-/// message of a stream.
-pub fn event_to_pb(
-    event: &OrderEvent,
-    status: OrderStatus,
-    terminal: bool,
-) -> pb::OrderStatusEvent {
+/// The stream item for `event`; `terminal` marks the last message of a stream.
+pub fn event_to_pb(event: &OrderEvent, terminal: bool) -> pb::OrderStatusEvent {
     pb::OrderStatusEvent {
-        out_trade_no: event.out_trade_no.clone(),
-        status: status_to_pb(status) as i32,
+        out_trade_no: event.out_trade_no.to_string(),
+        status: status_to_pb(event.status) as i32,
         version: event.version,
         transaction_id: event.transaction_id.clone().unwrap_or_default(),
-        total_fee: event.total_fee,
+        total_fee: event.total_fee.fen(),
         occurred_at: event.occurred_at,
         source: event.source.as_str().to_owned(),
         terminal,

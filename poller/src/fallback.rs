@@ -51,7 +51,7 @@ impl Fallback {
         let mut backoff = Backoff::new(self.delay, self.max_delay);
         loop {
             tokio::time::sleep(backoff.next_delay()).await;
-            let known = state.borrow().latest().and_then(|e| e.status());
+            let known = state.borrow().latest().map(|e| e.status);
             if known.is_some_and(OrderStatus::is_terminal) {
                 return;
             }

@@ -59,7 +59,7 @@ impl EventSink for FeedSink {
     /// Hands an event to the watchers of its order (if it has any).
     fn deliver(&self, event: OrderEvent) {
         let orders = self.table.lock();
-        if let Some(entry) = orders.get(&event.out_trade_no) {
+        if let Some(entry) = orders.get(event.out_trade_no.as_str()) {
             entry.state.send_if_modified(|s| s.offer(event));
         }
     }

@@ -64,18 +64,18 @@ impl OrderState {
 
 #[cfg(test)]
 mod tests {
-    use wxpay_core::domain::EventSource;
+    use wxpay_core::domain::{EventSource, Fee, OutTradeNo};
 
     use super::*;
 
     fn event(version: i64, status: &str) -> OrderEvent {
         OrderEvent {
             id: version,
-            out_trade_no: "o1".into(),
-            status: status.into(),
+            out_trade_no: OutTradeNo::parse("o1").expect("valid order number"),
+            status: status.parse().expect("known status"),
             version,
             transaction_id: None,
-            total_fee: 1,
+            total_fee: Fee::new(1).expect("valid fee"),
             occurred_at: 0,
             source: EventSource::Notify,
         }

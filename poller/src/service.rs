@@ -157,9 +157,7 @@ impl Watcher {
             return None;
         }
         if let Some(snapshot) = self.first.take() {
-            if let Some(message) = self.emit(&snapshot) {
-                return Some(Ok(message));
-            }
+            return Some(Ok(self.emit(&snapshot)));
         }
         loop {
             let newer = {
@@ -171,10 +169,7 @@ impl Watcher {
                 state.next_after(self.sent).cloned()
             };
             if let Some(event) = newer {
-                match self.emit(&event) {
-                    Some(message) => return Some(Ok(message)),
-                    None => continue,
-                }
+                return Some(Ok(self.emit(&event)));
             }
             if self.resync_at.is_some_and(|at| at <= Instant::now()) {
                 self.resync().await;
@@ -220,18 +215,14 @@ impl Watcher {
         }
     }
 
-    /// The message for `event`, or `None` to skip an event whose status is not
-    /// one we know (someone else's bug): the next event supersedes it anyway.
-    fn emit(&mut self, event: &OrderEvent) -> Option<OrderStatusEvent> {
+    /// The message for `event`. Its status is typed: an event with a status we do
+    /// not know was already refused where it was decoded (the feed).
+    fn emit(&mut self, event: &OrderEvent) -> OrderStatusEvent {
         self.sent = self.sent.max(event.version);
-        let Some(status) = event.status() else {
-            tracing::error!(out_trade_no = %self.out_trade_no, status = %event.status, "event with an unknown status");
-            return None;
-        };
-        let terminal = status.is_terminal();
+        let terminal = event.status.is_terminal();
         self.done = terminal;
         metrics::counter!(m::EVENTS_DELIVERED).increment(1);
-        Some(convert::event_to_pb(event, status, terminal))
+        convert::event_to_pb(event, terminal)
     }
 }
 

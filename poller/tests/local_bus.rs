@@ -5,17 +5,17 @@
 use std::time::Duration;
 
 use poller::Hub;
-use wxpay_core::domain::{EventSource, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{EventSource, Fee, OrderEvent, OrderStatus, OutTradeNo};
 use wxpay_store::{EventPublisher, LocalBus};
 
 fn paid(out_trade_no: &str, version: i64) -> OrderEvent {
     OrderEvent {
         id: version,
-        out_trade_no: out_trade_no.into(),
-        status: "SUCCESS".into(),
+        out_trade_no: OutTradeNo::parse(out_trade_no).expect("valid order number"),
+        status: OrderStatus::Success,
         version,
         transaction_id: Some("4200000000000000000000000001".into()),
-        total_fee: 1,
+        total_fee: Fee::new(1).expect("valid fee"),
         occurred_at: 0,
         source: EventSource::Notify,
     }
@@ -45,7 +45,7 @@ async fn a_published_event_reaches_the_watchers_of_its_order() {
     let latest = watch.state().borrow().latest().cloned();
     assert_eq!(
         latest.map(|e| (e.version, e.status)),
-        Some((2, "SUCCESS".into()))
+        Some((2, OrderStatus::Success))
     );
 }
 

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use common::{next, spawn_app, Options, RedisServer};
 use futures::{stream, StreamExt};
 use poller::order_state::RETAINED_EVENTS;
-use wxpay_core::domain::{EventSource, OrderEvent};
+use wxpay_core::domain::{EventSource, Fee, OrderEvent};
 use wxpay_proto::v1::{OrderStatus, OrderStatusEvent};
 use wxpay_store::events::EventPublisher;
 
@@ -250,11 +250,11 @@ async fn a_client_that_never_reads_neither_blocks_others_nor_grows_memory() {
     const FLOOD: i64 = 3000;
     let event = |version: i64, status: &str| OrderEvent {
         id: version,
-        out_trade_no: busy.to_string(),
-        status: status.into(),
+        out_trade_no: busy.clone(),
+        status: status.parse().expect("known status"),
         version,
         transaction_id: None,
-        total_fee: 1,
+        total_fee: Fee::new(1).expect("valid fee"),
         occurred_at: 0,
         source: EventSource::Notify,
     };

@@ -1,12 +1,13 @@
-//! An order row as raw column values, and its one conversion into a domain
-//! [`Order`]. Each backend reads its own column types; the validation that turns
-//! them into domain types (and reports a corrupt row) lives only here.
+//! Order and outbox rows as raw column values, and their one conversion into
+//! domain values. Each backend reads its own column types; the validation that
+//! turns them into domain types (and reports a corrupt row) lives only here.
 
 use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 use wxpay_core::domain::{
-    Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, OutTradeNo,
+    Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, OpenId, Order, OrderEvent,
+    OutTradeNo,
 };
 
 pub(crate) struct OrderColumns {
@@ -58,5 +59,52 @@ impl OrderColumns {
             updated_at: self.updated_at,
             paid_at: self.paid_at,
         })
+    }
+}
+
+/// An `order_events` row as raw column values.
+pub(crate) struct EventColumns {
+    pub id: i64,
+    pub out_trade_no: String,
+    pub status: String,
+    pub version: i64,
+    pub transaction_id: Option<String>,
+    pub total_fee: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub source: String,
+}
+
+impl EventColumns {
+    pub(crate) fn into_event(self) -> Result<OrderEvent, StoreError> {
+        Ok(OrderEvent {
+            id: self.id,
+            out_trade_no: OutTradeNo::parse(&self.out_trade_no).map_err(corrupt)?,
+            status: self.status.parse().map_err(corrupt)?,
+            version: self.version,
+            transaction_id: self.transaction_id,
+            total_fee: Fee::new(self.total_fee).map_err(corrupt)?,
+            occurred_at: self.occurred_at.timestamp_millis(),
+            source: EventSource::parse(&self.source)
+                .ok_or_else(|| corrupt(format!("event source {:?}", self.source)))?,
+        })
+    }
+}
+
+/// The outbox event a transition wrote, from the order as it stands after it.
+pub(crate) fn applied_event(
+    order: &Order,
+    id: i64,
+    occurred_at: DateTime<Utc>,
+    source: EventSource,
+) -> OrderEvent {
+    OrderEvent {
+        id,
+        out_trade_no: order.out_trade_no.clone(),
+        status: order.status,
+        version: order.version,
+        transaction_id: order.transaction_id.clone(),
+        total_fee: order.total_fee,
+        occurred_at: occurred_at.timestamp_millis(),
+        source,
     }
 }

@@ -97,7 +97,7 @@ impl EventPublisher for RedisPublisher {
             serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
         let mut conn = self.conn.clone();
         let _receivers: i64 = redis::cmd("PUBLISH")
-            .arg(channel(&event.out_trade_no))
+            .arg(channel(event.out_trade_no.as_str()))
             .arg(payload)
             .query_async(&mut conn)
             .await

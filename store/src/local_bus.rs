@@ -79,7 +79,7 @@ impl EventPublisher for LocalBus {
         // deliver takes that table lock, so holding both here could deadlock.
         let sink = {
             let state = self.shared.lock();
-            if !state.channels.contains(&event.out_trade_no) {
+            if !state.channels.contains(event.out_trade_no.as_str()) {
                 return Ok(());
             }
             state.sink.clone()

@@ -130,8 +130,8 @@ pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Sto
             assert_eq!(order.cash_fee, Some(101));
             assert!(order.paid_at.is_some());
             assert_eq!(event.version, 2);
-            assert_eq!(event.status, "SUCCESS");
-            assert_eq!(event.total_fee, 101);
+            assert_eq!(event.status, OrderStatus::Success);
+            assert_eq!(event.total_fee.fen(), 101);
             assert_eq!(event.source, EventSource::Notify);
             assert!(event.id > 0);
         }
@@ -142,7 +142,7 @@ pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Sto
         .await
         .expect("events");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].out_trade_no, new.out_trade_no.as_str());
+    assert_eq!(events[0].out_trade_no, new.out_trade_no);
 }
 
 pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {

@@ -3,6 +3,7 @@
 //! value cannot exist past the boundary.
 
 mod ids;
+mod json;
 mod money;
 mod order;
 mod status;

@@ -97,12 +97,12 @@ pub struct OrderEvent {
     /// Outbox row id; 0 for an event that was never stored (a snapshot).
     #[serde(default)]
     pub id: i64,
-    pub out_trade_no: String,
-    pub status: String,
+    pub out_trade_no: OutTradeNo,
+    pub status: OrderStatus,
     pub version: i64,
     #[serde(default)]
     pub transaction_id: Option<String>,
-    pub total_fee: i64,
+    pub total_fee: Fee,
     /// Unix milliseconds.
     pub occurred_at: i64,
     pub source: EventSource,
@@ -113,17 +113,13 @@ impl OrderEvent {
     pub fn snapshot(order: &Order) -> Self {
         Self {
             id: 0,
-            out_trade_no: order.out_trade_no.to_string(),
-            status: order.status.as_str().to_owned(),
+            out_trade_no: order.out_trade_no.clone(),
+            status: order.status,
             version: order.version,
             transaction_id: order.transaction_id.clone(),
-            total_fee: order.total_fee.fen(),
+            total_fee: order.total_fee,
             occurred_at: order.updated_at.timestamp_millis(),
             source: EventSource::Snapshot,
         }
-    }
-
-    pub fn status(&self) -> Option<OrderStatus> {
-        self.status.parse().ok()
     }
 }

@@ -1,133 +1,19 @@
-//! The Postgres implementation of [`Store`]. Status changes are one statement: a
-//! conditional `UPDATE … WHERE status = ANY(allowed)` that bumps `version`, chained
-//! with the outbox `INSERT` in the same CTE, so the change and its event commit
-//! together and concurrent duplicates make exactly one change (the losers
-//! re-check the WHERE after the winner commits and match nothing).
+//! Every query of the Postgres [`Store`](crate::Store): orders, the transition
+//! with its outbox row in one statement, the outbox, audit rows.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{
-    postgres::{PgPoolOptions, PgRow},
-    PgPool, Row,
-};
+use sqlx::Row;
 
 use crate::{
-    columns::{corrupt, OrderColumns},
-    Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
-    TransitionOutcome,
+    columns::applied_event, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
+    StoreError, Transition, TransitionOutcome,
 };
-use wxpay_core::domain::{EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-#[derive(Debug, Clone)]
-pub struct PgStore {
-    pool: PgPool,
-}
-
-/// Pool sizing; the defaults suit one replica on a small machine.
-#[derive(Debug, Clone)]
-pub struct PgOptions {
-    pub max_connections: u32,
-    /// How long a request waits for a connection before the database counts as unavailable.
-    pub acquire_timeout: Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
-     total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
-     transaction_id, cash_fee, created_at, updated_at, paid_at";
-
-impl PgStore {
-    /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory
-    /// lock around them, so replicas starting together do not race.
-    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect(url)
-            .await
-            .map_err(map_err)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
-        Ok(Self { pool })
-    }
-
-    /// Wraps an existing pool (already migrated), e.g. for benchmarks.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
-
-fn map_err(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Unavailable(other.to_string()),
-    }
-}
-
-fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
-    let get = |name: &str| row.try_get(name).map_err(map_err);
-    OrderColumns {
-        out_trade_no: get("out_trade_no")?,
-        idempotency_key: get("idempotency_key")?,
-        status: get("status")?,
-        version: row.try_get("version").map_err(map_err)?,
-        openid: get("openid")?,
-        description: get("description")?,
-        total_fee: row.try_get("total_fee").map_err(map_err)?,
-        attach: get("attach")?,
-        client_ip: get("client_ip")?,
-        sign_type: get("sign_type")?,
-        expires_at: row.try_get("expires_at").map_err(map_err)?,
-        prepay_id: row.try_get("prepay_id").map_err(map_err)?,
-        prepay_expires_at: row.try_get("prepay_expires_at").map_err(map_err)?,
-        transaction_id: row.try_get("transaction_id").map_err(map_err)?,
-        cash_fee: row.try_get("cash_fee").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        updated_at: row.try_get("updated_at").map_err(map_err)?,
-        paid_at: row.try_get("paid_at").map_err(map_err)?,
-    }
-    .into_order()
-}
-
-fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
-    let source: String = row.try_get("source").map_err(map_err)?;
-    let occurred_at: DateTime<Utc> = row.try_get("occurred_at").map_err(map_err)?;
-    Ok(OrderEvent {
-        id: row.try_get("id").map_err(map_err)?,
-        out_trade_no: row.try_get("out_trade_no").map_err(map_err)?,
-        status: row.try_get("status").map_err(map_err)?,
-        version: row.try_get("version").map_err(map_err)?,
-        transaction_id: row.try_get("transaction_id").map_err(map_err)?,
-        total_fee: row.try_get("total_fee").map_err(map_err)?,
-        occurred_at: occurred_at.timestamp_millis(),
-        source: EventSource::parse(&source)
-            .ok_or_else(|| corrupt(format!("event source {source:?}")))?,
-    })
-}
+use super::{rows::*, *};
 
 #[async_trait]
 impl Store for PgStore {
@@ -245,16 +131,8 @@ impl Store for PgStore {
                 let order = order_from_row(&row)?;
                 let occurred_at: DateTime<Utc> =
                     row.try_get("event_occurred_at").map_err(map_err)?;
-                let event = OrderEvent {
-                    id: row.try_get("event_id").map_err(map_err)?,
-                    out_trade_no: order.out_trade_no.to_string(),
-                    status: order.status.as_str().to_owned(),
-                    version: order.version,
-                    transaction_id: order.transaction_id.clone(),
-                    total_fee: order.total_fee.fen(),
-                    occurred_at: occurred_at.timestamp_millis(),
-                    source: t.source,
-                };
+                let id: i64 = row.try_get("event_id").map_err(map_err)?;
+                let event = applied_event(&order, id, occurred_at, t.source);
                 Ok(TransitionOutcome::Applied { order, event })
             }
             None => {

@@ -1,0 +1,71 @@
+//! The Postgres implementation of [`Store`]. Status changes are one statement: a
+//! conditional `UPDATE … WHERE status = ANY(allowed)` that bumps `version`, chained
+//! with the outbox `INSERT` in the same CTE, so the change and its event commit
+//! together and concurrent duplicates make exactly one change (the losers
+//! re-check the WHERE after the winner commits and match nothing).
+
+use std::time::Duration;
+
+use sqlx::{postgres::PgPoolOptions, PgPool};
+
+use crate::StoreError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Pool sizing; the defaults suit one replica on a small machine.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
+     total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
+     transaction_id, cash_fee, created_at, updated_at, paid_at";
+
+impl PgStore {
+    /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory
+    /// lock around them, so replicas starting together do not race.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(map_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (already migrated), e.g. for benchmarks.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+mod queries;
+mod rows;
+
+use rows::map_err;

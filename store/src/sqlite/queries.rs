@@ -1,0 +1,266 @@
+//! Every query of the SQLite [`Store`](crate::Store): orders, transitions with
+//! their outbox row (under the one writer connection), the outbox, audit rows.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use crate::{
+    columns::applied_event, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
+    StoreError, Transition, TransitionOutcome,
+};
+use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+
+use super::{rows::*, *};
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_order(&self, o: &NewOrder) -> Result<InsertOutcome, StoreError> {
+        let now = now_millis();
+        let sql = format!(
+            "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
+             attach, client_ip, sign_type, expires_at, created_at, updated_at) \
+             VALUES (?1, ?2, 'NOTPAY', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
+        );
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(&sql)
+            .bind(o.out_trade_no.as_str())
+            .bind(o.idempotency_key.as_str())
+            .bind(o.openid.as_str())
+            .bind(o.description.as_str())
+            .bind(o.total_fee.fen())
+            .bind(o.attach.as_str())
+            .bind(o.client_ip.as_str())
+            .bind(o.sign_type.as_str())
+            .bind(o.expires_at.map(|t| t.timestamp_millis()))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let outcome = match inserted {
+            Some(row) => InsertOutcome::Inserted(order_from_row(&row)?),
+            // Read inside the same transaction: the row that holds the key is
+            // certainly there (and orders are never deleted anyway).
+            None => {
+                match fetch_order(&mut *tx, "idempotency_key", o.idempotency_key.as_str()).await? {
+                    Some(existing) => InsertOutcome::KeyTaken(existing),
+                    None => {
+                        return Err(StoreError::Unavailable(
+                            "idempotency conflict without a row".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(outcome)
+    }
+
+    async fn order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError> {
+        fetch_order(&self.reader, "out_trade_no", out_trade_no.as_str()).await
+    }
+
+    async fn order_by_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, StoreError> {
+        fetch_order(&self.reader, "idempotency_key", key.as_str()).await
+    }
+
+    async fn set_prepay(
+        &self,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+        prepay_expires_at: DateTime<Utc>,
+    ) -> Result<Order, StoreError> {
+        let sql = format!(
+            "UPDATE orders SET prepay_id = ?2, prepay_expires_at = ?3, updated_at = ?4 \
+             WHERE out_trade_no = ?1 RETURNING {ORDER_COLUMNS}"
+        );
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&sql)
+            .bind(out_trade_no.as_str())
+            .bind(prepay_id)
+            .bind(prepay_expires_at.timestamp_millis())
+            .bind(now_millis())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let order = order_from_row(&row)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(order)
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
+        let allowed = json_array(t.to.allowed_from().iter().map(|s| s.as_str()).collect());
+        let now = now_millis();
+        let update = format!(
+            "UPDATE orders SET status = ?2, version = version + 1, \
+                 transaction_id = COALESCE(?3, transaction_id), \
+                 cash_fee = COALESCE(?4, cash_fee), \
+                 paid_at = CASE WHEN ?2 = 'SUCCESS' THEN COALESCE(?5, ?7) ELSE paid_at END, \
+                 updated_at = ?7 \
+             WHERE out_trade_no = ?1 AND status IN (SELECT value FROM json_each(?6)) \
+             RETURNING {ORDER_COLUMNS}"
+        );
+        // The status check and the change are one statement inside a transaction
+        // that holds the write lock, so no other change can slip between them; the
+        // event is written in the same transaction, so both commit or neither does.
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(&update)
+            .bind(t.out_trade_no.as_str())
+            .bind(t.to.as_str())
+            .bind(t.transaction_id.as_deref())
+            .bind(t.cash_fee)
+            .bind(t.paid_at.map(|p| p.timestamp_millis()))
+            .bind(allowed)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            // A transaction_id already used by another order is a unique violation
+            // here: Conflict, and the dropped transaction rolls back.
+            .map_err(map_err)?;
+        let outcome = match updated {
+            Some(row) => {
+                let order = order_from_row(&row)?;
+                let row = sqlx::query(
+                    "INSERT INTO order_events \
+                         (out_trade_no, status, version, transaction_id, total_fee, source, occurred_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id, occurred_at",
+                )
+                .bind(order.out_trade_no.as_str())
+                .bind(order.status.as_str())
+                .bind(order.version)
+                .bind(order.transaction_id.as_deref())
+                .bind(order.total_fee.fen())
+                .bind(t.source.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let id: i64 = row.try_get("id").map_err(map_err)?;
+                let occurred_at: i64 = row.try_get("occurred_at").map_err(map_err)?;
+                let event = applied_event(&order, id, from_millis(occurred_at)?, t.source);
+                TransitionOutcome::Applied { order, event }
+            }
+            // Not allowed from the current status (or no such order): report the
+            // state that made the UPDATE match nothing, read under the same lock.
+            None => {
+                let order = fetch_order(&mut *tx, "out_trade_no", t.out_trade_no.as_str())
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                TransitionOutcome::Unchanged { order }
+            }
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(outcome)
+    }
+
+    async fn unpublished_events(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderEvent>, StoreError> {
+        // SQLite reads a negative LIMIT as "no limit"; Postgres refuses it. Refuse it too.
+        if limit < 0 {
+            return Err(StoreError::Unavailable(format!(
+                "LIMIT must not be negative: {limit}"
+            )));
+        }
+        let older_than_ms = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM order_events \
+             WHERE published_at IS NULL AND occurred_at <= ?1 ORDER BY id LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now_millis().saturating_sub(older_than_ms))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE order_events SET published_at = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND published_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(json_array(ids.to_vec()))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(occurred_at) AS oldest \
+             FROM order_events WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let oldest: Option<i64> = row.try_get("oldest").map_err(map_err)?;
+        let now = now_millis();
+        Ok(OutboxBacklog {
+            count: row.try_get("n").map_err(map_err)?,
+            // Clamped like the Postgres query: a clock step back is not a negative age.
+            oldest_age: oldest.map(|ms| {
+                Duration::from_millis(u64::try_from(now.saturating_sub(ms)).unwrap_or(0))
+            }),
+        })
+    }
+
+    async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&n.kind)
+        .bind(n.out_trade_no.as_deref())
+        .bind(&n.verdict)
+        .bind(&n.raw_body)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO anomalies (kind, out_trade_no, detail, occurred_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(a.kind.as_str())
+        .bind(a.out_trade_no.as_deref())
+        .bind(&a.detail)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
