@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use tokio_stream::StreamExt;
 use wxpay::{
     demo,
-    embedded::{test_merchant, Bus, Storage},
+    settings::{test_merchant, Bus, Storage},
     Settings, Stack,
 };
 use wxpay_core::wechat::{pay_params, SignType};

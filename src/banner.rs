@@ -3,7 +3,10 @@
 
 use secrecy::ExposeSecret;
 
-use crate::embedded::{bus_label, storage_label, Stack, TEST_APP_ID};
+use crate::{
+    settings::{bus_label, storage_label, TEST_APP_ID},
+    Stack,
+};
 
 /// The start-up banner for `stack`.
 pub fn render(stack: &Stack) -> String {

@@ -27,7 +27,10 @@ use wxpay_proto::v1::{
     OrderStatusEvent, WatchOrderRequest,
 };
 
-use crate::embedded::{bus_label, storage_label, Settings, Stack};
+use crate::{
+    settings::{bus_label, storage_label},
+    Settings, Stack,
+};
 
 /// How long the demo waits for the status to arrive before calling it a failure.
 /// The notification normally lands in milliseconds; this is generous so that a

@@ -61,10 +61,12 @@ impl Drop for Timed<'_> {
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self {
-            inner,
-            tally: Arc::new(Tally::default()),
-        }
+        Self::with_tally(inner, Arc::new(Tally::default()))
+    }
+
+    /// Counts into `tally`, which the caller already holds.
+    pub fn with_tally(inner: Arc<dyn Store>, tally: Arc<Tally>) -> Self {
+        Self { inner, tally }
     }
 
     /// A shared handle on the counts, readable while the store is in use.

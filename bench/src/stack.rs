@@ -1,28 +1,23 @@
-//! The system under test, in this process: a fresh Postgres database, the WeChat
-//! sandbox, payment-service, the gateway and the poller, each on 127.0.0.1 port 0
-//! with real sockets, each over its own [`CountingStore`] so database calls are
-//! attributed per service. Also: seeding orders in bulk, Postgres' commit counter,
-//! and gRPC channels.
+//! The system under test, in this process: the product's own [`wxpay::Stack`]
+//! (the WeChat sandbox, payment-service, the gateway and the poller, each on
+//! 127.0.0.1 port 0 with real sockets) on a fresh Postgres database and Redis,
+//! each service over its own [`CountingStore`] so database calls are attributed
+//! per service. Also: seeding orders in bulk, Postgres' commit counter, and gRPC
+//! channels.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use payment_service::{
-    config::WechatConfig,
-    wechat::{ClientOptions, WechatClient},
-};
 use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use wxpay_core::{
     domain::{OrderStatus, OutTradeNo},
-    wechat::{Merchant, SignType},
+    wechat::Merchant,
 };
-use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
+use wxpay_store::testing;
 
-use crate::counting::Tally;
+use crate::counting::{CountingStore, Tally};
 
 /// Database calls (and the time spent in them) counted per service.
 #[derive(Clone)]
@@ -53,9 +48,7 @@ pub struct Stack {
     pub gateway_port: u16,
     pub poller_port: u16,
     pub http: reqwest::Client,
-    sandbox: Option<wechat_sandbox::SandboxHandle>,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stack: wxpay::Stack,
 }
 
 /// The poller's fallback asks nobody here: the benchmark pays every order with a
@@ -69,11 +62,10 @@ impl poller::OrderQuerier for NoQuerier {
     }
 }
 
-async fn listener() -> anyhow::Result<TcpListener> {
-    Ok(TcpListener::bind("127.0.0.1:0").await?)
-}
-
 impl Stack {
+    /// The product's own single-process [`wxpay::Stack`] on a fresh Postgres
+    /// database and Redis, every service on a port of 127.0.0.1, each service's
+    /// store wrapped to count its calls.
     pub async fn start() -> anyhow::Result<Self> {
         let database_url = testing::fresh_database_url().await?;
         let database_name = database_url
@@ -83,107 +75,47 @@ impl Stack {
             .unwrap_or_default()
             .to_owned();
         let redis_url = testing::redis_url();
-        let pg = PgStore::connect(&database_url, Default::default())
-            .await
-            .context("connecting to the benchmark database")?;
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .connect(&database_url)
             .await?;
-        let store: Arc<dyn Store> = Arc::new(pg);
-        let (payment_store, gateway_store, poller_store) = (
-            crate::counting::CountingStore::new(store.clone()),
-            crate::counting::CountingStore::new(store.clone()),
-            crate::counting::CountingStore::new(store),
-        );
         let counters = Counters {
-            payment: payment_store.counter(),
-            gateway: gateway_store.counter(),
-            poller: poller_store.counter(),
+            payment: Arc::default(),
+            gateway: Arc::default(),
+            poller: Arc::default(),
         };
-        let publisher: Arc<dyn EventPublisher> = Arc::new(RedisPublisher::new(&redis_url)?);
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-
-        let sandbox = wechat_sandbox::spawn(wechat_sandbox::SandboxConfig::for_tests()).await;
-        let merchant = sandbox.merchant().clone();
-
-        let gateway_listener = listener().await?;
-        let gateway_port = gateway_listener.local_addr()?.port();
-        let gateway = gateway::Application::from_parts(
-            gateway_listener,
-            Arc::new(gateway_store),
-            publisher.clone(),
-            merchant.clone(),
-            None,
-        );
-
-        let payment_listener = listener().await?;
-        let payment_port = payment_listener.local_addr()?.port();
-        let wechat_config = WechatConfig {
-            merchant: merchant.clone(),
-            sign_type: SignType::Md5,
-            api_base: sandbox.base_url().to_owned(),
-            notify_url: format!("http://127.0.0.1:{gateway_port}/wechat/pay/notify"),
-        };
-        let wechat = WechatClient::new(
-            sandbox.base_url(),
-            merchant.clone(),
-            ClientOptions::default(),
-        )?;
-        let payment = payment_service::application::Application::from_parts(
-            payment_listener,
-            Arc::new(payment_store),
-            publisher,
-            wechat,
-            &wechat_config,
-            None,
-        );
-
-        let poller_config = poller::Config {
-            database_url: database_url.clone(),
-            redis_url: redis_url.clone(),
-            addr: "127.0.0.1:0".parse()?,
-            metrics_addr: "127.0.0.1:0".parse()?,
-            payment_service_url: format!("http://127.0.0.1:{payment_port}"),
-            api_token: None,
-            deadlines: poller::Deadlines {
-                default: Duration::from_secs(600),
-                max: Duration::from_secs(1800),
-            },
+        let tallies = counters.clone();
+        let loopback = "127.0.0.1:0".parse()?;
+        let settings = wxpay::Settings {
+            storage: wxpay::Storage::Postgres(database_url.clone()),
+            bus: wxpay::Bus::Redis(redis_url.clone()),
+            payment_addr: loopback,
+            gateway_addr: loopback,
+            poller_addr: loopback,
+            poller_metrics_addr: loopback,
+            sandbox_addr: loopback,
             // Every order here is paid by a notification; keep the fallback out of the figures.
             fallback_delay: Duration::from_secs(3600),
             fallback_max_delay: Duration::from_secs(3600),
-            redis_client_name: "wxpay-bench-poller".into(),
-            keepalive_interval: Duration::from_secs(30),
+            ..wxpay::Settings::ephemeral(Default::default())
         };
-        let poller = poller::Application::build_with(
-            poller_config,
-            Arc::new(poller_store),
-            Arc::new(NoQuerier),
-        )
-        .await?;
-        let poller_port = poller.port();
-
-        let s = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = gateway.run_until_stopped(s.cancelled_owned()).await {
-                eprintln!("gateway stopped: {e:#}");
-            }
-        }));
-        let s = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = payment.run_until_stopped(s.cancelled_owned()).await {
-                eprintln!("payment-service stopped: {e:#}");
-            }
-        }));
-        let s = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = poller.run_until_stopped(s.cancelled_owned()).await {
-                eprintln!("poller stopped: {e:#}");
-            }
-        }));
-
+        let merchant = settings.merchant.clone();
+        let parts = wxpay::Parts {
+            store_for: Some(Box::new(move |service, store| {
+                let tally = match service {
+                    wxpay::Service::Payment => tallies.payment.clone(),
+                    wxpay::Service::Gateway => tallies.gateway.clone(),
+                    wxpay::Service::Poller => tallies.poller.clone(),
+                };
+                Arc::new(CountingStore::with_tally(store, tally))
+            })),
+            querier: Some(Arc::new(NoQuerier)),
+            ..Default::default()
+        };
+        let stack = wxpay::Stack::start_with(settings, parts)
+            .await
+            .context("starting the stack")?;
+        let addresses = *stack.addresses();
         Ok(Self {
             database_url,
             database_name,
@@ -191,15 +123,13 @@ impl Stack {
             pool,
             merchant,
             counters,
-            payment_port,
-            gateway_port,
-            poller_port,
+            payment_port: addresses.payment.port(),
+            gateway_port: addresses.gateway.port(),
+            poller_port: addresses.poller.port(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()?,
-            sandbox: Some(sandbox),
-            stop,
-            tasks,
+            stack,
         })
     }
 
@@ -239,13 +169,9 @@ impl Stack {
         Ok(reply.contains("<return_code><![CDATA[SUCCESS]]>"))
     }
 
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        for t in self.tasks.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
-        }
-        if let Some(sandbox) = self.sandbox.take() {
-            let _ = sandbox.shutdown().await;
+    pub async fn stop(self) {
+        if let Err(e) = self.stack.stop().await {
+            eprintln!("stopping the stack: {e:#}");
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::{
     fs::File,
-    net::TcpListener,
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     sync::{
@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
+use wxpay_core::wechat::{ApiKey, Merchant, SignType};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient,
@@ -36,6 +37,19 @@ use wxpay_proto::v1::{
 pub const APP_ID: &str = "wx0123456789abcdef";
 pub const MCH_ID: &str = "1900000109";
 pub const API_KEY: &str = "sandboxtestkey0123456789abcdefgh";
+
+/// [`APP_ID`], [`MCH_ID`] and [`API_KEY`] as the merchant they make.
+pub fn merchant() -> Merchant {
+    let api_key = match ApiKey::parse(API_KEY) {
+        Ok(key) => key,
+        Err(reason) => unreachable!("the harness's test key is valid: {reason}"),
+    };
+    Merchant {
+        app_id: APP_ID.to_owned(),
+        mch_id: MCH_ID.to_owned(),
+        api_key,
+    }
+}
 
 /// The workspace's binaries, each started by [`Stack::start`].
 pub const BINARIES: [&str; 4] = ["wechat-sandbox", "payment-service", "gateway", "poller"];
@@ -276,64 +290,42 @@ impl Stack {
         let database_url = wxpay_store::testing::fresh_database_url().await?;
         let redis_url = wxpay_store::testing::redis_url();
         let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port] = free_ports()?;
-        let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
-        let payment_url = format!("http://127.0.0.1:{payment_port}");
-        let gateway_url = format!("http://127.0.0.1:{gateway_port}");
-        let poller_url = format!("http://127.0.0.1:{poller_port}");
-        let merchant = || {
-            vec![
-                ("WECHAT_APP_ID", APP_ID.to_owned()),
-                ("WECHAT_MCH_ID", MCH_ID.to_owned()),
-                ("WECHAT_API_KEY", API_KEY.to_owned()),
-                ("RUST_LOG", "info".to_owned()),
-            ]
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        // The same settings type the single-process stack runs from: which binary
+        // gets which URL is decided once, in `wxpay::split`.
+        let settings = wxpay::Settings {
+            storage: wxpay::Storage::Postgres(database_url),
+            bus: wxpay::Bus::Redis(redis_url),
+            merchant: merchant(),
+            sign_type: SignType::HmacSha256,
+            payment_addr: local(payment_port),
+            gateway_addr: local(gateway_port),
+            poller_addr: local(poller_port),
+            poller_metrics_addr: local(metrics_port),
+            sandbox_addr: local(sandbox_port),
+            api_token: None,
+            // WeChat's retry schedule 1000 times faster: a retried notification
+            // arrives in milliseconds instead of 15 s.
+            sandbox_time_factor: 1000,
+            fallback_delay: options.fallback_delay,
+            fallback_max_delay: options.fallback_max_delay,
         };
-        let backing = || {
-            let mut env = merchant();
-            env.push(("DATABASE_URL", database_url.clone()));
-            env.push(("REDIS_URL", redis_url.clone()));
+        let env = settings.split_env()?;
+        let with_logs = |mut env: Vec<(&'static str, String)>| {
+            env.push(("RUST_LOG", "info".to_owned()));
             env
         };
-
-        let mut sandbox_env = merchant();
-        sandbox_env.push(("SANDBOX_ADDR", format!("127.0.0.1:{sandbox_port}")));
-        // WeChat's retry schedule 1000 times faster: a retried notification
-        // arrives in milliseconds instead of 15 s.
-        sandbox_env.push(("SANDBOX_TIME_FACTOR", "1000".to_owned()));
-        let mut sandbox = Process::spawn("wechat-sandbox", &sandbox_env)?;
-
-        let mut payment_env = backing();
-        payment_env.extend([
-            ("WECHAT_SIGN_TYPE", "HMAC-SHA256".to_owned()),
-            ("WECHAT_API_BASE", sandbox_url.clone()),
-            (
-                "WECHAT_NOTIFY_URL",
-                format!("{gateway_url}/wechat/pay/notify"),
-            ),
-            ("PAYMENT_ADDR", format!("127.0.0.1:{payment_port}")),
-        ]);
-        let mut payment = Process::spawn("payment-service", &payment_env)?;
-
-        let mut gateway_env = backing();
-        gateway_env.push(("GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")));
-        let mut gateway = Process::spawn("gateway", &gateway_env)?;
-
-        let mut poller_env = backing();
-        poller_env.retain(|(k, _)| !k.starts_with("WECHAT_"));
-        poller_env.extend([
-            ("POLLER_ADDR", format!("127.0.0.1:{poller_port}")),
-            ("POLLER_METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-            ("PAYMENT_SERVICE_URL", payment_url.clone()),
-            (
-                "POLLER_FALLBACK_DELAY_MS",
-                options.fallback_delay.as_millis().to_string(),
-            ),
-            (
-                "POLLER_FALLBACK_MAX_DELAY_MS",
-                options.fallback_max_delay.as_millis().to_string(),
-            ),
-        ]);
-        let mut poller = Process::spawn("poller", &poller_env)?;
+        let url = |port| format!("http://127.0.0.1:{port}");
+        let (sandbox_url, payment_url, gateway_url, poller_url) = (
+            url(sandbox_port),
+            url(payment_port),
+            url(gateway_port),
+            url(poller_port),
+        );
+        let mut sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
+        let mut payment = Process::spawn("payment-service", &with_logs(env.payment))?;
+        let mut gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
+        let mut poller = Process::spawn("poller", &with_logs(env.poller))?;
 
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

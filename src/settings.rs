@@ -1,0 +1,260 @@
+//! What the single-process stack is made of: which store, which bus, which
+//! merchant, which addresses, read from the environment for `cargo run` or built
+//! in code for the demo, the tests and the benchmark; and how a person is shown
+//! the store and bus without their passwords.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use wxpay_core::wechat::{ApiKey, Merchant, SignType};
+use wxpay_runtime::config::{self, ConfigError};
+
+/// Where `cargo run` keeps its orders when `DATABASE_URL` is not set.
+pub const DEFAULT_SQLITE_PATH: &str = "./data/wxpay.db";
+
+/// WeChat's documented test merchant (the values of its signature examples).
+/// Real WeChat refuses them, so they are only good against the sandbox.
+pub const TEST_APP_ID: &str = "wxd930ea5d5a258f4f";
+pub const TEST_MCH_ID: &str = "10000100";
+pub const TEST_API_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+
+/// Where orders live.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A SQLite file in WAL mode (created with its directory when missing).
+    Sqlite(PathBuf),
+    /// A Postgres URL (migrations run at start-up).
+    Postgres(String),
+}
+
+/// How committed events reach the poller.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// [`LocalBus`]: a function call from the publisher into the poller's hub.
+    InProcess,
+    /// Redis pub/sub, as in the split deployment.
+    Redis(String),
+}
+
+/// Everything the embedded stack needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub storage: Storage,
+    pub bus: Bus,
+    pub merchant: Merchant,
+    pub sign_type: SignType,
+    pub payment_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    pub poller_addr: SocketAddr,
+    pub poller_metrics_addr: SocketAddr,
+    pub sandbox_addr: SocketAddr,
+    pub api_token: Option<SecretString>,
+    /// Divides the sandbox's notification retry schedule.
+    pub sandbox_time_factor: u32,
+    /// The poller asks WeChat about a watched unpaid order after this long.
+    pub fallback_delay: Duration,
+    /// The cap of that query's backoff.
+    pub fallback_max_delay: Duration,
+}
+
+impl Settings {
+    /// The split deployment's variables and defaults, except that storage and the
+    /// bus fall back to SQLite and the in-process bus, and the merchant to
+    /// WeChat's test merchant. `WECHAT_API_BASE` and `WECHAT_NOTIFY_URL` are not
+    /// read: this process talks to its own sandbox, which notifies its own gateway.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let storage = match config::optional("DATABASE_URL")? {
+            Some(url) => Storage::Postgres(config::url(
+                "DATABASE_URL",
+                url,
+                &["postgres", "postgresql"],
+            )?),
+            None => Storage::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
+        };
+        let bus = match config::optional("REDIS_URL")? {
+            Some(url) => Bus::Redis(config::url("REDIS_URL", url, &["redis", "rediss"])?),
+            None => Bus::InProcess,
+        };
+        let merchant = match config::optional("WECHAT_APP_ID")? {
+            // A merchant given in the environment must be complete and valid.
+            Some(_) => gateway::config::merchant_from_env()?,
+            None => test_merchant(),
+        };
+        let sign_type = match config::optional("WECHAT_SIGN_TYPE")? {
+            None => SignType::Md5,
+            Some(s) => s
+                .parse()
+                .map_err(|_| ConfigError::new("WECHAT_SIGN_TYPE", "must be MD5 or HMAC-SHA256"))?,
+        };
+        let sandbox_time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
+        if sandbox_time_factor == 0 {
+            return Err(ConfigError::new(
+                "SANDBOX_TIME_FACTOR",
+                "must be a whole number of at least 1",
+            ));
+        }
+        Ok(Self {
+            storage,
+            bus,
+            merchant,
+            sign_type,
+            payment_addr: config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?,
+            gateway_addr: config::addr("GATEWAY_ADDR", gateway::config::DEFAULT_ADDR)?,
+            poller_addr: config::addr("POLLER_ADDR", "0.0.0.0:50052")?,
+            poller_metrics_addr: config::addr("POLLER_METRICS_ADDR", "0.0.0.0:9091")?,
+            sandbox_addr: config::addr("SANDBOX_ADDR", wechat_sandbox::DEFAULT_ADDR)?,
+            api_token: config::api_token()?,
+            sandbox_time_factor,
+            fallback_delay: Duration::from_millis(config::parsed_or(
+                "POLLER_FALLBACK_DELAY_MS",
+                5000,
+            )?),
+            fallback_max_delay: Duration::from_millis(config::parsed_or(
+                "POLLER_FALLBACK_MAX_DELAY_MS",
+                60_000,
+            )?),
+        })
+    }
+
+    /// A private stack: SQLite at `sqlite_path`, the in-process bus, the test
+    /// merchant, every service on a free port of 127.0.0.1, no token. The demo and
+    /// the tests use it; the environment is not read.
+    pub fn ephemeral(sqlite_path: PathBuf) -> Self {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Self {
+            storage: Storage::Sqlite(sqlite_path),
+            bus: Bus::InProcess,
+            merchant: test_merchant(),
+            sign_type: SignType::Md5,
+            payment_addr: any,
+            gateway_addr: any,
+            poller_addr: any,
+            poller_metrics_addr: any,
+            sandbox_addr: any,
+            api_token: None,
+            sandbox_time_factor: 1,
+            fallback_delay: Duration::from_secs(5),
+            fallback_max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// WeChat's documented test merchant.
+pub fn test_merchant() -> Merchant {
+    let api_key = match ApiKey::parse(TEST_API_KEY) {
+        Ok(key) => key,
+        Err(_) => unreachable!("the documented test key is 32 hex digits"),
+    };
+    Merchant {
+        app_id: TEST_APP_ID.to_owned(),
+        mch_id: TEST_MCH_ID.to_owned(),
+        api_key,
+    }
+}
+
+/// How the storage is shown to a person: a Postgres URL without its password.
+pub fn storage_label(storage: &Storage) -> String {
+    match storage {
+        Storage::Sqlite(path) => format!("SQLite {} (WAL)", path.display()),
+        Storage::Postgres(url) => format!("Postgres {}", redact_password(url)),
+    }
+}
+
+/// How the bus is shown to a person.
+pub fn bus_label(bus: &Bus) -> String {
+    match bus {
+        Bus::InProcess => "in-process bus".to_owned(),
+        Bus::Redis(url) => format!("Redis {}", redact_password(url)),
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+pub fn redact_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..start],
+            &authority[..colon],
+            &url[start + at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_banner() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db:5432/wxpay?sslmode=require"),
+            "postgres://app:***@db:5432/wxpay?sslmode=require"
+        );
+        assert_eq!(
+            redact_password("redis://:s3cret@cache:6379"),
+            "redis://:***@cache:6379"
+        );
+        assert_eq!(
+            redact_password("postgres://postgres@127.0.0.1:5432/wxpay"),
+            "postgres://postgres@127.0.0.1:5432/wxpay"
+        );
+    }
+
+    // The only test of this binary that touches these variables, so none races with it.
+    #[test]
+    fn without_database_or_redis_urls_it_runs_on_sqlite_and_the_in_process_bus() {
+        for var in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "WECHAT_APP_ID",
+            "WECHAT_MCH_ID",
+            "WECHAT_API_KEY",
+            "WECHAT_SIGN_TYPE",
+            "PAYMENT_ADDR",
+            "GATEWAY_ADDR",
+            "POLLER_ADDR",
+            "SANDBOX_ADDR",
+        ] {
+            std::env::remove_var(var);
+        }
+        let s = Settings::from_env().expect("nothing is required");
+        assert!(matches!(&s.storage, Storage::Sqlite(p) if p == Path::new(DEFAULT_SQLITE_PATH)));
+        assert!(matches!(s.bus, Bus::InProcess));
+        assert_eq!(s.merchant.app_id, TEST_APP_ID);
+        assert_eq!(s.payment_addr.port(), 50051);
+        assert_eq!(s.gateway_addr.port(), 8080);
+        assert_eq!(s.poller_addr.port(), 50052);
+        assert_eq!(s.sandbox_addr.port(), 8090);
+
+        std::env::set_var("DATABASE_URL", "postgres://app@db/wxpay");
+        std::env::set_var("REDIS_URL", "redis://cache:6379");
+        let s = Settings::from_env().expect("valid URLs");
+        assert!(matches!(s.storage, Storage::Postgres(_)));
+        assert!(matches!(s.bus, Bus::Redis(_)));
+
+        std::env::set_var("REDIS_URL", "cache:6379");
+        let err = Settings::from_env().expect_err("no scheme");
+        assert_eq!(err.var, "REDIS_URL");
+        std::env::remove_var("REDIS_URL");
+        std::env::set_var("WECHAT_APP_ID", "wx0123456789abcdef");
+        let err = Settings::from_env().expect_err("a merchant must be complete");
+        assert_eq!(err.var, "WECHAT_MCH_ID");
+        for var in ["DATABASE_URL", "REDIS_URL", "WECHAT_APP_ID"] {
+            std::env::remove_var(var);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The split deployment of the same [`Settings`]: the environment each of the
+//! four binaries needs so that they find each other exactly as the in-process
+//! [`Stack`](crate::Stack) wires them (the sandbox plays WeChat, payment-service
+//! calls it and gives it the gateway as `notify_url`, the poller falls back to
+//! payment-service's QueryOrder). The end-to-end harness starts the binaries
+//! with it; docker-compose.yml says the same in YAML.
+
+use secrecy::ExposeSecret;
+
+use crate::{
+    addresses::reachable_addr,
+    settings::{Bus, Settings, Storage},
+};
+
+/// Environment variables for one binary.
+pub type Env = Vec<(&'static str, String)>;
+
+/// Each binary's environment.
+#[derive(Debug, Clone)]
+pub struct SplitEnv {
+    pub sandbox: Env,
+    pub payment: Env,
+    pub gateway: Env,
+    pub poller: Env,
+}
+
+impl Settings {
+    /// The split deployment's environment. The split services keep their state
+    /// in Postgres and talk over Redis, and each address must be a real port
+    /// (a harness picks free ones).
+    pub fn split_env(&self) -> anyhow::Result<SplitEnv> {
+        let Storage::Postgres(database_url) = &self.storage else {
+            anyhow::bail!("the split deployment needs Postgres (DATABASE_URL)");
+        };
+        let Bus::Redis(redis_url) = &self.bus else {
+            anyhow::bail!("the split deployment needs Redis (REDIS_URL)");
+        };
+        for (var, addr) in [
+            ("SANDBOX_ADDR", self.sandbox_addr),
+            ("PAYMENT_ADDR", self.payment_addr),
+            ("GATEWAY_ADDR", self.gateway_addr),
+            ("POLLER_ADDR", self.poller_addr),
+            ("POLLER_METRICS_ADDR", self.poller_metrics_addr),
+        ] {
+            anyhow::ensure!(
+                addr.port() != 0,
+                "{var} needs a fixed port in the split deployment"
+            );
+        }
+        let url = |addr| format!("http://{}", reachable_addr(addr));
+        let merchant: Env = vec![
+            ("WECHAT_APP_ID", self.merchant.app_id.clone()),
+            ("WECHAT_MCH_ID", self.merchant.mch_id.clone()),
+            (
+                "WECHAT_API_KEY",
+                self.merchant.api_key.expose_secret().to_owned(),
+            ),
+        ];
+        let mut backing: Env = vec![
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis_url.clone()),
+        ];
+        if let Some(token) = &self.api_token {
+            backing.push(("API_TOKEN", token.expose_secret().to_owned()));
+        }
+
+        let mut sandbox = merchant.clone();
+        sandbox.extend([
+            ("SANDBOX_ADDR", self.sandbox_addr.to_string()),
+            ("SANDBOX_TIME_FACTOR", self.sandbox_time_factor.to_string()),
+        ]);
+
+        let mut payment = merchant.clone();
+        payment.extend(backing.clone());
+        payment.extend([
+            ("WECHAT_SIGN_TYPE", self.sign_type.as_str().to_owned()),
+            ("WECHAT_API_BASE", url(self.sandbox_addr)),
+            (
+                "WECHAT_NOTIFY_URL",
+                format!("{}/wechat/pay/notify", url(self.gateway_addr)),
+            ),
+            ("PAYMENT_ADDR", self.payment_addr.to_string()),
+        ]);
+
+        let mut gateway = merchant;
+        gateway.extend(backing.clone());
+        gateway.push(("GATEWAY_ADDR", self.gateway_addr.to_string()));
+
+        // The poller signs nothing and verifies nothing: no merchant key for it.
+        let mut poller = backing;
+        poller.extend([
+            ("POLLER_ADDR", self.poller_addr.to_string()),
+            ("POLLER_METRICS_ADDR", self.poller_metrics_addr.to_string()),
+            ("PAYMENT_SERVICE_URL", url(self.payment_addr)),
+            (
+                "POLLER_FALLBACK_DELAY_MS",
+                self.fallback_delay.as_millis().to_string(),
+            ),
+            (
+                "POLLER_FALLBACK_MAX_DELAY_MS",
+                self.fallback_max_delay.as_millis().to_string(),
+            ),
+        ]);
+        Ok(SplitEnv {
+            sandbox,
+            payment,
+            gateway,
+            poller,
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! The one assembly of the product in a process: the WeChat Pay sandbox,
+//! payment-service, the gateway and the poller over one store and one event bus,
+//! each on its own listener, with one shutdown for all. `cargo run`, `cargo run
+//! -- demo`, the embedded tests and the benchmark driver all start it; the split
+//! deployment's harness derives its processes' environment from the same
+//! [`Settings`] (see `split`).
+//!
+//! It owns the wiring only. Each service keeps its own `Application`, the same
+//! code as the split deployment, so the gRPC and HTTP contract is the split
+//! deployment's. What a caller may swap is in [`Parts`].
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use payment_service::{
+    config::WechatConfig,
+    wechat::{ClientOptions, WechatClient},
+};
+use poller::{Deadlines, OrderQuerier};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use wechat_sandbox::{Sandbox, SandboxConfig};
+use wxpay_store::{EventPublisher, LocalBus, PgStore, RedisPublisher, SqliteStore, Store};
+
+use crate::{
+    addresses::{bind, reachable, reachable_addr, with_port, Addresses},
+    querier::InProcessQuerier,
+    settings::{storage_label, Bus, Settings, Storage},
+};
+
+/// A service that uses the store, for [`Parts::store_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Payment,
+    Gateway,
+    Poller,
+}
+
+type StoreWrapper = Box<dyn Fn(Service, Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>;
+
+/// What a caller may put in place of the stack's own parts.
+#[derive(Default)]
+pub struct Parts {
+    /// A store to use instead of opening the one `Settings::storage` names.
+    pub store: Option<Arc<dyn Store>>,
+    /// Wraps the store each service gets (the benchmark counts calls per service).
+    pub store_for: Option<StoreWrapper>,
+    /// How the poller asks about a watched order whose notification is late;
+    /// payment-service's own `QueryOrder`, in process, by default.
+    pub querier: Option<Arc<dyn OrderQuerier>>,
+}
+
+/// The four services, running.
+pub struct Stack {
+    addresses: Addresses,
+    settings: Settings,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    /// The name of each service whose task ended, in order.
+    ended: mpsc::UnboundedReceiver<&'static str>,
+    /// Closed last, so the WAL is checkpointed into the database file.
+    sqlite: Option<SqliteStore>,
+}
+
+impl Stack {
+    /// Opens the store, binds every listener and starts serving. Fails (with the
+    /// address or URL at fault) before anything is served.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        Self::start_with(settings, Parts::default()).await
+    }
+
+    /// [`Stack::start`] with some parts supplied by the caller.
+    pub async fn start_with(settings: Settings, parts: Parts) -> anyhow::Result<Self> {
+        let (store, sqlite) = match parts.store {
+            Some(store) => (store, None),
+            None => open_store(&settings.storage).await?,
+        };
+        let store_for = |service| match &parts.store_for {
+            Some(wrap) => wrap(service, store.clone()),
+            None => store.clone(),
+        };
+        let local_bus = LocalBus::new();
+        let publisher: Arc<dyn EventPublisher> = match &settings.bus {
+            Bus::InProcess => Arc::new(local_bus.clone()),
+            Bus::Redis(url) => Arc::new(RedisPublisher::new(url).context("cannot use REDIS_URL")?),
+        };
+
+        // The sandbox and the gateway are bound first: payment-service needs the
+        // sandbox's URL as its WeChat API and the gateway's as its notify_url.
+        let sandbox_config = SandboxConfig {
+            time_factor: settings.sandbox_time_factor,
+            ..SandboxConfig::new(settings.merchant.clone())
+        };
+        let sandbox = Sandbox::build(sandbox_config, settings.sandbox_addr)
+            .await
+            .with_context(|| format!("cannot listen on SANDBOX_ADDR {}", settings.sandbox_addr))?;
+        let gateway_listener = bind("GATEWAY_ADDR", settings.gateway_addr).await?;
+        let payment_listener = bind("PAYMENT_ADDR", settings.payment_addr).await?;
+        let partial = Addresses {
+            payment: reachable(&payment_listener)?,
+            gateway: reachable(&gateway_listener)?,
+            poller: settings.poller_addr,
+            poller_metrics: settings.poller_metrics_addr,
+            sandbox: reachable_addr(sandbox.local_addr()?),
+        };
+
+        let wechat_config = WechatConfig {
+            merchant: settings.merchant.clone(),
+            sign_type: settings.sign_type,
+            api_base: partial.sandbox_url(),
+            notify_url: partial.notify_url(),
+        };
+        let wechat = WechatClient::new(
+            &wechat_config.api_base,
+            wechat_config.merchant.clone(),
+            ClientOptions::default(),
+        )
+        .context("cannot build the WeChat Pay client")?;
+        let payment = payment_service::Application::from_parts(
+            payment_listener,
+            store_for(Service::Payment),
+            publisher.clone(),
+            wechat,
+            &wechat_config,
+            settings.api_token.clone(),
+        );
+        let gateway = gateway::Application::from_parts(
+            gateway_listener,
+            store_for(Service::Gateway),
+            publisher.clone(),
+            settings.merchant.clone(),
+            None,
+        );
+        // One metrics registry for the process: the gateway installs it, and the
+        // poller's /metrics renders the same one instead of an empty registry.
+        poller::metrics::use_installed(gateway.state().metrics.clone());
+
+        let poller_config = poller::Config {
+            database_url: storage_label(&settings.storage),
+            redis_url: match &settings.bus {
+                Bus::Redis(url) => url.clone(),
+                Bus::InProcess => String::new(),
+            },
+            addr: settings.poller_addr,
+            metrics_addr: settings.poller_metrics_addr,
+            payment_service_url: partial.payment_url(),
+            api_token: settings.api_token.clone(),
+            deadlines: Deadlines {
+                default: Duration::from_secs(300),
+                max: Duration::from_secs(1800),
+            },
+            fallback_delay: settings.fallback_delay,
+            fallback_max_delay: settings.fallback_max_delay,
+            redis_client_name: "wxpay-embedded".to_owned(),
+            keepalive_interval: Duration::from_secs(30),
+        };
+        let querier = parts
+            .querier
+            .unwrap_or_else(|| Arc::new(InProcessQuerier::new(payment.payments())));
+        let poller_store = store_for(Service::Poller);
+        let poller = match &settings.bus {
+            Bus::InProcess => {
+                poller::Application::build_with_feed(
+                    poller_config,
+                    poller_store,
+                    querier,
+                    |sink, _| local_bus.feed(sink),
+                )
+                .await
+            }
+            Bus::Redis(_) => {
+                poller::Application::build_with(poller_config, poller_store, querier).await
+            }
+        }
+        .context("cannot start the poller (POLLER_ADDR / POLLER_METRICS_ADDR)")?;
+        let addresses = Addresses {
+            poller: with_port(settings.poller_addr, poller.port()),
+            poller_metrics: with_port(settings.poller_metrics_addr, poller.metrics_port()),
+            ..partial
+        };
+
+        let stop = CancellationToken::new();
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        let mut spawn = |name: &'static str, service: BoxFuture<'static, anyhow::Result<()>>| {
+            let ended_tx = ended_tx.clone();
+            let task = tokio::spawn(async move {
+                let outcome = service.await;
+                // Only `run_until` listens; after shutdown nobody does, which is fine.
+                let _ = ended_tx.send(name);
+                outcome
+            });
+            tasks.push((name, task));
+        };
+        let signal = || stop.clone().cancelled_owned();
+        spawn(
+            "wechat-sandbox",
+            Box::pin({
+                let s = signal();
+                async move { sandbox.run_until_stopped(s).await.map_err(Into::into) }
+            }),
+        );
+        spawn("gateway", Box::pin(gateway.run_until_stopped(signal())));
+        spawn(
+            "payment-service",
+            Box::pin(payment.run_until_stopped(signal())),
+        );
+        spawn("poller", Box::pin(poller.run_until_stopped(signal())));
+        Ok(Self {
+            addresses,
+            settings,
+            store,
+            stop,
+            tasks,
+            ended,
+            sqlite,
+        })
+    }
+
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store every service shares (unwrapped).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves (or a service stops on its own, which is
+    /// a failure), then stops everything gracefully.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        // A service ends on its own only when it failed; then the rest stop too,
+        // rather than leave a half-working product running.
+        let early = tokio::select! {
+            _ = shutdown => None,
+            name = self.ended.recv() => name,
+        };
+        let result = self.stop().await;
+        match early {
+            Some(name) => Err(anyhow::anyhow!(
+                "{name} stopped unexpectedly; everything was shut down"
+            )),
+            None => result,
+        }
+    }
+
+    /// Stops every service (each drains its in-flight work, bounded) and closes
+    /// the store. Returns the first service failure, if any.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            let outcome = match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context(format!("{name} failed"))),
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            };
+            tracing::debug!(service = name, "stopped");
+            if let Err(e) = outcome {
+                tracing::error!(error = format!("{e:#}"), "service failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(sqlite) = self.sqlite {
+            sqlite.close().await;
+        }
+        tracing::info!("all services stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The store `storage` names, and the SQLite handle to close last when it is one.
+async fn open_store(storage: &Storage) -> anyhow::Result<(Arc<dyn Store>, Option<SqliteStore>)> {
+    Ok(match storage {
+        Storage::Sqlite(path) => {
+            let store = SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
+            (Arc::new(store.clone()), Some(store))
+        }
+        Storage::Postgres(url) => (
+            Arc::new(
+                PgStore::connect(url, Default::default())
+                    .await
+                    .context("cannot use DATABASE_URL")?,
+            ),
+            None,
+        ),
+    })
+}
