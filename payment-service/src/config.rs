@@ -3,7 +3,7 @@
 //! a bad value, no secret echoed) are in `wxpay_runtime::config`.
 
 use wxpay_core::wechat::{Merchant, SignType};
-use wxpay_runtime::config::{merchant_from_env, optional, required, url, ConfigError};
+use wxpay_runtime::config::{self as env, optional, required, url, ConfigError};
 
 /// The merchant and how to reach WeChat.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
 
 impl WechatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let merchant = merchant_from_env()?;
+        let merchant = env::merchant_from_env()?;
         let sign_type = match optional("WECHAT_SIGN_TYPE")? {
             None => SignType::Md5,
             Some(s) => s

@@ -265,7 +265,7 @@ fn addr_default(second: &str, crate_code: &str) -> Option<String> {
         .map(|(v, _)| v.to_owned())
 }
 
-/// Everything `payment_service::config` offers: the helper names, and for each
+/// Everything `wxpay_runtime::config` offers: the helper names, and for each
 /// of its functions that reads fixed variables, how a call to it looks and
 /// what it reads.
 struct SharedConfig {
@@ -275,7 +275,7 @@ struct SharedConfig {
 
 fn shared_config() -> SharedConfig {
     let code = production_source(&read(
-        &workspace_root().join("payment-service/src/config.rs"),
+        &workspace_root().join("runtime/src/config.rs"),
     ));
     let helpers = helpers_defined(&code);
     let mut readers = Vec::new();
@@ -375,10 +375,10 @@ fn shared_config() -> SharedConfig {
 }
 
 /// The variables every binary may read besides its own: the logging setup
-/// (`payment_service::telemetry`), which every `main` calls.
+/// (`wxpay_runtime::telemetry`), which every `main` calls.
 fn telemetry_vars() -> BTreeSet<String> {
     let code = production_source(&read(
-        &workspace_root().join("payment-service/src/telemetry.rs"),
+        &workspace_root().join("runtime/src/telemetry.rs"),
     ));
     let mut vars: BTreeSet<String> = code
         .match_indices("env::var(\"")
@@ -398,10 +398,10 @@ fn telemetry_vars() -> BTreeSet<String> {
 /// Scans a binary's crate for what it reads.
 fn env_use(bin: &Bin, shared: &SharedConfig) -> EnvUse {
     let files = rust_files(&bin.src_dir);
-    let shared_path = workspace_root().join("payment-service/src/config.rs");
+    let shared_path = workspace_root().join("runtime/src/config.rs");
     let code: String = files
         .iter()
-        // payment-service's own config.rs defines the shared helpers; what they
+        // wxpay-runtime's config.rs defines the shared helpers; what they
         // read counts only where they are called.
         .filter(|f| f.canonicalize().ok() != shared_path.canonicalize().ok())
         .map(|f| production_source(&read(f)))
