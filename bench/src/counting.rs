@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 use wxpay_store::{
-    Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError, Transition,
-    TransitionOutcome,
+    Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
+    Transition, TransitionOutcome,
 };
 
 /// Calls made and nanoseconds spent inside them, shared and readable while in use.
@@ -114,6 +114,35 @@ impl Store for CountingStore {
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let _t = self.tick();
         self.inner.transition(t).await
+    }
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueOrder>, StoreError> {
+        let _t = self.tick();
+        self.inner
+            .claim_due(now, created_before, limit, claim_until)
+            .await
+    }
+    async fn schedule_check(
+        &self,
+        out_trade_no: &OutTradeNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _t = self.tick();
+        self.inner.schedule_check(out_trade_no, at).await
+    }
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        let _t = self.tick();
+        self.inner.try_lease(name, holder, ttl).await
     }
     async fn unpublished_events(
         &self,

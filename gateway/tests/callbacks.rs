@@ -167,7 +167,7 @@ async fn paid_order(app: &TestApp, fen: i64) -> Order {
         source: EventSource::Notify,
     };
     match app.store.transition(&t).await.expect("paid") {
-        TransitionOutcome::Applied { order, event } => {
+        TransitionOutcome::Applied { order, event, .. } => {
             // As if the payment's event had gone out long ago: only the refund's is news.
             app.store
                 .mark_published(&[event.id])

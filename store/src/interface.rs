@@ -51,8 +51,12 @@ pub struct Transition {
 /// What `transition` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
-    /// The status changed; `event` is the outbox row written with it.
-    Applied { order: Order, event: OrderEvent },
+    /// The status changed from `previous`; `event` is the outbox row written with it.
+    Applied {
+        order: Order,
+        event: OrderEvent,
+        previous: OrderStatus,
+    },
     /// The move is not allowed from the current status: nothing changed.
     Unchanged { order: Order },
 }
@@ -134,6 +138,14 @@ pub struct Anomaly {
     pub detail: String,
 }
 
+/// An unsettled order the reconciler claimed, and how many times it has been
+/// claimed (this time included), which sets how long until the next question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueOrder {
+    pub order: Order,
+    pub attempts: u32,
+}
+
 /// How far behind the relay is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxBacklog {
@@ -153,13 +165,43 @@ pub trait Store: Send + Sync + 'static {
         key: &IdempotencyKey,
     ) -> Result<Option<Order>, StoreError>;
 
-    /// Records the prepay_id WeChat gave for an unpaid order.
+    /// Records the prepay_id WeChat gave, if the order is still NOTPAY; returns
+    /// the order as it stands either way (a caller seeing another status must
+    /// not hand out payment parameters).
     async fn set_prepay(
         &self,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
         prepay_expires_at: DateTime<Utc>,
     ) -> Result<Order, StoreError>;
+
+    /// Claims up to `limit` unsettled orders (NOTPAY, USERPAYING, PAYERROR)
+    /// created at or before `created_before` whose next check is due at `now`,
+    /// oldest due first: each one's next check moves to `claim_until` and its
+    /// attempt count goes up, in the same statement, so no other claim takes it.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueOrder>, StoreError>;
+
+    /// When the reconciler should next look at an order.
+    async fn schedule_check(
+        &self,
+        out_trade_no: &OutTradeNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; false while
+    /// another holder's lease runs. One replica at a time runs a background job.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Moves an order to `t.to` if the state machine allows it from its current status,
     /// bumping `version` and writing the outbox event in the same transaction.

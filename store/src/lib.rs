@@ -27,8 +27,8 @@ pub mod testing;
 
 pub use events::{EventFeed, EventPublisher, EventSink, PublishError, RedisPublisher};
 pub use interface::{
-    Anomaly, AnomalyKind, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
-    Transition, TransitionOutcome,
+    Anomaly, AnomalyKind, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
+    StoreError, Transition, TransitionOutcome,
 };
 pub use ledger::Ledger;
 pub use local_bus::LocalBus;

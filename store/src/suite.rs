@@ -123,7 +123,12 @@ pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Sto
         .await
         .expect("transition")
     {
-        TransitionOutcome::Applied { order, event } => {
+        TransitionOutcome::Applied {
+            order,
+            event,
+            previous,
+        } => {
+            assert_eq!(previous, OrderStatus::NotPay);
             assert_eq!(order.status, OrderStatus::Success);
             assert_eq!(order.version, 2);
             assert_eq!(order.transaction_id.as_deref(), Some("4200000001"));
@@ -323,6 +328,175 @@ pub async fn notifications_are_kept_in_batches(store: Arc<dyn Store>) {
 
 /// Expands to one `#[tokio::test]` per suite function, each on a fresh store
 /// made by `$make` (an async expression returning `Arc<dyn Store>`).
+fn close(no: &OutTradeNo) -> Transition {
+    Transition {
+        to: OrderStatus::Closed,
+        transaction_id: None,
+        cash_fee: None,
+        paid_at: None,
+        source: EventSource::Close,
+        ..pay(no, "")
+    }
+}
+
+pub async fn a_verified_payment_wins_over_a_local_close(store: Arc<dyn Store>) {
+    let new = new_order(7);
+    insert(store.as_ref(), &new).await;
+    store
+        .transition(&close(&new.out_trade_no))
+        .await
+        .expect("close");
+    match store
+        .transition(&pay(&new.out_trade_no, "4200000007"))
+        .await
+        .expect("pay")
+    {
+        TransitionOutcome::Applied {
+            order, previous, ..
+        } => {
+            assert_eq!(
+                previous,
+                OrderStatus::Closed,
+                "the caller can tell it was closed"
+            );
+            assert_eq!(order.status, OrderStatus::Success);
+            assert_eq!(order.version, 3);
+        }
+        TransitionOutcome::Unchanged { order } => {
+            panic!("a payment WeChat confirmed was refused: {order:?}")
+        }
+    }
+}
+
+pub async fn prepay_ids_are_kept_only_for_unpaid_orders(store: Arc<dyn Store>) {
+    let new = new_order(8);
+    insert(store.as_ref(), &new).await;
+    store
+        .transition(&close(&new.out_trade_no))
+        .await
+        .expect("close");
+    let until = Utc::now() + chrono::Duration::minutes(115);
+    let order = store
+        .set_prepay(&new.out_trade_no, "wx-late", until)
+        .await
+        .expect("set_prepay");
+    assert_eq!(order.status, OrderStatus::Closed);
+    assert_eq!(
+        order.prepay_id, None,
+        "a closed order got payment parameters"
+    );
+}
+
+pub async fn due_orders_are_claimed_once_then_when_scheduled(store: Arc<dyn Store>) {
+    let unpaid = insert(store.as_ref(), &new_order(9)).await;
+    let paid = insert(store.as_ref(), &new_order(10)).await;
+    store
+        .transition(&pay(&paid.out_trade_no, "4200000010"))
+        .await
+        .expect("pay");
+    let now = Utc::now() + chrono::Duration::seconds(1);
+    let claim_until = now + chrono::Duration::minutes(2);
+
+    let too_young = store
+        .claim_due(
+            now,
+            unpaid.created_at - chrono::Duration::seconds(1),
+            10,
+            claim_until,
+        )
+        .await
+        .expect("claim");
+    assert!(
+        too_young.is_empty(),
+        "an order younger than `after` was claimed"
+    );
+
+    let first = store
+        .claim_due(now, now, 10, claim_until)
+        .await
+        .expect("claim");
+    let numbers: Vec<_> = first.iter().map(|d| d.order.out_trade_no.clone()).collect();
+    assert_eq!(
+        numbers,
+        vec![unpaid.out_trade_no.clone()],
+        "only the unsettled order"
+    );
+    assert_eq!(first[0].attempts, 1);
+    assert!(
+        store
+            .claim_due(now, now, 10, claim_until)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a claimed order was claimed again"
+    );
+
+    store
+        .schedule_check(&unpaid.out_trade_no, now - chrono::Duration::seconds(1))
+        .await
+        .expect("schedule");
+    let again = store
+        .claim_due(now, now, 10, claim_until)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2, "attempts count up");
+}
+
+pub async fn concurrent_claims_never_share_an_order(store: Arc<dyn Store>) {
+    let mut all = Vec::new();
+    for i in 0..20 {
+        all.push(
+            insert(store.as_ref(), &new_order(100 + i))
+                .await
+                .out_trade_no,
+        );
+    }
+    let now = Utc::now() + chrono::Duration::seconds(1);
+    let until = now + chrono::Duration::minutes(2);
+    let claims = futures::future::join_all((0..4).map(|_| {
+        let store = store.clone();
+        async move { store.claim_due(now, now, 7, until).await.expect("claim") }
+    }))
+    .await;
+    let mut claimed: Vec<_> = claims
+        .into_iter()
+        .flatten()
+        .map(|d| d.order.out_trade_no)
+        .collect();
+    let count = claimed.len();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), count, "two claims took the same order");
+    all.sort();
+    assert_eq!(claimed, all, "every due order was claimed by someone");
+}
+
+pub async fn one_holder_at_a_time_holds_a_lease(store: Arc<dyn Store>) {
+    let long = chrono::Duration::seconds(30);
+    assert!(store.try_lease("job", "a", long).await.expect("lease"));
+    assert!(
+        !store.try_lease("job", "b", long).await.expect("lease"),
+        "b took a's lease"
+    );
+    assert!(
+        store.try_lease("job", "a", long).await.expect("lease"),
+        "a renews its own"
+    );
+    assert!(
+        store.try_lease("other", "b", long).await.expect("lease"),
+        "leases are per name"
+    );
+
+    let short = chrono::Duration::milliseconds(50);
+    assert!(store.try_lease("brief", "a", short).await.expect("lease"));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        store.try_lease("brief", "b", long).await.expect("lease"),
+        "a lease that ran out is taken over"
+    );
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($make:expr) => {
@@ -337,7 +511,12 @@ macro_rules! store_suite {
             transitions_of_unknown_orders_are_not_found,
             the_outbox_hands_out_unpublished_events_until_marked,
             notifications_and_anomalies_are_kept,
-            notifications_are_kept_in_batches
+            notifications_are_kept_in_batches,
+            a_verified_payment_wins_over_a_local_close,
+            prepay_ids_are_kept_only_for_unpaid_orders,
+            due_orders_are_claimed_once_then_when_scheduled,
+            concurrent_claims_never_share_an_order,
+            one_holder_at_a_time_holds_a_lease
         );
     };
     (@tests $make:expr; $($name:ident),*) => {

@@ -16,8 +16,8 @@ use wxpay_core::domain::{
     EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
 };
 use wxpay_store::{
-    suite::new_order, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, SqliteStore,
-    Store, StoreError, Transition, TransitionOutcome,
+    suite::new_order, Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog,
+    SqliteStore, Store, StoreError, Transition, TransitionOutcome,
 };
 
 async fn fresh_sqlite() -> Arc<dyn Store> {
@@ -73,6 +73,32 @@ mod file_backed {
         }
         async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
             self.store.transition(t).await
+        }
+        async fn claim_due(
+            &self,
+            now: DateTime<Utc>,
+            created_before: DateTime<Utc>,
+            limit: i64,
+            claim_until: DateTime<Utc>,
+        ) -> Result<Vec<DueOrder>, StoreError> {
+            self.store
+                .claim_due(now, created_before, limit, claim_until)
+                .await
+        }
+        async fn schedule_check(
+            &self,
+            no: &OutTradeNo,
+            at: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.store.schedule_check(no, at).await
+        }
+        async fn try_lease(
+            &self,
+            name: &str,
+            holder: &str,
+            ttl: chrono::Duration,
+        ) -> Result<bool, StoreError> {
+            self.store.try_lease(name, holder, ttl).await
         }
         async fn unpublished_events(
             &self,
@@ -145,7 +171,9 @@ async fn a_file_store_keeps_orders_and_unsent_events_across_a_reopen() {
     let InsertOutcome::Inserted(_) = store.insert_order(&new).await.expect("insert") else {
         panic!("a fresh key was reported taken");
     };
-    let TransitionOutcome::Applied { order: paid, event } = store
+    let TransitionOutcome::Applied {
+        order: paid, event, ..
+    } = store
         .transition(&payment(&new.out_trade_no))
         .await
         .expect("pay")

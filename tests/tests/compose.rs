@@ -274,9 +274,7 @@ struct SharedConfig {
 }
 
 fn shared_config() -> SharedConfig {
-    let code = production_source(&read(
-        &workspace_root().join("runtime/src/config.rs"),
-    ));
+    let code = production_source(&read(&workspace_root().join("runtime/src/config.rs")));
     let helpers = helpers_defined(&code);
     let mut readers = Vec::new();
     let mut current_impl: Option<String> = None;
@@ -377,9 +375,7 @@ fn shared_config() -> SharedConfig {
 /// The variables every binary may read besides its own: the logging setup
 /// (`wxpay_runtime::telemetry`), which every `main` calls.
 fn telemetry_vars() -> BTreeSet<String> {
-    let code = production_source(&read(
-        &workspace_root().join("runtime/src/telemetry.rs"),
-    ));
+    let code = production_source(&read(&workspace_root().join("runtime/src/telemetry.rs")));
     let mut vars: BTreeSet<String> = code
         .match_indices("env::var(\"")
         .filter_map(|(i, m)| {

@@ -44,18 +44,35 @@ impl OrderStatus {
 
     /// The statuses an order may be in for a move to `self` to be allowed.
     ///
-    /// `NOTPAY → SUCCESS | CLOSED | PAYERROR | USERPAYING | REVOKED`,
-    /// `USERPAYING → SUCCESS | PAYERROR | CLOSED | REVOKED`, `SUCCESS → REFUND`.
-    /// REVOKED is not in the design's diagram, but `orderquery` can report it and it is
-    /// as final as CLOSED, so an unpaid order may take it.
+    /// WeChat's word on money wins: a verified payment moves every unsettled
+    /// order (NOTPAY, USERPAYING, PAYERROR) and even a closed or revoked one to
+    /// SUCCESS; the caller records the latter as an anomaly (paid after close),
+    /// since the merchant may want to refund it. PAYERROR is not final at WeChat
+    /// (the payer may try again) and an unsettled order closes when WeChat closes
+    /// it. SUCCESS only ever becomes REFUND.
+    ///
+    /// `NOTPAY → USERPAYING | SUCCESS | PAYERROR | CLOSED | REVOKED`,
+    /// `USERPAYING → SUCCESS | PAYERROR | CLOSED | REVOKED`,
+    /// `PAYERROR → SUCCESS | CLOSED`, `CLOSED | REVOKED → SUCCESS`, `SUCCESS → REFUND`.
     pub fn allowed_from(self) -> &'static [OrderStatus] {
         use OrderStatus::*;
         match self {
             NotPay => &[],
             UserPaying => &[NotPay],
-            Success | PayError | Closed | Revoked => &[NotPay, UserPaying],
+            Success => &[NotPay, UserPaying, PayError, Closed, Revoked],
+            PayError | Revoked => &[NotPay, UserPaying],
+            Closed => &[NotPay, UserPaying, PayError],
             Refund => &[Success],
         }
+    }
+
+    /// Settled as far as the payer is concerned: no longer waiting for a payment.
+    /// PAYERROR is not settled (the payer may try again).
+    pub fn is_unsettled(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError
+        )
     }
 
     pub fn can_become(self, next: OrderStatus) -> bool {
@@ -114,16 +131,31 @@ mod tests {
     }
 
     #[test]
-    fn final_states_never_move_and_nothing_goes_back_to_notpay() {
-        for from in [Closed, PayError, Revoked, Refund] {
+    fn a_verified_payment_wins_over_every_unpaid_state() {
+        for from in [NotPay, UserPaying, PayError, Closed, Revoked] {
+            assert!(from.can_become(Success), "{from} -> SUCCESS");
+        }
+        assert!(
+            PayError.can_become(Closed),
+            "an expired failed order closes"
+        );
+    }
+
+    #[test]
+    fn closed_revoked_and_refunded_orders_move_only_to_a_payment() {
+        for from in [Closed, Revoked] {
             for next in OrderStatus::ALL {
-                assert!(!from.can_become(next), "{from} -> {next}");
+                assert_eq!(from.can_become(next), next == Success, "{from} -> {next}");
             }
+        }
+        for next in OrderStatus::ALL {
+            assert!(!Refund.can_become(next), "REFUND -> {next}");
         }
         for from in OrderStatus::ALL {
             assert!(!from.can_become(NotPay));
         }
         assert!(!NotPay.can_become(Refund));
+        assert!(!PayError.can_become(UserPaying));
     }
 
     #[test]

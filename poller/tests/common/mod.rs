@@ -311,7 +311,7 @@ impl OrderQuerier for WechatQuerier {
         if paid {
             return Ok(
                 match pay_in_db(self.store.as_ref(), out_trade_no, EventSource::Query).await {
-                    TransitionOutcome::Applied { order, event } => {
+                    TransitionOutcome::Applied { order, event, .. } => {
                         events::publish_committed(self.store.as_ref(), &self.publisher, &event)
                             .await;
                         order.status

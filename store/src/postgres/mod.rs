@@ -65,6 +65,7 @@ impl PgStore {
     }
 }
 
+mod lifecycle;
 mod queries;
 mod rows;
 

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::{
-    columns::applied_event, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
-    StoreError, Transition, TransitionOutcome,
+    columns::{applied_event, corrupt},
+    Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
+    Transition, TransitionOutcome,
 };
 use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
@@ -84,7 +85,7 @@ impl Store for PgStore {
     ) -> Result<Order, StoreError> {
         let sql = format!(
             "UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, updated_at = now() \
-             WHERE out_trade_no = $1 RETURNING {ORDER_COLUMNS}"
+             WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING {ORDER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(out_trade_no.as_str())
@@ -92,22 +93,31 @@ impl Store for PgStore {
             .bind(prepay_expires_at)
             .fetch_optional(&self.pool)
             .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        order_from_row(&row)
+            .map_err(map_err)?;
+        match row {
+            Some(row) => order_from_row(&row),
+            // Paid, closed or failed meanwhile: the prepay_id is not kept.
+            None => self.order(out_trade_no).await?.ok_or(StoreError::NotFound),
+        }
     }
 
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let allowed: Vec<&str> = t.to.allowed_from().iter().map(|s| s.as_str()).collect();
         let sql = format!(
-            "WITH updated AS ( \
+            // `prev` locks the row and reads the status it moves from; FOR UPDATE
+            // re-reads a row changed concurrently, so `previous` is the status
+            // the UPDATE really replaced.
+            "WITH prev AS ( \
+                SELECT out_trade_no AS prev_no, status AS previous FROM orders \
+                WHERE out_trade_no = $1 AND status = ANY($6) FOR UPDATE \
+             ), updated AS ( \
                 UPDATE orders SET status = $2, version = version + 1, \
                     transaction_id = COALESCE($3, transaction_id), \
                     cash_fee = COALESCE($4, cash_fee), \
                     paid_at = CASE WHEN $2 = 'SUCCESS' THEN COALESCE($5, now()) ELSE paid_at END, \
                     updated_at = now() \
-                WHERE out_trade_no = $1 AND status = ANY($6) \
-                RETURNING {ORDER_COLUMNS} \
+                FROM prev WHERE orders.out_trade_no = prev.prev_no \
+                RETURNING {ORDER_COLUMNS}, prev.previous \
              ), ev AS ( \
                 INSERT INTO order_events (out_trade_no, status, version, transaction_id, total_fee, source) \
                 SELECT out_trade_no, status, version, transaction_id, total_fee, $7 FROM updated \
@@ -132,8 +142,13 @@ impl Store for PgStore {
                 let occurred_at: DateTime<Utc> =
                     row.try_get("event_occurred_at").map_err(map_err)?;
                 let id: i64 = row.try_get("event_id").map_err(map_err)?;
+                let previous: String = row.try_get("previous").map_err(map_err)?;
                 let event = applied_event(&order, id, occurred_at, t.source);
-                Ok(TransitionOutcome::Applied { order, event })
+                Ok(TransitionOutcome::Applied {
+                    order,
+                    event,
+                    previous: previous.parse().map_err(corrupt)?,
+                })
             }
             None => {
                 let order = self
@@ -143,6 +158,34 @@ impl Store for PgStore {
                 Ok(TransitionOutcome::Unchanged { order })
             }
         }
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueOrder>, StoreError> {
+        self.claim_due_orders(now, created_before, limit, claim_until)
+            .await
+    }
+
+    async fn schedule_check(
+        &self,
+        out_trade_no: &OutTradeNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_next_check(out_trade_no, at).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        self.take_lease(name, holder, ttl).await
     }
 
     async fn unpublished_events(

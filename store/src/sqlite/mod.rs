@@ -157,6 +157,7 @@ impl SqliteStore {
     }
 }
 
+mod lifecycle;
 mod queries;
 mod rows;
 

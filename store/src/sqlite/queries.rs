@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::{
-    columns::applied_event, Anomaly, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
-    StoreError, Transition, TransitionOutcome,
+    columns::applied_event, Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog,
+    Store, StoreError, Transition, TransitionOutcome,
 };
 use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
 
@@ -78,7 +78,7 @@ impl Store for SqliteStore {
     ) -> Result<Order, StoreError> {
         let sql = format!(
             "UPDATE orders SET prepay_id = ?2, prepay_expires_at = ?3, updated_at = ?4 \
-             WHERE out_trade_no = ?1 RETURNING {ORDER_COLUMNS}"
+             WHERE out_trade_no = ?1 AND status = 'NOTPAY' RETURNING {ORDER_COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(&sql)
@@ -88,9 +88,14 @@ impl Store for SqliteStore {
             .bind(now_millis())
             .fetch_optional(&mut *tx)
             .await
-            .map_err(map_err)?
-            .ok_or(StoreError::NotFound)?;
-        let order = order_from_row(&row)?;
+            .map_err(map_err)?;
+        let order = match row {
+            Some(row) => order_from_row(&row)?,
+            // Paid, closed or failed meanwhile: the prepay_id is not kept.
+            None => fetch_order(&mut *tx, "out_trade_no", out_trade_no.as_str())
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        };
         tx.commit().await.map_err(map_err)?;
         Ok(order)
     }
@@ -111,6 +116,10 @@ impl Store for SqliteStore {
         // that holds the write lock, so no other change can slip between them; the
         // event is written in the same transaction, so both commit or neither does.
         let mut tx = self.begin_write().await?;
+        // Read under the write lock: nothing changes it before the UPDATE below.
+        let previous = fetch_order(&mut *tx, "out_trade_no", t.out_trade_no.as_str())
+            .await?
+            .map(|o| o.status);
         let updated = sqlx::query(&update)
             .bind(t.out_trade_no.as_str())
             .bind(t.to.as_str())
@@ -145,7 +154,11 @@ impl Store for SqliteStore {
                 let id: i64 = row.try_get("id").map_err(map_err)?;
                 let occurred_at: i64 = row.try_get("occurred_at").map_err(map_err)?;
                 let event = applied_event(&order, id, from_millis(occurred_at)?, t.source);
-                TransitionOutcome::Applied { order, event }
+                TransitionOutcome::Applied {
+                    order,
+                    event,
+                    previous: previous.ok_or(StoreError::NotFound)?,
+                }
             }
             // Not allowed from the current status (or no such order): report the
             // state that made the UPDATE match nothing, read under the same lock.
@@ -158,6 +171,34 @@ impl Store for SqliteStore {
         };
         tx.commit().await.map_err(map_err)?;
         Ok(outcome)
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueOrder>, StoreError> {
+        self.claim_due_orders(now, created_before, limit, claim_until)
+            .await
+    }
+
+    async fn schedule_check(
+        &self,
+        out_trade_no: &OutTradeNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_next_check(out_trade_no, at).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        self.take_lease(name, holder, ttl).await
     }
 
     async fn unpublished_events(
