@@ -1,7 +1,7 @@
 //! The control API (JSON, under `/sandbox/`): what tests and demos use to play
-//! the payer (pay, fail, start paying), to arm faults, and to look at an order
-//! and its notification deliveries. The JSON types here are shared with the
-//! typed client in `handle`.
+//! the payer (pay, fail, start paying), to let time pass for an order (age), to
+//! arm faults, and to look at an order and its notification deliveries. The
+//! JSON types here are shared with the typed client in `handle`.
 
 use axum::{
     body::Bytes,
@@ -11,7 +11,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use payment_service::{domain::TransactionId, wechat::china_time};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -25,6 +25,10 @@ use crate::{
 /// The most concurrent copies a `duplicate` delivery may ask for.
 pub const MAX_DUPLICATES: u32 = 100;
 
+/// The furthest an order may be aged in one call: three years, past WeChat's
+/// one-year refund limit and any bill a test wants, far inside chrono's range.
+pub const MAX_AGE_SECONDS: u64 = 3 * 366 * 86_400;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sandbox/orders/{out_trade_no}", get(order))
@@ -34,6 +38,7 @@ pub fn routes() -> Router<AppState> {
             "/sandbox/orders/{out_trade_no}/userpaying",
             post(user_paying),
         )
+        .route("/sandbox/orders/{out_trade_no}/age", post(age))
         .route(
             "/sandbox/orders/{out_trade_no}/notifications",
             get(notifications),
@@ -93,6 +98,14 @@ impl Default for FailOptions {
     }
 }
 
+/// `POST /sandbox/orders/{no}/age`: how far into the past to move the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeOptions {
+    /// 1 ..= [`MAX_AGE_SECONDS`].
+    pub seconds: u64,
+}
+
 /// An order as the control API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
@@ -112,6 +125,8 @@ pub struct OrderView {
     pub created_at: String,
     /// `yyyyMMddHHmmss`, China time, once paid or failed.
     pub time_end: Option<String>,
+    /// `yyyyMMddHHmmss`, China time, when the merchant set one (moved by aging).
+    pub time_expire: Option<String>,
 }
 
 impl From<&SandboxOrder> for OrderView {
@@ -130,6 +145,7 @@ impl From<&SandboxOrder> for OrderView {
             trade_type: o.trade_type.clone(),
             created_at: o.created_at.to_rfc3339(),
             time_end: o.time_end.map(china_time::format),
+            time_expire: o.time_expire.map(china_time::format),
         }
     }
 }
@@ -169,6 +185,9 @@ impl From<TransitionError> for ControlError {
             TransitionError::TransactionIdTaken => {
                 ControlError::Conflict("transaction_id is already used by another order".to_owned())
             }
+            TransitionError::TooOld => {
+                ControlError::BadRequest("that would move a time out of the calendar".to_owned())
+            }
         }
     }
 }
@@ -178,6 +197,12 @@ fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlErro
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// A body that must be there: no defaults to fall back on.
+fn required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
     serde_json::from_slice(body)
         .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
 }
@@ -258,6 +283,29 @@ async fn user_paying(
 ) -> Result<Json<OrderView>, ControlError> {
     let order = state.orders().user_paying(&out_trade_no, Utc::now())?;
     Ok(Json(OrderView::from(&order)))
+}
+
+async fn age(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ControlError> {
+    let AgeOptions { seconds } = required(&body)?;
+    let by = age_span(seconds)?;
+    let order = state.orders().age(&out_trade_no, by)?;
+    tracing::info!(%out_trade_no, seconds, "order aged");
+    Ok(Json(OrderView::from(&order)))
+}
+
+/// Seconds to age something by, checked against [`MAX_AGE_SECONDS`].
+fn age_span(seconds: u64) -> Result<TimeDelta, ControlError> {
+    if !(1..=MAX_AGE_SECONDS).contains(&seconds) {
+        return Err(ControlError::BadRequest(format!(
+            "seconds must be 1..={MAX_AGE_SECONDS}"
+        )));
+    }
+    // In range by the check above (three years of seconds fit an i64 easily).
+    Ok(TimeDelta::seconds(seconds as i64))
 }
 
 async fn order(

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::SandboxConfig,
-    control::{ErrorBody, FailOptions, OrderView, PayOptions},
+    control::{AgeOptions, ErrorBody, FailOptions, OrderView, PayOptions},
     faults::Faults,
     orders::DeliveryAttempt,
     Sandbox,
@@ -113,6 +113,16 @@ impl SandboxHandle {
     /// The payer is entering their password: USERPAYING, no notification.
     pub async fn user_paying(&self, out_trade_no: &str) -> Result<OrderView, ControlError> {
         self.post(&format!("/sandbox/orders/{out_trade_no}/userpaying"), &())
+            .await
+    }
+
+    /// Moves the order's times `by` into the past (whole seconds), as if it had been
+    /// created, paid and set to expire that much earlier.
+    pub async fn age(&self, out_trade_no: &str, by: Duration) -> Result<OrderView, ControlError> {
+        let options = AgeOptions {
+            seconds: by.as_secs(),
+        };
+        self.post(&format!("/sandbox/orders/{out_trade_no}/age"), &options)
             .await
     }
 

@@ -24,8 +24,12 @@ use std::{future::Future, net::SocketAddr};
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
-pub use config::{SandboxConfig, DEFAULT_ADDR};
-pub use control::{FailOptions, NotifyOptions, OrderView, PayOptions, MAX_DUPLICATES};
+pub use config::{
+    SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS, DEFAULT_MIN_EXPIRE_SECONDS,
+};
+pub use control::{
+    AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, MAX_AGE_SECONDS, MAX_DUPLICATES,
+};
 pub use faults::Faults;
 pub use handle::{spawn, ControlError, SandboxHandle};
 pub use notify::{retry_delays, Delivery};

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use payment_service::{
     domain::{Fee, Nonce, OutTradeNo},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
@@ -95,11 +95,17 @@ pub fn authenticate(
     Ok(())
 }
 
-/// The checks unifiedorder makes before it touches an order.
+/// WeChat's words for a `time_expire` too close to now (1 minute is the floor
+/// for micropay, 5 for every other trade type).
+const EXPIRE_TOO_SHORT: &str = "time_expire时间过短，刷卡至少1分钟，其他5分钟";
+
+/// The checks unifiedorder makes before it touches an order. `min_expire` is how
+/// far ahead of `now` a `time_expire` must be.
 pub fn unified_order(
     fields: &Fields,
     sign_type: SignType,
     now: DateTime<Utc>,
+    min_expire: TimeDelta,
 ) -> Result<NewOrder, Rejection> {
     for field in [
         "body",
@@ -155,11 +161,14 @@ pub fn unified_order(
         None => None,
         Some(s) => {
             let t = china_time::parse(s).ok_or_else(|| Rejection::param("time_expire格式错误"))?;
+            // Two refusals with WeChat's one message: a time already past stays the
+            // business error it always was here, while a future time inside the floor
+            // is PARAM_ERROR, as SDK authors record the live API answering.
             if t <= now {
-                return Err(Rejection::business(
-                    "INVALID_REQUEST",
-                    "time_expire时间过短，刷卡至少1分钟，其他5分钟",
-                ));
+                return Err(Rejection::business("INVALID_REQUEST", EXPIRE_TOO_SHORT));
+            }
+            if t - now < min_expire {
+                return Err(Rejection::param(EXPIRE_TOO_SHORT));
             }
             Some(t)
         }
@@ -397,7 +406,7 @@ mod tests {
     #[test]
     fn unifiedorder_checks_wechats_limits() {
         let now = Utc::now();
-        let check = |f: Fields| code(unified_order(&f, SignType::Md5, now));
+        let check = |f: Fields| code(unified_order(&f, SignType::Md5, now, TimeDelta::zero()));
         assert_eq!(check(with("openid", "o1")), "OK");
         assert_eq!(check(with("body", "")), "LACK_PARAMS");
         assert_eq!(check(with("notify_url", "")), "LACK_PARAMS");
@@ -423,12 +432,44 @@ mod tests {
     }
 
     #[test]
+    fn time_expire_must_be_at_least_the_floor_ahead() {
+        let now = china_time::parse("20240101120000").expect("valid");
+        let floor = TimeDelta::seconds(300);
+        let check = |t: &'static str| {
+            code(unified_order(
+                &with("time_expire", t),
+                SignType::Md5,
+                now,
+                floor,
+            ))
+        };
+        assert_eq!(check("20240101115959"), "INVALID_REQUEST");
+        assert_eq!(check("20240101120000"), "INVALID_REQUEST");
+        assert_eq!(check("20240101120459"), "PARAM_ERROR");
+        assert_eq!(check("20240101120500"), "OK");
+        let short = unified_order(
+            &with("time_expire", "20240101120100"),
+            SignType::Md5,
+            now,
+            floor,
+        );
+        assert_eq!(
+            short.err(),
+            Some(Rejection::Business {
+                code: "PARAM_ERROR",
+                des: "time_expire时间过短，刷卡至少1分钟，其他5分钟".to_owned()
+            })
+        );
+    }
+
+    #[test]
     fn the_same_order_is_recognised_whatever_its_nonce() {
         let now = Utc::now();
-        let a = unified_order(&with("nonce_str", "one"), SignType::Md5, now).expect("valid");
-        let b = unified_order(&with("nonce_str", "two"), SignType::Md5, now).expect("valid");
+        let floor = TimeDelta::zero();
+        let a = unified_order(&with("nonce_str", "one"), SignType::Md5, now, floor).expect("valid");
+        let b = unified_order(&with("nonce_str", "two"), SignType::Md5, now, floor).expect("valid");
         assert_eq!(a.business, b.business);
-        let c = unified_order(&with("total_fee", "2"), SignType::Md5, now).expect("valid");
+        let c = unified_order(&with("total_fee", "2"), SignType::Md5, now, floor).expect("valid");
         assert_ne!(a.business, c.business);
     }
 

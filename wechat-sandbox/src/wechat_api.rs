@@ -88,6 +88,15 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Bytes) -> Response {
     if let Err(rejection) = &outcome {
         tracing::info!(?endpoint, ?rejection, "request refused");
     }
+    if fault == Some(Fault::ProcessThenTimeout) {
+        // The call took effect (an order placed, closed, a refund accepted), but
+        // the answer is lost: the client cannot tell this from a call never made.
+        tracing::info!(
+            ?endpoint,
+            "process_then_timeout fault: the reply will be lost"
+        );
+        return hang_and_drop(&state).await;
+    }
     let mut reply = protocol::render(outcome, merchant, sign_type);
     if fault == Some(Fault::BadSignature) {
         protocol::forge_signature(&mut reply);
@@ -105,7 +114,8 @@ fn act(
     let now = Utc::now();
     match endpoint {
         Endpoint::UnifiedOrder => {
-            let new = protocol::unified_order(fields, sign_type, now)?;
+            let new =
+                protocol::unified_order(fields, sign_type, now, state.config().min_expire_span())?;
             let trade_type = new.trade_type.clone();
             let prepay_id = state.orders().place(new, now).map_err(|e| match e {
                 PlaceError::DuplicateOutTradeNo => {
@@ -132,11 +142,19 @@ fn act(
         }
         Endpoint::CloseOrder => {
             let no = protocol::out_trade_no(fields)?;
-            state.orders().close(&no).map_err(|e| match e {
-                CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
-                CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
-                CloseError::Closed => business("ORDERCLOSED", "订单已关闭，无需继续关单"),
-            })?;
+            let min_age = state.config().close_min_age_span();
+            state
+                .orders()
+                .close(&no, now, min_age)
+                .map_err(|e| match e {
+                    CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
+                    CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
+                    CloseError::Closed => business("ORDERCLOSED", "订单已关闭，无需继续关单"),
+                    CloseError::TooYoung => business(
+                        "INVALID_REQUEST",
+                        "订单生成后不能马上调用关单接口，最短调用时间间隔为5分钟",
+                    ),
+                })?;
             Ok(Fields::from([("result_msg".to_owned(), "OK".to_owned())]))
         }
     }
