@@ -1,6 +1,7 @@
 //! wechat-sandbox: an offline simulator of the WeChat Pay v2 endpoints this
-//! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`),
-//! with WeChat's checks and signed replies, payment notifications retried on
+//! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
+//! `/secapi/pay/refund`, `/pay/refundquery`), with WeChat's checks and signed
+//! replies, payment and refund notifications retried on
 //! WeChat's schedule, injectable faults, and a JSON control API (`/sandbox/…`)
 //! to play the payer. It uses the product's own signing and XML code, so it
 //! speaks exactly what the product expects, and holds everything in memory.
@@ -28,12 +29,13 @@ pub use config::{
     SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS, DEFAULT_MIN_EXPIRE_SECONDS,
 };
 pub use control::{
-    AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, MAX_AGE_SECONDS, MAX_DUPLICATES,
+    AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, RefundView, SettleOptions,
+    MAX_AGE_SECONDS, MAX_DUPLICATES,
 };
 pub use faults::Faults;
 pub use handle::{spawn, ControlError, SandboxHandle};
 pub use notify::{retry_delays, Delivery};
-pub use orders::DeliveryAttempt;
+pub use orders::{DeliveryAttempt, RefundStatus, MAX_REFUNDS_PER_ORDER};
 pub use state::AppState;
 
 /// The whole HTTP surface: WeChat's endpoints and the control API.

@@ -4,7 +4,15 @@
 //! WeChat's rules are written out here rather than borrowed from the product's
 //! state machine: they differ (PAYERROR is final for the product, not for WeChat).
 //! The delivery log of each order's notifications lives here too, because it is
-//! part of what a test inspects about an order.
+//! part of what a test inspects about an order. Refunds, which belong to orders,
+//! are in the `refunds` child module.
+
+mod refunds;
+
+pub use refunds::{
+    NewRefund, RefundError, RefundMoveError, RefundRef, RefundStatus, SandboxRefund,
+    MAX_REFUNDS_PER_ORDER,
+};
 
 use std::collections::HashMap;
 
@@ -54,6 +62,8 @@ pub struct SandboxOrder {
     /// Why the payment failed (PAYERROR): WeChat's err_code and err_code_des.
     pub failure: Option<(String, String)>,
     pub deliveries: Vec<DeliveryAttempt>,
+    /// The out_refund_no of each refund, in the order they were applied for.
+    pub refunds: Vec<String>,
     business: Fields,
 }
 
@@ -110,11 +120,18 @@ pub enum TransitionError {
 #[derive(Debug, Default)]
 pub struct OrderBook {
     orders: HashMap<String, SandboxOrder>,
+    /// Keyed by out_refund_no, which is unique per merchant.
+    refunds: HashMap<String, SandboxRefund>,
 }
 
 impl OrderBook {
     pub fn get(&self, out_trade_no: &str) -> Option<&SandboxOrder> {
         self.orders.get(out_trade_no)
+    }
+
+    /// Every order, in no particular order (the bill sorts what it takes).
+    pub fn all_orders(&self) -> impl Iterator<Item = &SandboxOrder> {
+        self.orders.values()
     }
 
     pub fn find_by_transaction_id(&self, transaction_id: &str) -> Option<&SandboxOrder> {
@@ -157,6 +174,7 @@ impl OrderBook {
             bank_type: None,
             failure: None,
             deliveries: Vec::new(),
+            refunds: Vec::new(),
             business: new.business,
         };
         self.orders.insert(new.out_trade_no, order);
@@ -193,7 +211,8 @@ impl OrderBook {
 
     /// Moves every time of the order `by` into the past, as if it had all happened
     /// that much earlier: its creation (for closeorder's minimum age), its
-    /// `time_expire` (so it expires sooner) and its payment time (for the bill).
+    /// `time_expire` (so it expires sooner), its payment time and its refunds'
+    /// times (for the bill and the one-year refund limit).
     pub fn age(
         &mut self,
         out_trade_no: &str,
@@ -210,7 +229,9 @@ impl OrderBook {
         order.created_at = created_at;
         order.time_expire = time_expire;
         order.time_end = time_end;
-        Ok(order.clone())
+        let aged = order.clone();
+        self.age_refunds_of(out_trade_no, by);
+        Ok(aged)
     }
 
     /// The payer paid. `transaction_id` is WeChat's (generated unless the test chose one).
@@ -325,7 +346,7 @@ fn new_transaction_id(now: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
 
-    fn new_order(no: &str, fee: i64) -> NewOrder {
+    pub(super) fn new_order(no: &str, fee: i64) -> NewOrder {
         let mut business = Fields::new();
         business.insert("out_trade_no".into(), no.into());
         business.insert("total_fee".into(), fee.to_string());

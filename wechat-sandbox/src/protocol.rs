@@ -11,7 +11,7 @@ use payment_service::{
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
 };
 
-use crate::orders::NewOrder;
+use crate::orders::{NewOrder, NewRefund, RefundRef};
 
 /// Why a request was refused, in WeChat's two layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,15 +137,7 @@ pub fn unified_order(
     {
         return Err(Rejection::param("spbill_create_ip参数格式错误"));
     }
-    let notify_url = non_empty(fields, "notify_url")?;
-    let scheme_ok = ["http://", "https://"].iter().any(|s| {
-        notify_url
-            .strip_prefix(s)
-            .is_some_and(|rest| !rest.is_empty())
-    });
-    if !scheme_ok || notify_url.len() > 256 {
-        return Err(Rejection::param("notify_url参数格式错误"));
-    }
+    let notify_url = checked_notify_url(non_empty(fields, "notify_url")?)?;
     let trade_type = non_empty(fields, "trade_type")?;
     if !matches!(trade_type, "JSAPI" | "NATIVE" | "APP" | "MWEB") {
         return Err(Rejection::param("trade_type参数错误"));
@@ -190,6 +182,94 @@ pub fn unified_order(
         sign_type,
         business,
     })
+}
+
+/// An http(s) URL of at most 256 bytes, as WeChat accepts for notify_url.
+fn checked_notify_url(url: &str) -> Result<&str, Rejection> {
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    if !scheme_ok || url.len() > 256 {
+        return Err(Rejection::param("notify_url参数格式错误"));
+    }
+    Ok(url)
+}
+
+/// The checks the refund API makes before it looks at the order.
+pub fn refund(fields: &Fields, sign_type: SignType) -> Result<NewRefund, Rejection> {
+    for field in ["out_refund_no", "total_fee", "refund_fee"] {
+        non_empty(fields, field)?;
+    }
+    let order = query_ref(fields)?;
+    let out_refund_no = out_refund_no(non_empty(fields, "out_refund_no")?)?;
+    let total_fee = Fee::parse_wire("total_fee", non_empty(fields, "total_fee")?)
+        .map_err(|_| Rejection::param("invalid total_fee"))?;
+    let refund_fee = Fee::parse_wire("refund_fee", non_empty(fields, "refund_fee")?)
+        .map_err(|_| Rejection::param("invalid refund_fee"))?;
+    if !matches!(optional(fields, "refund_fee_type"), "" | "CNY") {
+        return Err(Rejection::param("refund_fee_type参数错误"));
+    }
+    // String(80): bytes, as WeChat counts its other string limits.
+    let refund_desc = optional(fields, "refund_desc");
+    if refund_desc.len() > 80 {
+        return Err(Rejection::param("refund_desc参数长度有误"));
+    }
+    let refund_account = match optional(fields, "refund_account") {
+        "" => UNSETTLED_FUNDS,
+        a @ (UNSETTLED_FUNDS | "REFUND_SOURCE_RECHARGE_FUNDS") => a,
+        _ => return Err(Rejection::param("refund_account参数错误")),
+    };
+    let notify_url = match optional(fields, "notify_url") {
+        "" => None,
+        url => Some(checked_notify_url(url)?.to_owned()),
+    };
+    Ok(NewRefund {
+        order,
+        out_refund_no,
+        total_fee: total_fee.fen(),
+        refund_fee: refund_fee.fen(),
+        refund_desc: refund_desc.to_owned(),
+        refund_account: refund_account.to_owned(),
+        notify_url,
+        sign_type,
+    })
+}
+
+/// The default source of refunded money (the merchant's unsettled funds).
+pub const UNSETTLED_FUNDS: &str = "REFUND_SOURCE_UNSETTLED_FUNDS";
+
+/// `out_refund_no`: at most 64 of `[0-9A-Za-z_\-|*@]`.
+fn out_refund_no(s: &str) -> Result<String, Rejection> {
+    let ok = s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*' | b'@'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(Rejection::param("out_refund_no参数格式错误"))
+    }
+}
+
+/// Which refunds refundquery asks about, and from which one on (`offset`).
+pub fn refund_query(fields: &Fields) -> Result<(RefundRef, Option<usize>), Rejection> {
+    let get = |k: &str| fields.get(k).filter(|s| !s.is_empty());
+    let reference = if let Some(id) = get("refund_id") {
+        RefundRef::RefundId(id.clone())
+    } else if let Some(no) = get("out_refund_no") {
+        RefundRef::OutRefundNo(out_refund_no(no)?)
+    } else if get("transaction_id").is_some() || get("out_trade_no").is_some() {
+        RefundRef::Order(query_ref(fields)?)
+    } else {
+        return Err(Rejection::lack("out_refund_no"));
+    };
+    let offset = match get("offset") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| Rejection::param("offset参数错误"))?,
+        ),
+    };
+    Ok((reference, offset))
 }
 
 /// Which order orderquery asks about.
@@ -471,6 +551,75 @@ mod tests {
         assert_eq!(a.business, b.business);
         let c = unified_order(&with("total_fee", "2"), SignType::Md5, now, floor).expect("valid");
         assert_ne!(a.business, c.business);
+    }
+
+    fn refund_fields(pairs: &[(&'static str, &'static str)]) -> Fields {
+        let mut all = vec![
+            ("appid", "wx0123456789abcdef"),
+            ("mch_id", "1900000109"),
+            ("nonce_str", "abc"),
+            ("out_trade_no", "T1"),
+            ("out_refund_no", "R1"),
+            ("total_fee", "100"),
+            ("refund_fee", "10"),
+        ];
+        for (k, v) in pairs {
+            all.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                all.push((k, v));
+            }
+        }
+        signed(&all, SignType::Md5)
+    }
+
+    #[test]
+    fn refund_requests_are_checked_field_by_field() {
+        let check = |pairs: &[(&'static str, &'static str)]| match refund(
+            &refund_fields(pairs),
+            SignType::Md5,
+        ) {
+            Ok(_) => "OK",
+            Err(Rejection::Business { code, .. }) => code,
+            Err(Rejection::Return(msg)) => msg,
+        };
+        assert_eq!(check(&[]), "OK");
+        assert_eq!(check(&[("out_refund_no", "a|b*c@d-e_f")]), "OK");
+        let long: &'static str = Box::leak("9".repeat(65).into_boxed_str());
+        assert_eq!(check(&[("out_refund_no", long)]), "PARAM_ERROR");
+        assert_eq!(check(&[("out_refund_no", "has space")]), "PARAM_ERROR");
+        assert_eq!(check(&[("out_refund_no", "")]), "LACK_PARAMS");
+        assert_eq!(check(&[("out_trade_no", "")]), "LACK_PARAMS");
+        assert_eq!(check(&[("refund_fee", "0")]), "PARAM_ERROR");
+        assert_eq!(check(&[("total_fee", "1.00")]), "PARAM_ERROR");
+        assert_eq!(check(&[("refund_fee_type", "USD")]), "PARAM_ERROR");
+        assert_eq!(check(&[("refund_account", "MY_POCKET")]), "PARAM_ERROR");
+        assert_eq!(check(&[("notify_url", "ftp://x")]), "PARAM_ERROR");
+        let desc: &'static str = Box::leak("退".repeat(27).into_boxed_str());
+        assert_eq!(check(&[("refund_desc", desc)]), "PARAM_ERROR");
+        let by_tid =
+            refund(&refund_fields(&[("transaction_id", "4200")]), SignType::Md5).expect("valid");
+        assert_eq!(by_tid.order, OrderRef::TransactionId("4200".into()));
+        assert_eq!(by_tid.refund_account, UNSETTLED_FUNDS);
+        assert_eq!(by_tid.notify_url, None);
+    }
+
+    #[test]
+    fn refundquery_prefers_the_refund_id_then_the_refund_number() {
+        let q = |pairs: &[(&'static str, &'static str)]| refund_query(&refund_fields(pairs));
+        assert_eq!(
+            q(&[("refund_id", "503")]),
+            Ok((RefundRef::RefundId("503".into()), None))
+        );
+        assert_eq!(q(&[]), Ok((RefundRef::OutRefundNo("R1".into()), None)));
+        assert_eq!(
+            q(&[("out_refund_no", ""), ("offset", "10")]),
+            Ok((
+                RefundRef::Order(OrderRef::OutTradeNo("T1".into())),
+                Some(10)
+            ))
+        );
+        assert!(q(&[("out_refund_no", ""), ("out_trade_no", "")]).is_err());
+        assert!(q(&[("offset", "-1")]).is_err());
     }
 
     #[test]
