@@ -1,12 +1,14 @@
 //! The sandbox's configuration: the one merchant it knows, how fast time runs for
-//! notification retries, the time limits WeChat enforces on orders, and the
-//! durations of its simulated failures. Read from
+//! notification retries, the time limits WeChat enforces on orders, the daily
+//! bill's layout, and the durations of its simulated failures. Read from
 //! the environment by the binary (through payment_service's helpers, so a bad value
 //! is one line naming the variable), built directly by tests.
 
 use std::{net::SocketAddr, time::Duration};
 
 use chrono::TimeDelta;
+
+use crate::bill::BillLayout;
 
 use payment_service::{
     config::{self, ConfigError},
@@ -44,6 +46,8 @@ pub struct SandboxConfig {
     /// closeorder refuses an order younger than this (WeChat: 5 minutes after
     /// creation). Tests may lower it, or age an order through the control API.
     pub close_min_age: Duration,
+    /// The daily bill's layout: WeChat's current 27 columns or the older 24.
+    pub bill_layout: BillLayout,
 }
 
 impl SandboxConfig {
@@ -56,6 +60,7 @@ impl SandboxConfig {
             notify_timeout: Duration::from_secs(5),
             min_expire: Duration::from_secs(DEFAULT_MIN_EXPIRE_SECONDS),
             close_min_age: Duration::from_secs(DEFAULT_CLOSE_MIN_AGE_SECONDS),
+            bill_layout: BillLayout::Current,
         }
     }
 
@@ -88,8 +93,9 @@ impl SandboxConfig {
     }
 
     /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use),
-    /// `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS` and
-    /// `SANDBOX_CLOSE_MIN_AGE_SECONDS`; with `SANDBOX_ADDR`, the listen address.
+    /// `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS`,
+    /// `SANDBOX_CLOSE_MIN_AGE_SECONDS` and `SANDBOX_BILL_LAYOUT`; with
+    /// `SANDBOX_ADDR`, the listen address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
         let merchant = config::merchant_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
@@ -117,8 +123,15 @@ impl SandboxConfig {
                 ));
             }
         }
+        let bill_layout = match config::optional("SANDBOX_BILL_LAYOUT")? {
+            None => BillLayout::Current,
+            Some(v) => v.parse().map_err(|()| {
+                ConfigError::new("SANDBOX_BILL_LAYOUT", "must be 27 or 24 (columns)")
+            })?,
+        };
         let addr = config::addr("SANDBOX_ADDR", DEFAULT_ADDR)?;
         let config = Self {
+            bill_layout,
             time_factor,
             min_expire: Duration::from_secs(min_expire),
             close_min_age: Duration::from_secs(close_min_age),

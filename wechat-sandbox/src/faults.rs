@@ -46,6 +46,17 @@ impl FaultCounters {
     /// process-then-timeout, then SYSTEMERROR, then bad signature), so several
     /// armed faults hit successive calls one at a time.
     pub fn take(&self) -> Option<Fault> {
+        self.take_one(true)
+    }
+
+    /// [`Self::take`] for a call whose answer carries no signature (the daily
+    /// bill): a bad-signature fault is left for the next signed call rather than
+    /// spent on nothing.
+    pub fn take_unsigned(&self) -> Option<Fault> {
+        self.take_one(false)
+    }
+
+    fn take_one(&self, signed: bool) -> Option<Fault> {
         let mut f = self.lock();
         if f.timeout > 0 {
             f.timeout -= 1;
@@ -56,7 +67,7 @@ impl FaultCounters {
         } else if f.systemerror > 0 {
             f.systemerror -= 1;
             Some(Fault::SystemError)
-        } else if f.bad_signature > 0 {
+        } else if signed && f.bad_signature > 0 {
             f.bad_signature -= 1;
             Some(Fault::BadSignature)
         } else {
@@ -97,5 +108,16 @@ mod tests {
             ]
         );
         assert_eq!(c.current(), Faults::default());
+    }
+
+    #[test]
+    fn an_unsigned_call_leaves_the_bad_signature_for_the_next_signed_one() {
+        let c = FaultCounters::default();
+        c.set(Faults {
+            bad_signature: 1,
+            ..Faults::default()
+        });
+        assert_eq!(c.take_unsigned(), None);
+        assert_eq!(c.take(), Some(Fault::BadSignature));
     }
 }

@@ -1,6 +1,6 @@
 //! wechat-sandbox: an offline simulator of the WeChat Pay v2 endpoints this
 //! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
-//! `/secapi/pay/refund`, `/pay/refundquery`), with WeChat's checks and signed
+//! `/secapi/pay/refund`, `/pay/refundquery`, `/pay/downloadbill`), with WeChat's checks and signed
 //! replies, payment and refund notifications retried on
 //! WeChat's schedule, injectable faults, and a JSON control API (`/sandbox/…`)
 //! to play the payer. It uses the product's own signing and XML code, so it
@@ -10,6 +10,7 @@
 //! [`Sandbox::run_until_stopped`] serves (what `main` and tests share);
 //! [`spawn`] runs one in the background of a test and returns a [`SandboxHandle`].
 
+mod bill;
 mod config;
 mod control;
 mod faults;
@@ -25,6 +26,7 @@ use std::{future::Future, net::SocketAddr};
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
+pub use bill::BillLayout;
 pub use config::{
     SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS, DEFAULT_MIN_EXPIRE_SECONDS,
 };

@@ -5,13 +5,16 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use payment_service::{
     domain::{Fee, Nonce, OutTradeNo},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
 };
 
-use crate::orders::{NewOrder, NewRefund, RefundRef};
+use crate::{
+    bill::BillType,
+    orders::{NewOrder, NewRefund, RefundRef},
+};
 
 /// Why a request was refused, in WeChat's two layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +273,86 @@ pub fn refund_query(fields: &Fields) -> Result<(RefundRef, Option<usize>), Rejec
         ),
     };
     Ok((reference, offset))
+}
+
+/// What downloadbill asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillRequest {
+    pub date: NaiveDate,
+    pub bill_type: BillType,
+    pub gzip: bool,
+}
+
+/// Why downloadbill refused: its failures are all `return_code` FAIL, with
+/// `return_msg` and, for its own checks, an `error_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillFailure {
+    pub return_msg: String,
+    pub error_code: Option<&'static str>,
+}
+
+impl BillFailure {
+    /// A downloadbill parameter error (error_code 20001, *unconfirmed*: the docs
+    /// list these messages, SDKs only ever record 20002).
+    fn param(msg: &str) -> Self {
+        Self {
+            return_msg: msg.to_owned(),
+            error_code: Some("20001"),
+        }
+    }
+
+    /// "No Bill Exist": no trade that day. WeChat's docs write "NO", the live
+    /// API "No" (WxJava #1241); the code is named error_code (WxJava #2108).
+    pub fn no_bill() -> Self {
+        Self {
+            return_msg: "No Bill Exist".to_owned(),
+            error_code: Some("20002"),
+        }
+    }
+}
+
+impl From<Rejection> for BillFailure {
+    /// The checks shared with the other endpoints (XML, merchant, signature):
+    /// downloadbill has no business layer, so they all become return_code FAIL.
+    fn from(r: Rejection) -> Self {
+        let return_msg = match r {
+            Rejection::Return(msg) => msg.to_owned(),
+            Rejection::Business { code, .. } => code.to_owned(),
+        };
+        Self {
+            return_msg,
+            error_code: None,
+        }
+    }
+}
+
+/// downloadbill's parameters: `bill_date` (yyyyMMdd), `bill_type` (default
+/// ALL), `tar_type` (GZIP or absent).
+pub fn bill_request(fields: &Fields) -> Result<BillRequest, BillFailure> {
+    let date = match fields.get("bill_date").filter(|s| !s.is_empty()) {
+        None => return Err(BillFailure::param("missing parameter")),
+        Some(d) if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) => {
+            NaiveDate::parse_from_str(d, "%Y%m%d")
+                .map_err(|_| BillFailure::param("invalid bill_date"))?
+        }
+        Some(_) => return Err(BillFailure::param("invalid bill_date")),
+    };
+    let bill_type = match optional(fields, "bill_type") {
+        "" => BillType::All,
+        t => t
+            .parse()
+            .map_err(|()| BillFailure::param("invalid bill_type"))?,
+    };
+    let gzip = match optional(fields, "tar_type") {
+        "" => false,
+        "GZIP" => true,
+        _ => return Err(BillFailure::param("invalid tar_type")),
+    };
+    Ok(BillRequest {
+        date,
+        bill_type,
+        gzip,
+    })
 }
 
 /// Which order orderquery asks about.
@@ -620,6 +703,40 @@ mod tests {
         );
         assert!(q(&[("out_refund_no", ""), ("out_trade_no", "")]).is_err());
         assert!(q(&[("offset", "-1")]).is_err());
+    }
+
+    #[test]
+    fn downloadbill_needs_a_real_date_and_knows_its_types() {
+        let req = |pairs: &[(&'static str, &'static str)]| {
+            let f: Fields = pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            bill_request(&f)
+        };
+        assert_eq!(
+            req(&[("bill_date", "20240229")]),
+            Ok(BillRequest {
+                date: NaiveDate::from_ymd_opt(2024, 2, 29).expect("valid"),
+                bill_type: BillType::All,
+                gzip: false
+            })
+        );
+        assert_eq!(
+            req(&[
+                ("bill_date", "20240101"),
+                ("bill_type", "REFUND"),
+                ("tar_type", "GZIP")
+            ])
+            .map(|r| (r.bill_type, r.gzip)),
+            Ok((BillType::Refund, true))
+        );
+        for bad in ["20230229", "2024-01-01", "2024010", ""] {
+            let failure = req(&[("bill_date", bad)]).expect_err(bad);
+            assert_eq!(failure.error_code, Some("20001"), "{bad}");
+        }
+        assert!(req(&[("bill_date", "20240101"), ("bill_type", "all")]).is_err());
+        assert!(req(&[("bill_date", "20240101"), ("tar_type", "ZIP")]).is_err());
     }
 
     #[test]

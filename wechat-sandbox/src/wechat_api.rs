@@ -1,8 +1,11 @@
 //! The WeChat Pay v2 endpoints: `/pay/unifiedorder`, `/pay/orderquery`,
-//! `/pay/closeorder`, `/secapi/pay/refund` and `/pay/refundquery`. Thin: apply
-//! an armed fault, check the request with `protocol`, act on the order book, and
-//! write the signed reply. (The real `/secapi/` needs the merchant's client
+//! `/pay/closeorder`, `/secapi/pay/refund`, `/pay/refundquery` and
+//! `/pay/downloadbill`. Thin: apply an armed fault, check the request with
+//! `protocol`, act on the order book, and write the signed reply (or, for the
+//! bill, the file that `bill` builds). (The real `/secapi/` needs the merchant's client
 //! certificate over mutual TLS; the sandbox serves plain HTTP.)
+
+use std::io::Write;
 
 use axum::{
     body::{Body, Bytes},
@@ -13,16 +16,18 @@ use axum::{
     Router,
 };
 use chrono::Utc;
+use flate2::{write::GzEncoder, Compression};
 use payment_service::{
     domain::OrderStatus,
     wechat::{china_time, Fields, SignType},
 };
 
 use crate::{
+    bill,
     faults::Fault,
     notify,
     orders::{CloseError, PlaceError, RefundError, SandboxOrder, SandboxRefund},
-    protocol::{self, OrderRef, Rejection},
+    protocol::{self, BillFailure, OrderRef, Rejection},
     state::AppState,
 };
 
@@ -38,6 +43,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/pay/refundquery",
             post(refund_query).fallback(require_post),
+        )
+        .route(
+            "/pay/downloadbill",
+            post(download_bill).fallback(require_post),
         )
 }
 
@@ -68,6 +77,75 @@ async fn refund(State(state): State<AppState>, body: Bytes) -> Response {
 
 async fn refund_query(State(state): State<AppState>, body: Bytes) -> Response {
     handle(state, Endpoint::RefundQuery, body).await
+}
+
+/// downloadbill answers with the bill itself, or an unsigned return_code FAIL:
+/// it has no business layer and no signed reply, so it has its own handler.
+async fn download_bill(State(state): State<AppState>, body: Bytes) -> Response {
+    // No signature to forge in a bill: a bad_signature fault waits for a signed call.
+    let fault = state.faults().take_unsigned();
+    if fault == Some(Fault::Timeout) {
+        return hang_and_drop(&state).await;
+    }
+    let outcome = bill_outcome(&state, &body, fault == Some(Fault::SystemError));
+    if fault == Some(Fault::ProcessThenTimeout) {
+        return hang_and_drop(&state).await;
+    }
+    match outcome {
+        Ok((bytes, content_type)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Err(failure) => {
+            tracing::info!(?failure, "downloadbill refused");
+            let mut reply = Fields::from([
+                ("return_code".to_owned(), "FAIL".to_owned()),
+                ("return_msg".to_owned(), failure.return_msg),
+            ]);
+            if let Some(code) = failure.error_code {
+                reply.insert("error_code".to_owned(), code.to_owned());
+            }
+            xml_response(protocol::to_xml(&reply))
+        }
+    }
+}
+
+/// The bill's bytes and content type, or why there is none.
+fn bill_outcome(
+    state: &AppState,
+    body: &[u8],
+    systemerror: bool,
+) -> Result<(Vec<u8>, &'static str), BillFailure> {
+    let fields = protocol::decode_request(body)?;
+    let sign_type = protocol::request_sign_type(&fields)?;
+    if systemerror {
+        return Err(BillFailure {
+            return_msg: "SYSTEMERROR".to_owned(),
+            error_code: None,
+        });
+    }
+    protocol::authenticate(&fields, &state.config().merchant, sign_type)?;
+    let request = protocol::bill_request(&fields)?;
+    let text = bill::build(
+        &state.orders(),
+        &state.config().merchant,
+        request.date,
+        request.bill_type,
+        state.config().bill_layout,
+    )
+    .ok_or_else(BillFailure::no_bill)?;
+    if !request.gzip {
+        return Ok((text.into_bytes(), "text/plain;charset=utf-8"));
+    }
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    // Writing to a Vec cannot fail short of running out of memory; should it,
+    // WeChat's own words for a failed compression are the honest answer.
+    gz.write_all(text.as_bytes())
+        .and_then(|()| gz.finish())
+        .map(|bytes| (bytes, "application/x-gzip"))
+        .map_err(|_| BillFailure {
+            return_msg: "CompressGZip Error".to_owned(),
+            error_code: None,
+        })
 }
 
 async fn require_post() -> Response {

@@ -207,6 +207,21 @@ fn bad_lifecycle_rule_values_stop_start_up_with_one_line_naming_them() {
     }
 }
 
+#[test]
+fn a_bad_bill_layout_stops_start_up_with_one_line_naming_it() {
+    for bad in ["26", "current"] {
+        let out = binary()
+            .env("SANDBOX_BILL_LAYOUT", bad)
+            .output()
+            .expect("runs");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("SANDBOX_BILL_LAYOUT"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
     let (_child, port) = start_binary(&[

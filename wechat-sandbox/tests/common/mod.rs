@@ -114,14 +114,13 @@ async fn receive(
 }
 
 /// Signs `pairs` (plus the merchant's appid, mch_id and a nonce) with `sign_type`,
-/// POSTs them to `path` as XML, checks the reply's signature when it has one,
-/// and returns the reply's fields. For endpoints the product's client lacks.
-pub async fn call(
+/// POSTs them to `path` as XML and returns the reply's content type and bytes.
+pub async fn call_raw(
     sandbox: &SandboxHandle,
     path: &str,
     pairs: &[(&str, &str)],
     sign_type: SignType,
-) -> Fields {
+) -> (String, Vec<u8>) {
     let merchant = sandbox.merchant();
     let mut fields: Fields = pairs
         .iter()
@@ -135,19 +134,35 @@ pub async fn call(
     }
     sign::sign_fields(&mut fields, &merchant.api_key, sign_type);
     let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodes");
-    let reply = reqwest::Client::new()
+    let response = reqwest::Client::new()
         .post(format!("{}{path}", sandbox.base_url()))
         .body(body)
         .send()
         .await
-        .expect("sent")
-        .bytes()
-        .await
-        .expect("reply");
+        .expect("sent");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response.bytes().await.expect("reply").to_vec();
+    (content_type, bytes)
+}
+
+/// [`call_raw`], for a reply in XML: checks its signature when it has one and
+/// returns its fields. For endpoints the product's client lacks.
+pub async fn call(
+    sandbox: &SandboxHandle,
+    path: &str,
+    pairs: &[(&str, &str)],
+    sign_type: SignType,
+) -> Fields {
+    let (_, reply) = call_raw(sandbox, path, pairs, sign_type).await;
     let reply = xml::decode(&reply).expect("the sandbox answers XML");
     if reply.contains_key("sign") {
         assert_eq!(
-            sign::verify(&reply, &merchant.api_key, sign_type),
+            sign::verify(&reply, &sandbox.merchant().api_key, sign_type),
             Ok(()),
             "{reply:?}"
         );
