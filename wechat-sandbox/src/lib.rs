@@ -1,10 +1,11 @@
 //! wechat-sandbox: an offline simulator of the WeChat Pay v2 endpoints this
 //! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
-//! `/secapi/pay/refund`, `/pay/refundquery`, `/pay/downloadbill`), with WeChat's checks and signed
-//! replies, payment and refund notifications retried on
-//! WeChat's schedule, injectable faults, and a JSON control API (`/sandbox/…`)
-//! to play the payer. It uses the product's own signing and XML code, so it
-//! speaks exactly what the product expects, and holds everything in memory.
+//! `/secapi/pay/refund`, `/pay/refundquery`, `/pay/downloadbill`), with
+//! WeChat's checks and signed replies, payment and refund notifications retried
+//! on WeChat's schedule, the daily bill built from its own trades, injectable
+//! faults, and a JSON control API (`/sandbox/…`) to play the payer and WeChat's
+//! bank side. It uses the product's own signing, XML and refund-cipher code, so
+//! it speaks exactly what the product expects, and holds everything in memory.
 //!
 //! Entry points: [`app`] builds the router; [`Sandbox::build`] binds and
 //! [`Sandbox::run_until_stopped`] serves (what `main` and tests share);

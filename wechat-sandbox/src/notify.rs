@@ -133,7 +133,8 @@ pub fn refund_notification(refund: &SandboxRefund, merchant: &Merchant) -> Optio
     let req_info = match refund_crypto::encrypt_req_info(&info, &merchant.api_key) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, out_refund_no = %refund.out_refund_no, "req_info could not be encrypted");
+            let out_refund_no = refund.out_refund_no.as_str();
+            tracing::error!(error = %e, out_refund_no, "req_info could not be encrypted");
             return None;
         }
     };
