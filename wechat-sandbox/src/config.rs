@@ -1,15 +1,29 @@
 //! The sandbox's configuration: the one merchant it knows, how fast time runs for
-//! notification retries, and the durations of its simulated failures. Read from
+//! notification retries, the time limits WeChat enforces on orders, the daily
+//! bill's layout, and the durations of its simulated failures. Read from
 //! the environment by the binary (through payment_service's helpers, so a bad value
 //! is one line naming the variable), built directly by tests.
 
 use std::{net::SocketAddr, time::Duration};
+
+use chrono::TimeDelta;
+
+use crate::bill::BillLayout;
 
 use wxpay_core::wechat::{ApiKey, Merchant};
 use wxpay_runtime::config::{self, ConfigError};
 
 /// Where the binary listens unless `SANDBOX_ADDR` says otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8090";
+
+/// WeChat's floor for `time_expire`, seconds ahead of now ("其他5分钟").
+pub const DEFAULT_MIN_EXPIRE_SECONDS: u64 = 300;
+
+/// WeChat's minimum age of an order before closeorder accepts it.
+pub const DEFAULT_CLOSE_MIN_AGE_SECONDS: u64 = 300;
+
+/// The largest value the binary accepts for either rule above (one day).
+const MAX_RULE_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -23,6 +37,15 @@ pub struct SandboxConfig {
     pub fault_hang: Duration,
     /// How long one notification attempt waits for the merchant's answer.
     pub notify_timeout: Duration,
+    /// unifiedorder refuses a `time_expire` closer than this to now (WeChat: 5
+    /// minutes for JSAPI/NATIVE/APP/MWEB). Tests may lower it; the notification
+    /// time factor does not touch it, because it is a rule, not a pace.
+    pub min_expire: Duration,
+    /// closeorder refuses an order younger than this (WeChat: 5 minutes after
+    /// creation). Tests may lower it, or age an order through the control API.
+    pub close_min_age: Duration,
+    /// The daily bill's layout: WeChat's current 27 columns or the older 24.
+    pub bill_layout: BillLayout,
 }
 
 impl SandboxConfig {
@@ -33,6 +56,9 @@ impl SandboxConfig {
             time_factor: 1,
             fault_hang: Duration::from_secs(30),
             notify_timeout: Duration::from_secs(5),
+            min_expire: Duration::from_secs(DEFAULT_MIN_EXPIRE_SECONDS),
+            close_min_age: Duration::from_secs(DEFAULT_CLOSE_MIN_AGE_SECONDS),
+            bill_layout: BillLayout::Current,
         }
     }
 
@@ -54,8 +80,20 @@ impl SandboxConfig {
         }
     }
 
-    /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use)
-    /// and `SANDBOX_TIME_FACTOR`; with `SANDBOX_ADDR`, the listen address.
+    /// [`Self::min_expire`] as a chrono span, for comparing with order times.
+    pub(crate) fn min_expire_span(&self) -> TimeDelta {
+        span(self.min_expire)
+    }
+
+    /// [`Self::close_min_age`] as a chrono span.
+    pub(crate) fn close_min_age_span(&self) -> TimeDelta {
+        span(self.close_min_age)
+    }
+
+    /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use),
+    /// `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS`,
+    /// `SANDBOX_CLOSE_MIN_AGE_SECONDS` and `SANDBOX_BILL_LAYOUT`; with
+    /// `SANDBOX_ADDR`, the listen address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
         let merchant = config::merchant_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
@@ -65,11 +103,44 @@ impl SandboxConfig {
                 "must be a whole number of at least 1",
             ));
         }
+        let min_expire: u64 =
+            config::parsed_or("SANDBOX_MIN_EXPIRE_SECONDS", DEFAULT_MIN_EXPIRE_SECONDS)?;
+        let close_min_age: u64 = config::parsed_or(
+            "SANDBOX_CLOSE_MIN_AGE_SECONDS",
+            DEFAULT_CLOSE_MIN_AGE_SECONDS,
+        )?;
+        for (var, value) in [
+            ("SANDBOX_MIN_EXPIRE_SECONDS", min_expire),
+            ("SANDBOX_CLOSE_MIN_AGE_SECONDS", close_min_age),
+        ] {
+            // The rules compare against chrono times; a day is far beyond any real use.
+            if value > MAX_RULE_SECONDS {
+                return Err(ConfigError::new(
+                    var,
+                    format!("must be a whole number of seconds up to {MAX_RULE_SECONDS}"),
+                ));
+            }
+        }
+        let bill_layout = match config::optional("SANDBOX_BILL_LAYOUT")? {
+            None => BillLayout::Current,
+            Some(v) => v.parse().map_err(|()| {
+                ConfigError::new("SANDBOX_BILL_LAYOUT", "must be 27 or 24 (columns)")
+            })?,
+        };
         let addr = config::addr("SANDBOX_ADDR", DEFAULT_ADDR)?;
         let config = Self {
+            bill_layout,
             time_factor,
+            min_expire: Duration::from_secs(min_expire),
+            close_min_age: Duration::from_secs(close_min_age),
             ..Self::new(merchant)
         };
         Ok((config, addr))
     }
+}
+
+/// A std duration as a chrono span; one too long for chrono (a test may set any
+/// `Duration`) saturates, which the rules only ever compare against.
+fn span(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }

@@ -1,7 +1,8 @@
 //! The control API (JSON, under `/sandbox/`): what tests and demos use to play
-//! the payer (pay, fail, start paying), to arm faults, and to look at an order
-//! and its notification deliveries. The JSON types here are shared with the
-//! typed client in `handle`.
+//! the payer (pay, fail, start paying) and WeChat's bank side (settle a refund),
+//! to let time pass for an order or refund (age), to arm faults, and to look at
+//! orders, refunds and their notification deliveries. The JSON types here are
+//! shared with the typed client in `handle`.
 
 use axum::{
     body::Bytes,
@@ -11,19 +12,26 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use wxpay_core::{domain::TransactionId, wechat::china_time};
 
 use crate::{
     faults::Faults,
-    notify::{self, Delivery},
-    orders::{DeliveryAttempt, SandboxOrder, TransitionError},
+    notify::{self, Delivery, Subject},
+    orders::{
+        DeliveryAttempt, RefundMoveError, RefundStatus, SandboxOrder, SandboxRefund,
+        TransitionError,
+    },
     state::AppState,
 };
 
 /// The most concurrent copies a `duplicate` delivery may ask for.
 pub const MAX_DUPLICATES: u32 = 100;
+
+/// The furthest an order may be aged in one call: three years, past WeChat's
+/// one-year refund limit and any bill a test wants, far inside chrono's range.
+pub const MAX_AGE_SECONDS: u64 = 3 * 366 * 86_400;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,9 +42,20 @@ pub fn routes() -> Router<AppState> {
             "/sandbox/orders/{out_trade_no}/userpaying",
             post(user_paying),
         )
+        .route("/sandbox/orders/{out_trade_no}/age", post(age))
         .route(
             "/sandbox/orders/{out_trade_no}/notifications",
             get(notifications),
+        )
+        .route("/sandbox/refunds/{out_refund_no}", get(refund))
+        .route(
+            "/sandbox/refunds/{out_refund_no}/settle",
+            post(settle_refund),
+        )
+        .route("/sandbox/refunds/{out_refund_no}/age", post(age_refund))
+        .route(
+            "/sandbox/refunds/{out_refund_no}/notifications",
+            get(refund_notifications),
         )
         .route("/sandbox/faults", post(set_faults).get(faults))
 }
@@ -93,6 +112,14 @@ impl Default for FailOptions {
     }
 }
 
+/// `POST /sandbox/orders/{no}/age`: how far into the past to move the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeOptions {
+    /// 1 ..= [`MAX_AGE_SECONDS`].
+    pub seconds: u64,
+}
+
 /// An order as the control API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
@@ -112,6 +139,8 @@ pub struct OrderView {
     pub created_at: String,
     /// `yyyyMMddHHmmss`, China time, once paid or failed.
     pub time_end: Option<String>,
+    /// `yyyyMMddHHmmss`, China time, when the merchant set one (moved by aging).
+    pub time_expire: Option<String>,
 }
 
 impl From<&SandboxOrder> for OrderView {
@@ -130,6 +159,70 @@ impl From<&SandboxOrder> for OrderView {
             trade_type: o.trade_type.clone(),
             created_at: o.created_at.to_rfc3339(),
             time_end: o.time_end.map(china_time::format),
+            time_expire: o.time_expire.map(china_time::format),
+        }
+    }
+}
+
+/// `POST /sandbox/refunds/{no}/settle`: how the refund ends and how its
+/// notification is delivered (sent only when the refund request had a notify_url).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettleOptions {
+    /// SUCCESS (default), CHANGE or REFUNDCLOSE.
+    pub status: RefundStatus,
+    pub delivery: Delivery,
+    /// For `duplicate`: how many copies are sent at once (default 2).
+    pub duplicates: u32,
+}
+
+impl Default for SettleOptions {
+    fn default() -> Self {
+        Self {
+            status: RefundStatus::Success,
+            delivery: Delivery::Normal,
+            duplicates: 2,
+        }
+    }
+}
+
+/// A refund as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundView {
+    pub out_refund_no: String,
+    pub refund_id: String,
+    pub out_trade_no: String,
+    pub transaction_id: String,
+    /// Fen, the order's amount.
+    pub total_fee: i64,
+    /// Fen.
+    pub refund_fee: i64,
+    /// PROCESSING, SUCCESS, CHANGE or REFUNDCLOSE.
+    pub status: String,
+    pub refund_desc: String,
+    pub refund_account: String,
+    pub notify_url: Option<String>,
+    /// RFC 3339, UTC: when the refund was applied for.
+    pub created_at: String,
+    /// `yyyy-MM-dd HH:mm:ss`, China time, once SUCCESS.
+    pub success_time: Option<String>,
+}
+
+impl From<&SandboxRefund> for RefundView {
+    fn from(r: &SandboxRefund) -> Self {
+        Self {
+            out_refund_no: r.out_refund_no.clone(),
+            refund_id: r.refund_id.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            transaction_id: r.transaction_id.clone(),
+            total_fee: r.total_fee,
+            refund_fee: r.refund_fee,
+            status: r.status.as_str().to_owned(),
+            refund_desc: r.refund_desc.clone(),
+            refund_account: r.refund_account.clone(),
+            notify_url: r.notify_url.clone(),
+            created_at: r.created_at.to_rfc3339(),
+            success_time: r.success_time.map(notify::china_time_with_dashes),
         }
     }
 }
@@ -144,6 +237,7 @@ pub struct ErrorBody {
 enum ControlError {
     BadRequest(String),
     NotFound,
+    NoSuchRefund,
     Conflict(String),
 }
 
@@ -152,6 +246,7 @@ impl IntoResponse for ControlError {
         let (status, error) = match self {
             ControlError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ControlError::NotFound => (StatusCode::NOT_FOUND, "no such order".to_owned()),
+            ControlError::NoSuchRefund => (StatusCode::NOT_FOUND, "no such refund".to_owned()),
             ControlError::Conflict(m) => (StatusCode::CONFLICT, m),
         };
         (status, Json(ErrorBody { error })).into_response()
@@ -169,6 +264,23 @@ impl From<TransitionError> for ControlError {
             TransitionError::TransactionIdTaken => {
                 ControlError::Conflict("transaction_id is already used by another order".to_owned())
             }
+            TransitionError::TooOld => {
+                ControlError::BadRequest("that would move a time out of the calendar".to_owned())
+            }
+        }
+    }
+}
+
+impl From<RefundMoveError> for ControlError {
+    fn from(e: RefundMoveError) -> Self {
+        match e {
+            RefundMoveError::NotFound => ControlError::NoSuchRefund,
+            RefundMoveError::AlreadySettled(status) => {
+                ControlError::Conflict(format!("the refund is already {}", status.as_str()))
+            }
+            RefundMoveError::BeforePayment => ControlError::Conflict(
+                "that would put the refund before the payment it refunds".to_owned(),
+            ),
         }
     }
 }
@@ -182,13 +294,21 @@ fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlErro
         .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// A body that must be there: no defaults to fall back on.
+fn required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 fn copies(options: &NotifyOptions) -> Result<u32, ControlError> {
-    match options.delivery {
+    copies_of(options.delivery, options.duplicates)
+}
+
+fn copies_of(delivery: Delivery, duplicates: u32) -> Result<u32, ControlError> {
+    match delivery {
         Delivery::Normal => Ok(1),
         Delivery::Drop => Ok(0),
-        Delivery::Duplicate if (1..=MAX_DUPLICATES).contains(&options.duplicates) => {
-            Ok(options.duplicates)
-        }
+        Delivery::Duplicate if (1..=MAX_DUPLICATES).contains(&duplicates) => Ok(duplicates),
         Delivery::Duplicate => Err(ControlError::BadRequest(format!(
             "duplicates must be 1..={MAX_DUPLICATES}"
         ))),
@@ -214,7 +334,13 @@ async fn pay(
         &state.config().merchant,
         options.notify.omit_sign_type,
     );
-    notify::start(&state, &order, &fields, copies);
+    notify::start(
+        &state,
+        Subject::Order(order.out_trade_no.clone()),
+        &order.notify_url,
+        &fields,
+        copies,
+    );
     Ok(Json(OrderView::from(&order)))
 }
 
@@ -248,7 +374,13 @@ async fn fail(
         &state.config().merchant,
         options.notify.omit_sign_type,
     );
-    notify::start(&state, &order, &fields, copies);
+    notify::start(
+        &state,
+        Subject::Order(order.out_trade_no.clone()),
+        &order.notify_url,
+        &fields,
+        copies,
+    );
     Ok(Json(OrderView::from(&order)))
 }
 
@@ -258,6 +390,29 @@ async fn user_paying(
 ) -> Result<Json<OrderView>, ControlError> {
     let order = state.orders().user_paying(&out_trade_no, Utc::now())?;
     Ok(Json(OrderView::from(&order)))
+}
+
+async fn age(
+    State(state): State<AppState>,
+    Path(out_trade_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ControlError> {
+    let AgeOptions { seconds } = required(&body)?;
+    let by = age_span(seconds)?;
+    let order = state.orders().age(&out_trade_no, by)?;
+    tracing::info!(%out_trade_no, seconds, "order aged");
+    Ok(Json(OrderView::from(&order)))
+}
+
+/// Seconds to age something by, checked against [`MAX_AGE_SECONDS`].
+fn age_span(seconds: u64) -> Result<TimeDelta, ControlError> {
+    if !(1..=MAX_AGE_SECONDS).contains(&seconds) {
+        return Err(ControlError::BadRequest(format!(
+            "seconds must be 1..={MAX_AGE_SECONDS}"
+        )));
+    }
+    // In range by the check above (three years of seconds fit an i64 easily).
+    Ok(TimeDelta::seconds(seconds as i64))
 }
 
 async fn order(
@@ -276,6 +431,71 @@ async fn notifications(
     let orders = state.orders();
     let order = orders.get(&out_trade_no).ok_or(ControlError::NotFound)?;
     Ok(Json(order.deliveries.clone()))
+}
+
+async fn refund(
+    State(state): State<AppState>,
+    Path(out_refund_no): Path<String>,
+) -> Result<Json<RefundView>, ControlError> {
+    let orders = state.orders();
+    let refund = orders
+        .get_refund(&out_refund_no)
+        .ok_or(ControlError::NoSuchRefund)?;
+    Ok(Json(RefundView::from(refund)))
+}
+
+async fn settle_refund(
+    State(state): State<AppState>,
+    Path(out_refund_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<RefundView>, ControlError> {
+    let options: SettleOptions = options(&body)?;
+    if options.status == RefundStatus::Processing {
+        return Err(ControlError::BadRequest(
+            "status must be SUCCESS, CHANGE or REFUNDCLOSE".to_owned(),
+        ));
+    }
+    let copies = copies_of(options.delivery, options.duplicates)?;
+    let refund = state
+        .orders()
+        .settle_refund(&out_refund_no, options.status, Utc::now())?;
+    tracing::info!(%out_refund_no, status = refund.status.as_str(), "refund settled");
+    // WeChat notifies the refund's own notify_url; without one it would use the
+    // address configured on the merchant platform, which the sandbox has none of.
+    if let Some(url) = &refund.notify_url {
+        if let Some(fields) = notify::refund_notification(&refund, &state.config().merchant) {
+            notify::start(
+                &state,
+                Subject::Refund(refund.out_refund_no.clone()),
+                url,
+                &fields,
+                copies,
+            );
+        }
+    }
+    Ok(Json(RefundView::from(&refund)))
+}
+
+async fn age_refund(
+    State(state): State<AppState>,
+    Path(out_refund_no): Path<String>,
+    body: Bytes,
+) -> Result<Json<RefundView>, ControlError> {
+    let AgeOptions { seconds } = required(&body)?;
+    let by = age_span(seconds)?;
+    let refund = state.orders().age_refund(&out_refund_no, by)?;
+    Ok(Json(RefundView::from(&refund)))
+}
+
+async fn refund_notifications(
+    State(state): State<AppState>,
+    Path(out_refund_no): Path<String>,
+) -> Result<Json<Vec<DeliveryAttempt>>, ControlError> {
+    let orders = state.orders();
+    let refund = orders
+        .get_refund(&out_refund_no)
+        .ok_or(ControlError::NoSuchRefund)?;
+    Ok(Json(refund.deliveries.clone()))
 }
 
 async fn set_faults(

@@ -1,6 +1,7 @@
 //! Injected failures: the next N WeChat API calls answer SYSTEMERROR, hang past
-//! any client timeout, or carry a forged signature. Counters only; what each
-//! fault does to a reply is decided in `wechat_api`.
+//! any client timeout (before or after doing what they were asked), or carry a
+//! forged signature. Counters only; what each fault does to a reply is decided
+//! in `wechat_api`.
 
 use std::sync::Mutex;
 
@@ -11,7 +12,11 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     pub systemerror: u32,
+    /// Hang, then drop the connection, before the request touches anything.
     pub timeout: u32,
+    /// Do what the request asks, then hang and drop the connection: the outcome
+    /// is unknown to the client (the case a reconciler exists for).
+    pub process_then_timeout: u32,
     pub bad_signature: u32,
 }
 
@@ -19,6 +24,7 @@ pub struct Faults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Timeout,
+    ProcessThenTimeout,
     SystemError,
     BadSignature,
 }
@@ -37,17 +43,31 @@ impl FaultCounters {
     }
 
     /// Takes at most one fault for this call, in a fixed order (timeout, then
-    /// SYSTEMERROR, then bad signature), so several armed faults hit
-    /// successive calls one at a time.
+    /// process-then-timeout, then SYSTEMERROR, then bad signature), so several
+    /// armed faults hit successive calls one at a time.
     pub fn take(&self) -> Option<Fault> {
+        self.take_one(true)
+    }
+
+    /// [`Self::take`] for a call whose answer carries no signature (the daily
+    /// bill): a bad-signature fault is left for the next signed call rather than
+    /// spent on nothing.
+    pub fn take_unsigned(&self) -> Option<Fault> {
+        self.take_one(false)
+    }
+
+    fn take_one(&self, signed: bool) -> Option<Fault> {
         let mut f = self.lock();
         if f.timeout > 0 {
             f.timeout -= 1;
             Some(Fault::Timeout)
+        } else if f.process_then_timeout > 0 {
+            f.process_then_timeout -= 1;
+            Some(Fault::ProcessThenTimeout)
         } else if f.systemerror > 0 {
             f.systemerror -= 1;
             Some(Fault::SystemError)
-        } else if f.bad_signature > 0 {
+        } else if signed && f.bad_signature > 0 {
             f.bad_signature -= 1;
             Some(Fault::BadSignature)
         } else {
@@ -73,6 +93,7 @@ mod tests {
         c.set(Faults {
             systemerror: 2,
             timeout: 1,
+            process_then_timeout: 1,
             bad_signature: 1,
         });
         let taken: Vec<_> = std::iter::from_fn(|| c.take()).collect();
@@ -80,11 +101,23 @@ mod tests {
             taken,
             [
                 Fault::Timeout,
+                Fault::ProcessThenTimeout,
                 Fault::SystemError,
                 Fault::SystemError,
                 Fault::BadSignature
             ]
         );
         assert_eq!(c.current(), Faults::default());
+    }
+
+    #[test]
+    fn an_unsigned_call_leaves_the_bad_signature_for_the_next_signed_one() {
+        let c = FaultCounters::default();
+        c.set(Faults {
+            bad_signature: 1,
+            ..Faults::default()
+        });
+        assert_eq!(c.take_unsigned(), None);
+        assert_eq!(c.take(), Some(Fault::BadSignature));
     }
 }

@@ -10,7 +10,9 @@ use wxpay_core::wechat::Merchant;
 
 use crate::{
     config::SandboxConfig,
-    control::{ErrorBody, FailOptions, OrderView, PayOptions},
+    control::{
+        AgeOptions, ErrorBody, FailOptions, OrderView, PayOptions, RefundView, SettleOptions,
+    },
     faults::Faults,
     orders::DeliveryAttempt,
     Sandbox,
@@ -113,6 +115,57 @@ impl SandboxHandle {
     /// The payer is entering their password: USERPAYING, no notification.
     pub async fn user_paying(&self, out_trade_no: &str) -> Result<OrderView, ControlError> {
         self.post(&format!("/sandbox/orders/{out_trade_no}/userpaying"), &())
+            .await
+    }
+
+    /// Moves the order's times `by` into the past (whole seconds), as if it had been
+    /// created, paid and set to expire that much earlier.
+    pub async fn age(&self, out_trade_no: &str, by: Duration) -> Result<OrderView, ControlError> {
+        let options = AgeOptions {
+            seconds: by.as_secs(),
+        };
+        self.post(&format!("/sandbox/orders/{out_trade_no}/age"), &options)
+            .await
+    }
+
+    /// The refund as WeChat holds it.
+    pub async fn refund(&self, out_refund_no: &str) -> Result<RefundView, ControlError> {
+        self.get(&format!("/sandbox/refunds/{out_refund_no}")).await
+    }
+
+    /// WeChat's bank side finishes the refund, and its notification is sent to the
+    /// refund's notify_url (if the refund request gave one).
+    pub async fn settle_refund(
+        &self,
+        out_refund_no: &str,
+        options: SettleOptions,
+    ) -> Result<RefundView, ControlError> {
+        self.post(
+            &format!("/sandbox/refunds/{out_refund_no}/settle"),
+            &options,
+        )
+        .await
+    }
+
+    /// Moves the refund's times `by` into the past (not before its payment).
+    pub async fn age_refund(
+        &self,
+        out_refund_no: &str,
+        by: Duration,
+    ) -> Result<RefundView, ControlError> {
+        let options = AgeOptions {
+            seconds: by.as_secs(),
+        };
+        self.post(&format!("/sandbox/refunds/{out_refund_no}/age"), &options)
+            .await
+    }
+
+    /// Every refund notification attempt so far.
+    pub async fn refund_notifications(
+        &self,
+        out_refund_no: &str,
+    ) -> Result<Vec<DeliveryAttempt>, ControlError> {
+        self.get(&format!("/sandbox/refunds/{out_refund_no}/notifications"))
             .await
     }
 

@@ -1,14 +1,17 @@
 //! wechat-sandbox: an offline simulator of the WeChat Pay v2 endpoints this
-//! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`),
-//! with WeChat's checks and signed replies, payment notifications retried on
-//! WeChat's schedule, injectable faults, and a JSON control API (`/sandbox/…`)
-//! to play the payer. It uses the product's own signing and XML code, so it
-//! speaks exactly what the product expects, and holds everything in memory.
+//! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
+//! `/secapi/pay/refund`, `/pay/refundquery`, `/pay/downloadbill`), with
+//! WeChat's checks and signed replies, payment and refund notifications retried
+//! on WeChat's schedule, the daily bill built from its own trades, injectable
+//! faults, and a JSON control API (`/sandbox/…`) to play the payer and WeChat's
+//! bank side. It uses the product's own signing, XML and refund-cipher code, so
+//! it speaks exactly what the product expects, and holds everything in memory.
 //!
 //! Entry points: [`app`] builds the router; [`Sandbox::build`] binds and
 //! [`Sandbox::run_until_stopped`] serves (what `main` and tests share);
 //! [`spawn`] runs one in the background of a test and returns a [`SandboxHandle`].
 
+mod bill;
 mod config;
 mod control;
 mod faults;
@@ -24,12 +27,18 @@ use std::{future::Future, net::SocketAddr};
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
-pub use config::{SandboxConfig, DEFAULT_ADDR};
-pub use control::{FailOptions, NotifyOptions, OrderView, PayOptions, MAX_DUPLICATES};
+pub use bill::BillLayout;
+pub use config::{
+    SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS, DEFAULT_MIN_EXPIRE_SECONDS,
+};
+pub use control::{
+    AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, RefundView, SettleOptions,
+    MAX_AGE_SECONDS, MAX_DUPLICATES,
+};
 pub use faults::Faults;
 pub use handle::{spawn, ControlError, SandboxHandle};
 pub use notify::{retry_delays, Delivery};
-pub use orders::DeliveryAttempt;
+pub use orders::{DeliveryAttempt, RefundStatus, MAX_REFUNDS_PER_ORDER};
 pub use state::AppState;
 
 /// The whole HTTP surface: WeChat's endpoints and the control API.

@@ -1,7 +1,9 @@
-//! Payment notifications: what WeChat POSTs to the order's notify_url, signed
-//! with the order's sign type, and the delivery loop that retries on WeChat's
-//! schedule until the merchant answers return_code SUCCESS. Every attempt is
-//! recorded in the order's delivery log.
+//! Notifications: what WeChat POSTs to a merchant, and the delivery loop that
+//! retries on WeChat's schedule until the merchant answers return_code SUCCESS.
+//! A payment notification goes to the order's notify_url, signed with the
+//! order's sign type; a refund notification goes to the refund's notify_url,
+//! unsigned, its content encrypted in `req_info`. Every attempt is recorded in
+//! the delivery log of the order or refund it is about.
 
 use std::time::Duration;
 
@@ -9,13 +11,22 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
     domain::Nonce,
-    wechat::{china_time, sign, xml, Fields, Merchant},
+    wechat::{china_time, refund_crypto, sign, xml, Fields, Merchant},
 };
 
 use crate::{
-    orders::{DeliveryAttempt, SandboxOrder},
+    orders::{DeliveryAttempt, RefundStatus, SandboxOrder, SandboxRefund},
     state::AppState,
 };
+
+/// Whose delivery log an attempt goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A payment notification, by out_trade_no.
+    Order(String),
+    /// A refund notification, by out_refund_no.
+    Refund(String),
+}
 
 /// WeChat's pauses between attempts: 15s/15s/30s/3m/10m/20m/30m/30m/30m/60m/3h/3h/3h/6h/6h.
 const RETRY_SCHEDULE_SECS: [u64; 15] = [
@@ -95,28 +106,90 @@ pub fn notification(order: &SandboxOrder, merchant: &Merchant, omit_sign_type: b
     f
 }
 
-/// Starts delivering `copies` concurrent copies of `fields` to the order's
-/// notify_url, each with its own retry loop. Returns at once.
-pub fn start(state: &AppState, order: &SandboxOrder, fields: &Fields, copies: u32) {
+/// The refund notification: `return_code`, `appid`, `mch_id`, `nonce_str` and
+/// `req_info`, the refund's details as a `<root>` document encrypted with the
+/// merchant's key. It carries no `sign`: the encryption is what proves it is
+/// WeChat's. `None` only if our own fields could not be encoded (a bug).
+pub fn refund_notification(refund: &SandboxRefund, merchant: &Merchant) -> Option<Fields> {
+    let mut info = Fields::new();
+    let mut put = |k: &str, v: String| {
+        info.insert(k.to_owned(), v);
+    };
+    put("transaction_id", refund.transaction_id.clone());
+    put("out_trade_no", refund.out_trade_no.clone());
+    put("refund_id", refund.refund_id.clone());
+    put("out_refund_no", refund.out_refund_no.clone());
+    put("total_fee", refund.total_fee.to_string());
+    put("refund_fee", refund.refund_fee.to_string());
+    put("settlement_refund_fee", refund.refund_fee.to_string());
+    put("cash_refund_fee", refund.refund_fee.to_string());
+    put("refund_status", refund.status.as_str().to_owned());
+    put("refund_recv_accout", REFUND_RECV_ACCOUNT.to_owned());
+    put("refund_account", refund.refund_account.clone());
+    put("refund_request_source", "API".to_owned());
+    if let (RefundStatus::Success, Some(t)) = (refund.status, refund.success_time) {
+        put("success_time", china_time_with_dashes(t));
+    }
+    let req_info = match refund_crypto::encrypt_req_info(&info, &merchant.api_key) {
+        Ok(r) => r,
+        Err(e) => {
+            let out_refund_no = refund.out_refund_no.as_str();
+            tracing::error!(error = %e, out_refund_no, "req_info could not be encrypted");
+            return None;
+        }
+    };
+    Some(Fields::from([
+        ("return_code".to_owned(), "SUCCESS".to_owned()),
+        ("appid".to_owned(), merchant.app_id.clone()),
+        ("mch_id".to_owned(), merchant.mch_id.clone()),
+        (
+            "nonce_str".to_owned(),
+            Nonce::generate().as_str().to_owned(),
+        ),
+        ("req_info".to_owned(), req_info),
+    ]))
+}
+
+/// Where a refund to the payer's WeChat balance lands, in WeChat's words.
+pub const REFUND_RECV_ACCOUNT: &str = "支付用户的零钱";
+
+/// `yyyy-MM-dd HH:mm:ss`, China time: how refunds and bills write times.
+pub fn china_time_with_dashes(t: chrono::DateTime<Utc>) -> String {
+    let s = china_time::format(t);
+    // china_time::format always gives 14 ASCII digits, so these slices hold.
+    format!(
+        "{}-{}-{} {}:{}:{}",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[8..10],
+        &s[10..12],
+        &s[12..14]
+    )
+}
+
+/// Starts delivering `copies` concurrent copies of `fields` to `url`, each with
+/// its own retry loop, logging every attempt under `subject`. Returns at once.
+pub fn start(state: &AppState, subject: Subject, url: &str, fields: &Fields, copies: u32) {
     let body = match xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         Ok(body) => body,
         Err(e) => {
             // Our own fields, from validated orders: this is a bug, not an input.
-            tracing::error!(error = %e, out_trade_no = %order.out_trade_no, "notification could not be encoded");
+            tracing::error!(error = %e, ?subject, "notification could not be encoded");
             return;
         }
     };
     for copy in 1..=copies {
         let state = state.clone();
-        let url = order.notify_url.clone();
-        let out_trade_no = order.out_trade_no.clone();
+        let url = url.to_owned();
+        let subject = subject.clone();
         let body = body.clone();
-        tokio::spawn(async move { deliver(state, out_trade_no, url, body, copy).await });
+        tokio::spawn(async move { deliver(state, subject, url, body, copy).await });
     }
 }
 
 #[tracing::instrument(skip(state, url, body))]
-async fn deliver(state: AppState, out_trade_no: String, url: String, body: String, copy: u32) {
+async fn deliver(state: AppState, subject: Subject, url: String, body: String, copy: u32) {
     let delays = std::iter::once(Duration::ZERO).chain(retry_delays(state.config().time_factor));
     for (attempt, delay) in (1u32..).zip(delays) {
         tokio::select! {
@@ -132,7 +205,10 @@ async fn deliver(state: AppState, out_trade_no: String, url: String, body: Strin
             error = record.error.as_deref(),
             "notification attempt"
         );
-        state.orders().record_delivery(&out_trade_no, record);
+        match &subject {
+            Subject::Order(no) => state.orders().record_delivery(no, record),
+            Subject::Refund(no) => state.orders().record_refund_delivery(no, record),
+        }
         if acknowledged {
             return;
         }
@@ -189,6 +265,12 @@ async fn attempt_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refund_times_are_written_with_dashes_in_china_time() {
+        let t = china_time::parse("20240229235958").expect("valid");
+        assert_eq!(china_time_with_dashes(t), "2024-02-29 23:59:58");
+    }
 
     #[test]
     fn the_schedule_is_wechats_24h4m_divided_by_the_factor() {

@@ -1,12 +1,22 @@
 //! The sandbox's order book: WeChat's side of each order, in memory, and the
-//! rules for changing it (place, pay, fail, close). Pure: no I/O and no clock of
-//! its own (callers pass `now`), so every rule is testable without a server.
+//! rules for changing it (place, pay, fail, close, age). Pure: no I/O and no clock
+//! of its own (callers pass `now`), so every rule is testable without a server.
+//! WeChat's rules are written out here rather than borrowed from the product's
+//! state machine: they differ (PAYERROR is final for the product, not for WeChat).
 //! The delivery log of each order's notifications lives here too, because it is
-//! part of what a test inspects about an order.
+//! part of what a test inspects about an order. Refunds, which belong to orders,
+//! are in the `refunds` child module.
+
+mod refunds;
+
+pub use refunds::{
+    NewRefund, RefundError, RefundMoveError, RefundRef, RefundStatus, SandboxRefund,
+    MAX_REFUNDS_PER_ORDER,
+};
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
@@ -52,6 +62,8 @@ pub struct SandboxOrder {
     /// Why the payment failed (PAYERROR): WeChat's err_code and err_code_des.
     pub failure: Option<(String, String)>,
     pub deliveries: Vec<DeliveryAttempt>,
+    /// The out_refund_no of each refund, in the order they were applied for.
+    pub refunds: Vec<String>,
     business: Fields,
 }
 
@@ -89,6 +101,8 @@ pub enum CloseError {
     NotFound,
     Paid,
     Closed,
+    /// Created less than the minimum age ago ("订单生成后不能马上调用关单接口").
+    TooYoung,
 }
 
 /// Why a control-API transition was refused.
@@ -99,16 +113,25 @@ pub enum TransitionError {
     Conflict(OrderStatus),
     Expired,
     TransactionIdTaken,
+    /// Aging would move a time out of the calendar.
+    TooOld,
 }
 
 #[derive(Debug, Default)]
 pub struct OrderBook {
     orders: HashMap<String, SandboxOrder>,
+    /// Keyed by out_refund_no, which is unique per merchant.
+    refunds: HashMap<String, SandboxRefund>,
 }
 
 impl OrderBook {
     pub fn get(&self, out_trade_no: &str) -> Option<&SandboxOrder> {
         self.orders.get(out_trade_no)
+    }
+
+    /// Every order, in no particular order (the bill sorts what it takes).
+    pub fn all_orders(&self) -> impl Iterator<Item = &SandboxOrder> {
+        self.orders.values()
     }
 
     pub fn find_by_transaction_id(&self, transaction_id: &str) -> Option<&SandboxOrder> {
@@ -151,14 +174,22 @@ impl OrderBook {
             bank_type: None,
             failure: None,
             deliveries: Vec::new(),
+            refunds: Vec::new(),
             business: new.business,
         };
         self.orders.insert(new.out_trade_no, order);
         Ok(prepay_id)
     }
 
-    /// closeorder. After it succeeds the order can never be paid.
-    pub fn close(&mut self, out_trade_no: &str) -> Result<(), CloseError> {
+    /// closeorder. After it succeeds the order can never be paid. An order younger
+    /// than `min_age` is refused; what the order already is (paid, closed) is
+    /// answered first, because that answer does not depend on its age.
+    pub fn close(
+        &mut self,
+        out_trade_no: &str,
+        now: DateTime<Utc>,
+        min_age: TimeDelta,
+    ) -> Result<(), CloseError> {
         let order = self
             .orders
             .get_mut(out_trade_no)
@@ -167,12 +198,40 @@ impl OrderBook {
             OrderStatus::Success | OrderStatus::Refund => Err(CloseError::Paid),
             OrderStatus::Closed | OrderStatus::Revoked => Err(CloseError::Closed),
             // WeChat lets a merchant close an order whose payment failed, so the
-            // payer can be sent a fresh one.
+            // payer can be sent a fresh one; an expired order is closed the same way.
             OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError => {
+                if now - order.created_at < min_age {
+                    return Err(CloseError::TooYoung);
+                }
                 order.status = OrderStatus::Closed;
                 Ok(())
             }
         }
+    }
+
+    /// Moves every time of the order `by` into the past, as if it had all happened
+    /// that much earlier: its creation (for closeorder's minimum age), its
+    /// `time_expire` (so it expires sooner), its payment time and its refunds'
+    /// times (for the bill and the one-year refund limit).
+    pub fn age(
+        &mut self,
+        out_trade_no: &str,
+        by: TimeDelta,
+    ) -> Result<SandboxOrder, TransitionError> {
+        let order = self
+            .orders
+            .get_mut(out_trade_no)
+            .ok_or(TransitionError::NotFound)?;
+        let earlier = |t: DateTime<Utc>| t.checked_sub_signed(by).ok_or(TransitionError::TooOld);
+        let created_at = earlier(order.created_at)?;
+        let time_expire = order.time_expire.map(earlier).transpose()?;
+        let time_end = order.time_end.map(earlier).transpose()?;
+        order.created_at = created_at;
+        order.time_expire = time_expire;
+        order.time_end = time_end;
+        let aged = order.clone();
+        self.age_refunds_of(out_trade_no, by);
+        Ok(aged)
     }
 
     /// The payer paid. `transaction_id` is WeChat's (generated unless the test chose one).
@@ -192,6 +251,9 @@ impl OrderBook {
         order.transaction_id = Some(transaction_id.unwrap_or_else(|| new_transaction_id(now)));
         order.time_end = Some(now);
         order.bank_type = Some("OTHERS".to_owned());
+        // A payer who retried after a failure: the earlier failure is history, and
+        // the notification must say SUCCESS.
+        order.failure = None;
         Ok(order.clone())
     }
 
@@ -218,6 +280,7 @@ impl OrderBook {
     ) -> Result<SandboxOrder, TransitionError> {
         let order = self.payable(out_trade_no, OrderStatus::UserPaying, now)?;
         order.status = OrderStatus::UserPaying;
+        order.failure = None;
         Ok(order.clone())
     }
 
@@ -227,8 +290,8 @@ impl OrderBook {
         }
     }
 
-    /// The order, if the payer's side may move it to `next` now: the product's own
-    /// state machine decides, and an expired order cannot be paid at all.
+    /// The order, if the payer's side may move it to `next` now (see
+    /// [`payer_may_move`]); an expired order cannot be paid at all.
     fn payable(
         &mut self,
         out_trade_no: &str,
@@ -239,13 +302,26 @@ impl OrderBook {
             .orders
             .get_mut(out_trade_no)
             .ok_or(TransitionError::NotFound)?;
-        if !order.status.can_become(next) {
+        if !payer_may_move(order.status, next) {
             return Err(TransitionError::Conflict(order.status));
         }
         if order.time_expire.is_some_and(|t| t <= now) {
             return Err(TransitionError::Expired);
         }
         Ok(order)
+    }
+}
+
+/// What the payer's side can do to an order at WeChat. It differs from the
+/// product's state machine in one place: PAYERROR is not final at WeChat. The
+/// payer may try again, so a failed order can still be paid, fail again, or see
+/// the payer entering a password. Paid, closed and revoked orders never move.
+fn payer_may_move(from: OrderStatus, to: OrderStatus) -> bool {
+    use OrderStatus::*;
+    match to {
+        Success | PayError => matches!(from, NotPay | UserPaying | PayError),
+        UserPaying => matches!(from, NotPay | PayError),
+        NotPay | Closed | Refund | Revoked => false,
     }
 }
 
@@ -270,7 +346,7 @@ fn new_transaction_id(now: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
 
-    fn new_order(no: &str, fee: i64) -> NewOrder {
+    pub(super) fn new_order(no: &str, fee: i64) -> NewOrder {
         let mut business = Fields::new();
         business.insert("out_trade_no".into(), no.into());
         business.insert("total_fee".into(), fee.to_string());
@@ -316,12 +392,15 @@ mod tests {
         let mut book = OrderBook::default();
         let now = Utc::now();
         book.place(new_order("A2", 100), now).expect("placed");
-        assert_eq!(book.close("A2"), Ok(()));
+        assert_eq!(book.close("A2", now, TimeDelta::zero()), Ok(()));
         assert_eq!(
             book.pay("A2", None, now).map(|o| o.status),
             Err(TransitionError::Conflict(OrderStatus::Closed))
         );
-        assert_eq!(book.close("A2"), Err(CloseError::Closed));
+        assert_eq!(
+            book.close("A2", now, TimeDelta::zero()),
+            Err(CloseError::Closed)
+        );
         assert_eq!(
             book.place(new_order("A2", 100), now),
             Err(PlaceError::Closed)
@@ -335,7 +414,10 @@ mod tests {
         book.place(new_order("A3", 100), now).expect("placed");
         let paid = book.pay("A3", None, now).expect("paid");
         assert!(paid.transaction_id.is_some());
-        assert_eq!(book.close("A3"), Err(CloseError::Paid));
+        assert_eq!(
+            book.close("A3", now, TimeDelta::minutes(5)),
+            Err(CloseError::Paid)
+        );
         assert!(matches!(
             book.pay("A3", None, now),
             Err(TransitionError::Conflict(OrderStatus::Success))
@@ -354,6 +436,58 @@ mod tests {
         assert_eq!(
             book.pay("A4", None, later).map(|o| o.status),
             Err(TransitionError::Expired)
+        );
+    }
+
+    #[test]
+    fn an_order_younger_than_the_minimum_age_cannot_be_closed_until_it_ages() {
+        let mut book = OrderBook::default();
+        let now = Utc::now();
+        let five = TimeDelta::minutes(5);
+        book.place(new_order("A7", 100), now).expect("placed");
+        let later = now + TimeDelta::seconds(299);
+        assert_eq!(book.close("A7", later, five), Err(CloseError::TooYoung));
+        book.age("A7", TimeDelta::seconds(1)).expect("aged");
+        assert_eq!(book.close("A7", later, five), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_payment_can_be_retried_and_then_succeeds() {
+        let mut book = OrderBook::default();
+        let now = Utc::now();
+        book.place(new_order("A8", 100), now).expect("placed");
+        book.fail("A8", "NOTENOUGH".into(), "余额不足".into(), now)
+            .expect("failed");
+        let again = book
+            .fail("A8", "NOTENOUGH".into(), "余额不足".into(), now)
+            .expect("failed again");
+        assert_eq!(again.status, OrderStatus::PayError);
+        let paid = book.pay("A8", None, now).expect("the retry pays");
+        assert_eq!(paid.status, OrderStatus::Success);
+        assert_eq!(paid.failure, None);
+        assert!(matches!(
+            book.fail("A8", "NOTENOUGH".into(), "余额不足".into(), now),
+            Err(TransitionError::Conflict(OrderStatus::Success))
+        ));
+    }
+
+    #[test]
+    fn aging_moves_creation_expiry_and_payment_into_the_past() {
+        let mut book = OrderBook::default();
+        let now = Utc::now();
+        let mut order = new_order("A9", 100);
+        order.time_expire = Some(now + TimeDelta::minutes(10));
+        book.place(order, now).expect("placed");
+        let aged = book.age("A9", TimeDelta::minutes(11)).expect("aged");
+        assert_eq!(aged.created_at, now - TimeDelta::minutes(11));
+        assert_eq!(aged.time_expire, Some(now - TimeDelta::minutes(1)));
+        assert_eq!(
+            book.pay("A9", None, now).map(|o| o.status),
+            Err(TransitionError::Expired)
+        );
+        assert_eq!(
+            book.age("nope", TimeDelta::seconds(1)).map(|o| o.status),
+            Err(TransitionError::NotFound)
         );
     }
 

@@ -5,13 +5,16 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
 };
 
-use crate::orders::NewOrder;
+use crate::{
+    bill::BillType,
+    orders::{NewOrder, NewRefund, RefundRef},
+};
 
 /// Why a request was refused, in WeChat's two layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +98,17 @@ pub fn authenticate(
     Ok(())
 }
 
-/// The checks unifiedorder makes before it touches an order.
+/// WeChat's words for a `time_expire` too close to now (1 minute is the floor
+/// for micropay, 5 for every other trade type).
+const EXPIRE_TOO_SHORT: &str = "time_expire时间过短，刷卡至少1分钟，其他5分钟";
+
+/// The checks unifiedorder makes before it touches an order. `min_expire` is how
+/// far ahead of `now` a `time_expire` must be.
 pub fn unified_order(
     fields: &Fields,
     sign_type: SignType,
     now: DateTime<Utc>,
+    min_expire: TimeDelta,
 ) -> Result<NewOrder, Rejection> {
     for field in [
         "body",
@@ -131,15 +140,7 @@ pub fn unified_order(
     {
         return Err(Rejection::param("spbill_create_ip参数格式错误"));
     }
-    let notify_url = non_empty(fields, "notify_url")?;
-    let scheme_ok = ["http://", "https://"].iter().any(|s| {
-        notify_url
-            .strip_prefix(s)
-            .is_some_and(|rest| !rest.is_empty())
-    });
-    if !scheme_ok || notify_url.len() > 256 {
-        return Err(Rejection::param("notify_url参数格式错误"));
-    }
+    let notify_url = checked_notify_url(non_empty(fields, "notify_url")?)?;
     let trade_type = non_empty(fields, "trade_type")?;
     if !matches!(trade_type, "JSAPI" | "NATIVE" | "APP" | "MWEB") {
         return Err(Rejection::param("trade_type参数错误"));
@@ -155,11 +156,14 @@ pub fn unified_order(
         None => None,
         Some(s) => {
             let t = china_time::parse(s).ok_or_else(|| Rejection::param("time_expire格式错误"))?;
+            // Two refusals with WeChat's one message: a time already past stays the
+            // business error it always was here, while a future time inside the floor
+            // is PARAM_ERROR, as SDK authors record the live API answering.
             if t <= now {
-                return Err(Rejection::business(
-                    "INVALID_REQUEST",
-                    "time_expire时间过短，刷卡至少1分钟，其他5分钟",
-                ));
+                return Err(Rejection::business("INVALID_REQUEST", EXPIRE_TOO_SHORT));
+            }
+            if t - now < min_expire {
+                return Err(Rejection::param(EXPIRE_TOO_SHORT));
             }
             Some(t)
         }
@@ -180,6 +184,174 @@ pub fn unified_order(
         time_expire,
         sign_type,
         business,
+    })
+}
+
+/// An http(s) URL of at most 256 bytes, as WeChat accepts for notify_url.
+fn checked_notify_url(url: &str) -> Result<&str, Rejection> {
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    if !scheme_ok || url.len() > 256 {
+        return Err(Rejection::param("notify_url参数格式错误"));
+    }
+    Ok(url)
+}
+
+/// The checks the refund API makes before it looks at the order.
+pub fn refund(fields: &Fields, sign_type: SignType) -> Result<NewRefund, Rejection> {
+    for field in ["out_refund_no", "total_fee", "refund_fee"] {
+        non_empty(fields, field)?;
+    }
+    let order = query_ref(fields)?;
+    let out_refund_no = out_refund_no(non_empty(fields, "out_refund_no")?)?;
+    let total_fee = Fee::parse_wire("total_fee", non_empty(fields, "total_fee")?)
+        .map_err(|_| Rejection::param("invalid total_fee"))?;
+    let refund_fee = Fee::parse_wire("refund_fee", non_empty(fields, "refund_fee")?)
+        .map_err(|_| Rejection::param("invalid refund_fee"))?;
+    if !matches!(optional(fields, "refund_fee_type"), "" | "CNY") {
+        return Err(Rejection::param("refund_fee_type参数错误"));
+    }
+    // String(80): bytes, as WeChat counts its other string limits.
+    let refund_desc = optional(fields, "refund_desc");
+    if refund_desc.len() > 80 {
+        return Err(Rejection::param("refund_desc参数长度有误"));
+    }
+    let refund_account = match optional(fields, "refund_account") {
+        "" => UNSETTLED_FUNDS,
+        a @ (UNSETTLED_FUNDS | "REFUND_SOURCE_RECHARGE_FUNDS") => a,
+        _ => return Err(Rejection::param("refund_account参数错误")),
+    };
+    let notify_url = match optional(fields, "notify_url") {
+        "" => None,
+        url => Some(checked_notify_url(url)?.to_owned()),
+    };
+    Ok(NewRefund {
+        order,
+        out_refund_no,
+        total_fee: total_fee.fen(),
+        refund_fee: refund_fee.fen(),
+        refund_desc: refund_desc.to_owned(),
+        refund_account: refund_account.to_owned(),
+        notify_url,
+        sign_type,
+    })
+}
+
+/// The default source of refunded money (the merchant's unsettled funds).
+pub const UNSETTLED_FUNDS: &str = "REFUND_SOURCE_UNSETTLED_FUNDS";
+
+/// `out_refund_no`: at most 64 of `[0-9A-Za-z_\-|*@]`.
+fn out_refund_no(s: &str) -> Result<String, Rejection> {
+    let ok = s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*' | b'@'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(Rejection::param("out_refund_no参数格式错误"))
+    }
+}
+
+/// Which refunds refundquery asks about, and from which one on (`offset`).
+pub fn refund_query(fields: &Fields) -> Result<(RefundRef, Option<usize>), Rejection> {
+    let get = |k: &str| fields.get(k).filter(|s| !s.is_empty());
+    let reference = if let Some(id) = get("refund_id") {
+        RefundRef::RefundId(id.clone())
+    } else if let Some(no) = get("out_refund_no") {
+        RefundRef::OutRefundNo(out_refund_no(no)?)
+    } else if get("transaction_id").is_some() || get("out_trade_no").is_some() {
+        RefundRef::Order(query_ref(fields)?)
+    } else {
+        return Err(Rejection::lack("out_refund_no"));
+    };
+    let offset = match get("offset") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| Rejection::param("offset参数错误"))?,
+        ),
+    };
+    Ok((reference, offset))
+}
+
+/// What downloadbill asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillRequest {
+    pub date: NaiveDate,
+    pub bill_type: BillType,
+    pub gzip: bool,
+}
+
+/// Why downloadbill refused: its failures are all `return_code` FAIL, with
+/// `return_msg` and, for its own checks, an `error_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillFailure {
+    pub return_msg: String,
+    pub error_code: Option<&'static str>,
+}
+
+impl BillFailure {
+    /// A downloadbill parameter error (error_code 20001, *unconfirmed*: the docs
+    /// list these messages, SDKs only ever record 20002).
+    fn param(msg: &str) -> Self {
+        Self {
+            return_msg: msg.to_owned(),
+            error_code: Some("20001"),
+        }
+    }
+
+    /// "No Bill Exist": no trade that day. WeChat's docs write "NO", the live
+    /// API "No" (WxJava #1241); the code is named error_code (WxJava #2108).
+    pub fn no_bill() -> Self {
+        Self {
+            return_msg: "No Bill Exist".to_owned(),
+            error_code: Some("20002"),
+        }
+    }
+}
+
+impl From<Rejection> for BillFailure {
+    /// The checks shared with the other endpoints (XML, merchant, signature):
+    /// downloadbill has no business layer, so they all become return_code FAIL.
+    fn from(r: Rejection) -> Self {
+        let return_msg = match r {
+            Rejection::Return(msg) => msg.to_owned(),
+            Rejection::Business { code, .. } => code.to_owned(),
+        };
+        Self {
+            return_msg,
+            error_code: None,
+        }
+    }
+}
+
+/// downloadbill's parameters: `bill_date` (yyyyMMdd), `bill_type` (default
+/// ALL), `tar_type` (GZIP or absent).
+pub fn bill_request(fields: &Fields) -> Result<BillRequest, BillFailure> {
+    let date = match fields.get("bill_date").filter(|s| !s.is_empty()) {
+        None => return Err(BillFailure::param("missing parameter")),
+        Some(d) if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) => {
+            NaiveDate::parse_from_str(d, "%Y%m%d")
+                .map_err(|_| BillFailure::param("invalid bill_date"))?
+        }
+        Some(_) => return Err(BillFailure::param("invalid bill_date")),
+    };
+    let bill_type = match optional(fields, "bill_type") {
+        "" => BillType::All,
+        t => t
+            .parse()
+            .map_err(|()| BillFailure::param("invalid bill_type"))?,
+    };
+    let gzip = match optional(fields, "tar_type") {
+        "" => false,
+        "GZIP" => true,
+        _ => return Err(BillFailure::param("invalid tar_type")),
+    };
+    Ok(BillRequest {
+        date,
+        bill_type,
+        gzip,
     })
 }
 
@@ -397,7 +569,7 @@ mod tests {
     #[test]
     fn unifiedorder_checks_wechats_limits() {
         let now = Utc::now();
-        let check = |f: Fields| code(unified_order(&f, SignType::Md5, now));
+        let check = |f: Fields| code(unified_order(&f, SignType::Md5, now, TimeDelta::zero()));
         assert_eq!(check(with("openid", "o1")), "OK");
         assert_eq!(check(with("body", "")), "LACK_PARAMS");
         assert_eq!(check(with("notify_url", "")), "LACK_PARAMS");
@@ -423,13 +595,148 @@ mod tests {
     }
 
     #[test]
+    fn time_expire_must_be_at_least_the_floor_ahead() {
+        let now = china_time::parse("20240101120000").expect("valid");
+        let floor = TimeDelta::seconds(300);
+        let check = |t: &'static str| {
+            code(unified_order(
+                &with("time_expire", t),
+                SignType::Md5,
+                now,
+                floor,
+            ))
+        };
+        assert_eq!(check("20240101115959"), "INVALID_REQUEST");
+        assert_eq!(check("20240101120000"), "INVALID_REQUEST");
+        assert_eq!(check("20240101120459"), "PARAM_ERROR");
+        assert_eq!(check("20240101120500"), "OK");
+        let short = unified_order(
+            &with("time_expire", "20240101120100"),
+            SignType::Md5,
+            now,
+            floor,
+        );
+        assert_eq!(
+            short.err(),
+            Some(Rejection::Business {
+                code: "PARAM_ERROR",
+                des: "time_expire时间过短，刷卡至少1分钟，其他5分钟".to_owned()
+            })
+        );
+    }
+
+    #[test]
     fn the_same_order_is_recognised_whatever_its_nonce() {
         let now = Utc::now();
-        let a = unified_order(&with("nonce_str", "one"), SignType::Md5, now).expect("valid");
-        let b = unified_order(&with("nonce_str", "two"), SignType::Md5, now).expect("valid");
+        let floor = TimeDelta::zero();
+        let a = unified_order(&with("nonce_str", "one"), SignType::Md5, now, floor).expect("valid");
+        let b = unified_order(&with("nonce_str", "two"), SignType::Md5, now, floor).expect("valid");
         assert_eq!(a.business, b.business);
-        let c = unified_order(&with("total_fee", "2"), SignType::Md5, now).expect("valid");
+        let c = unified_order(&with("total_fee", "2"), SignType::Md5, now, floor).expect("valid");
         assert_ne!(a.business, c.business);
+    }
+
+    fn refund_fields(pairs: &[(&'static str, &'static str)]) -> Fields {
+        let mut all = vec![
+            ("appid", "wx0123456789abcdef"),
+            ("mch_id", "1900000109"),
+            ("nonce_str", "abc"),
+            ("out_trade_no", "T1"),
+            ("out_refund_no", "R1"),
+            ("total_fee", "100"),
+            ("refund_fee", "10"),
+        ];
+        for (k, v) in pairs {
+            all.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                all.push((k, v));
+            }
+        }
+        signed(&all, SignType::Md5)
+    }
+
+    #[test]
+    fn refund_requests_are_checked_field_by_field() {
+        let check = |pairs: &[(&'static str, &'static str)]| match refund(
+            &refund_fields(pairs),
+            SignType::Md5,
+        ) {
+            Ok(_) => "OK",
+            Err(Rejection::Business { code, .. }) => code,
+            Err(Rejection::Return(msg)) => msg,
+        };
+        assert_eq!(check(&[]), "OK");
+        assert_eq!(check(&[("out_refund_no", "a|b*c@d-e_f")]), "OK");
+        let long: &'static str = Box::leak("9".repeat(65).into_boxed_str());
+        assert_eq!(check(&[("out_refund_no", long)]), "PARAM_ERROR");
+        assert_eq!(check(&[("out_refund_no", "has space")]), "PARAM_ERROR");
+        assert_eq!(check(&[("out_refund_no", "")]), "LACK_PARAMS");
+        assert_eq!(check(&[("out_trade_no", "")]), "LACK_PARAMS");
+        assert_eq!(check(&[("refund_fee", "0")]), "PARAM_ERROR");
+        assert_eq!(check(&[("total_fee", "1.00")]), "PARAM_ERROR");
+        assert_eq!(check(&[("refund_fee_type", "USD")]), "PARAM_ERROR");
+        assert_eq!(check(&[("refund_account", "MY_POCKET")]), "PARAM_ERROR");
+        assert_eq!(check(&[("notify_url", "ftp://x")]), "PARAM_ERROR");
+        let desc: &'static str = Box::leak("退".repeat(27).into_boxed_str());
+        assert_eq!(check(&[("refund_desc", desc)]), "PARAM_ERROR");
+        let by_tid =
+            refund(&refund_fields(&[("transaction_id", "4200")]), SignType::Md5).expect("valid");
+        assert_eq!(by_tid.order, OrderRef::TransactionId("4200".into()));
+        assert_eq!(by_tid.refund_account, UNSETTLED_FUNDS);
+        assert_eq!(by_tid.notify_url, None);
+    }
+
+    #[test]
+    fn refundquery_prefers_the_refund_id_then_the_refund_number() {
+        let q = |pairs: &[(&'static str, &'static str)]| refund_query(&refund_fields(pairs));
+        assert_eq!(
+            q(&[("refund_id", "503")]),
+            Ok((RefundRef::RefundId("503".into()), None))
+        );
+        assert_eq!(q(&[]), Ok((RefundRef::OutRefundNo("R1".into()), None)));
+        assert_eq!(
+            q(&[("out_refund_no", ""), ("offset", "10")]),
+            Ok((
+                RefundRef::Order(OrderRef::OutTradeNo("T1".into())),
+                Some(10)
+            ))
+        );
+        assert!(q(&[("out_refund_no", ""), ("out_trade_no", "")]).is_err());
+        assert!(q(&[("offset", "-1")]).is_err());
+    }
+
+    #[test]
+    fn downloadbill_needs_a_real_date_and_knows_its_types() {
+        let req = |pairs: &[(&'static str, &'static str)]| {
+            let f: Fields = pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+            bill_request(&f)
+        };
+        assert_eq!(
+            req(&[("bill_date", "20240229")]),
+            Ok(BillRequest {
+                date: NaiveDate::from_ymd_opt(2024, 2, 29).expect("valid"),
+                bill_type: BillType::All,
+                gzip: false
+            })
+        );
+        assert_eq!(
+            req(&[
+                ("bill_date", "20240101"),
+                ("bill_type", "REFUND"),
+                ("tar_type", "GZIP")
+            ])
+            .map(|r| (r.bill_type, r.gzip)),
+            Ok((BillType::Refund, true))
+        );
+        for bad in ["20230229", "2024-01-01", "2024010", ""] {
+            let failure = req(&[("bill_date", bad)]).expect_err(bad);
+            assert_eq!(failure.error_code, Some("20001"), "{bad}");
+        }
+        assert!(req(&[("bill_date", "20240101"), ("bill_type", "all")]).is_err());
+        assert!(req(&[("bill_date", "20240101"), ("tar_type", "ZIP")]).is_err());
     }
 
     #[test]

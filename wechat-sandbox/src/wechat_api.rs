@@ -1,6 +1,11 @@
-//! The WeChat Pay v2 endpoints: `/pay/unifiedorder`, `/pay/orderquery` and
-//! `/pay/closeorder`. Thin: apply an armed fault, check the request with
-//! `protocol`, act on the order book, and write the signed reply.
+//! The WeChat Pay v2 endpoints: `/pay/unifiedorder`, `/pay/orderquery`,
+//! `/pay/closeorder`, `/secapi/pay/refund`, `/pay/refundquery` and
+//! `/pay/downloadbill`. Thin: apply an armed fault, check the request with
+//! `protocol`, act on the order book, and write the signed reply (or, for the
+//! bill, the file that `bill` builds). (The real `/secapi/` needs the merchant's client
+//! certificate over mutual TLS; the sandbox serves plain HTTP.)
+
+use std::io::Write;
 
 use axum::{
     body::{Body, Bytes},
@@ -11,15 +16,18 @@ use axum::{
     Router,
 };
 use chrono::Utc;
+use flate2::{write::GzEncoder, Compression};
 use wxpay_core::{
     domain::OrderStatus,
     wechat::{china_time, Fields, SignType},
 };
 
 use crate::{
+    bill,
     faults::Fault,
-    orders::{CloseError, PlaceError, SandboxOrder},
-    protocol::{self, OrderRef, Rejection},
+    notify,
+    orders::{CloseError, PlaceError, RefundError, SandboxOrder, SandboxRefund},
+    protocol::{self, BillFailure, OrderRef, Rejection},
     state::AppState,
 };
 
@@ -31,6 +39,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/pay/orderquery", post(order_query).fallback(require_post))
         .route("/pay/closeorder", post(close_order).fallback(require_post))
+        .route("/secapi/pay/refund", post(refund).fallback(require_post))
+        .route(
+            "/pay/refundquery",
+            post(refund_query).fallback(require_post),
+        )
+        .route(
+            "/pay/downloadbill",
+            post(download_bill).fallback(require_post),
+        )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +55,8 @@ enum Endpoint {
     UnifiedOrder,
     OrderQuery,
     CloseOrder,
+    Refund,
+    RefundQuery,
 }
 
 async fn unified_order(State(state): State<AppState>, body: Bytes) -> Response {
@@ -50,6 +69,83 @@ async fn order_query(State(state): State<AppState>, body: Bytes) -> Response {
 
 async fn close_order(State(state): State<AppState>, body: Bytes) -> Response {
     handle(state, Endpoint::CloseOrder, body).await
+}
+
+async fn refund(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, Endpoint::Refund, body).await
+}
+
+async fn refund_query(State(state): State<AppState>, body: Bytes) -> Response {
+    handle(state, Endpoint::RefundQuery, body).await
+}
+
+/// downloadbill answers with the bill itself, or an unsigned return_code FAIL:
+/// it has no business layer and no signed reply, so it has its own handler.
+async fn download_bill(State(state): State<AppState>, body: Bytes) -> Response {
+    // No signature to forge in a bill: a bad_signature fault waits for a signed call.
+    let fault = state.faults().take_unsigned();
+    if fault == Some(Fault::Timeout) {
+        return hang_and_drop(&state).await;
+    }
+    let outcome = bill_outcome(&state, &body, fault == Some(Fault::SystemError));
+    if fault == Some(Fault::ProcessThenTimeout) {
+        return hang_and_drop(&state).await;
+    }
+    match outcome {
+        Ok((bytes, content_type)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Err(failure) => {
+            tracing::info!(?failure, "downloadbill refused");
+            let mut reply = Fields::from([
+                ("return_code".to_owned(), "FAIL".to_owned()),
+                ("return_msg".to_owned(), failure.return_msg),
+            ]);
+            if let Some(code) = failure.error_code {
+                reply.insert("error_code".to_owned(), code.to_owned());
+            }
+            xml_response(protocol::to_xml(&reply))
+        }
+    }
+}
+
+/// The bill's bytes and content type, or why there is none.
+fn bill_outcome(
+    state: &AppState,
+    body: &[u8],
+    systemerror: bool,
+) -> Result<(Vec<u8>, &'static str), BillFailure> {
+    let fields = protocol::decode_request(body)?;
+    let sign_type = protocol::request_sign_type(&fields)?;
+    if systemerror {
+        return Err(BillFailure {
+            return_msg: "SYSTEMERROR".to_owned(),
+            error_code: None,
+        });
+    }
+    protocol::authenticate(&fields, &state.config().merchant, sign_type)?;
+    let request = protocol::bill_request(&fields)?;
+    let text = bill::build(
+        &state.orders(),
+        &state.config().merchant,
+        request.date,
+        request.bill_type,
+        state.config().bill_layout,
+    )
+    .ok_or_else(BillFailure::no_bill)?;
+    if !request.gzip {
+        return Ok((text.into_bytes(), "text/plain;charset=utf-8"));
+    }
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    // Writing to a Vec cannot fail short of running out of memory; should it,
+    // WeChat's own words for a failed compression are the honest answer.
+    gz.write_all(text.as_bytes())
+        .and_then(|()| gz.finish())
+        .map(|bytes| (bytes, "application/x-gzip"))
+        .map_err(|_| BillFailure {
+            return_msg: "CompressGZip Error".to_owned(),
+            error_code: None,
+        })
 }
 
 async fn require_post() -> Response {
@@ -88,6 +184,15 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Bytes) -> Response {
     if let Err(rejection) = &outcome {
         tracing::info!(?endpoint, ?rejection, "request refused");
     }
+    if fault == Some(Fault::ProcessThenTimeout) {
+        // The call took effect (an order placed, closed, a refund accepted), but
+        // the answer is lost: the client cannot tell this from a call never made.
+        tracing::info!(
+            ?endpoint,
+            "process_then_timeout fault: the reply will be lost"
+        );
+        return hang_and_drop(&state).await;
+    }
     let mut reply = protocol::render(outcome, merchant, sign_type);
     if fault == Some(Fault::BadSignature) {
         protocol::forge_signature(&mut reply);
@@ -105,7 +210,8 @@ fn act(
     let now = Utc::now();
     match endpoint {
         Endpoint::UnifiedOrder => {
-            let new = protocol::unified_order(fields, sign_type, now)?;
+            let new =
+                protocol::unified_order(fields, sign_type, now, state.config().min_expire_span())?;
             let trade_type = new.trade_type.clone();
             let prepay_id = state.orders().place(new, now).map_err(|e| match e {
                 PlaceError::DuplicateOutTradeNo => {
@@ -132,14 +238,143 @@ fn act(
         }
         Endpoint::CloseOrder => {
             let no = protocol::out_trade_no(fields)?;
-            state.orders().close(&no).map_err(|e| match e {
-                CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
-                CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
-                CloseError::Closed => business("ORDERCLOSED", "订单已关闭，无需继续关单"),
-            })?;
+            let min_age = state.config().close_min_age_span();
+            state
+                .orders()
+                .close(&no, now, min_age)
+                .map_err(|e| match e {
+                    CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
+                    CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
+                    CloseError::Closed => business("ORDERCLOSED", "订单已关闭，无需继续关单"),
+                    CloseError::TooYoung => business(
+                        "INVALID_REQUEST",
+                        "订单生成后不能马上调用关单接口，最短调用时间间隔为5分钟",
+                    ),
+                })?;
             Ok(Fields::from([("result_msg".to_owned(), "OK".to_owned())]))
         }
+        Endpoint::Refund => {
+            let new = protocol::refund(fields, sign_type)?;
+            let refund = state
+                .orders()
+                .apply_refund(new, now)
+                .map_err(refund_rejection)?;
+            Ok(refund_fields(&refund))
+        }
+        Endpoint::RefundQuery => {
+            let (reference, offset) = protocol::refund_query(fields)?;
+            let orders = state.orders();
+            let (order, refunds) = orders
+                .query_refunds(&reference)
+                .ok_or_else(|| business("REFUNDNOTEXIST", "not exist"))?;
+            refund_query_fields(order, &refunds, offset)
+        }
     }
+}
+
+/// WeChat's err_code for each reason a refund is refused. Where the live API's
+/// code is on record it is used (`ERROR` 订单已全额退款, `REFUND_FEE_INVALID`
+/// 累计退款金额大于支付金额, `REFUND_FEE_MISMATCH`, `TRADE_STATE_ERROR`,
+/// `TRADE_OVERDUE`, `INVALID_TRANSACTIONID`); the rest are `INVALID_REQUEST`,
+/// WeChat's code for "well-formed but against the business rules".
+fn refund_rejection(e: RefundError) -> Rejection {
+    match e {
+        RefundError::OrderNotFound => business("ORDERNOTEXIST", "订单不存在"),
+        RefundError::TransactionNotFound => business("INVALID_TRANSACTIONID", "无效transaction_id"),
+        RefundError::NotPaid => business("TRADE_STATE_ERROR", "订单状态错误"),
+        RefundError::Overdue => business("TRADE_OVERDUE", "订单已经超过退款期限"),
+        RefundError::TotalFeeMismatch => {
+            business("INVALID_REQUEST", "订单金额与实际支付金额不一致")
+        }
+        RefundError::TooManyRefunds => business("INVALID_REQUEST", "订单退款次数已达上限50次"),
+        RefundError::FullyRefunded => business("ERROR", "订单已全额退款"),
+        RefundError::ExceedsPaid => business("REFUND_FEE_INVALID", "累计退款金额大于支付金额"),
+        RefundError::AmountsDiffer => business(
+            "REFUND_FEE_MISMATCH",
+            "订单金额或退款金额与之前请求不一致，请核实后再试",
+        ),
+        RefundError::OutRefundNoReused => business(
+            "INVALID_REQUEST",
+            "商户退款单号已存在，请求参数与原退款不一致",
+        ),
+    }
+}
+
+/// The refund API's reply: the refund as accepted (not yet done).
+fn refund_fields(refund: &SandboxRefund) -> Fields {
+    let fee = refund.refund_fee.to_string();
+    Fields::from([
+        ("transaction_id".to_owned(), refund.transaction_id.clone()),
+        ("out_trade_no".to_owned(), refund.out_trade_no.clone()),
+        ("out_refund_no".to_owned(), refund.out_refund_no.clone()),
+        ("refund_id".to_owned(), refund.refund_id.clone()),
+        ("refund_fee".to_owned(), fee.clone()),
+        ("settlement_refund_fee".to_owned(), fee.clone()),
+        ("cash_refund_fee".to_owned(), fee),
+        ("total_fee".to_owned(), refund.total_fee.to_string()),
+        ("cash_fee".to_owned(), refund.total_fee.to_string()),
+        ("fee_type".to_owned(), "CNY".to_owned()),
+    ])
+}
+
+/// How many refunds one refundquery lists when asked by order.
+const REFUNDS_PER_PAGE: usize = 10;
+
+/// refundquery's reply: the order, then `_$n` fields per refund. Asked by order,
+/// it lists at most 10 from `offset` and, when an offset was given, the order's
+/// `total_refund_count`, as WeChat pages through an order's 50 possible refunds.
+fn refund_query_fields(
+    order: &SandboxOrder,
+    refunds: &[&SandboxRefund],
+    offset: Option<usize>,
+) -> Result<Fields, Rejection> {
+    let start = offset.unwrap_or(0);
+    if start >= refunds.len() {
+        return Err(business("REFUNDNOTEXIST", "not exist"));
+    }
+    let page: Vec<_> = refunds.iter().skip(start).take(REFUNDS_PER_PAGE).collect();
+    let mut f = Fields::new();
+    let mut put = |k: String, v: String| {
+        f.insert(k, v);
+    };
+    put(
+        "transaction_id".into(),
+        order.transaction_id.clone().unwrap_or_default(),
+    );
+    put("out_trade_no".into(), order.out_trade_no.clone());
+    put("total_fee".into(), order.total_fee.to_string());
+    put("cash_fee".into(), order.total_fee.to_string());
+    put("fee_type".into(), "CNY".into());
+    put("refund_count".into(), page.len().to_string());
+    if offset.is_some() {
+        put("total_refund_count".into(), refunds.len().to_string());
+    }
+    for (n, refund) in page.iter().enumerate() {
+        put(format!("out_refund_no_{n}"), refund.out_refund_no.clone());
+        put(format!("refund_id_{n}"), refund.refund_id.clone());
+        put(format!("refund_fee_{n}"), refund.refund_fee.to_string());
+        put(
+            format!("settlement_refund_fee_{n}"),
+            refund.refund_fee.to_string(),
+        );
+        put(
+            format!("refund_status_{n}"),
+            refund.status.as_str().to_owned(),
+        );
+        put(format!("refund_channel_{n}"), "ORIGINAL".to_owned());
+        put(format!("refund_account_{n}"), refund.refund_account.clone());
+        put(
+            format!("refund_recv_accout_{n}"),
+            notify::REFUND_RECV_ACCOUNT.to_owned(),
+        );
+        if let Some(t) = refund.success_time {
+            put(
+                format!("refund_success_time_{n}"),
+                notify::china_time_with_dashes(t),
+            );
+        }
+    }
+    Ok(f)
 }
 
 fn business(code: &'static str, des: &str) -> Rejection {

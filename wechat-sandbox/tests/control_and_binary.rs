@@ -99,11 +99,11 @@ async fn faults_are_armed_and_counted_down_per_call() {
     assert_eq!(status, 200);
     assert_eq!(
         armed,
-        json!({"systemerror": 0, "timeout": 0, "bad_signature": 2})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 2})
     );
     assert_eq!(
         left,
-        json!({"systemerror": 0, "timeout": 0, "bad_signature": 1})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 1})
     );
 }
 
@@ -158,14 +158,18 @@ fn a_bad_api_key_is_named_but_never_echoed() {
     assert!(!stderr.contains("tooshort-secret"), "{stderr}");
 }
 
-#[tokio::test]
-async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
+/// Starts the binary on a free port with extra variables and waits until it answers.
+async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut child = tokio::process::Command::from(binary())
-        .env("SANDBOX_ADDR", format!("127.0.0.1:{port}"))
+    let mut cmd = binary();
+    cmd.env("SANDBOX_ADDR", format!("127.0.0.1:{port}"));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
         .expect("starts");
@@ -183,6 +187,77 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the sandbox never answered on {port}");
+    (child, port)
+}
+
+#[test]
+fn bad_lifecycle_rule_values_stop_start_up_with_one_line_naming_them() {
+    for var in [
+        "SANDBOX_MIN_EXPIRE_SECONDS",
+        "SANDBOX_CLOSE_MIN_AGE_SECONDS",
+    ] {
+        for bad in ["five", "-1", "86401"] {
+            let out = binary().env(var, bad).output().expect("runs");
+
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{var}={bad}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains(var), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_bill_layout_stops_start_up_with_one_line_naming_it() {
+    for bad in ["26", "current"] {
+        let out = binary()
+            .env("SANDBOX_BILL_LAYOUT", bad)
+            .output()
+            .expect("runs");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("SANDBOX_BILL_LAYOUT"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
+    let (_child, port) = start_binary(&[
+        ("SANDBOX_MIN_EXPIRE_SECONDS", "0"),
+        ("SANDBOX_CLOSE_MIN_AGE_SECONDS", "0"),
+    ])
+    .await;
+    let merchant = wxpay_core::wechat::Merchant {
+        app_id: "wx0123456789abcdef".into(),
+        mch_id: "1900000109".into(),
+        api_key: wxpay_core::wechat::ApiKey::parse("sandboxtestkey0123456789abcdefgh")
+            .expect("key"),
+    };
+    let client = payment_service::wechat::WechatClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        merchant,
+        Default::default(),
+    )
+    .expect("client");
+    let no = new_out_trade_no();
+    let mut soon = order(&no, 1, "http://127.0.0.1:9/n", SignType::Md5);
+    soon.time_expire = Some(chrono::Utc::now() + chrono::Duration::seconds(60));
+
+    let placed = client.unified_order(&soon).await;
+    let closed = client.close_order(&no, SignType::Md5).await;
+
+    assert!(
+        placed.is_ok(),
+        "a 60 s time_expire is fine with a 0 floor: {placed:?}"
+    );
+    assert_eq!(closed, Ok(payment_service::wechat::CloseOutcome::Closed));
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
+    let (mut child, _port) = start_binary(&[]).await;
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])

@@ -102,6 +102,11 @@ async fn a_closed_order_cannot_be_paid_or_closed_again() {
         .unified_order(&order(&no, 1, NOTIFY, SignType::Md5))
         .await
         .expect("placed");
+    // WeChat refuses to close an order younger than 5 minutes.
+    sandbox
+        .age(&no, Duration::from_secs(300))
+        .await
+        .expect("aged");
 
     assert_eq!(
         client.close_order(&no, SignType::Md5).await,
