@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use payment_service::reconciler::ReconcilerConfig;
 use secrecy::SecretString;
 use wxpay_core::wechat::{ApiKey, Merchant, SignType};
 use wxpay_runtime::config::{self, ConfigError};
@@ -59,6 +60,8 @@ pub struct Settings {
     pub fallback_delay: Duration,
     /// The cap of that query's backoff.
     pub fallback_max_delay: Duration,
+    /// How payment-service's reconciler asks WeChat about unsettled orders.
+    pub reconcile: ReconcilerConfig,
 }
 
 impl Settings {
@@ -117,6 +120,7 @@ impl Settings {
                 "POLLER_FALLBACK_MAX_DELAY_MS",
                 60_000,
             )?),
+            reconcile: ReconcilerConfig::from_env()?,
         })
     }
 
@@ -139,6 +143,7 @@ impl Settings {
             sandbox_time_factor: 1,
             fallback_delay: Duration::from_secs(5),
             fallback_max_delay: Duration::from_secs(60),
+            reconcile: ReconcilerConfig::default(),
         }
     }
 }

@@ -80,6 +80,15 @@ impl Settings {
                 format!("{}/wechat/pay/notify", url(self.gateway_addr)),
             ),
             ("PAYMENT_ADDR", self.payment_addr.to_string()),
+            (
+                "RECONCILE_INTERVAL_SECONDS",
+                self.reconcile.interval.as_secs().max(1).to_string(),
+            ),
+            (
+                "RECONCILE_AFTER_SECONDS",
+                self.reconcile.after.as_secs().max(1).to_string(),
+            ),
+            ("RECONCILE_MAX_QPS", self.reconcile.max_qps.to_string()),
         ]);
 
         let mut gateway = merchant;

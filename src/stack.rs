@@ -125,6 +125,7 @@ impl Stack {
             wechat,
             &wechat_config,
             settings.api_token.clone(),
+            settings.reconcile.clone(),
         );
         let gateway = gateway::Application::from_parts(
             gateway_listener,

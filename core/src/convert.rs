@@ -49,6 +49,7 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
         attach: o.attach.to_string(),
         created_at: o.created_at.timestamp_millis(),
         paid_at: o.paid_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+        expires_at: o.expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
     }
 }
 

@@ -129,8 +129,21 @@ async fn pay(
         source,
     };
     match state.ledger.apply(&t).await {
-        Ok(TransitionOutcome::Applied { order, .. }) => {
-            tracing::info!(out_trade_no = no, version = order.version, %transaction_id, "order paid");
+        Ok(TransitionOutcome::Applied {
+            order, previous, ..
+        }) => {
+            tracing::info!(out_trade_no = no, version = order.version, %transaction_id, from = %previous, "order paid");
+            if matches!(previous, OrderStatus::Closed | OrderStatus::Revoked) {
+                // WeChat has the money, so the order shows it; someone must now
+                // refund the payer or deliver after all.
+                state
+                    .anomaly(
+                        AnomalyKind::PaidAfterClose,
+                        no,
+                        format!("payment {transaction_id} arrived for an order that was {previous}; refund or deliver"),
+                    )
+                    .await;
+            }
             Verdict::Applied
         }
         Ok(TransitionOutcome::Unchanged { order }) => match order.status {
@@ -139,15 +152,11 @@ async fn pay(
             {
                 Verdict::Duplicate
             }
-            // Paid twice under two transaction_ids, or paid after the order was closed
-            // or failed. The state machine will never accept this message, so a FAIL
-            // would only make WeChat resend it for a day with the same result; the
-            // money question (refund one of them) is for a human, via the anomaly.
-            OrderStatus::Success
-            | OrderStatus::Refund
-            | OrderStatus::Closed
-            | OrderStatus::Revoked
-            | OrderStatus::PayError => {
+            // Paid twice under two transaction_ids. The state machine will never
+            // accept this message, so a FAIL would only make WeChat resend it for a
+            // day with the same result; the money question (refund one of them) is
+            // for a human, via the anomaly.
+            OrderStatus::Success | OrderStatus::Refund => {
                 state
                     .anomaly(
                         AnomalyKind::PaymentConflict,
@@ -163,7 +172,11 @@ async fn pay(
             }
             // The move is allowed from these, so "unchanged" means the order moved
             // between the UPDATE and the re-read; a retry will see where it settled.
-            OrderStatus::NotPay | OrderStatus::UserPaying => Verdict::Unavailable,
+            OrderStatus::NotPay
+            | OrderStatus::UserPaying
+            | OrderStatus::PayError
+            | OrderStatus::Closed
+            | OrderStatus::Revoked => Verdict::Unavailable,
         },
         Err(StoreError::Conflict(detail)) => {
             // transaction_id is unique: WeChat reports one payment for two orders.

@@ -155,6 +155,60 @@ async fn a_failed_payment_marks_the_order_payerror() {
 }
 
 #[tokio::test]
+async fn a_payment_after_a_failed_one_marks_the_order_paid() {
+    let app = spawn_app().await;
+    let order = app.create_order(100, SignType::Md5).await;
+    let mut fields = pay_fields(&order, "");
+    fields.insert("result_code".into(), "FAIL".into());
+    fields.insert("err_code".into(), "NOTENOUGH".into());
+    let (_, reply) = app.notify(signed(fields, &key(), SignType::Md5)).await;
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+
+    // The payer tops up and pays the same order: WeChat's word wins.
+    let tx = transaction_id();
+    let (_, reply) = app
+        .notify(signed(pay_fields(&order, &tx), &key(), SignType::Md5))
+        .await;
+
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!((paid.status, paid.version), (OrderStatus::Success, 3));
+    assert_eq!(paid.transaction_id.as_deref(), Some(tx.as_str()));
+    assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 0);
+}
+
+#[tokio::test]
+async fn a_payment_for_an_order_closed_here_is_recorded_and_flagged() {
+    let app = spawn_app().await;
+    let order = app.create_order(100, SignType::Md5).await;
+    sqlx::query("UPDATE orders SET status = 'CLOSED', version = 2 WHERE out_trade_no = $1")
+        .bind(order.out_trade_no.as_str())
+        .execute(app.store.pool())
+        .await
+        .expect("closed here");
+
+    let tx = transaction_id();
+    let (_, reply) = app
+        .notify(signed(pay_fields(&order, &tx), &key(), SignType::Md5))
+        .await;
+
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!(
+        paid.status,
+        OrderStatus::Success,
+        "the payer's money must show"
+    );
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM anomalies WHERE out_trade_no = $1")
+            .bind(order.out_trade_no.as_str())
+            .fetch_all(app.store.pool())
+            .await
+            .expect("anomalies");
+    assert_eq!(kinds, vec!["paid_after_close"]);
+}
+
+#[tokio::test]
 async fn a_second_transaction_for_a_paid_order_is_an_anomaly_that_changes_nothing() {
     let app = spawn_app().await;
     let order = app.create_order(100, SignType::Md5).await;

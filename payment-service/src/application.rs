@@ -1,6 +1,6 @@
 //! Builds and runs the payment-service gRPC server: PaymentService behind the
-//! bearer-token check, grpc.health.v1, reflection, the outbox relay, and a
-//! graceful shutdown (health NOT_SERVING, drain, relay flush).
+//! bearer-token check, grpc.health.v1, reflection, the outbox relay, the
+//! reconciler, and a graceful shutdown (health NOT_SERVING, drain, relay flush).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -18,6 +18,7 @@ use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store}
 use crate::{
     config::WechatConfig,
     grpc::PaymentGrpc,
+    reconciler::{Reconciler, ReconcilerConfig},
     service::Payments,
     wechat::{ClientOptions, WechatClient},
 };
@@ -30,6 +31,7 @@ pub struct Settings {
     pub wechat: WechatConfig,
     pub addr: SocketAddr,
     pub api_token: Option<SecretString>,
+    pub reconcile: ReconcilerConfig,
 }
 
 impl Settings {
@@ -40,6 +42,7 @@ impl Settings {
             wechat: WechatConfig::from_env()?,
             addr: config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?,
             api_token: config::api_token()?,
+            reconcile: ReconcilerConfig::from_env()?,
         })
     }
 }
@@ -49,6 +52,7 @@ pub struct Application {
     payments: Arc<Payments>,
     relay: Relay,
     api_token: Option<SecretString>,
+    reconcile: ReconcilerConfig,
 }
 
 impl Application {
@@ -71,6 +75,7 @@ impl Application {
             wechat,
             &settings.wechat,
             settings.api_token,
+            settings.reconcile,
         ))
     }
 
@@ -82,6 +87,7 @@ impl Application {
         wechat: WechatClient,
         wechat_config: &WechatConfig,
         api_token: Option<SecretString>,
+        reconcile: ReconcilerConfig,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
         let payments = Arc::new(Payments::new(
@@ -95,6 +101,7 @@ impl Application {
             payments,
             relay,
             api_token,
+            reconcile,
         }
     }
 
@@ -124,6 +131,13 @@ impl Application {
             BearerAuth::new(self.api_token.clone()),
         );
 
+        // The reconciler stops first at shutdown: a pass cut short leaves its
+        // claims to run out, and the next replica takes them over.
+        let stop_reconciler = tokio_util::sync::CancellationToken::new();
+        let reconciler_task = tokio::spawn(
+            Reconciler::new(self.payments.clone(), self.reconcile.clone())
+                .run(stop_reconciler.clone()),
+        );
         let (stop_relay_tx, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
         let relay_task = tokio::spawn(self.relay.clone().run(async {
             let _ = stop_relay_rx.await;
@@ -158,6 +172,8 @@ impl Application {
                 tokio::time::sleep(Duration::from_secs(15)).await;
             } => tracing::warn!("drain timed out; exiting with calls in flight"),
         }
+        stop_reconciler.cancel();
+        let _ = reconciler_task.await;
         // Publishes started by calls that finished go out before the relay's last flush.
         self.payments.ledger().drain().await;
         let _ = stop_relay_tx.send(());

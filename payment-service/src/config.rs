@@ -2,8 +2,34 @@
 //! and how to reach WeChat. The shared readers (one line naming the variable on
 //! a bad value, no secret echoed) are in `wxpay_runtime::config`.
 
+use std::time::Duration;
+
 use wxpay_core::wechat::{Merchant, SignType};
-use wxpay_runtime::config::{self as env, optional, required, url, ConfigError};
+use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
+
+use crate::reconciler::ReconcilerConfig;
+
+impl ReconcilerConfig {
+    /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60) and
+    /// `RECONCILE_MAX_QPS` (20); each must be at least 1.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let v: u64 = parsed_or(var, default)?;
+            if v == 0 {
+                return Err(ConfigError::new(var, "must be at least 1"));
+            }
+            Ok(v)
+        };
+        let max_qps = positive("RECONCILE_MAX_QPS", 20)?;
+        Ok(Self {
+            interval: Duration::from_secs(positive("RECONCILE_INTERVAL_SECONDS", 30)?),
+            after: Duration::from_secs(positive("RECONCILE_AFTER_SECONDS", 60)?),
+            max_qps: u32::try_from(max_qps)
+                .map_err(|_| ConfigError::new("RECONCILE_MAX_QPS", "is too large"))?,
+            ..Self::default()
+        })
+    }
+}
 
 /// The merchant and how to reach WeChat.
 #[derive(Debug, Clone)]

@@ -54,6 +54,26 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// WeChat err_codes that mean this merchant's setup is wrong (key, appid,
+/// mch_id, permissions): no retry can fix them, and an operator must know.
+const MISCONFIGURED: [&str; 6] = [
+    "NOAUTH",
+    "APPID_MCHID_NOT_MATCH",
+    "APPID_NOT_EXIST",
+    "MCHID_NOT_EXIST",
+    "SIGNERROR",
+    "REQUIRE_POST_METHOD",
+];
+
+/// WeChat err_codes that blame a field of the request.
+const FIELD_AT_FAULT: [&str; 5] = [
+    "PARAM_ERROR",
+    "LACK_PARAMS",
+    "XML_FORMAT_ERROR",
+    "NOT_UTF8",
+    "OUT_TRADE_NO_USED",
+];
+
 impl From<WechatError> for ApiError {
     fn from(e: WechatError) -> Self {
         match e {
@@ -61,28 +81,51 @@ impl From<WechatError> for ApiError {
                 public: "WeChat Pay is unreachable, retry later",
                 detail: e.to_string(),
             },
-            WechatError::Business { ref code, .. } if code == "SYSTEMERROR" => {
-                ApiError::Unavailable {
-                    public: "WeChat Pay reported a system error, retry later",
-                    detail: e.to_string(),
-                }
-            }
-            WechatError::Business { ref code, .. } => match code.as_str() {
-                "ORDERPAID" => ApiError::FailedPrecondition("the order is already paid".into()),
-                "ORDERCLOSED" => ApiError::FailedPrecondition("the order is closed".into()),
-                "NOTENOUGH" => {
-                    ApiError::FailedPrecondition("the payer's balance is not enough".into())
-                }
-                _ => ApiError::Unavailable {
-                    public: "WeChat Pay refused the request",
-                    detail: e.to_string(),
-                },
-            },
-            WechatError::BadReply(_) | WechatError::Return(_) => ApiError::Unavailable {
-                public: "WeChat Pay's reply could not be trusted",
+            WechatError::BadReply(_) => ApiError::Unavailable {
+                public: "WeChat Pay's reply could not be trusted, retry later",
                 detail: e.to_string(),
             },
+            // return_code FAIL: the request itself was refused before any business
+            // rule (a signature WeChat does not accept, a merchant it does not
+            // know). Retrying the same request cannot help.
+            WechatError::Return(ref msg) => {
+                tracing::error!(return_msg = %msg, "WeChat Pay refused the request outright: check WECHAT_APP_ID, WECHAT_MCH_ID, WECHAT_API_KEY and WECHAT_SIGN_TYPE");
+                ApiError::FailedPrecondition(format!("WeChat Pay refused the request: {msg}"))
+            }
+            WechatError::Business { code, message } => business(code, message),
         }
+    }
+}
+
+/// A result_code FAIL: transient codes are UNAVAILABLE, everything else says
+/// why, with WeChat's own err_code and err_code_des.
+fn business(code: String, message: String) -> ApiError {
+    let what = if message.is_empty() {
+        code.clone()
+    } else {
+        format!("{code}: {message}")
+    };
+    match code.as_str() {
+        "SYSTEMERROR" | "BIZERR_NEED_RETRY" | "FREQUENCY_LIMITED" => ApiError::Unavailable {
+            public: "WeChat Pay is busy, retry later with the same request",
+            detail: what,
+        },
+        c if MISCONFIGURED.contains(&c) => {
+            tracing::error!(err_code = %code, err_code_des = %message, "WeChat Pay says this merchant is misconfigured");
+            ApiError::FailedPrecondition(format!(
+                "WeChat Pay refused the merchant's request ({what})"
+            ))
+        }
+        c if FIELD_AT_FAULT.contains(&c) => ApiError::InvalidArgument(ValidationError::new(
+            "request",
+            format!("WeChat Pay refused a field ({what})"),
+        )),
+        "ORDERPAID" => ApiError::FailedPrecondition(format!("the order is already paid ({what})")),
+        "ORDERCLOSED" => ApiError::FailedPrecondition(format!("the order is closed ({what})")),
+        "NOTENOUGH" => {
+            ApiError::FailedPrecondition(format!("the payer's balance is not enough ({what})"))
+        }
+        _ => ApiError::FailedPrecondition(format!("WeChat Pay refused the request ({what})")),
     }
 }
 
@@ -146,6 +189,38 @@ mod tests {
             ),
             (WechatError::Timeout.into(), tonic::Code::Unavailable),
             (
+                business_error("SYSTEMERROR").into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                business_error("BIZERR_NEED_RETRY").into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                business_error("PARAM_ERROR").into(),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                business_error("LACK_PARAMS").into(),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                business_error("INVALID_REQUEST").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("NOAUTH").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("APPID_MCHID_NOT_MATCH").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                WechatError::Return("签名错误".into()).into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
                 StoreError::Corrupt("bad".into()).into(),
                 tonic::Code::Internal,
             ),
@@ -153,6 +228,30 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(err.grpc_code(), code, "{err:?}");
         }
+    }
+
+    fn business_error(code: &str) -> WechatError {
+        WechatError::Business {
+            code: code.into(),
+            message: format!("{code} described"),
+        }
+    }
+
+    #[test]
+    fn wechat_refusals_carry_its_code_and_description() {
+        let status: tonic::Status = ApiError::from(business_error("INVALID_REQUEST")).into();
+        assert!(
+            status.message().contains("INVALID_REQUEST"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("INVALID_REQUEST described"));
+        let status: tonic::Status = ApiError::from(business_error("PARAM_ERROR")).into();
+        assert!(
+            status.message().contains("PARAM_ERROR"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! payment-service: the `PaymentService` gRPC server. It owns creating,
-//! querying and closing orders at WeChat ([`service::Payments`]), the WeChat Pay
-//! v2 HTTP client ([`wechat`]), and how its errors reach callers ([`error`]).
+//! querying and closing orders at WeChat ([`service::Payments`]), the background
+//! [`reconciler`] that settles what no notification settled, the WeChat Pay v2
+//! HTTP client ([`wechat`]), and how its errors reach callers ([`error`]).
 //! The domain and protocol are `wxpay-core`'s; storage, events and the
 //! transition-then-publish operation are `wxpay-store`'s.
 
@@ -8,6 +9,7 @@ pub mod application;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod reconciler;
 pub mod service;
 pub mod wechat;
 

@@ -54,7 +54,9 @@ impl WechatError {
     pub fn is_retryable(&self) -> bool {
         match self {
             WechatError::Transport(_) | WechatError::Timeout => true,
-            WechatError::Business { code, .. } => code == "SYSTEMERROR",
+            WechatError::Business { code, .. } => {
+                code == "SYSTEMERROR" || code == "BIZERR_NEED_RETRY"
+            }
             WechatError::BadReply(_) | WechatError::Return(_) => false,
         }
     }

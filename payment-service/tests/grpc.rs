@@ -2,6 +2,8 @@
 //! server on port 0, a fresh Postgres database, the shared Redis, and the WeChat
 //! sandbox on port 0 (driven through its HTTP control API).
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use payment_service::{
@@ -9,159 +11,18 @@ use payment_service::{
     config::WechatConfig,
     wechat::{ClientOptions, WechatClient},
 };
-use secrecy::SecretString;
-use tonic::{transport::Channel, Code};
+use tonic::Code;
 use wxpay_core::wechat::{
     pay_params::{self, PaymentParams},
-    ApiKey, Merchant, SignType,
+    SignType,
 };
 use wxpay_proto::v1::{
     payment_service_client::PaymentServiceClient, CloseOrderRequest, CreateOrderRequest,
     GetOrderRequest, OrderStatus, QueryOrderRequest,
 };
-use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
+use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher};
 
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-
-fn merchant() -> Merchant {
-    Merchant {
-        app_id: "wxd930ea5d5a258f4f".into(),
-        mch_id: "10000100".into(),
-        api_key: ApiKey::parse(KEY).expect("valid key"),
-    }
-}
-
-struct Harness {
-    client: PaymentServiceClient<Channel>,
-    store: Arc<PgStore>,
-    sandbox: String,
-    http: reqwest::Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-    _sandbox: wechat_sandbox::SandboxHandle,
-}
-
-struct Options {
-    sign_type: SignType,
-    api_token: Option<&'static str>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            sign_type: SignType::Md5,
-            api_token: None,
-        }
-    }
-}
-
-async fn start(opts: Options) -> Harness {
-    let mut sandbox_config = wechat_sandbox::SandboxConfig::new(merchant());
-    sandbox_config.time_factor = 1000;
-    let sandbox = wechat_sandbox::spawn(sandbox_config).await;
-    let sandbox_url = sandbox.base_url().to_string();
-
-    let store = Arc::new(testing::fresh_pg_store().await.expect("fresh database"));
-    let publisher: Arc<dyn EventPublisher> =
-        Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis url"));
-    let wechat = WechatClient::new(
-        &sandbox_url,
-        merchant(),
-        ClientOptions {
-            request_timeout: Duration::from_millis(1500),
-            backoff: Duration::from_millis(10),
-            ..ClientOptions::default()
-        },
-    )
-    .expect("client");
-    let config = WechatConfig {
-        merchant: merchant(),
-        sign_type: opts.sign_type,
-        api_base: sandbox_url.clone(),
-        // Nobody listens here; these tests check notifications are not needed for QueryOrder.
-        notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = Application::from_parts(
-        listener,
-        store.clone() as Arc<dyn Store>,
-        publisher,
-        wechat,
-        &config,
-        opts.api_token.map(|t| SecretString::from(t.to_owned())),
-    );
-    let port = app.port();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    Harness {
-        client: PaymentServiceClient::new(channel),
-        store,
-        sandbox: sandbox_url,
-        http: reqwest::Client::new(),
-        _shutdown: tx,
-        _sandbox: sandbox,
-    }
-}
-
-fn request(key: &str, fee: i64) -> CreateOrderRequest {
-    CreateOrderRequest {
-        idempotency_key: key.into(),
-        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
-        description: "会员充值-月卡".into(),
-        total_fee: fee,
-        attach: "cart=7".into(),
-        client_ip: "203.0.113.9".into(),
-        expire_seconds: 1800,
-    }
-}
-
-impl Harness {
-    async fn control(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
-        self.http
-            .post(format!("{}{path}", self.sandbox))
-            .json(&body)
-            .send()
-            .await
-            .expect("sandbox control call")
-            .status()
-    }
-
-    async fn sandbox_status(&self, out_trade_no: &str) -> String {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/sandbox/orders/{out_trade_no}", self.sandbox))
-            .send()
-            .await
-            .expect("sandbox order")
-            .json()
-            .await
-            .expect("json");
-        v["status"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn order_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count")
-    }
-
-    async fn event_count(&self, out_trade_no: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM order_events WHERE out_trade_no = $1")
-            .bind(out_trade_no)
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count")
-    }
-}
+use common::*;
 
 fn to_params(p: &wxpay_proto::v1::PaymentParams) -> PaymentParams {
     PaymentParams {
@@ -539,6 +400,28 @@ async fn close_order_closes_an_unpaid_order_at_wechat_first() {
         .into_inner()
         .order
         .expect("order");
+    // WeChat refuses to close an order in its first five minutes, and says so.
+    let refused = h
+        .client
+        .close_order(CloseOrderRequest {
+            out_trade_no: o.out_trade_no.clone(),
+        })
+        .await
+        .expect_err("too young to close");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("INVALID_REQUEST"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(h.sandbox_status(&o.out_trade_no).await, "NOTPAY");
+    let age = h
+        .control(
+            &format!("/sandbox/orders/{}/age", o.out_trade_no),
+            serde_json::json!({"seconds": 300}),
+        )
+        .await;
+    assert!(age.is_success());
     let closed = h
         .client
         .close_order(CloseOrderRequest {
@@ -646,6 +529,7 @@ async fn database_down_is_unavailable() {
         wechat,
         &config,
         None,
+        quiet_reconciler(),
     );
     let port = app.port();
     tokio::spawn(app.run_until_stopped(std::future::pending()));

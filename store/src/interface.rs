@@ -93,10 +93,13 @@ pub enum AnomalyKind {
     RefundConflict,
     /// A correctly signed message for another merchant (appid or mch_id).
     WrongMerchant,
+    /// A verified payment for an order that was closed or revoked here: the
+    /// payment is recorded (the money is real) and someone must refund or deliver.
+    PaidAfterClose,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 9] = [
+    pub const ALL: [AnomalyKind; 10] = [
         AnomalyKind::UnknownOrder,
         AnomalyKind::AmountMismatch,
         AnomalyKind::QueryAmountMismatch,
@@ -106,6 +109,7 @@ impl AnomalyKind {
         AnomalyKind::RefundBeforePayment,
         AnomalyKind::RefundConflict,
         AnomalyKind::WrongMerchant,
+        AnomalyKind::PaidAfterClose,
     ];
 
     /// The name stored in `anomalies.kind` and used as the metric label.
@@ -120,6 +124,7 @@ impl AnomalyKind {
             AnomalyKind::RefundBeforePayment => "refund_before_payment",
             AnomalyKind::RefundConflict => "refund_conflict",
             AnomalyKind::WrongMerchant => "wrong_merchant",
+            AnomalyKind::PaidAfterClose => "paid_after_close",
         }
     }
 }

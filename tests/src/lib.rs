@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use payment_service::reconciler::ReconcilerConfig;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -250,15 +251,21 @@ pub struct StackOptions {
     pub fallback_delay: Duration,
     /// `POLLER_FALLBACK_MAX_DELAY_MS`: the cap of the fallback's backoff.
     pub fallback_max_delay: Duration,
+    /// `RECONCILE_*`: when payment-service's reconciler asks WeChat itself.
+    pub reconcile: ReconcilerConfig,
 }
 
 impl Default for StackOptions {
-    /// A fallback far beyond any test's duration, so a status change can only
-    /// have come through the notification path.
+    /// A fallback and a reconciler far beyond any test's duration, so a status
+    /// change can only have come through the notification path.
     fn default() -> Self {
         Self {
             fallback_delay: Duration::from_secs(600),
             fallback_max_delay: Duration::from_secs(600),
+            reconcile: ReconcilerConfig {
+                after: Duration::from_secs(600),
+                ..ReconcilerConfig::default()
+            },
         }
     }
 }
@@ -276,6 +283,8 @@ pub struct Stack {
     pub payment: Process,
     pub sandbox: Process,
     pub sandbox_url: String,
+    /// The stack's own fresh database, for tests that act as an operator would.
+    pub database_url: String,
     pub payment_url: String,
     pub gateway_url: String,
     pub poller_url: String,
@@ -294,7 +303,7 @@ impl Stack {
         // The same settings type the single-process stack runs from: which binary
         // gets which URL is decided once, in `wxpay::split`.
         let settings = wxpay::Settings {
-            storage: wxpay::Storage::Postgres(database_url),
+            storage: wxpay::Storage::Postgres(database_url.clone()),
             bus: wxpay::Bus::Redis(redis_url),
             merchant: merchant(),
             sign_type: SignType::HmacSha256,
@@ -309,6 +318,7 @@ impl Stack {
             sandbox_time_factor: 1000,
             fallback_delay: options.fallback_delay,
             fallback_max_delay: options.fallback_max_delay,
+            reconcile: options.reconcile.clone(),
         };
         let env = settings.split_env()?;
         let with_logs = |mut env: Vec<(&'static str, String)>| {
@@ -349,6 +359,7 @@ impl Stack {
             payment,
             sandbox,
             sandbox_url,
+            database_url,
             payment_url,
             gateway_url,
             poller_url,

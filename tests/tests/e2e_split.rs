@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use e2e_tests::{Stack, StackOptions, API_KEY, APP_ID};
+use payment_service::reconciler::ReconcilerConfig;
+use sqlx::Connection;
 use tonic::Streaming;
 use wxpay_core::wechat::{pay_params, ApiKey};
 use wxpay_proto::v1::{
@@ -147,6 +149,7 @@ async fn dropped_notification_still_reaches_the_watcher_through_the_fallback_que
     let stack = Stack::start(StackOptions {
         fallback_delay: Duration::from_millis(200),
         fallback_max_delay: Duration::from_millis(500),
+        ..StackOptions::default()
     })
     .await
     .expect("the stack starts");
@@ -226,5 +229,122 @@ async fn every_binary_exits_0_on_sigterm() {
     assert!(
         !matches!(end, Ok(Some(_))),
         "no status after shutdown: {end:?}"
+    );
+}
+
+/// The reconciler asks soon and often: these tests wait for it, not for the
+/// production schedule.
+fn eager_reconciler() -> StackOptions {
+    StackOptions {
+        reconcile: ReconcilerConfig {
+            interval: Duration::from_secs(1),
+            after: Duration::from_secs(1),
+            ..ReconcilerConfig::default()
+        },
+        ..StackOptions::default()
+    }
+}
+
+/// Polls GetOrder until `want` or the deadline; returns what it saw last.
+async fn wait_for_status(stack: &Stack, out_trade_no: &str, want: OrderStatus) -> Order {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let order = get_order(stack, out_trade_no).await;
+        if order.status() == want || tokio::time::Instant::now() > deadline {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_payment_whose_notification_is_lost_is_found_with_nobody_watching() {
+    let stack = Stack::start(eager_reconciler())
+        .await
+        .expect("the stack starts");
+    let (order, _) = create_order(&stack, "e2e-reconciled-payment").await;
+    let paid = stack
+        .sandbox_post(
+            &order.out_trade_no,
+            "pay",
+            serde_json::json!({"delivery": "drop"}),
+        )
+        .await
+        .expect("the payer pays");
+    let transaction_id = paid["transaction_id"].as_str().expect("transaction_id");
+
+    // Nobody watches and nobody queries: only the reconciler can find it,
+    // within RECONCILE_AFTER_SECONDS plus one interval (plus slack for a busy machine).
+    let stored = wait_for_status(&stack, &order.out_trade_no, OrderStatus::Success).await;
+    assert_eq!(
+        stored.status(),
+        OrderStatus::Success,
+        "the payment was never recorded"
+    );
+    assert_eq!(stored.transaction_id, transaction_id);
+}
+
+#[tokio::test]
+async fn an_expired_order_is_closed_at_wechat_and_here() {
+    let stack = Stack::start(eager_reconciler())
+        .await
+        .expect("the stack starts");
+    let (order, _) = create_order(&stack, "e2e-expired-order").await;
+    // As an operator would: the order ran out ten minutes ago. WeChat keeps
+    // its own clock, so the sandbox's copy is aged too (WeChat refuses to close
+    // an order in its first five minutes).
+    let mut db = sqlx::PgConnection::connect(&stack.database_url)
+        .await
+        .expect("the stack's database");
+    sqlx::query(
+        "UPDATE orders SET created_at = now() - interval '40 minutes', \
+         expires_at = now() - interval '10 minutes' WHERE out_trade_no = $1",
+    )
+    .bind(&order.out_trade_no)
+    .execute(&mut db)
+    .await
+    .expect("expire the order");
+    stack
+        .sandbox_post(
+            &order.out_trade_no,
+            "age",
+            serde_json::json!({"seconds": 2400}),
+        )
+        .await
+        .expect("age the sandbox's order");
+
+    let stored = wait_for_status(&stack, &order.out_trade_no, OrderStatus::Closed).await;
+    assert_eq!(
+        stored.status(),
+        OrderStatus::Closed,
+        "the expired order was not closed"
+    );
+    let at_wechat = stack
+        .sandbox_get(&format!("/sandbox/orders/{}", order.out_trade_no))
+        .await
+        .expect("the sandbox's order");
+    assert_eq!(
+        at_wechat["status"], "CLOSED",
+        "closed here but not at WeChat: {at_wechat}"
+    );
+    let refused = stack
+        .payments()
+        .await
+        .expect("connect")
+        .create_order(CreateOrderRequest {
+            idempotency_key: "e2e-expired-order".to_owned(),
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
+            description: "会员充值".to_owned(),
+            total_fee: 1,
+            attach: String::new(),
+            client_ip: "127.0.0.1".to_owned(),
+            expire_seconds: 1800,
+        })
+        .await
+        .expect("a retry of the key returns the order")
+        .into_inner();
+    assert!(
+        refused.payment.is_none(),
+        "a closed order got payment parameters"
     );
 }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Timelike, Utc};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
@@ -162,7 +162,11 @@ pub fn unified_order(
             if t <= now {
                 return Err(Rejection::business("INVALID_REQUEST", EXPIRE_TOO_SHORT));
             }
-            if t - now < min_expire {
+            // time_expire has whole seconds: compare at the same resolution, so
+            // an order placed for exactly five minutes is not refused for the
+            // milliseconds its request spent in transit.
+            let now_seconds = now.with_nanosecond(0).unwrap_or(now);
+            if t - now_seconds < min_expire {
                 return Err(Rejection::param(EXPIRE_TOO_SHORT));
             }
             Some(t)

@@ -1,0 +1,116 @@
+//! The order use cases behind the gRPC API: create (idempotently, [`create`]),
+//! get, and settle with WeChat (query, close, expire: [`settle`]). Pure
+//! orchestration of the store, the WeChat client and the ledger; no transport
+//! types here.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use wxpay_core::{
+    domain::{EventSource, Order, OrderStatus, OutTradeNo},
+    wechat::SignType,
+};
+use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOutcome};
+
+use crate::{error::ApiError, wechat::WechatClient};
+
+mod create;
+mod settle;
+
+pub use create::{CreateOrderInput, Created};
+
+pub struct Payments {
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    wechat: WechatClient,
+    sign_type: SignType,
+    notify_url: String,
+}
+
+impl Payments {
+    pub fn new(
+        ledger: Ledger,
+        wechat: WechatClient,
+        sign_type: SignType,
+        notify_url: String,
+    ) -> Self {
+        Self {
+            store: ledger.store().clone(),
+            ledger,
+            wechat,
+            sign_type,
+            notify_url,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub async fn get_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
+        self.store
+            .order(out_trade_no)
+            .await?
+            .ok_or(ApiError::NotFound("order"))
+    }
+
+    /// One status change through the ledger (transition, then publish). A
+    /// payment that lands on an order closed or revoked here is still applied —
+    /// WeChat has the money — and recorded as an anomaly for a human to refund.
+    async fn apply(
+        &self,
+        out_trade_no: &OutTradeNo,
+        to: OrderStatus,
+        transaction_id: Option<String>,
+        cash_fee: Option<i64>,
+        paid_at: Option<DateTime<Utc>>,
+        source: EventSource,
+    ) -> Result<Order, ApiError> {
+        let outcome = self
+            .ledger
+            .apply(&Transition {
+                out_trade_no: out_trade_no.clone(),
+                to,
+                transaction_id,
+                cash_fee,
+                paid_at,
+                source,
+            })
+            .await?;
+        match outcome {
+            TransitionOutcome::Applied {
+                order, previous, ..
+            } => {
+                if order.status == OrderStatus::Success
+                    && matches!(previous, OrderStatus::Closed | OrderStatus::Revoked)
+                {
+                    self.paid_after_close(&order, previous).await;
+                }
+                Ok(order)
+            }
+            TransitionOutcome::Unchanged { order } => Ok(order),
+        }
+    }
+
+    async fn paid_after_close(&self, order: &Order, previous: OrderStatus) {
+        let detail = format!(
+            "WeChat reports payment {} for an order that was {previous}: the payer was charged; refund or deliver",
+            order.transaction_id.as_deref().unwrap_or("(no transaction id)")
+        );
+        tracing::error!(out_trade_no = %order.out_trade_no, %detail, "paid after close");
+        metrics::counter!("wxpay_anomalies_total", "kind" => AnomalyKind::PaidAfterClose.as_str())
+            .increment(1);
+        let row = Anomaly {
+            kind: AnomalyKind::PaidAfterClose,
+            out_trade_no: Some(order.out_trade_no.to_string()),
+            detail,
+        };
+        if let Err(e) = self.store.record_anomaly(&row).await {
+            tracing::error!(out_trade_no = %order.out_trade_no, error = %e, "could not record anomaly");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The PaymentService test harness: a real tonic server on port 0 over a fresh
+//! Postgres database, the shared Redis, and the WeChat sandbox on port 0
+//! (driven through its HTTP control API). Shared by the gRPC and lifecycle tests.
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::{sync::Arc, time::Duration};
+
+use payment_service::{
+    application::Application,
+    config::WechatConfig,
+    reconciler::ReconcilerConfig,
+    wechat::{ClientOptions, WechatClient},
+};
+use secrecy::SecretString;
+use tonic::transport::Channel;
+use wxpay_core::wechat::{ApiKey, Merchant, SignType};
+use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, CreateOrderRequest};
+use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
+
+pub const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+
+pub fn merchant() -> Merchant {
+    Merchant {
+        app_id: "wxd930ea5d5a258f4f".into(),
+        mch_id: "10000100".into(),
+        api_key: ApiKey::parse(KEY).expect("valid key"),
+    }
+}
+
+pub struct Harness {
+    pub client: PaymentServiceClient<Channel>,
+    pub store: Arc<PgStore>,
+    pub sandbox: String,
+    pub http: reqwest::Client,
+    pub _shutdown: tokio::sync::oneshot::Sender<()>,
+    pub _sandbox: wechat_sandbox::SandboxHandle,
+}
+
+pub struct Options {
+    pub sign_type: SignType,
+    pub api_token: Option<&'static str>,
+    pub reconcile: ReconcilerConfig,
+    pub sandbox: wechat_sandbox::SandboxConfig,
+}
+
+/// A reconciler that stays out of a test's way (its first question is ten
+/// minutes off), so status changes come only from what the test does.
+pub fn quiet_reconciler() -> ReconcilerConfig {
+    ReconcilerConfig {
+        after: Duration::from_secs(600),
+        ..ReconcilerConfig::default()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut sandbox = wechat_sandbox::SandboxConfig::new(merchant());
+        sandbox.time_factor = 1000;
+        Self {
+            sign_type: SignType::Md5,
+            api_token: None,
+            reconcile: quiet_reconciler(),
+            sandbox,
+        }
+    }
+}
+
+pub async fn start(opts: Options) -> Harness {
+    let sandbox = wechat_sandbox::spawn(opts.sandbox.clone()).await;
+    let sandbox_url = sandbox.base_url().to_string();
+
+    let store = Arc::new(testing::fresh_pg_store().await.expect("fresh database"));
+    let publisher: Arc<dyn EventPublisher> =
+        Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis url"));
+    let wechat = WechatClient::new(
+        &sandbox_url,
+        merchant(),
+        ClientOptions {
+            request_timeout: Duration::from_millis(1500),
+            backoff: Duration::from_millis(10),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client");
+    let config = WechatConfig {
+        merchant: merchant(),
+        sign_type: opts.sign_type,
+        api_base: sandbox_url.clone(),
+        // Nobody listens here; these tests check notifications are not needed for QueryOrder.
+        notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = Application::from_parts(
+        listener,
+        store.clone() as Arc<dyn Store>,
+        publisher,
+        wechat,
+        &config,
+        opts.api_token.map(|t| SecretString::from(t.to_owned())),
+        opts.reconcile.clone(),
+    );
+    let port = app.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    Harness {
+        client: PaymentServiceClient::new(channel),
+        store,
+        sandbox: sandbox_url,
+        http: reqwest::Client::new(),
+        _shutdown: tx,
+        _sandbox: sandbox,
+    }
+}
+
+pub fn request(key: &str, fee: i64) -> CreateOrderRequest {
+    CreateOrderRequest {
+        idempotency_key: key.into(),
+        openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
+        description: "会员充值-月卡".into(),
+        total_fee: fee,
+        attach: "cart=7".into(),
+        client_ip: "203.0.113.9".into(),
+        expire_seconds: 1800,
+    }
+}
+
+impl Harness {
+    pub async fn control(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}{path}", self.sandbox))
+            .json(&body)
+            .send()
+            .await
+            .expect("sandbox control call")
+            .status()
+    }
+
+    pub async fn sandbox_status(&self, out_trade_no: &str) -> String {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{}/sandbox/orders/{out_trade_no}", self.sandbox))
+            .send()
+            .await
+            .expect("sandbox order")
+            .json()
+            .await
+            .expect("json");
+        v["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count")
+    }
+
+    pub async fn event_count(&self, out_trade_no: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM order_events WHERE out_trade_no = $1")
+            .bind(out_trade_no)
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count")
+    }
+}
