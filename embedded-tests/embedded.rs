@@ -224,3 +224,117 @@ async fn the_demo_reports_success_with_every_step() {
         "{text}"
     );
 }
+
+/// The reconciler on the single-process stack's SQLite: asking soon and often.
+fn eager(db: &TempDb) -> Settings {
+    Settings {
+        reconcile: payment_service::reconciler::ReconcilerConfig {
+            interval: Duration::from_millis(300),
+            after: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Settings::ephemeral(db.0.clone())
+    }
+}
+
+async fn sandbox_control(stack: &Stack, path: &str, body: serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}{path}", stack.addresses().sandbox_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("the sandbox's control API");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+}
+
+async fn status_within(stack: &Stack, out_trade_no: &str, want: OrderStatus) -> OrderStatus {
+    let mut payments = PaymentServiceClient::connect(stack.addresses().payment_url())
+        .await
+        .expect("connect");
+    let mut seen = OrderStatus::Unspecified;
+    for _ in 0..100 {
+        seen = payments
+            .get_order(GetOrderRequest {
+                out_trade_no: out_trade_no.into(),
+            })
+            .await
+            .expect("GetOrder")
+            .into_inner()
+            .status();
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_reconciler_records_a_payment_whose_notification_was_lost() {
+    let db = TempDb::new();
+    let stack = Stack::start(eager(&db)).await.expect("the stack starts");
+    let order = create_order(&stack, "embedded-lost-notification")
+        .await
+        .order
+        .expect("order");
+    sandbox_control(
+        &stack,
+        &format!("/sandbox/orders/{}/pay", order.out_trade_no),
+        serde_json::json!({"delivery": "drop"}),
+    )
+    .await;
+    assert_eq!(
+        status_within(&stack, &order.out_trade_no, OrderStatus::Success).await,
+        OrderStatus::Success,
+        "nobody watched or queried: only the reconciler could find it"
+    );
+    stack.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_an_expired_order_is_closed_at_wechat_and_here() {
+    let db = TempDb::new();
+    let stack = Stack::start(eager(&db)).await.expect("the stack starts");
+    let order = create_order(&stack, "embedded-expired")
+        .await
+        .order
+        .expect("order");
+    // As an operator would (times are unix milliseconds in the SQLite schema):
+    // created twenty minutes ago, expired a minute ago; WeChat's copy aged to match.
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        db.0.display()
+    ))
+    .await
+    .expect("the stack's SQLite file");
+    sqlx::query("UPDATE orders SET created_at = ?1, expires_at = ?2 WHERE out_trade_no = ?3")
+        .bind(now - 20 * 60_000)
+        .bind(now - 60_000)
+        .bind(&order.out_trade_no)
+        .execute(&mut conn)
+        .await
+        .expect("expire the order");
+    sandbox_control(
+        &stack,
+        &format!("/sandbox/orders/{}/age", order.out_trade_no),
+        serde_json::json!({"seconds": 1200}),
+    )
+    .await;
+    assert_eq!(
+        status_within(&stack, &order.out_trade_no, OrderStatus::Closed).await,
+        OrderStatus::Closed
+    );
+    let at_wechat: serde_json::Value = reqwest::get(format!(
+        "{}/sandbox/orders/{}",
+        stack.addresses().sandbox_url(),
+        order.out_trade_no
+    ))
+    .await
+    .expect("sandbox order")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(at_wechat["status"], "CLOSED");
+    stack.stop().await.expect("a clean shutdown");
+}

@@ -122,7 +122,7 @@ pub fn unified_order(
     }
     let out_trade_no = out_trade_no(fields)?;
     let body = non_empty(fields, "body")?;
-    if body.len() > 127 {
+    if body.len() > 128 {
         return Err(Rejection::param("body参数长度有误"));
     }
     let attach = optional(fields, "attach");

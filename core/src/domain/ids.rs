@@ -57,7 +57,7 @@ string_newtype!(
     Nonce
 );
 string_newtype!(
-    /// What the payer sees (`body`): 1..=127 bytes of UTF-8.
+    /// What the payer sees (`body`): 1..=128 bytes of UTF-8 (WeChat's String(128)).
     Description
 );
 string_newtype!(
@@ -155,7 +155,7 @@ impl Nonce {
 
 impl Description {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_len("description", s, 1, 127)?;
+        check_len("description", s, 1, 128)?;
         check_no_control("description", s)?;
         Ok(Self(s.to_owned()))
     }
@@ -253,6 +253,11 @@ mod tests {
         let err = Description::parse(&"中".repeat(43)).expect_err("too long");
         assert_eq!(err.field, "description");
         assert!(Description::parse("").is_err());
+        assert!(
+            Description::parse(&"a".repeat(128)).is_ok(),
+            "WeChat's body is String(128)"
+        );
+        assert!(Description::parse(&"a".repeat(129)).is_err());
     }
 
     #[test]
