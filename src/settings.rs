@@ -100,17 +100,24 @@ impl Settings {
                 "must be a whole number of at least 1",
             ));
         }
+        // Loopback unless told otherwise: this process runs WeChat's public test
+        // merchant, whose key anyone can use to forge a notification.
+        let payment_addr = config::addr("PAYMENT_ADDR", "127.0.0.1:50051")?;
+        let poller_addr = config::addr("POLLER_ADDR", "127.0.0.1:50052")?;
+        let api_token = config::api_token()?;
+        config::require_token_off_loopback("PAYMENT_ADDR", payment_addr, api_token.as_ref())?;
+        config::require_token_off_loopback("POLLER_ADDR", poller_addr, api_token.as_ref())?;
         Ok(Self {
             storage,
             bus,
             merchant,
             sign_type,
-            payment_addr: config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?,
-            gateway_addr: config::addr("GATEWAY_ADDR", gateway::config::DEFAULT_ADDR)?,
-            poller_addr: config::addr("POLLER_ADDR", "0.0.0.0:50052")?,
-            poller_metrics_addr: config::addr("POLLER_METRICS_ADDR", "0.0.0.0:9091")?,
+            payment_addr,
+            gateway_addr: config::addr("GATEWAY_ADDR", "127.0.0.1:8080")?,
+            poller_addr,
+            poller_metrics_addr: config::addr("POLLER_METRICS_ADDR", "127.0.0.1:9091")?,
             sandbox_addr: config::addr("SANDBOX_ADDR", wechat_sandbox::DEFAULT_ADDR)?,
-            api_token: config::api_token()?,
+            api_token,
             sandbox_time_factor,
             fallback_delay: Duration::from_millis(config::parsed_or(
                 "POLLER_FALLBACK_DELAY_MS",

@@ -148,6 +148,7 @@ impl Stack {
             metrics_addr: settings.poller_metrics_addr,
             payment_service_url: partial.payment_url(),
             api_token: settings.api_token.clone(),
+            api_read_token: None,
             deadlines: Deadlines {
                 default: Duration::from_secs(300),
                 max: Duration::from_secs(1800),

@@ -4,15 +4,22 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use wxpay_proto::v1::payment_service_server::PaymentServiceServer;
 
 use wxpay_runtime::{
-    auth::BearerAuth,
+    auth::{ApiTokens, BearerAuth},
     config::{self, ConfigError},
 };
+
+/// `API_TOKEN` and `API_READ_TOKEN`, and the refusal to serve the network without one.
+fn tokens(addr: SocketAddr) -> Result<ApiTokens, ConfigError> {
+    let full = config::api_token()?;
+    let read = config::api_read_token(full.as_ref())?;
+    config::require_token_off_loopback("PAYMENT_ADDR", addr, full.as_ref())?;
+    Ok(ApiTokens { full, read })
+}
 use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
 
 use crate::{
@@ -30,18 +37,19 @@ pub struct Settings {
     pub redis_url: String,
     pub wechat: WechatConfig,
     pub addr: SocketAddr,
-    pub api_token: Option<SecretString>,
+    pub api_tokens: ApiTokens,
     pub reconcile: ReconcilerConfig,
 }
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let addr = config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?;
         Ok(Self {
             database_url: config::database_url()?,
             redis_url: config::redis_url()?,
             wechat: WechatConfig::from_env()?,
-            addr: config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?,
-            api_token: config::api_token()?,
+            addr,
+            api_tokens: tokens(addr)?,
             reconcile: ReconcilerConfig::from_env()?,
         })
     }
@@ -51,7 +59,7 @@ pub struct Application {
     listener: TcpListener,
     payments: Arc<Payments>,
     relay: Relay,
-    api_token: Option<SecretString>,
+    api_tokens: ApiTokens,
     reconcile: ReconcilerConfig,
 }
 
@@ -74,7 +82,7 @@ impl Application {
             publisher,
             wechat,
             &settings.wechat,
-            settings.api_token,
+            settings.api_tokens,
             settings.reconcile,
         ))
     }
@@ -86,7 +94,7 @@ impl Application {
         publisher: Arc<dyn EventPublisher>,
         wechat: WechatClient,
         wechat_config: &WechatConfig,
-        api_token: Option<SecretString>,
+        api_tokens: impl Into<ApiTokens>,
         reconcile: ReconcilerConfig,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
@@ -100,7 +108,7 @@ impl Application {
             listener,
             payments,
             relay,
-            api_token,
+            api_tokens: api_tokens.into(),
             reconcile,
         }
     }
@@ -128,7 +136,7 @@ impl Application {
             .build_v1()?;
         let service = tonic::service::interceptor::InterceptedService::new(
             PaymentServiceServer::new(PaymentGrpc::new(self.payments.clone())),
-            BearerAuth::new(self.api_token.clone()),
+            BearerAuth::new(self.api_tokens.clone()),
         );
 
         // The reconciler stops first at shutdown: a pass cut short leaves its
@@ -154,6 +162,9 @@ impl Application {
         };
         tracing::info!(port = self.port(), "payment-service listening");
         let server = tonic::transport::Server::builder()
+            .layer(tower::util::MapRequestLayer::new(
+                wxpay_runtime::auth::tag_method,
+            ))
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
             .add_service(reflection)

@@ -27,6 +27,7 @@ const GOOD: &[(&str, &str)] = &[
         "WECHAT_NOTIFY_URL",
         "http://127.0.0.1:8080/wechat/pay/notify",
     ),
+    ("PAYMENT_ADDR", "127.0.0.1:0"),
 ];
 
 fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
@@ -77,4 +78,36 @@ fn an_unreachable_database_fails_startup_without_leaking_the_key() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("failed to start"), "{stderr}");
     assert!(!stderr.contains("192006250b4c09247ec02edce69f6a2d"));
+}
+
+#[test]
+fn an_open_server_off_loopback_does_not_start() {
+    let (code, stderr) = run(&with(&[("PAYMENT_ADDR", "0.0.0.0:0")]));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("API_TOKEN") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(&with(&[
+        ("PAYMENT_ADDR", "0.0.0.0:0"),
+        ("API_TOKEN", "too-short-token"),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("API_TOKEN must be at least 32"), "{stderr}");
+    assert!(
+        !stderr.contains("too-short-token"),
+        "the token was echoed: {stderr}"
+    );
+
+    // The explicit opt-out, or a token, gets past configuration (to the
+    // unreachable database of these tests).
+    for extra in [
+        ("ALLOW_UNAUTHENTICATED", "1"),
+        ("API_TOKEN", "0123456789abcdef0123456789abcdef"),
+    ] {
+        let (code, stderr) = run(&with(&[("PAYMENT_ADDR", "0.0.0.0:0"), extra]));
+        assert_eq!(code, 1, "{extra:?}: {stderr}");
+    }
 }

@@ -557,6 +557,68 @@ async fn database_down_is_unavailable() {
     );
 }
 
+fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    req
+}
+
+#[tokio::test]
+async fn the_read_token_reads_but_cannot_create_or_close() {
+    let h = start(Options {
+        api_token: Some("full-token-0123456789abcdef-0123456"),
+        read_token: Some("read-token-0123456789abcdef-0123456"),
+        ..Default::default()
+    })
+    .await;
+    let read = "read-token-0123456789abcdef-0123456";
+    let mut client = h.client.clone();
+    let err = client
+        .create_order(with_bearer(request("k-read-only", 10), read))
+        .await
+        .expect_err("a watcher cannot create orders");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = client
+        .close_order(with_bearer(
+            CloseOrderRequest {
+                out_trade_no: "X1".into(),
+            },
+            read,
+        ))
+        .await
+        .expect_err("nor close them");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let created = client
+        .create_order(with_bearer(
+            request("k-read-only", 10),
+            "full-token-0123456789abcdef-0123456",
+        ))
+        .await
+        .expect("the full token creates")
+        .into_inner()
+        .order
+        .expect("order");
+    let got = client
+        .get_order(with_bearer(
+            GetOrderRequest {
+                out_trade_no: created.out_trade_no.clone(),
+            },
+            read,
+        ))
+        .await
+        .expect("the read token reads")
+        .into_inner();
+    assert_eq!(got.out_trade_no, created.out_trade_no);
+    assert_eq!(
+        h.order_count().await,
+        1,
+        "the refused create stored nothing"
+    );
+}
+
 #[tokio::test]
 async fn api_token_is_required_when_set() {
     let h = start(Options {

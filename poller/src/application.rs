@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use wxpay_proto::v1::order_status_service_server::{OrderStatusServiceServer, SERVICE_NAME};
-use wxpay_runtime::auth::BearerAuth;
+use wxpay_runtime::auth::{ApiTokens, BearerAuth};
 use wxpay_store::{postgres::PgOptions, EventFeed, PgStore, Store};
 
 use crate::{
@@ -123,7 +123,10 @@ impl Application {
             .context("reflection")?;
         let watch = OrderStatusServiceServer::with_interceptor(
             self.service,
-            BearerAuth::new(self.config.api_token),
+            BearerAuth::new(ApiTokens {
+                full: self.config.api_token,
+                read: self.config.api_read_token,
+            }),
         );
 
         let token = self.shutdown.clone();
@@ -147,6 +150,9 @@ impl Application {
         });
 
         let result = tonic::transport::Server::builder()
+            .layer(tower::util::MapRequestLayer::new(
+                wxpay_runtime::auth::tag_method,
+            ))
             // Idle streams carry no data for minutes; PINGs keep NATs and proxies
             // from dropping the connection and detect dead clients.
             .http2_keepalive_interval(Some(self.config.keepalive_interval))

@@ -23,6 +23,8 @@ pub struct Config {
     pub payment_service_url: String,
     /// `API_TOKEN`: required from callers when set, and sent to payment-service.
     pub api_token: Option<SecretString>,
+    /// `API_READ_TOKEN`: also accepted from callers (WatchOrder is a read).
+    pub api_read_token: Option<SecretString>,
     /// `POLLER_DEFAULT_TIMEOUT_SECONDS` (300) and `POLLER_MAX_TIMEOUT_SECONDS` (1800).
     pub deadlines: Deadlines,
     /// `POLLER_FALLBACK_DELAY_MS` (5000): first fallback query after this long.
@@ -54,17 +56,22 @@ impl Config {
                 "must not contain spaces",
             ));
         }
+        let addr = env::addr("POLLER_ADDR", "0.0.0.0:50052")?;
+        let api_token = env::api_token()?;
+        let api_read_token = env::api_read_token(api_token.as_ref())?;
+        env::require_token_off_loopback("POLLER_ADDR", addr, api_token.as_ref())?;
         Ok(Self {
             database_url: env::database_url()?,
             redis_url: env::redis_url()?,
-            addr: env::addr("POLLER_ADDR", "0.0.0.0:50052")?,
+            addr,
             metrics_addr: env::addr("POLLER_METRICS_ADDR", "0.0.0.0:9091")?,
             payment_service_url: env::url(
                 "PAYMENT_SERVICE_URL",
                 env::required("PAYMENT_SERVICE_URL")?,
                 &["http", "https"],
             )?,
-            api_token: env::api_token()?,
+            api_token,
+            api_read_token,
             deadlines: Deadlines {
                 default: Duration::from_secs(default_timeout),
                 max: Duration::from_secs(max_timeout),

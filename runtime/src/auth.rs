@@ -1,26 +1,84 @@
-//! The bearer-token check both gRPC servers apply when `API_TOKEN` is set.
-//! Health checks stay open so orchestrators can probe without the token.
+//! The bearer-token check both gRPC servers apply: `API_TOKEN` opens every
+//! method; `API_READ_TOKEN` opens only the reading ones (GetOrder, GetRefund,
+//! WatchOrder), so a status watcher holding it cannot create, close or refund.
+//! Health checks and reflection are separate services and stay open, so
+//! orchestrators can probe without a token.
+
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-/// A tonic interceptor: `authorization: Bearer <API_TOKEN>` or UNAUTHENTICATED.
+/// The methods a read-only token may call.
+pub const READ_METHODS: [&str; 3] = ["GetOrder", "GetRefund", "WatchOrder"];
+
+/// The tokens a server accepts. No full token: no check at all (start-up
+/// allows that only on loopback or with `ALLOW_UNAUTHENTICATED`).
+#[derive(Clone, Default)]
+pub struct ApiTokens {
+    pub full: Option<SecretString>,
+    pub read: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTokens")
+            .field("full", &self.full.as_ref().map(|_| "[redacted]"))
+            .field("read", &self.read.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl From<Option<SecretString>> for ApiTokens {
+    fn from(full: Option<SecretString>) -> Self {
+        Self { full, read: None }
+    }
+}
+
+/// A tonic interceptor: `authorization: Bearer <token>`, or UNAUTHENTICATED
+/// (no or a wrong token) / PERMISSION_DENIED (the read-only token on a method
+/// that changes something).
 #[derive(Clone)]
 pub struct BearerAuth {
-    token: Option<std::sync::Arc<SecretString>>,
+    tokens: Arc<ApiTokens>,
 }
 
 impl BearerAuth {
-    pub fn new(token: Option<SecretString>) -> Self {
+    pub fn new(tokens: impl Into<ApiTokens>) -> Self {
         Self {
-            token: token.map(std::sync::Arc::new),
+            tokens: Arc::new(tokens.into()),
         }
     }
 }
 
+/// The gRPC method a request calls (`GetOrder`), taken from its HTTP path before
+/// tonic turns the request into one an interceptor sees (which has no path).
+#[derive(Debug, Clone)]
+pub struct CalledMethod(pub String);
+
+/// For `Server::builder().layer(MapRequestLayer::new(tag_method))`: records the
+/// method of each request for [`BearerAuth`].
+pub fn tag_method<B>(
+    mut req: tonic::codegen::http::Request<B>,
+) -> tonic::codegen::http::Request<B> {
+    let method = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    req.extensions_mut().insert(CalledMethod(method));
+    req
+}
+
+fn same(given: &str, token: &SecretString) -> bool {
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes()))
+}
+
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(token) = &self.token else {
+        let Some(full) = &self.tokens.full else {
             return Ok(req);
         };
         let given = req
@@ -29,13 +87,32 @@ impl tonic::service::Interceptor for BearerAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())) && !given.is_empty()
-        {
-            Ok(req)
-        } else {
-            Err(tonic::Status::unauthenticated(
-                "missing or wrong bearer token",
-            ))
+        if same(given, full) {
+            return Ok(req);
         }
+        if self
+            .tokens
+            .read
+            .as_ref()
+            .is_some_and(|read| same(given, read))
+        {
+            // Without the tag (a server built without `tag_method`) nothing is
+            // a read: the read-only token opens nothing rather than everything.
+            let method = req
+                .extensions()
+                .get::<CalledMethod>()
+                .map(|m| m.0.clone())
+                .unwrap_or_default();
+            return if READ_METHODS.contains(&method.as_str()) {
+                Ok(req)
+            } else {
+                Err(tonic::Status::permission_denied(format!(
+                    "the read-only token cannot call {method}"
+                )))
+            };
+        }
+        Err(tonic::Status::unauthenticated(
+            "missing or wrong bearer token",
+        ))
     }
 }

@@ -96,9 +96,69 @@ pub fn redis_url() -> Result<String, ConfigError> {
     url("REDIS_URL", required("REDIS_URL")?, &["redis", "rediss"])
 }
 
-/// The bearer token the gRPC servers require when set.
+/// Shortest bearer token accepted: shorter ones can be guessed online.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+fn token(var: &'static str) -> Result<Option<SecretString>, ConfigError> {
+    match optional(var)? {
+        Some(t) if t.len() < MIN_TOKEN_LEN => Err(ConfigError::new(
+            var,
+            format!("must be at least {MIN_TOKEN_LEN} characters"),
+        )),
+        t => Ok(t.map(SecretString::from)),
+    }
+}
+
+/// The bearer token the gRPC servers require when set (`API_TOKEN`).
 pub fn api_token() -> Result<Option<SecretString>, ConfigError> {
-    Ok(optional("API_TOKEN")?.map(SecretString::from))
+    token("API_TOKEN")
+}
+
+/// `API_READ_TOKEN`: the read-only token. It needs `API_TOKEN` beside it (on a
+/// server with no full token there is nothing to restrict) and must differ from it.
+pub fn api_read_token(full: Option<&SecretString>) -> Result<Option<SecretString>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let read = token("API_READ_TOKEN")?;
+    match (&read, full) {
+        (Some(_), None) => Err(ConfigError::new(
+            "API_READ_TOKEN",
+            "needs API_TOKEN as well",
+        )),
+        (Some(r), Some(f)) if r.expose_secret() == f.expose_secret() => Err(ConfigError::new(
+            "API_READ_TOKEN",
+            "must differ from API_TOKEN",
+        )),
+        _ => Ok(read),
+    }
+}
+
+/// `ALLOW_UNAUTHENTICATED=1`: the explicit opt-out of the token requirement, for
+/// deployments where a mesh authenticates callers.
+pub fn allow_unauthenticated() -> Result<bool, ConfigError> {
+    match optional("ALLOW_UNAUTHENTICATED")?.as_deref() {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(_) => Err(ConfigError::new("ALLOW_UNAUTHENTICATED", "must be 1 or 0")),
+    }
+}
+
+/// A gRPC server that would answer anyone on the network refuses to start:
+/// off loopback it needs `API_TOKEN`, unless `ALLOW_UNAUTHENTICATED=1`.
+pub fn require_token_off_loopback(
+    var: &'static str,
+    addr: SocketAddr,
+    token: Option<&SecretString>,
+) -> Result<(), ConfigError> {
+    if token.is_some() || addr.ip().is_loopback() || allow_unauthenticated()? {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "API_TOKEN",
+        format!(
+            "is required: {var} {addr} is reachable from the network (set API_TOKEN, at least \
+             {MIN_TOKEN_LEN} characters, or ALLOW_UNAUTHENTICATED=1 if a mesh authenticates callers)"
+        ),
+    ))
 }
 
 /// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`: the merchant every
@@ -127,6 +187,26 @@ pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_servers_are_refused_off_loopback_only() {
+        let lan: SocketAddr = "0.0.0.0:50051".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+        // Reads ALLOW_UNAUTHENTICATED, which no other test of this crate sets.
+        std::env::remove_var("ALLOW_UNAUTHENTICATED");
+        let err = require_token_off_loopback("PAYMENT_ADDR", lan, None).expect_err("open to all");
+        assert_eq!(err.var, "API_TOKEN");
+        assert!(
+            err.to_string().contains("PAYMENT_ADDR 0.0.0.0:50051"),
+            "{err}"
+        );
+        assert!(require_token_off_loopback("PAYMENT_ADDR", local, None).is_ok());
+        let token = SecretString::from("x".repeat(32));
+        assert!(require_token_off_loopback("PAYMENT_ADDR", lan, Some(&token)).is_ok());
+        std::env::set_var("ALLOW_UNAUTHENTICATED", "1");
+        assert!(require_token_off_loopback("PAYMENT_ADDR", lan, None).is_ok());
+        std::env::remove_var("ALLOW_UNAUTHENTICATED");
+    }
 
     #[test]
     fn urls_need_their_scheme() {

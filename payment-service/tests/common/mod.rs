@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use tonic::transport::Channel;
 use wxpay_core::wechat::{ApiKey, Merchant, SignType};
 use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, CreateOrderRequest};
+use wxpay_runtime::auth::ApiTokens;
 use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
 
 pub const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
@@ -39,6 +40,7 @@ pub struct Harness {
 pub struct Options {
     pub sign_type: SignType,
     pub api_token: Option<&'static str>,
+    pub read_token: Option<&'static str>,
     pub reconcile: ReconcilerConfig,
     pub sandbox: wechat_sandbox::SandboxConfig,
 }
@@ -59,6 +61,7 @@ impl Default for Options {
         Self {
             sign_type: SignType::Md5,
             api_token: None,
+            read_token: None,
             reconcile: quiet_reconciler(),
             sandbox,
         }
@@ -98,7 +101,10 @@ pub async fn start(opts: Options) -> Harness {
         publisher,
         wechat,
         &config,
-        opts.api_token.map(|t| SecretString::from(t.to_owned())),
+        ApiTokens {
+            full: opts.api_token.map(|t| SecretString::from(t.to_owned())),
+            read: opts.read_token.map(|t| SecretString::from(t.to_owned())),
+        },
         opts.reconcile.clone(),
     );
     let port = app.port();

@@ -78,6 +78,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         payment_service_url: "http://127.0.0.1:1".into(),
         api_token: options.api_token.map(|t| t.to_owned().into()),
+        api_read_token: None,
         deadlines: Deadlines {
             default: options.default_timeout,
             max: Duration::from_secs(60),
