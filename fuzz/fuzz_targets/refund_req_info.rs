@@ -11,7 +11,8 @@
 //!   ciphertext must not decrypt to a document under another key;
 //! - `2…`: the rest is a field map (`key\0value\0…`): `encrypt_req_info` refuses
 //!   it exactly when the XML encoder must, and otherwise
-//!   `decrypt(encrypt(map)) == map`, and another key gets no document out of it.
+//!   `decrypt(encrypt(map)) == map` (but for known finding 1, see
+//!   `wxpay_fuzz::decoder_refuses_value`), and another key gets no document out of it.
 #![no_main]
 
 use aes::Aes256;
@@ -22,7 +23,9 @@ use wxpay_core::wechat::{
     refund_crypto::{decrypt_req_info, encrypt_req_info, ReqInfoError},
     xml, ApiKey,
 };
-use wxpay_fuzz::{check_value, encodable, fields_from_pairs, key, other_key};
+use wxpay_fuzz::{
+    check_value, encodable, fields_from_pairs, key, other_key, round_trip_expectation,
+};
 
 fn encrypt_raw(plain: &[u8], key: &ApiKey) -> String {
     let k: [u8; 32] = key
@@ -48,13 +51,17 @@ fuzz_target!(|data: &[u8]| {
                     check_value(v);
                 }
                 if let Ok(again) = encrypt_req_info(&fields, &key) {
-                    assert_eq!(decrypt_req_info(&again, &key), Ok(fields));
+                    assert_eq!(
+                        decrypt_req_info(&again, &key),
+                        round_trip_expectation(&fields).map_err(ReqInfoError::Xml)
+                    );
                 }
             }
         }
         1 => {
             let req_info = encrypt_raw(rest, &key);
-            let expected = xml::decode_with(rest, "root", xml::MAX_XML_BYTES).map_err(ReqInfoError::Xml);
+            let expected =
+                xml::decode_with(rest, "root", xml::MAX_XML_BYTES).map_err(ReqInfoError::Xml);
             assert_eq!(decrypt_req_info(&req_info, &key), expected);
             assert!(
                 decrypt_req_info(&req_info, &other_key()).is_err(),
@@ -65,12 +72,19 @@ fuzz_target!(|data: &[u8]| {
             let fields = fields_from_pairs(rest);
             match encrypt_req_info(&fields, &key) {
                 Ok(req_info) => {
-                    assert!(encodable(&fields), "encrypted a map the encoder must refuse");
-                    let doc = xml::encode_with(wxpay_fuzz::pairs(&fields), "root").expect("encodable");
+                    assert!(
+                        encodable(&fields),
+                        "encrypted a map the encoder must refuse"
+                    );
+                    let doc =
+                        xml::encode_with(wxpay_fuzz::pairs(&fields), "root").expect("encodable");
                     if doc.len() > xml::MAX_XML_BYTES {
                         return;
                     }
-                    assert_eq!(decrypt_req_info(&req_info, &key), Ok(fields));
+                    assert_eq!(
+                        decrypt_req_info(&req_info, &key),
+                        round_trip_expectation(&fields).map_err(ReqInfoError::Xml)
+                    );
                     assert!(decrypt_req_info(&req_info, &other_key()).is_err());
                 }
                 Err(e) => {

@@ -7,14 +7,16 @@
 //!   accepted;
 //! - a map it accepts re-encodes (`encode`) unless a name or value is outside
 //!   what the encoder writes (stated independently in `wxpay_fuzz::encodable`),
-//!   and `decode(encode(map)) == map`: the codec loses nothing;
+//!   and `decode(encode(map)) == map`: the codec loses nothing (but for
+//!   known finding 1, `wxpay_fuzz::decoder_refuses_value`, where it must be
+//!   exactly `Err(Doctype)`);
 //! - the same holds for the `<root>` variant used by refund `req_info`;
 //! - every accepted value goes through the amount, time and id parsers' oracles.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use wxpay_core::wechat::xml::{self, XmlError, MAX_XML_BYTES};
-use wxpay_fuzz::{check_value, encodable, pairs};
+use wxpay_fuzz::{check_value, encodable, pairs, round_trip_expectation};
 
 fuzz_target!(|data: &[u8]| {
     let got = xml::decode(data);
@@ -40,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(again) => {
                 assert!(encodable(fields), "encode wrote a map it should refuse");
                 assert_eq!(
-                    xml::decode(again.as_bytes()).as_ref(),
-                    Ok(fields),
+                    xml::decode(again.as_bytes()),
+                    round_trip_expectation(fields),
                     "decode(encode(m)) != m for {again:?}"
                 );
             }
@@ -54,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(again) = xml::encode_with(pairs(&fields), "root") {
             assert_eq!(
                 xml::decode_with(again.as_bytes(), "root", MAX_XML_BYTES),
-                Ok(fields)
+                round_trip_expectation(&fields)
             );
         }
     }

@@ -32,9 +32,8 @@ pub fn other_key() -> ApiKey {
 /// no space) of a value in `1..=i32::MAX`, and the fee prints back as `s`.
 pub fn check_fee_wire(s: &str) {
     let parsed = Fee::parse_wire("total_fee", s);
-    let canonical = !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     let in_range = canonical
         && s.len() <= 10
         && s.parse::<u64>()
@@ -119,6 +118,26 @@ pub fn encodable(fields: &Fields) -> bool {
                 .chars()
                 .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
     })
+}
+
+/// Known finding 1 (README.md, "Findings"): `decode` refuses any text that
+/// contains `<!DOCTYPE` or `<!ENTITY`, inside CDATA too, while `encode` writes
+/// such values, so a map holding one does not survive encode → decode. The
+/// oracles expect exactly `Err(Doctype)` for it, and the exact round trip for
+/// every other map; delete this exception once the codec agrees with itself.
+pub fn decoder_refuses_value(fields: &Fields) -> bool {
+    fields
+        .values()
+        .any(|v| v.contains("<!DOCTYPE") || v.contains("<!ENTITY"))
+}
+
+/// What `decode(encode(fields))` must give: the same map, but for finding 1.
+pub fn round_trip_expectation(fields: &Fields) -> Result<Fields, xml::XmlError> {
+    if decoder_refuses_value(fields) {
+        Err(xml::XmlError::Doctype)
+    } else {
+        Ok(fields.clone())
+    }
 }
 
 pub fn pairs(fields: &Fields) -> impl Iterator<Item = (&str, &str)> {
@@ -231,7 +250,11 @@ pub fn check_signature_properties(signed: &Fields, key: &ApiKey, st: SignType, p
         SignType::Md5 => SignType::HmacSha256,
         SignType::HmacSha256 => SignType::Md5,
     };
-    assert_eq!(sign::verify(signed, key, st), Ok(()), "a fresh signature must verify");
+    assert_eq!(
+        sign::verify(signed, key, st),
+        Ok(()),
+        "a fresh signature must verify"
+    );
     assert_eq!(
         sign::verify(signed, key, other),
         Err(SignError::Mismatch),

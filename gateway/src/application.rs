@@ -12,6 +12,7 @@ use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Store};
 
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
+    connections::{self, Limits},
     routes::app,
     state::AppState,
 };
@@ -23,6 +24,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     relay: Relay,
+    limits: Limits,
 }
 
 impl Application {
@@ -45,7 +47,8 @@ impl Application {
             publisher,
             config.merchant,
             config.cloudpay_secret,
-        ))
+        )
+        .with_limits(config.limits))
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite and an in-process bus).
@@ -62,7 +65,14 @@ impl Application {
             listener,
             state,
             relay,
+            limits: Limits::default(),
         }
+    }
+
+    /// What each sender is allowed (timeouts, connection and in-flight caps).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -88,24 +98,14 @@ impl Application {
             shutdown.await;
             let _ = stopping_tx.send(());
         };
-        tracing::info!(port = self.port(), "gateway listening");
-        let server =
-            // Nagle off: WeChat's replies are tiny and must not wait for a delayed ACK.
-            axum::serve(
-                axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                    }
-                }),
-                app(self.state.clone()),
-            )
-            .with_graceful_shutdown(signal);
-        let server = std::future::IntoFuture::into_future(server);
+        tracing::info!(port = self.port(), limits = ?self.limits, "gateway listening");
+        let router = connections::limited(app(self.state.clone()), &self.limits);
+        let server = connections::serve(self.listener, router, self.limits.clone(), signal);
         tokio::pin!(server);
-        // axum stops accepting at once and waits for open connections; a sender
-        // that never finishes its request gets DRAIN_TIMEOUT, not forever.
-        let served = tokio::select! {
-            res = &mut server => res.context("serving HTTP"),
+        // Accepting stops at once and open connections finish; a sender that
+        // never finishes its request gets DRAIN_TIMEOUT, not forever.
+        let served: anyhow::Result<()> = tokio::select! {
+            () = &mut server => Ok(()),
             _ = async {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(DRAIN_TIMEOUT).await;

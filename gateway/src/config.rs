@@ -1,11 +1,12 @@
 //! The gateway's configuration, read from the environment through
-//! `payment_service::config`'s helpers so a bad or missing value stops start-up
+//! `wxpay_runtime::config`'s helpers so a bad or missing value stops start-up
 //! with one line naming the variable. The gateway only verifies what WeChat
 //! sends, so it reads the merchant fields itself and does not require
 //! `WECHAT_SIGN_TYPE` or `WECHAT_NOTIFY_URL` (which `WechatConfig::from_env` does).
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, time::Duration};
 
+use crate::connections::Limits;
 use secrecy::{ExposeSecret, SecretString};
 use wxpay_core::wechat::Merchant;
 use wxpay_runtime::config::{self, ConfigError};
@@ -49,6 +50,35 @@ pub struct GatewayConfig {
     pub addr: SocketAddr,
     /// `None` disables `POST /cloudpay/callback` (it answers 404).
     pub cloudpay_secret: Option<CloudpaySecret>,
+    /// `GATEWAY_HEADER_TIMEOUT_MS`, `GATEWAY_REQUEST_TIMEOUT_MS`,
+    /// `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
+    pub limits: Limits,
+}
+
+fn limits_from_env() -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+        match config::parsed_or(var, default)? {
+            0 => Err(ConfigError::new(var, "must be at least 1")),
+            v => Ok(v),
+        }
+    };
+    let count = |var: &'static str, default: usize| -> Result<usize, ConfigError> {
+        usize::try_from(positive(var, default as u64)?)
+            .map_err(|_| ConfigError::new(var, "is too large"))
+    };
+    Ok(Limits {
+        header_timeout: Duration::from_millis(positive(
+            "GATEWAY_HEADER_TIMEOUT_MS",
+            d.header_timeout.as_millis() as u64,
+        )?),
+        request_timeout: Duration::from_millis(positive(
+            "GATEWAY_REQUEST_TIMEOUT_MS",
+            d.request_timeout.as_millis() as u64,
+        )?),
+        max_connections: count("GATEWAY_MAX_CONNECTIONS", d.max_connections)?,
+        max_in_flight: count("GATEWAY_MAX_IN_FLIGHT", d.max_in_flight)?,
+    })
 }
 
 impl GatewayConfig {
@@ -62,6 +92,7 @@ impl GatewayConfig {
                 .map(|s| CloudpaySecret::parse(&s))
                 .transpose()
                 .map_err(|reason| ConfigError::new("CLOUDPAY_CALLBACK_SECRET", reason))?,
+            limits: limits_from_env()?,
         })
     }
 }

@@ -3,17 +3,20 @@
 //! callback), verifies them, applies each exactly once through the store's
 //! conditional transition (with its outbox event), and publishes the change
 //! after the commit. Decisions live in `notify`, `refund`, `cloudpay` and
-//! `settle`; `routes` is the thin HTTP layer; `application` runs it all.
+//! `payment`; `routes` is the thin HTTP layer; `connections` holds the edge's
+//! limits (timeouts, caps, load shedding); `application` runs it all.
 
 pub mod application;
 pub mod audit;
 pub mod cloudpay;
 pub mod config;
+pub mod connections;
 pub mod metrics;
 pub mod notify;
 pub mod paid_cache;
 pub mod payment;
 pub mod refund;
+pub mod refusals;
 pub mod routes;
 pub mod state;
 pub mod verdict;

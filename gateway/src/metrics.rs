@@ -15,6 +15,10 @@ pub const NOTIFICATIONS_TOTAL: &str = "wxpay_gateway_notifications_total";
 pub const NOTIFICATION_SECONDS: &str = "wxpay_gateway_notification_duration_seconds";
 /// Genuine-looking messages refused or contradicting a final state, by `kind` of anomaly.
 pub const ANOMALIES_TOTAL: &str = "wxpay_gateway_anomalies_total";
+/// Requests answered 503 at the edge, by `reason` (overloaded, timeout).
+pub const SHED_TOTAL: &str = "wxpay_gateway_shed_total";
+/// Bodies refused before any database work, by `reason` (unsigned, bad_signature, malformed).
+pub const REFUSED_TOTAL: &str = "wxpay_gateway_refused_total";
 /// Outbox events not yet published.
 pub const OUTBOX_BACKLOG: &str = "wxpay_gateway_outbox_backlog";
 /// Age of the oldest unpublished outbox event (0 when there is none).

@@ -1,10 +1,11 @@
 //! `POST /wechat/pay/notify`: WeChat's v2 payment result. Owns the order of
 //! checks for the XML message (well-formed, signed, our merchant) and hands the
-//! authenticated result to [`crate::settle`]. Every message that parses is kept
-//! with its verdict; the raw body is logged only without `sign`.
+//! authenticated result to [`crate::payment`]. Nothing is read or written for a
+//! body that is not authentic (see [`crate::refusals`]); every authentic message
+//! is kept with its verdict, and the raw body is logged only without `sign`.
 
 use wxpay_core::{
-    domain::{EventSource, Fee, Order, OutTradeNo, TransactionId},
+    domain::{EventSource, Fee, OutTradeNo, TransactionId},
     wechat::{china_time, sign, xml, Fields, SignType},
 };
 use wxpay_store::AnomalyKind;
@@ -12,6 +13,7 @@ use wxpay_store::AnomalyKind;
 use crate::{
     paid_cache::Settled,
     payment::{self, PaymentReport, Reported},
+    refusals,
     state::AppState,
     verdict::{Kind, Verdict},
 };
@@ -20,15 +22,21 @@ use crate::{
 pub async fn process(state: &AppState, body: &[u8]) -> Verdict {
     let fields = match xml::decode(body) {
         Ok(fields) => fields,
-        Err(e) => {
+        Err(_) => {
             // Not kept: a body that is not a message holds nothing to audit or replay.
-            tracing::warn!(error = %e, bytes = body.len(), "malformed pay notification refused");
+            refusals::refused("pay", "malformed", body);
             return Verdict::Malformed;
         }
     };
     let out_trade_no = fields.get("out_trade_no").map(String::as_str);
     tracing::debug!(out_trade_no, body = %redacted(&fields), "pay notification received");
     let (verdict, from_cache) = judge(state, &fields).await;
+    if verdict == Verdict::BadSignature {
+        // Not from WeChat: nothing to audit, and storing it would let anyone
+        // fill the database.
+        refusals::refused("pay", "bad_signature", body);
+        return verdict;
+    }
     tracing::info!(out_trade_no, %verdict, from_cache, "pay notification");
     state
         .keep(Kind::Pay, out_trade_no, verdict, body, from_cache)
@@ -71,29 +79,24 @@ async fn judge_with(
     let get = |k: &str| fields.get(k).map(String::as_str);
     let plain = |v: Verdict| (v, false);
 
-    // The order is loaded early only when the message does not say how it was signed.
-    let mut loaded: Option<Option<Order>> = None;
+    // WeChat may omit sign_type even for an HMAC-SHA256 order; the signature's
+    // length tells the two apart (32 hex digits for MD5, 64 for HMAC-SHA256), so
+    // no message is read from the database before it is authentic. The order's
+    // recorded sign type is checked once the order is loaded.
     let sign_type = match get("sign_type") {
         Some(s) => match s.parse::<SignType>() {
             Ok(t) => t,
             Err(_) => return plain(Verdict::BadSignature),
         },
-        // WeChat may omit sign_type even for an HMAC-SHA256 order: the order
-        // records which algorithm it was placed with. Unknown orders default to
-        // MD5, v2's default.
-        None => match (&out_trade_no, cached) {
-            (_, Some(c)) => c.sign_type,
-            (Some(no), None) => match state.store.order(no).await {
-                Ok(order) => {
-                    let t = order.as_ref().map_or(SignType::Md5, |o| o.sign_type);
-                    loaded = Some(order);
-                    t
-                }
-                Err(e) => return plain(payment::store_failure(no.as_str(), e)),
-            },
-            (None, None) => SignType::Md5,
+        None => match get("sign").map(str::len) {
+            Some(32) => SignType::Md5,
+            Some(64) => SignType::HmacSha256,
+            _ => return plain(Verdict::BadSignature),
         },
     };
+    if cached.is_some_and(|c| c.sign_type != sign_type) {
+        return plain(Verdict::BadSignature);
+    }
     if let Err(e) = sign::verify(fields, &state.merchant.api_key, sign_type) {
         tracing::warn!(out_trade_no = get("out_trade_no"), error = %e, %sign_type, "pay notification signature refused");
         return plain(Verdict::BadSignature);
@@ -160,13 +163,16 @@ async fn judge_with(
             return (Verdict::Duplicate, true);
         }
     }
-    let order = match loaded {
-        Some(order) => order,
-        None => match state.store.order(&out_trade_no).await {
-            Ok(order) => order,
-            Err(e) => return plain(payment::store_failure(out_trade_no.as_str(), e)),
-        },
+    let order = match state.store.order(&out_trade_no).await {
+        Ok(order) => order,
+        Err(e) => return plain(payment::store_failure(out_trade_no.as_str(), e)),
     };
+    if order.as_ref().is_some_and(|o| o.sign_type != sign_type) {
+        // Signed with our key but not the way this order was placed: not a
+        // notification WeChat sends for it.
+        tracing::warn!(out_trade_no = %out_trade_no, %sign_type, "pay notification signed unlike its order");
+        return plain(Verdict::BadSignature);
+    }
     let paid = match (&order, &result) {
         (Some(o), Reported::Paid { transaction_id, .. }) => Some((
             out_trade_no.as_str().to_owned(),

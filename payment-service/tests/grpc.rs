@@ -505,6 +505,7 @@ async fn database_down_is_unavailable() {
         wxpay_store::postgres::PgOptions {
             max_connections: 2,
             acquire_timeout: Duration::from_millis(500),
+            ..Default::default()
         },
     )
     .await

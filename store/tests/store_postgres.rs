@@ -13,3 +13,23 @@ async fn fresh() -> Arc<dyn Store> {
 }
 
 wxpay_store::store_suite!(fresh());
+
+#[tokio::test]
+async fn every_connection_has_a_statement_timeout() {
+    let url = testing::fresh_database_url().await.expect("db");
+    let store = wxpay_store::PgStore::connect(
+        &url,
+        wxpay_store::postgres::PgOptions {
+            statement_timeout: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("store");
+    let started = std::time::Instant::now();
+    let slept = sqlx::query("SELECT pg_sleep(5)")
+        .execute(store.pool())
+        .await;
+    assert!(slept.is_err(), "a 5 s statement ran to the end");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

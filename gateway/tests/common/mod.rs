@@ -42,6 +42,7 @@ pub struct Setup {
     /// Route the gateway's database connections through this proxy.
     pub db_proxy: Option<SocketAddr>,
     pub cloudpay: bool,
+    pub limits: gateway::connections::Limits,
 }
 
 impl Default for Setup {
@@ -50,6 +51,7 @@ impl Default for Setup {
             redis_url: testing::redis_url(),
             db_proxy: None,
             cloudpay: true,
+            limits: Default::default(),
         }
     }
 }
@@ -89,6 +91,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         cloudpay_secret: setup
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
+        limits: setup.limits,
     };
     let app = Application::build(config).await.expect("gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());

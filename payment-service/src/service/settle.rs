@@ -35,7 +35,11 @@ impl Payments {
         if answer.trade_state == order.status {
             return Ok(order);
         }
-        if answer.trade_state == OrderStatus::Success && answer.total_fee != Some(order.total_fee) {
+        let paid_at_wechat = matches!(
+            answer.trade_state,
+            OrderStatus::Success | OrderStatus::Refund
+        );
+        if paid_at_wechat && answer.total_fee != Some(order.total_fee) {
             // Never mark paid on an amount we did not ask for.
             let detail = format!(
                 "orderquery reports SUCCESS with total_fee {:?}, order has {}",
@@ -54,6 +58,22 @@ impl Payments {
                 "WeChat reports a payment whose amount differs from the order; it was not applied"
                     .into(),
             ));
+        }
+        if answer.trade_state == OrderStatus::Refund
+            && !matches!(order.status, OrderStatus::Success | OrderStatus::Refund)
+        {
+            // Refunded at WeChat means it was paid first (a lost notification,
+            // then a refund from the merchant platform): record the payment, so
+            // that the refund has something to apply to.
+            self.apply(
+                &order.out_trade_no,
+                OrderStatus::Success,
+                answer.transaction_id.clone(),
+                answer.cash_fee,
+                answer.time_end,
+                EventSource::Query,
+            )
+            .await?;
         }
         self.apply(
             &order.out_trade_no,

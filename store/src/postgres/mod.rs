@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
 
 use crate::StoreError;
 
@@ -23,6 +26,9 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// Every statement on every connection is cancelled after this long, so a
+    /// lock wait or a runaway query cannot hold a request (or WeChat) forever.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -30,6 +36,7 @@ impl Default for PgOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -42,10 +49,14 @@ impl PgStore {
     /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory
     /// lock around them, so replicas starting together do not race.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let connect = url.parse::<PgConnectOptions>().map_err(map_err)?.options([(
+            "statement_timeout",
+            options.statement_timeout.as_millis().to_string(),
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect(url)
+            .connect_with(connect)
             .await
             .map_err(map_err)?;
         MIGRATOR

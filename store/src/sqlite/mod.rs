@@ -81,9 +81,10 @@ impl SqliteStore {
         let base = SqliteConnectOptions::new()
             .filename(path)
             .foreign_keys(true)
-            // NORMAL is durable in WAL mode except for the last commits before a
-            // power loss (never corrupting); FULL would fsync on every commit.
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: every commit is fsynced before it is acknowledged. NORMAL
+            // could lose the last commits to a power cut, and a commit here is
+            // what the gateway tells WeChat is durable (SUCCESS stops its retries).
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
         // WAL is a property of the file, set once by the writer, which connects
         // first; readers inherit it without needing the write lock to set it.

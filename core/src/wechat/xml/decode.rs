@@ -1,9 +1,7 @@
-//! The v2 XML codec: a flat `<xml><field>value</field>…</xml>` to and from a
-//! field map. It is deliberately strict, because notifications come from the
-//! internet: no DOCTYPE or entity declarations (XXE, billion laughs), no nesting,
-//! no duplicate fields, UTF-8 only, and a size bound checked before parsing.
-
-use std::collections::BTreeMap;
+//! Parsing a flat message into [`Fields`], and every refusal that makes it safe
+//! for bodies from the internet: the size bound before parsing, UTF-8 only, no
+//! DOCTYPE or entity declarations, no attributes, nesting or duplicate fields.
+//! Writing messages is `encode`'s; nothing here builds XML.
 
 use quick_xml::{
     escape::resolve_predefined_entity,
@@ -11,36 +9,7 @@ use quick_xml::{
     Reader,
 };
 
-/// The fields of one message, as received. Kept as a map of raw strings (not a
-/// typed struct) so signatures are verified over every field WeChat sent.
-pub type Fields = BTreeMap<String, String>;
-
-/// The default bound on a message: WeChat's messages are a few KiB at most.
-pub const MAX_XML_BYTES: usize = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum XmlError {
-    #[error("the body is {0} bytes, over the limit")]
-    TooLarge(usize),
-    #[error("the body is empty")]
-    Empty,
-    #[error("the body is not valid UTF-8")]
-    NotUtf8,
-    #[error("DOCTYPE and entity declarations are refused")]
-    Doctype,
-    #[error("the root element must be <{0}>")]
-    WrongRoot(&'static str),
-    #[error("field {0:?} appears more than once")]
-    DuplicateField(String),
-    #[error("field {0:?} is nested; only flat messages are accepted")]
-    Nested(String),
-    #[error("unknown entity reference")]
-    UnknownEntity,
-    #[error("malformed XML: {0}")]
-    Malformed(String),
-    #[error("field name {0:?} is not a valid XML name")]
-    BadFieldName(String),
-}
+use super::{Fields, XmlError, MAX_XML_BYTES};
 
 /// Decodes a `<xml>` message bounded by [`MAX_XML_BYTES`].
 pub fn decode(body: &[u8]) -> Result<Fields, XmlError> {
@@ -173,74 +142,10 @@ fn insert(fields: &mut Fields, name: String, value: String) -> Result<(), XmlErr
     Ok(())
 }
 
-fn valid_field_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// Encodes fields as `<xml><k><![CDATA[v]]></k>…</xml>`. A value containing `]]>`
-/// is split across two CDATA sections so it round-trips exactly.
-pub fn encode<'a>(
-    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<String, XmlError> {
-    encode_with(fields, "xml")
-}
-
-/// [`encode`] with another root element.
-pub fn encode_with<'a>(
-    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-    root: &str,
-) -> Result<String, XmlError> {
-    let mut out = String::with_capacity(512);
-    out.push('<');
-    out.push_str(root);
-    out.push('>');
-    for (k, v) in fields {
-        if !valid_field_name(k) {
-            return Err(XmlError::BadFieldName(k.to_owned()));
-        }
-        if v.chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        {
-            return Err(XmlError::Malformed(format!(
-                "control character in field {k:?}"
-            )));
-        }
-        out.push('<');
-        out.push_str(k);
-        out.push_str("><![CDATA[");
-        out.push_str(&v.replace("]]>", "]]]]><![CDATA[>"));
-        out.push_str("]]></");
-        out.push_str(k);
-        out.push('>');
-    }
-    out.push_str("</");
-    out.push_str(root);
-    out.push('>');
-    Ok(out)
-}
-
-/// The reply a notification handler sends: `SUCCESS`/`OK` or `FAIL`/reason.
-pub fn notify_reply(success: bool, msg: &str) -> String {
-    let code = if success { "SUCCESS" } else { "FAIL" };
-    // Field names are constants, so encoding cannot fail; fall back to a fixed
-    // FAIL rather than panic if a message ever held a control character.
-    encode([("return_code", code), ("return_msg", msg)]).unwrap_or_else(|_| {
-        "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[ERROR]]></return_msg></xml>".to_owned()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
-    }
+    use crate::wechat::xml::fields;
 
     #[test]
     fn decodes_cdata_text_and_entities() {
@@ -265,18 +170,6 @@ mod tests {
                 ("body", "中文"),
             ])
         );
-    }
-
-    #[test]
-    fn values_with_cdata_terminators_and_markup_round_trip() {
-        let original = fields(&[
-            ("attach", "x]]>y<z>&amp;"),
-            ("body", "]]>]]>"),
-            ("detail", "<xml><a>1</a></xml>"),
-            ("nonce_str", "abc"),
-        ]);
-        let xml = encode(original.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodes");
-        assert_eq!(decode(xml.as_bytes()), Ok(original));
     }
 
     #[test]
@@ -368,20 +261,5 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn encoding_refuses_names_that_are_not_xml_names() {
-        assert!(encode([("a b", "1")]).is_err());
-        assert!(encode([("1a", "1")]).is_err());
-        assert!(encode([("a", "\u{0}")]).is_err());
-    }
-
-    #[test]
-    fn notify_replies_are_what_wechat_expects() {
-        assert_eq!(
-            notify_reply(true, "OK"),
-            "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
-        );
     }
 }

@@ -1,97 +1,23 @@
-//! `OrderStatusService.WatchOrder`: the stream contract (see README.md).
-//!
-//! The handler validates, registers with the hub (subscribe first), reads the
-//! snapshot, and returns a stream. The stream is a state machine polled by the
-//! transport itself, not a spawned task feeding a channel: when the client reads
-//! slowly the transport simply stops polling it, nothing queues per stream, and
-//! when it next polls it sends whatever is newest. Dropping the stream (client
-//! gone) drops the hub registration.
+//! One `WatchOrder` stream's progress, the [`Watcher`] state machine the
+//! transport polls: snapshot first, then every newer version from the hub, a
+//! snapshot re-read after the feed reconnects, and the end at a terminal
+//! status, the deadline or shutdown. It never registers with the hub or reads
+//! the request: `WatchService::open` hands it a ready watch and snapshot.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures::Stream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wxpay_core::domain::{OrderEvent, OutTradeNo};
-use wxpay_proto::v1::{
-    order_status_service_server::OrderStatusService, OrderStatusEvent, WatchOrderRequest,
-};
+use wxpay_proto::v1::OrderStatusEvent;
 use wxpay_store::Store;
 
 use wxpay_core::convert;
 
-use crate::{error::WatchError, hub::Hub, hub::Watch, metrics as m};
-
-/// Stream deadlines.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
-    /// Used when the request says 0.
-    pub default: Duration,
-    /// Longer requests are capped here.
-    pub max: Duration,
-}
-
-impl Deadlines {
-    pub fn for_request(&self, timeout_seconds: u32) -> Duration {
-        if timeout_seconds == 0 {
-            self.default.min(self.max)
-        } else {
-            Duration::from_secs(u64::from(timeout_seconds)).min(self.max)
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct WatchService {
-    store: Arc<dyn Store>,
-    hub: Hub,
-    deadlines: Deadlines,
-    /// Cancelled at shutdown: open streams end with UNAVAILABLE.
-    shutdown: CancellationToken,
-}
-
-impl WatchService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        hub: Hub,
-        deadlines: Deadlines,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            store,
-            hub,
-            deadlines,
-            shutdown,
-        }
-    }
-
-    /// Subscribe, then snapshot: the order of these two is the whole guarantee.
-    #[tracing::instrument(skip(self), fields(out_trade_no = %request.out_trade_no))]
-    async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, WatchError> {
-        let out_trade_no = OutTradeNo::parse(&request.out_trade_no)?;
-        let deadline = Instant::now() + self.deadlines.for_request(request.timeout_seconds);
-        let watch = self.hub.watch(&out_trade_no).await;
-        let order = self
-            .store
-            .order(&out_trade_no)
-            .await?
-            .ok_or(WatchError::NotFound)?;
-        let snapshot = OrderEvent::snapshot(&order);
-        // Shared, so the order's other watchers and its fallback know it too.
-        self.hub.offer(snapshot.clone());
-        Ok(Watcher::new(
-            self.store.clone(),
-            out_trade_no,
-            watch,
-            snapshot,
-            deadline,
-            self.shutdown.clone(),
-        ))
-    }
-}
+use crate::{hub::Watch, metrics as m};
 
 /// One stream's progress.
-struct Watcher {
+pub(super) struct Watcher {
     store: Arc<dyn Store>,
     out_trade_no: OutTradeNo,
     watch: Watch,
@@ -126,7 +52,7 @@ impl Drop for ActiveStream {
 }
 
 impl Watcher {
-    fn new(
+    pub(super) fn new(
         store: Arc<dyn Store>,
         out_trade_no: OutTradeNo,
         mut watch: Watch,
@@ -152,7 +78,7 @@ impl Watcher {
     }
 
     /// The next message, `None` at the end of the stream.
-    async fn next(&mut self) -> Option<Result<OrderStatusEvent, tonic::Status>> {
+    pub(super) async fn next(&mut self) -> Option<Result<OrderStatusEvent, tonic::Status>> {
         if self.done {
             return None;
         }
@@ -223,24 +149,5 @@ impl Watcher {
         self.done = terminal;
         metrics::counter!(m::EVENTS_DELIVERED).increment(1);
         convert::event_to_pb(event, terminal)
-    }
-}
-
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<OrderStatusEvent, tonic::Status>> + Send>>;
-
-#[tonic::async_trait]
-impl OrderStatusService for WatchService {
-    type WatchOrderStream = WatchStream;
-
-    async fn watch_order(
-        &self,
-        request: tonic::Request<WatchOrderRequest>,
-    ) -> Result<tonic::Response<Self::WatchOrderStream>, tonic::Status> {
-        let watcher = self.open(request.into_inner()).await?;
-        let stream = futures::stream::unfold(watcher, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
-        });
-        Ok(tonic::Response::new(Box::pin(stream)))
     }
 }

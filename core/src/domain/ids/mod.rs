@@ -1,0 +1,48 @@
+//! Identifiers and bounded strings that WeChat limits: out_trade_no, nonce,
+//! description (`body`), attach, openid, idempotency keys and client IPs.
+//!
+//! The types are declared here, so their private field is visible only to this
+//! module's children: `newtype` (the macro, the error and the shared checks),
+//! `generated` (order numbers and nonces, which the product mints) and
+//! `received` (the values it only parses).
+
+mod generated;
+mod newtype;
+mod received;
+
+pub use newtype::ValidationError;
+
+use newtype::string_newtype;
+
+string_newtype!(
+    /// The merchant's order number: 1..=32 of `[0-9A-Za-z_-|*]`, unique per merchant.
+    OutTradeNo
+);
+string_newtype!(
+    /// A random string of 1..=32 ASCII letters and digits.
+    Nonce
+);
+string_newtype!(
+    /// What the payer sees (`body`): 1..=128 bytes of UTF-8 (WeChat's String(128)).
+    Description
+);
+string_newtype!(
+    /// Merchant data echoed back in the notification: 0..=127 bytes.
+    Attach
+);
+string_newtype!(
+    /// The payer's openid under the merchant's app.
+    OpenId
+);
+string_newtype!(
+    /// The caller's idempotency key for CreateOrder.
+    IdempotencyKey
+);
+string_newtype!(
+    /// WeChat's own payment id (`transaction_id`).
+    TransactionId
+);
+string_newtype!(
+    /// The payer's IP address, as WeChat's `spbill_create_ip` wants it.
+    ClientIp
+);

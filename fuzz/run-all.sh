@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Usage: fuzz/run-all.sh SECONDS [libFuzzer options…]
+#
+# Runs every fuzz target for SECONDS each, one after another (see run.sh),
+# prints each one's totals, and stops at the first that fails, showing the
+# end of its log. SECONDS=0 runs the committed seeds once (regression).
+set -euo pipefail
+if [ "$#" -lt 1 ]; then
+  echo "usage: $0 SECONDS [libFuzzer options...]" >&2
+  exit 2
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+secs=$1
+shift
+logs="${FUZZ_WORK:-$here/work}/logs"
+mkdir -p "$logs"
+for target in xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_json; do
+  log="$logs/$target.log"
+  echo "== fuzz $target (${secs}s), log $log"
+  if "$here/run.sh" "$target" "$secs" "$@" >"$log" 2>&1; then
+    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|Done [0-9]+ runs)' "$log" || true
+  else
+    status=$?
+    tail -n 60 "$log" >&2
+    echo "fuzz $target FAILED (exit $status); crash inputs in $here/artifacts/$target/" >&2
+    exit "$status"
+  fi
+done
+echo "fuzz: all targets passed"

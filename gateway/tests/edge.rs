@@ -1,0 +1,145 @@
+//! The gateway as the internet meets it: forged bodies cost no database write,
+//! slow senders are cut, and an overloaded gateway answers 503 at once (which
+//! WeChat retries) instead of a slow SUCCESS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gateway::connections::Limits;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use wxpay_core::wechat::{Fields, SignType};
+
+async fn database_bytes(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("database size")
+}
+
+async fn notification_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("count")
+}
+
+/// A well-formed notification with a made-up signature and 60 KiB of padding.
+fn forged(i: usize) -> String {
+    let mut fields = Fields::new();
+    fields.insert("return_code".into(), "SUCCESS".into());
+    fields.insert("out_trade_no".into(), format!("FORGED{i:06}"));
+    fields.insert("padding".into(), "x".repeat(60 * 1024));
+    let sign = if i.is_multiple_of(2) {
+        "A".repeat(32)
+    } else {
+        "B".repeat(64)
+    };
+    fields.insert("sign".into(), sign);
+    encode(&fields)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_notifications_writes_nothing_and_a_genuine_one_still_lands() {
+    let app = spawn_app().await;
+    let order = app.create_order(100, SignType::Md5).await;
+    let before = database_bytes(&app).await;
+
+    let flood: Vec<_> = (0..600)
+        .map(|i| {
+            let http = app.http.clone();
+            let url = format!("{}/wechat/pay/notify", app.base);
+            let body = forged(i);
+            tokio::spawn(async move { http.post(url).body(body).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    // A genuine notification in the middle of it is acknowledged quickly.
+    let started = Instant::now();
+    let (_, reply) = app
+        .notify(signed(
+            pay_fields(&order, &transaction_id()),
+            &key(),
+            SignType::Md5,
+        ))
+        .await;
+    let took = started.elapsed();
+    for f in flood {
+        let _ = f.await;
+    }
+
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the genuine notification took {took:?}"
+    );
+    assert_eq!(
+        notification_rows(&app).await,
+        1,
+        "only the genuine one is kept"
+    );
+    let grown = database_bytes(&app).await - before;
+    assert!(grown < 1024 * 1024, "the database grew by {grown} bytes");
+}
+
+#[tokio::test]
+async fn a_sender_that_never_finishes_its_headers_is_cut() {
+    let app = spawn_app_with(Setup {
+        limits: Limits {
+            header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let addr = authority_of(&app.base);
+    let mut slow = TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"POST /wechat/pay/notify HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("start a request");
+    let mut buf = [0u8; 1024];
+    let cut = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the connection was still open after 5 s");
+}
+
+#[tokio::test]
+async fn past_its_in_flight_cap_the_gateway_answers_503_at_once() {
+    let app = spawn_app_with(Setup {
+        limits: Limits {
+            max_in_flight: 1,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // One request holds the only slot: its body never finishes arriving.
+    let addr = authority_of(&app.base);
+    let mut holder = TcpStream::connect(&addr).await.expect("connect");
+    holder
+        .write_all(
+            b"POST /wechat/pay/notify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n<xml>",
+        )
+        .await
+        .expect("start a request");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let (status, _) = app.notify("<xml></xml>").await;
+    assert_eq!(status, 503, "shed, for WeChat to retry");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shedding must be fast"
+    );
+    drop(holder);
+}

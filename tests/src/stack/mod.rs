@@ -1,0 +1,61 @@
+//! [`Stack`], the four binaries wired as in docker-compose.yml, and the
+//! [`StackOptions`] a test may turn. Starting it is `start`'s; the clients a
+//! test talks to it with are `clients`'. The children themselves belong to
+//! their [`Process`] guards, which the stack only holds.
+
+mod clients;
+mod start;
+
+use std::time::Duration;
+
+use payment_service::reconciler::ReconcilerConfig;
+
+use crate::Process;
+
+/// Knobs a test may turn.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// `POLLER_FALLBACK_DELAY_MS`: how long a watched order waits for its
+    /// notification before the poller asks WeChat (through QueryOrder).
+    pub fallback_delay: Duration,
+    /// `POLLER_FALLBACK_MAX_DELAY_MS`: the cap of the fallback's backoff.
+    pub fallback_max_delay: Duration,
+    /// `RECONCILE_*`: when payment-service's reconciler asks WeChat itself.
+    pub reconcile: ReconcilerConfig,
+}
+
+impl Default for StackOptions {
+    /// A fallback and a reconciler far beyond any test's duration, so a status
+    /// change can only have come through the notification path.
+    fn default() -> Self {
+        Self {
+            fallback_delay: Duration::from_secs(600),
+            fallback_max_delay: Duration::from_secs(600),
+            reconcile: ReconcilerConfig {
+                after: Duration::from_secs(600),
+                ..ReconcilerConfig::default()
+            },
+        }
+    }
+}
+
+/// The four binaries, wired as in docker-compose.yml: the sandbox plays WeChat,
+/// payment-service calls it and gives it the gateway as `notify_url`, the poller
+/// falls back to payment-service's QueryOrder.
+///
+/// Fields drop in declaration order: the poller and gateway go before the
+/// services they call.
+#[derive(Debug)]
+pub struct Stack {
+    pub poller: Process,
+    pub gateway: Process,
+    pub payment: Process,
+    pub sandbox: Process,
+    pub sandbox_url: String,
+    /// The stack's own fresh database, for tests that act as an operator would.
+    pub database_url: String,
+    pub payment_url: String,
+    pub gateway_url: String,
+    pub poller_url: String,
+    http: reqwest::Client,
+}

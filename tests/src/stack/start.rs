@@ -1,0 +1,93 @@
+//! Starting a [`Stack`]: building the binaries, a fresh database and free
+//! ports, each binary's environment from `wxpay::Settings`, then spawning the
+//! four and waiting until each reports ready. Talking to the running stack is
+//! `clients`'.
+
+use std::{net::SocketAddr, time::Duration};
+
+use wxpay_core::wechat::SignType;
+
+use crate::{
+    build_binaries, free_ports, merchant,
+    probes::{grpc_serving, http_ok},
+    Process, StackOptions,
+};
+
+use super::Stack;
+
+impl Stack {
+    /// Starts every binary on its own free ports against a fresh database, and
+    /// returns once each reports ready.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        build_binaries()?;
+        let database_url = wxpay_store::testing::fresh_database_url().await?;
+        let redis_url = wxpay_store::testing::redis_url();
+        let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port] = free_ports()?;
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        // The same settings type the single-process stack runs from: which binary
+        // gets which URL is decided once, in `wxpay::split`.
+        let settings = wxpay::Settings {
+            storage: wxpay::Storage::Postgres(database_url.clone()),
+            bus: wxpay::Bus::Redis(redis_url),
+            merchant: merchant(),
+            sign_type: SignType::HmacSha256,
+            payment_addr: local(payment_port),
+            gateway_addr: local(gateway_port),
+            poller_addr: local(poller_port),
+            poller_metrics_addr: local(metrics_port),
+            sandbox_addr: local(sandbox_port),
+            api_token: None,
+            // WeChat's retry schedule 1000 times faster: a retried notification
+            // arrives in milliseconds instead of 15 s.
+            sandbox_time_factor: 1000,
+            fallback_delay: options.fallback_delay,
+            fallback_max_delay: options.fallback_max_delay,
+            reconcile: options.reconcile.clone(),
+        };
+        let env = settings.split_env()?;
+        let with_logs = |mut env: Vec<(&'static str, String)>| {
+            env.push(("RUST_LOG", "info".to_owned()));
+            env
+        };
+        let url = |port| format!("http://127.0.0.1:{port}");
+        let (sandbox_url, payment_url, gateway_url, poller_url) = (
+            url(sandbox_port),
+            url(payment_port),
+            url(gateway_port),
+            url(poller_port),
+        );
+        let mut sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
+        let mut payment = Process::spawn("payment-service", &with_logs(env.payment))?;
+        let mut gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
+        let mut poller = Process::spawn("poller", &with_logs(env.poller))?;
+
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        sandbox
+            .wait_ready(|| http_ok(&http, format!("{sandbox_url}/sandbox/faults")))
+            .await?;
+        payment
+            .wait_ready(|| grpc_serving(&payment_url, "wxpay.v1.PaymentService"))
+            .await?;
+        gateway
+            .wait_ready(|| http_ok(&http, format!("{gateway_url}/readyz")))
+            .await?;
+        poller
+            .wait_ready(|| grpc_serving(&poller_url, "wxpay.v1.OrderStatusService"))
+            .await?;
+
+        Ok(Self {
+            poller,
+            gateway,
+            payment,
+            sandbox,
+            sandbox_url,
+            database_url,
+            payment_url,
+            gateway_url,
+            poller_url,
+            http,
+        })
+    }
+}
