@@ -14,7 +14,8 @@ secs=$1
 shift
 logs="${FUZZ_WORK:-$here/work}/logs"
 mkdir -p "$logs"
-for target in xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_json; do
+targets=(xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_json)
+for target in "${targets[@]}"; do
   log="$logs/$target.log"
   echo "== fuzz $target (${secs}s), log $log"
   if "$here/run.sh" "$target" "$secs" "$@" >"$log" 2>&1; then
@@ -23,7 +24,8 @@ for target in xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_jso
     status=$?
     tail -n 60 "$log" >&2
     echo "fuzz $target FAILED (exit $status); crash inputs in $here/artifacts/$target/" >&2
+    echo "fuzz: 0 passed, 1 failed"
     exit "$status"
   fi
 done
-echo "fuzz: all targets passed"
+echo "fuzz: ${#targets[@]} passed, 0 failed"

@@ -8,7 +8,8 @@
 # fuzz/corpus/TARGET. New inputs go to fuzz/work/TARGET (not committed; set
 # FUZZ_WORK to move it), crashes to fuzz/artifacts/TARGET/. Exits non-zero when
 # a property fails, a panic, a timeout (10 s for one input) or an
-# out-of-memory (2 GiB) is found. SECONDS=0 runs each seed once (regression).
+# out-of-memory (2 GiB) is found. SECONDS=0 runs each seed once (regression),
+# or, given files (`fuzz/run.sh T 0 fuzz/artifacts/T/crash-…`), just those.
 #
 # FUZZ_SANITIZER=address adds AddressSanitizer; rustc only has it behind
 # RUSTC_BOOTSTRAP=1 on stable, which this then sets. Off by default: the code
@@ -53,6 +54,13 @@ work="${FUZZ_WORK:-$here/work}/$target"
 artifacts="$here/artifacts/$target"
 mkdir -p "$work" "$artifacts"
 if [ "$secs" = 0 ]; then
+  for arg in "$@"; do
+    case $arg in
+      -*) ;;
+      # Files named: replay just those (a crash input from artifacts/).
+      *) exec "$bin" -timeout=10 -rss_limit_mb=2048 "$@" ;;
+    esac
+  done
   # Each committed seed once, as a regression test.
   exec "$bin" -runs=0 -timeout=10 -rss_limit_mb=2048 "$@" "$here/corpus/$target"
 fi

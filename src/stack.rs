@@ -157,6 +157,7 @@ impl Stack {
             fallback_max_delay: settings.fallback_max_delay,
             redis_client_name: "wxpay-embedded".to_owned(),
             keepalive_interval: Duration::from_secs(30),
+            max_streams: 200_000,
         };
         let querier = parts
             .querier

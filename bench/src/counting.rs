@@ -135,6 +135,10 @@ impl Store for CountingStore {
         let _t = self.tick();
         self.inner.schedule_check(out_trade_no, at).await
     }
+    async fn purge_before(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        let _t = self.tick();
+        self.inner.purge_before(before, limit).await
+    }
     async fn try_lease(
         &self,
         name: &str,

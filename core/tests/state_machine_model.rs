@@ -569,41 +569,45 @@ fn the_state_machine_agrees_with_the_model() {
 fn a_broken_state_machine_is_caught() {
     use OrderStatus::*;
     type Rule = fn(OrderStatus, OrderStatus) -> bool;
-    let mutants: [(&str, Rule, &str); 5] = [
+    let mutants: [(&str, Rule, &[&str]); 5] = [
         (
             "before issue 10: PAYERROR is final, CLOSED and REVOKED are never paid",
             |from, to| {
                 from.can_become(to)
                     && !(to == Success && matches!(from, PayError | Closed | Revoked))
             },
-            "a verified payment lost",
+            &["a verified payment lost"],
         ),
         (
             "a close overrides a payment",
             |from, to| from.can_become(to) || (from == Success && to == Closed),
-            "a paid order is shown",
+            &["a paid order is shown"],
         ),
         (
             "a repeated message is applied again",
             |from, to| from.can_become(to) || from == to,
-            "a second transition to SUCCESS",
+            &["a second transition to SUCCESS"],
         ),
         (
             "a failure report reopens a closed order",
             |from, to| from.can_become(to) || (from == Closed && to == PayError),
-            "(model)",
+            // Which check fires first depends on the sequence drawn.
+            &["(model)", "a message changed the order a second time"],
         ),
         (
             "a refund of an order never paid",
             |from, to| from.can_become(to) || (from == Closed && to == Refund),
-            "(model)",
+            &["(model)", "a message changed the order a second time"],
         ),
     ];
     for (name, can_become, check) in mutants {
         match run(can_become, 2_000) {
             Err(e) => {
                 eprintln!("{name}: caught: {e}");
-                assert!(e.contains(check), "{name}: expected {check:?}, got {e}");
+                assert!(
+                    check.iter().any(|c| e.contains(c)),
+                    "{name}: expected one of {check:?}, got {e}"
+                );
             }
             Ok(_) => panic!("the model did not notice: {name}"),
         }

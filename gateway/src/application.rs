@@ -8,7 +8,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use wxpay_core::wechat::Merchant;
-use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Store};
+use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store};
 
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
@@ -16,6 +16,9 @@ use crate::{
     routes::app,
     state::AppState,
 };
+
+/// `RETENTION_DAYS`' default: 90 days.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
 /// How long in-flight requests and tasks get once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,6 +28,7 @@ pub struct Application {
     state: AppState,
     relay: Relay,
     limits: Limits,
+    retention: Retention,
 }
 
 impl Application {
@@ -48,7 +52,8 @@ impl Application {
             config.merchant,
             config.cloudpay_secret,
         )
-        .with_limits(config.limits))
+        .with_limits(config.limits)
+        .with_retention(config.retention))
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite and an in-process bus).
@@ -60,13 +65,21 @@ impl Application {
         cloudpay_secret: Option<CloudpaySecret>,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
+        let retention = Retention::new(store.clone(), DEFAULT_RETENTION);
         let state = AppState::new(store, publisher, merchant, cloudpay_secret);
         Self {
             listener,
             state,
             relay,
             limits: Limits::default(),
+            retention,
         }
+    }
+
+    /// How long published events, audit rows and anomalies are kept.
+    pub fn with_retention(mut self, keep: Duration) -> Self {
+        self.retention.keep = keep;
+        self
     }
 
     /// What each sender is allowed (timeouts, connection and in-flight caps).
@@ -89,6 +102,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_relay_tx, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
+        // Retention runs here, on the service that writes the audit rows; a
+        // lease keeps it to one replica at a time.
+        let stop_retention = tokio_util::sync::CancellationToken::new();
+        let retention_task = tokio::spawn(self.retention.clone().run(stop_retention.clone()));
         let relay_task = tokio::spawn(self.relay.clone().run(async {
             let _ = stop_relay_rx.await;
         }));
@@ -137,6 +154,8 @@ impl Application {
         {
             tracing::warn!("audit rows could not be flushed in time");
         }
+        stop_retention.cancel();
+        let _ = retention_task.await;
         let _ = stop_relay_tx.send(());
         let _ = relay_task.await;
         tracing::info!("gateway stopped");

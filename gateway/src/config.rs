@@ -53,6 +53,8 @@ pub struct GatewayConfig {
     /// `GATEWAY_HEADER_TIMEOUT_MS`, `GATEWAY_REQUEST_TIMEOUT_MS`,
     /// `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
     pub limits: Limits,
+    /// `RETENTION_DAYS` (90).
+    pub retention: Duration,
 }
 
 fn limits_from_env() -> Result<Limits, ConfigError> {
@@ -93,6 +95,7 @@ impl GatewayConfig {
                 .transpose()
                 .map_err(|reason| ConfigError::new("CLOUDPAY_CALLBACK_SECRET", reason))?,
             limits: limits_from_env()?,
+            retention: config::retention()?,
         })
     }
 }

@@ -77,7 +77,13 @@ impl Application {
             max_delay: config.fallback_max_delay,
         };
         let hub = Hub::new(Some(fallback), |sink| make_feed(sink, shutdown.clone()));
-        let service = WatchService::new(store, hub.clone(), config.deadlines, shutdown.clone());
+        let service = WatchService::new(
+            store,
+            hub.clone(),
+            config.deadlines,
+            config.max_streams,
+            shutdown.clone(),
+        );
         Ok(Self {
             listener,
             metrics_listener,

@@ -36,6 +36,8 @@ pub struct Config {
     pub redis_client_name: String,
     /// `POLLER_KEEPALIVE_SECONDS` (30): HTTP/2 PING interval on every connection.
     pub keepalive_interval: Duration,
+    /// `POLLER_MAX_STREAMS` (200000): open streams at most; more are refused.
+    pub max_streams: usize,
 }
 
 impl Config {
@@ -83,6 +85,8 @@ impl Config {
             )?),
             redis_client_name,
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
+            max_streams: usize::try_from(positive("POLLER_MAX_STREAMS", 200_000)?)
+                .map_err(|_| ConfigError::new("POLLER_MAX_STREAMS", "is too large"))?,
         })
     }
 }
@@ -105,8 +109,13 @@ mod tests {
         std::env::set_var("DATABASE_URL", "postgres://localhost/x");
         std::env::set_var("REDIS_URL", "redis://localhost");
         std::env::set_var("PAYMENT_SERVICE_URL", "http://localhost:50051");
+        // The default address answers the network: it needs a token.
+        let err = Config::from_env().expect_err("open to the network");
+        assert_eq!(err.var, "API_TOKEN");
+        std::env::set_var("API_TOKEN", "0123456789abcdef0123456789abcdef");
         let ok = Config::from_env().expect("defaults are valid");
         assert_eq!(ok.addr.port(), 50052);
+        assert_eq!(ok.max_streams, 200_000);
         assert_eq!(ok.deadlines.default, Duration::from_secs(300));
         assert_eq!(ok.fallback_delay, Duration::from_millis(5000));
 

@@ -13,6 +13,9 @@ pub enum WatchError {
     NotFound,
     #[error("the database is unavailable, retry later")]
     Unavailable(String),
+    /// Past `POLLER_MAX_STREAMS`: refused rather than grow without bound.
+    #[error("this poller serves its maximum of {0} streams; retry later or on another replica")]
+    TooManyStreams(usize),
     #[error("internal error")]
     Internal(String),
 }
@@ -34,6 +37,7 @@ impl From<WatchError> for tonic::Status {
         let code = match &e {
             WatchError::InvalidArgument(_) => tonic::Code::InvalidArgument,
             WatchError::NotFound => tonic::Code::NotFound,
+            WatchError::TooManyStreams(_) => tonic::Code::ResourceExhausted,
             WatchError::Unavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");
                 tonic::Code::Unavailable

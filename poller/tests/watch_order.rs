@@ -206,3 +206,42 @@ async fn metrics_are_served_in_prometheus_format() {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn past_its_stream_cap_the_poller_refuses_instead_of_growing() {
+    let app = spawn_app(Options {
+        max_streams: 1,
+        ..Options::default()
+    })
+    .await;
+    let first_order = app.create_order().await;
+    let second_order = app.create_order().await;
+    let mut first = app
+        .watch(first_order.as_str())
+        .await
+        .expect("the first stream");
+    next(&mut first).await.expect("its snapshot");
+
+    let refused = app
+        .watch(second_order.as_str())
+        .await
+        .expect_err("past the cap");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+
+    // The slot comes back when a stream ends.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(s) = app.watch(second_order.as_str()).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = again.expect("a stream after the first one ended");
+    next(&mut again).await.expect("its snapshot");
+}

@@ -96,6 +96,15 @@ pub fn redis_url() -> Result<String, ConfigError> {
     url("REDIS_URL", required("REDIS_URL")?, &["redis", "rediss"])
 }
 
+/// `RETENTION_DAYS` (90): how long published events, audit rows of received
+/// notifications and anomalies are kept.
+pub fn retention() -> Result<std::time::Duration, ConfigError> {
+    match parsed_or::<u64>("RETENTION_DAYS", 90)? {
+        0 => Err(ConfigError::new("RETENTION_DAYS", "must be at least 1")),
+        days => Ok(std::time::Duration::from_secs(days.saturating_mul(86_400))),
+    }
+}
+
 /// Shortest bearer token accepted: shorter ones can be guessed online.
 pub const MIN_TOKEN_LEN: usize = 32;
 

@@ -238,6 +238,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError>;
 
+    /// Deletes up to `limit` rows of each kind the product keeps only for a
+    /// while: outbox events published before `before`, notifications received
+    /// before it, anomalies recorded before it. Returns how many rows went.
+    async fn purge_before(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
+
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -7,7 +7,8 @@
 //!   publisher and the outbox [`Relay`](relay::Relay); [`LocalBus`] is the
 //!   in-process bus of the single-process mode;
 //! - [`ledger`]: the one operation every caller uses to change an order's status
-//!   and hand the committed event to the bus.
+//!   and hand the committed event to the bus;
+//! - [`retention`]: deleting what is kept only for a while (`RETENTION_DAYS`).
 //!
 //! `suite` and `testing` (behind the `testing` feature) are for tests only.
 
@@ -18,6 +19,7 @@ pub mod ledger;
 pub mod local_bus;
 pub mod postgres;
 pub mod relay;
+pub mod retention;
 pub mod sqlite;
 
 #[cfg(feature = "testing")]
@@ -34,4 +36,5 @@ pub use ledger::Ledger;
 pub use local_bus::LocalBus;
 pub use postgres::PgStore;
 pub use relay::Relay;
+pub use retention::Retention;
 pub use sqlite::SqliteStore;

@@ -497,6 +497,68 @@ pub async fn one_holder_at_a_time_holds_a_lease(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn retention_deletes_old_audit_rows_and_published_events_only(store: Arc<dyn Store>) {
+    let published = insert(store.as_ref(), &new_order(11)).await;
+    let pending = insert(store.as_ref(), &new_order(12)).await;
+    let TransitionOutcome::Applied { event, .. } = store
+        .transition(&pay(&published.out_trade_no, "4200000011"))
+        .await
+        .expect("pay")
+    else {
+        panic!("payment not applied");
+    };
+    store.mark_published(&[event.id]).await.expect("published");
+    store
+        .transition(&pay(&pending.out_trade_no, "4200000012"))
+        .await
+        .expect("pay");
+    store
+        .record_notification(&NotificationRecord {
+            kind: "pay".into(),
+            out_trade_no: Some(published.out_trade_no.to_string()),
+            verdict: "applied".into(),
+            raw_body: b"<xml/>".to_vec(),
+        })
+        .await
+        .expect("notification");
+    store
+        .record_anomaly(&Anomaly {
+            kind: AnomalyKind::UnknownOrder,
+            out_trade_no: None,
+            detail: "old".into(),
+        })
+        .await
+        .expect("anomaly");
+
+    // Nothing is old enough yet.
+    let past = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(store.purge_before(past, 100).await.expect("purge"), 0);
+
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.purge_before(later, 100).await.expect("purge"),
+        3,
+        "the published event, the notification and the anomaly"
+    );
+    let unpublished = store
+        .unpublished_events(Duration::ZERO, 100)
+        .await
+        .expect("outbox");
+    assert_eq!(
+        unpublished.len(),
+        1,
+        "an event not yet published is never deleted"
+    );
+    assert!(
+        store
+            .order(&published.out_trade_no)
+            .await
+            .expect("read")
+            .is_some(),
+        "orders stay"
+    );
+}
+
 #[macro_export]
 macro_rules! store_suite {
     ($make:expr) => {
@@ -516,7 +578,8 @@ macro_rules! store_suite {
             prepay_ids_are_kept_only_for_unpaid_orders,
             due_orders_are_claimed_once_then_when_scheduled,
             concurrent_claims_never_share_an_order,
-            one_holder_at_a_time_holds_a_lease
+            one_holder_at_a_time_holds_a_lease,
+            retention_deletes_old_audit_rows_and_published_events_only
         );
     };
     (@tests $make:expr; $($name:ident),*) => {

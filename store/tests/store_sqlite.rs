@@ -92,6 +92,9 @@ mod file_backed {
         ) -> Result<(), StoreError> {
             self.store.schedule_check(no, at).await
         }
+        async fn purge_before(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+            self.store.purge_before(before, limit).await
+        }
         async fn try_lease(
             &self,
             name: &str,

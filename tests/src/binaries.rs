@@ -8,7 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
-/// The workspace's binaries, each started by [`Stack::start`].
+/// The workspace's binaries, each started by [`Stack::start`](crate::Stack::start).
 pub const BINARIES: [&str; 4] = ["wechat-sandbox", "payment-service", "gateway", "poller"];
 
 /// The workspace root (this crate lives in `tests/`).

@@ -92,6 +92,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
         limits: setup.limits,
+        retention: std::time::Duration::from_secs(90 * 86_400),
     };
     let app = Application::build(config).await.expect("gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -17,6 +17,7 @@ mod watcher;
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wxpay_core::domain::{OrderEvent, OutTradeNo};
@@ -53,6 +54,10 @@ pub struct WatchService {
     store: Arc<dyn Store>,
     hub: Hub,
     deadlines: Deadlines,
+    /// One permit per open stream: past `POLLER_MAX_STREAMS` a watch is refused
+    /// (RESOURCE_EXHAUSTED) instead of growing the process without bound.
+    slots: Arc<Semaphore>,
+    max_streams: usize,
     /// Cancelled at shutdown: open streams end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
@@ -62,12 +67,15 @@ impl WatchService {
         store: Arc<dyn Store>,
         hub: Hub,
         deadlines: Deadlines,
+        max_streams: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             hub,
             deadlines,
+            slots: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
             shutdown,
         }
     }
@@ -76,6 +84,12 @@ impl WatchService {
     #[tracing::instrument(skip(self), fields(out_trade_no = %request.out_trade_no))]
     async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, WatchError> {
         let out_trade_no = OutTradeNo::parse(&request.out_trade_no)?;
+        // Before any subscription or read: a refused stream costs nothing.
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WatchError::TooManyStreams(self.max_streams))?;
         let deadline = Instant::now() + self.deadlines.for_request(request.timeout_seconds);
         let watch = self.hub.watch(&out_trade_no).await;
         let order = self
@@ -93,6 +107,7 @@ impl WatchService {
             snapshot,
             deadline,
             self.shutdown.clone(),
+            slot,
         ))
     }
 }

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::time::Instant;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
 use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_proto::v1::OrderStatusEvent;
@@ -33,6 +33,8 @@ pub(super) struct Watcher {
     shutdown: CancellationToken,
     done: bool,
     _active: ActiveStream,
+    /// The stream's place under `POLLER_MAX_STREAMS`, given back when it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Keeps the active-streams gauge right however the stream ends.
@@ -59,6 +61,7 @@ impl Watcher {
         snapshot: OrderEvent,
         deadline: Instant,
         shutdown: CancellationToken,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
         // The snapshot was read after this epoch began, so it already covers it.
         let epoch = watch.state().borrow_and_update().epoch();
@@ -74,6 +77,7 @@ impl Watcher {
             shutdown,
             done: false,
             _active: ActiveStream::new(),
+            _slot: slot,
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Options {
     pub fallback_delay: Duration,
     pub default_timeout: Duration,
     pub api_token: Option<&'static str>,
+    pub max_streams: usize,
 }
 
 impl Default for Options {
@@ -47,6 +48,7 @@ impl Default for Options {
             fallback_delay: Duration::from_secs(600),
             default_timeout: Duration::from_secs(30),
             api_token: None,
+            max_streams: 200_000,
         }
     }
 }
@@ -87,6 +89,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         fallback_max_delay: options.fallback_delay * 4,
         redis_client_name: client_name.clone(),
         keepalive_interval: Duration::from_secs(30),
+        max_streams: options.max_streams,
     };
     let publisher = RedisPublisher::new(&options.redis_url).expect("publisher");
     let querier = Arc::new(WechatQuerier {

@@ -86,4 +86,27 @@ impl PgStore {
         .map_err(map_err)?;
         Ok(taken.is_some())
     }
+
+    pub(super) async fn purge(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        // Each a bounded batch; SKIP LOCKED leaves rows another replica's
+        // relay is marking to that transaction.
+        for sql in [
+            "DELETE FROM order_events WHERE id IN (SELECT id FROM order_events \
+             WHERE published_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+             WHERE received_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM anomalies WHERE id IN (SELECT id FROM anomalies \
+             WHERE occurred_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ] {
+            total += sqlx::query(sql)
+                .bind(before)
+                .bind(limit)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        }
+        Ok(total)
+    }
 }

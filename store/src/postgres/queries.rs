@@ -179,6 +179,10 @@ impl Store for PgStore {
         self.set_next_check(out_trade_no, at).await
     }
 
+    async fn purge_before(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        self.purge(before, limit).await
+    }
+
     async fn try_lease(
         &self,
         name: &str,

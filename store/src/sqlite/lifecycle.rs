@@ -90,4 +90,29 @@ impl SqliteStore {
         tx.commit().await.map_err(map_err)?;
         Ok(taken.is_some())
     }
+
+    pub(super) async fn purge(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        // One short write transaction per table: the single writer is never
+        // held for long.
+        for sql in [
+            "DELETE FROM order_events WHERE id IN (SELECT id FROM order_events \
+             WHERE published_at < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+             WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM anomalies WHERE id IN (SELECT id FROM anomalies \
+             WHERE occurred_at < ?1 ORDER BY id LIMIT ?2)",
+        ] {
+            let mut tx = self.begin_write().await?;
+            total += sqlx::query(sql)
+                .bind(before.timestamp_millis())
+                .bind(limit)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            tx.commit().await.map_err(map_err)?;
+        }
+        Ok(total)
+    }
 }

@@ -1,7 +1,6 @@
-//! Watching a running [`Process`]: whether it exited, the tail of its log for
-//! failure messages, waiting until it reports ready, and stopping it with
-//! SIGTERM as an orchestrator would. It never starts a process or decides what
-//! "ready" means: the caller passes the probe.
+//! Waiting on a running [`Process`]: until it reports ready, or until it exits
+//! after SIGTERM as an orchestrator would stop it. It never starts a process
+//! or decides what "ready" means: the caller passes the probe.
 
 use std::{
     process::{Command, ExitStatus},
@@ -17,18 +16,6 @@ use super::Process;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Process {
-    /// The exit status if the process has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// The last lines the process printed, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
     /// Sends SIGTERM (what `docker stop` and Kubernetes send) and waits up to
     /// `within` for the process to exit.
     pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
