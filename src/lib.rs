@@ -9,6 +9,7 @@
 pub mod addresses;
 pub mod banner;
 pub mod demo;
+pub mod labels;
 pub mod querier;
 pub mod settings;
 pub mod split;

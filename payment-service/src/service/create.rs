@@ -5,121 +5,21 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::{
-    domain::{
-        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, Nonce, OpenId,
-        Order, OrderStatus, OutTradeNo, ValidationError,
-    },
+    domain::{EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo},
     wechat::pay_params::{self, PaymentParams},
 };
 use wxpay_store::InsertOutcome;
 
-use super::Payments;
+pub use super::terms::CreateOrderInput;
+use super::{
+    terms::{ceil_to_second, Terms, DEFAULT_EXPIRE_SECONDS, MIN_EXPIRE_SECONDS},
+    Payments,
+};
 use crate::{error::ApiError, wechat::UnifiedOrder};
 
-/// A CreateOrder request as received (strings and numbers, not yet validated).
-#[derive(Debug, Clone, Default)]
-pub struct CreateOrderInput {
-    pub idempotency_key: String,
-    pub openid: String,
-    pub description: String,
-    pub total_fee: i64,
-    pub attach: String,
-    pub client_ip: String,
-    pub expire_seconds: i64,
-}
-
-/// WeChat refuses a time_expire less than 5 minutes ahead for every trade type
-/// but micropay ("time_expire时间过短，刷卡至少1分钟，其他5分钟"); we cap the window at a week.
-pub const MIN_EXPIRE_SECONDS: i64 = 300;
-const MAX_EXPIRE_SECONDS: i64 = 7 * 24 * 3600;
-/// `expire_seconds: 0`: WeChat's own default, two hours, made explicit so that the
-/// reconciler knows when to close the order.
-pub const DEFAULT_EXPIRE_SECONDS: i64 = 2 * 3600;
 /// A prepay_id is valid for 2 hours; we stop reusing it 5 minutes early so a
 /// payer never receives one that dies while the payment sheet is open.
 const PREPAY_REUSE_WINDOW: ChronoDuration = ChronoDuration::minutes(115);
-
-/// The validated parts of a CreateOrder request that must match on an idempotent retry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Terms {
-    openid: OpenId,
-    description: Description,
-    total_fee: Fee,
-    attach: Attach,
-    client_ip: ClientIp,
-    expire_seconds: i64,
-}
-
-impl Terms {
-    fn parse(input: &CreateOrderInput) -> Result<(IdempotencyKey, Terms), ValidationError> {
-        let key = IdempotencyKey::parse(&input.idempotency_key)?;
-        let expire_seconds = match input.expire_seconds {
-            0 => DEFAULT_EXPIRE_SECONDS,
-            s if (MIN_EXPIRE_SECONDS..=MAX_EXPIRE_SECONDS).contains(&s) => s,
-            _ => {
-                return Err(ValidationError::new(
-                    "expire_seconds",
-                    format!(
-                        "must be 0 (the default, 2 hours) or between {MIN_EXPIRE_SECONDS} \
-                         (WeChat refuses less than 5 minutes) and {MAX_EXPIRE_SECONDS}"
-                    ),
-                ))
-            }
-        };
-        Ok((
-            key,
-            Terms {
-                openid: OpenId::parse(&input.openid)?,
-                description: Description::parse(&input.description)?,
-                total_fee: Fee::new(input.total_fee)?,
-                attach: Attach::parse(&input.attach)?,
-                client_ip: ClientIp::parse(&input.client_ip)?,
-                expire_seconds,
-            },
-        ))
-    }
-
-    /// The first field in which a stored order differs from these terms.
-    fn mismatch(&self, order: &Order) -> Option<&'static str> {
-        if order.openid != self.openid {
-            Some("openid")
-        } else if order.description != self.description {
-            Some("description")
-        } else if order.total_fee != self.total_fee {
-            Some("total_fee")
-        } else if order.attach != self.attach {
-            Some("attach")
-        } else if order.client_ip != self.client_ip {
-            Some("client_ip")
-        } else if !same_expiry(order, self.expire_seconds) {
-            Some("expire_seconds")
-        } else {
-            None
-        }
-    }
-}
-
-/// expires_at was computed from our clock and created_at from the database's, so
-/// they may differ by a little: within 2 s counts as the same expiry. An order
-/// stored without an expiry (before the default was made explicit) matches the
-/// default.
-fn same_expiry(order: &Order, requested_seconds: i64) -> bool {
-    match order.expires_at {
-        None => requested_seconds == DEFAULT_EXPIRE_SECONDS,
-        Some(t) => {
-            ((t - order.created_at).num_milliseconds() - requested_seconds * 1000).abs() <= 2000
-        }
-    }
-}
-
-fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    let whole = t - ChronoDuration::nanoseconds(i64::from(t.timestamp_subsec_nanos()));
-    if whole == t {
-        t
-    } else {
-        whole + ChronoDuration::seconds(1)
-    }
-}
 
 /// The result of CreateOrder: the order, and the requestPayment parameters while it can be paid.
 #[derive(Debug, Clone)]

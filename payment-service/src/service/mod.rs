@@ -16,6 +16,7 @@ use crate::{error::ApiError, wechat::WechatClient};
 
 mod create;
 mod settle;
+mod terms;
 
 pub use create::{CreateOrderInput, Created};
 

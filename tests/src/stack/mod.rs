@@ -4,6 +4,7 @@
 //! their [`Process`] guards, which the stack only holds.
 
 mod clients;
+mod ready;
 mod start;
 
 use std::time::Duration;

@@ -7,11 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use wxpay_core::wechat::SignType;
 
-use crate::{
-    build_binaries, free_ports, merchant,
-    probes::{grpc_serving, http_ok},
-    Process, StackOptions,
-};
+use crate::{build_binaries, free_ports, merchant, Process, StackOptions};
 
 use super::Stack;
 
@@ -56,28 +52,15 @@ impl Stack {
             url(gateway_port),
             url(poller_port),
         );
-        let mut sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
-        let mut payment = Process::spawn("payment-service", &with_logs(env.payment))?;
-        let mut gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
-        let mut poller = Process::spawn("poller", &with_logs(env.poller))?;
+        let sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
+        let payment = Process::spawn("payment-service", &with_logs(env.payment))?;
+        let gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
+        let poller = Process::spawn("poller", &with_logs(env.poller))?;
 
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        sandbox
-            .wait_ready(|| http_ok(&http, format!("{sandbox_url}/sandbox/faults")))
-            .await?;
-        payment
-            .wait_ready(|| grpc_serving(&payment_url, "wxpay.v1.PaymentService"))
-            .await?;
-        gateway
-            .wait_ready(|| http_ok(&http, format!("{gateway_url}/readyz")))
-            .await?;
-        poller
-            .wait_ready(|| grpc_serving(&poller_url, "wxpay.v1.OrderStatusService"))
-            .await?;
-
-        Ok(Self {
+        let mut stack = Self {
             poller,
             gateway,
             payment,
@@ -88,6 +71,8 @@ impl Stack {
             gateway_url,
             poller_url,
             http,
-        })
+        };
+        stack.until_ready().await?;
+        Ok(stack)
     }
 }

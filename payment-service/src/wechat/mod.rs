@@ -4,105 +4,14 @@
 //! signature is verified before anything in it is read, and WeChat's
 //! return_code / result_code / err_code become a typed [`WechatError`].
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-
 use wxpay_core::{
     domain::{Fee, Nonce, OrderStatus},
     wechat::{china_time, sign, xml, Fields, Merchant, SignType},
 };
 
-/// Timeouts and retries. The defaults suit WeChat's production API.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    /// Attempts in all, for SYSTEMERROR and transport failures.
-    pub max_attempts: u32,
-    /// First pause between attempts; doubled each time.
-    pub backoff: Duration,
-}
+mod types;
 
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
-            max_attempts: 3,
-            backoff: Duration::from_millis(200),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WechatError {
-    #[error("WeChat Pay could not be reached: {0}")]
-    Transport(String),
-    #[error("WeChat Pay did not answer in time")]
-    Timeout,
-    #[error("WeChat Pay's reply cannot be trusted: {0}")]
-    BadReply(String),
-    #[error("WeChat Pay refused the request: {0}")]
-    Return(String),
-    #[error("WeChat Pay answered {code}: {message}")]
-    Business { code: String, message: String },
-}
-
-impl WechatError {
-    /// Worth sending the same request again.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            WechatError::Transport(_) | WechatError::Timeout => true,
-            WechatError::Business { code, .. } => {
-                code == "SYSTEMERROR" || code == "BIZERR_NEED_RETRY"
-            }
-            WechatError::BadReply(_) | WechatError::Return(_) => false,
-        }
-    }
-
-    /// WeChat's err_code, for business errors.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            WechatError::Business { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
-/// What unifiedorder needs for a JSAPI (mini program) order.
-#[derive(Debug, Clone)]
-pub struct UnifiedOrder<'a> {
-    pub out_trade_no: &'a str,
-    pub body: &'a str,
-    pub total_fee: Fee,
-    pub attach: &'a str,
-    pub spbill_create_ip: &'a str,
-    pub openid: &'a str,
-    pub notify_url: &'a str,
-    pub time_expire: Option<DateTime<Utc>>,
-    pub sign_type: SignType,
-}
-
-/// orderquery's answer, the fields we act on plus everything WeChat sent.
-#[derive(Debug, Clone)]
-pub struct OrderQuery {
-    pub trade_state: OrderStatus,
-    pub transaction_id: Option<String>,
-    pub total_fee: Option<Fee>,
-    pub cash_fee: Option<i64>,
-    pub time_end: Option<DateTime<Utc>>,
-    pub fields: Fields,
-}
-
-/// closeorder's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseOutcome {
-    Closed,
-    AlreadyClosed,
-    AlreadyPaid,
-    NotFound,
-}
+pub use types::{ClientOptions, CloseOutcome, OrderQuery, UnifiedOrder, WechatError};
 
 #[derive(Debug, Clone)]
 pub struct WechatClient {

@@ -9,7 +9,7 @@
 //! code as the split deployment, so the gRPC and HTTP contract is the split
 //! deployment's. What a caller may swap is in [`Parts`].
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -17,39 +17,23 @@ use payment_service::{
     config::WechatConfig,
     wechat::{ClientOptions, WechatClient},
 };
-use poller::{Deadlines, OrderQuerier};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use wechat_sandbox::{Sandbox, SandboxConfig};
-use wxpay_store::{EventPublisher, LocalBus, PgStore, RedisPublisher, SqliteStore, Store};
+use wxpay_store::{EventPublisher, LocalBus, RedisPublisher, SqliteStore, Store};
+
+mod parts;
+mod running;
+
+pub use parts::{Parts, Service};
+
+use parts::{open_store, poller_config};
 
 use crate::{
     addresses::{bind, reachable, reachable_addr, with_port, Addresses},
     querier::InProcessQuerier,
-    settings::{storage_label, Bus, Settings, Storage},
+    settings::{Bus, Settings},
 };
-
-/// A service that uses the store, for [`Parts::store_for`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Payment,
-    Gateway,
-    Poller,
-}
-
-type StoreWrapper = Box<dyn Fn(Service, Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>;
-
-/// What a caller may put in place of the stack's own parts.
-#[derive(Default)]
-pub struct Parts {
-    /// A store to use instead of opening the one `Settings::storage` names.
-    pub store: Option<Arc<dyn Store>>,
-    /// Wraps the store each service gets (the benchmark counts calls per service).
-    pub store_for: Option<StoreWrapper>,
-    /// How the poller asks about a watched order whose notification is late;
-    /// payment-service's own `QueryOrder`, in process, by default.
-    pub querier: Option<Arc<dyn OrderQuerier>>,
-}
 
 /// The four services, running.
 pub struct Stack {
@@ -138,27 +122,7 @@ impl Stack {
         // poller's /metrics renders the same one instead of an empty registry.
         poller::metrics::use_installed(gateway.state().metrics.clone());
 
-        let poller_config = poller::Config {
-            database_url: storage_label(&settings.storage),
-            redis_url: match &settings.bus {
-                Bus::Redis(url) => url.clone(),
-                Bus::InProcess => String::new(),
-            },
-            addr: settings.poller_addr,
-            metrics_addr: settings.poller_metrics_addr,
-            payment_service_url: partial.payment_url(),
-            api_token: settings.api_token.clone(),
-            api_read_token: None,
-            deadlines: Deadlines {
-                default: Duration::from_secs(300),
-                max: Duration::from_secs(1800),
-            },
-            fallback_delay: settings.fallback_delay,
-            fallback_max_delay: settings.fallback_max_delay,
-            redis_client_name: "wxpay-embedded".to_owned(),
-            keepalive_interval: Duration::from_secs(30),
-            max_streams: 200_000,
-        };
+        let poller_config = poller_config(&settings, partial.payment_url());
         let querier = parts
             .querier
             .unwrap_or_else(|| Arc::new(InProcessQuerier::new(payment.payments())));
@@ -221,79 +185,4 @@ impl Stack {
             sqlite,
         })
     }
-
-    pub fn addresses(&self) -> &Addresses {
-        &self.addresses
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// The store every service shares (unwrapped).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// Serves until `shutdown` resolves (or a service stops on its own, which is
-    /// a failure), then stops everything gracefully.
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        // A service ends on its own only when it failed; then the rest stop too,
-        // rather than leave a half-working product running.
-        let early = tokio::select! {
-            _ = shutdown => None,
-            name = self.ended.recv() => name,
-        };
-        let result = self.stop().await;
-        match early {
-            Some(name) => Err(anyhow::anyhow!(
-                "{name} stopped unexpectedly; everything was shut down"
-            )),
-            None => result,
-        }
-    }
-
-    /// Stops every service (each drains its in-flight work, bounded) and closes
-    /// the store. Returns the first service failure, if any.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        let mut first_error = None;
-        for (name, task) in self.tasks {
-            let outcome = match task.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.context(format!("{name} failed"))),
-                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
-            };
-            tracing::debug!(service = name, "stopped");
-            if let Err(e) = outcome {
-                tracing::error!(error = format!("{e:#}"), "service failed");
-                first_error.get_or_insert(e);
-            }
-        }
-        if let Some(sqlite) = self.sqlite {
-            sqlite.close().await;
-        }
-        tracing::info!("all services stopped");
-        first_error.map_or(Ok(()), Err)
-    }
-}
-
-/// The store `storage` names, and the SQLite handle to close last when it is one.
-async fn open_store(storage: &Storage) -> anyhow::Result<(Arc<dyn Store>, Option<SqliteStore>)> {
-    Ok(match storage {
-        Storage::Sqlite(path) => {
-            let store = SqliteStore::open(path)
-                .await
-                .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
-            (Arc::new(store.clone()), Some(store))
-        }
-        Storage::Postgres(url) => (
-            Arc::new(
-                PgStore::connect(url, Default::default())
-                    .await
-                    .context("cannot use DATABASE_URL")?,
-            ),
-            None,
-        ),
-    })
 }
