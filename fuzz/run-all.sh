@@ -19,7 +19,7 @@ for target in "${targets[@]}"; do
   log="$logs/$target.log"
   echo "== fuzz $target (${secs}s), log $log"
   if "$here/run.sh" "$target" "$secs" "$@" >"$log" 2>&1; then
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|Done [0-9]+ runs)' "$log" || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" || true
   else
     status=$?
     tail -n 60 "$log" >&2
