@@ -26,10 +26,10 @@ pub fn decode_with(body: &[u8], root: &'static str, max_bytes: usize) -> Result<
     if text.trim().is_empty() {
         return Err(XmlError::Empty);
     }
-    // A cheap early refusal; the parser below refuses DocType events as well.
-    if text.contains("<!DOCTYPE") || text.contains("<!ENTITY") {
-        return Err(XmlError::Doctype);
-    }
+    // No substring pre-check for "<!DOCTYPE": the parser refuses a DocType
+    // event and any entity it does not know, while the same characters inside a
+    // value (a payer's `attach` echoed back by WeChat) are just text. Refusing
+    // those would refuse a genuine payment notification (found by fuzzing).
 
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
@@ -174,6 +174,17 @@ mod tests {
 
     #[test]
     fn external_entities_are_refused() {
+        let fields: Fields = [("attach".to_owned(), "<!DOCTYPE x><!ENTITY y>".to_owned())]
+            .into_iter()
+            .collect();
+        let encoded =
+            crate::wechat::xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .expect("encodable");
+        assert_eq!(
+            decode(encoded.as_bytes()),
+            Ok(fields),
+            "markup-like text in a value is a value"
+        );
         let xxe = br#"<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><attach>&xxe;</attach></xml>"#;
         assert_eq!(decode(xxe), Err(XmlError::Doctype));
     }
