@@ -140,6 +140,7 @@ async fn pay_one_order_and_watch_it(stack: &Stack) {
         .watch_order(WatchOrderRequest {
             out_trade_no: order.out_trade_no.clone(),
             timeout_seconds: 30,
+            include_refunds: false,
         })
         .await
         .expect("WatchOrder opens")

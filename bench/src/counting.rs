@@ -17,10 +17,12 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{
+    IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
+};
 use wxpay_store::{
-    Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
-    Transition, TransitionOutcome,
+    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog, RefundOutcome,
+    RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
 };
 
 /// Calls made and nanoseconds spent inside them, shared and readable while in use.
@@ -110,6 +112,42 @@ impl Store for CountingStore {
         self.inner
             .set_prepay(out_trade_no, prepay_id, prepay_expires_at)
             .await
+    }
+    async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {
+        let _t = self.tick();
+        self.inner.insert_refund(r).await
+    }
+    async fn refund(&self, no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
+        let _t = self.tick();
+        self.inner.refund(no).await
+    }
+    async fn refunds_of(&self, no: &OutTradeNo) -> Result<Vec<Refund>, StoreError> {
+        let _t = self.tick();
+        self.inner.refunds_of(no).await
+    }
+    async fn update_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError> {
+        let _t = self.tick();
+        self.inner.update_refund(u).await
+    }
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueRefund>, StoreError> {
+        let _t = self.tick();
+        self.inner
+            .claim_due_refunds(now, created_before, limit, claim_until)
+            .await
+    }
+    async fn schedule_refund_check(
+        &self,
+        no: &OutRefundNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _t = self.tick();
+        self.inner.schedule_refund_check(no, at).await
     }
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let _t = self.tick();

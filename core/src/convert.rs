@@ -5,7 +5,7 @@
 use wxpay_proto::v1 as pb;
 
 use crate::{
-    domain::{Order, OrderEvent, OrderStatus},
+    domain::{Order, OrderEvent, OrderStatus, Refund, RefundStatus},
     wechat::pay_params::PaymentParams,
 };
 
@@ -50,6 +50,29 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
         created_at: o.created_at.timestamp_millis(),
         paid_at: o.paid_at.map(|t| t.timestamp_millis()).unwrap_or(0),
         expires_at: o.expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
+        refunded_fee: o.refunded_fee,
+    }
+}
+
+pub fn refund_status_to_pb(s: RefundStatus) -> pb::RefundStatus {
+    match s {
+        RefundStatus::Processing => pb::RefundStatus::Processing,
+        RefundStatus::Success => pb::RefundStatus::Success,
+        RefundStatus::Change => pb::RefundStatus::Change,
+        RefundStatus::Closed => pb::RefundStatus::Closed,
+    }
+}
+
+pub fn refund_to_pb(r: &Refund) -> pb::Refund {
+    pb::Refund {
+        out_refund_no: r.out_refund_no.to_string(),
+        out_trade_no: r.out_trade_no.to_string(),
+        refund_id: r.refund_id.clone().unwrap_or_default(),
+        refund_fee: r.refund_fee.fen(),
+        status: refund_status_to_pb(r.status) as i32,
+        reason: r.reason.to_string(),
+        created_at: r.created_at.timestamp_millis(),
+        succeeded_at: r.succeeded_at.map(|t| t.timestamp_millis()).unwrap_or(0),
     }
 }
 
@@ -75,6 +98,7 @@ pub fn event_to_pb(event: &OrderEvent, terminal: bool) -> pb::OrderStatusEvent {
         occurred_at: event.occurred_at,
         source: event.source.as_str().to_owned(),
         terminal,
+        refunded_fee: event.refunded_fee,
     }
 }
 

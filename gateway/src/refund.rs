@@ -1,12 +1,15 @@
 //! `POST /wechat/refund/notify`: WeChat's refund result. The outer XML carries
 //! no signature; the proof that WeChat sent it is `req_info`, which only
-//! decrypts under our API key. A successful refund moves a paid order to REFUND.
+//! decrypts under our API key. The refund it describes is applied to its refund
+//! record once (amount, order and transaction checked against what is stored);
+//! the first successful refund moves the order to REFUND, and each adds to its
+//! `refunded_fee`.
 
 use wxpay_core::{
-    domain::{EventSource, Fee, OrderStatus, OutTradeNo},
-    wechat::{refund_crypto, xml, Fields},
+    domain::{Fee, OrderStatus, OutRefundNo, OutTradeNo, RefundStatus},
+    wechat::{china_time, refund_crypto, xml, Fields},
 };
-use wxpay_store::{AnomalyKind, Transition, TransitionOutcome};
+use wxpay_store::{AnomalyKind, RefundOutcome, RefundUpdate};
 
 use crate::{
     payment,
@@ -65,23 +68,54 @@ async fn judge(state: &AppState, outer: &Fields) -> (Verdict, Option<String>) {
 
 async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> Verdict {
     let no = out_trade_no.as_str();
-    let iget = |k: &str| inner.get(k).map(String::as_str);
-    if iget("refund_status") != Some("SUCCESS") {
-        // CHANGE (refund failed) or REFUNDCLOSE: the order keeps its status.
-        tracing::warn!(
-            out_trade_no = no,
-            refund_status = iget("refund_status"),
-            "refund did not succeed"
-        );
-        return Verdict::Ignored;
-    }
-    let Some(refund_fee) = iget("refund_fee").and_then(|s| Fee::parse_wire("refund_fee", s).ok())
-    else {
+    let Some(update) = read_update(out_trade_no, inner) else {
         return Verdict::Invalid;
     };
-    let order = match state.store.order(out_trade_no).await {
-        Ok(Some(order)) => order,
-        Ok(None) => {
+    let outcome = match state.ledger.apply_refund(&update).await {
+        Ok(outcome) => outcome,
+        Err(e) => return payment::store_failure(no, e),
+    };
+    match outcome {
+        RefundOutcome::Applied {
+            refund,
+            order,
+            previous,
+            ..
+        } => {
+            tracing::info!(
+                out_trade_no = no, out_refund_no = %refund.out_refund_no, status = %refund.status,
+                previous = previous.map(|p| p.as_str()).unwrap_or("unknown here"),
+                refunded_fee = order.refunded_fee, version = order.version, "refund applied"
+            );
+            if previous.is_none() {
+                // Not placed through RefundOrder (the merchant console, another
+                // system): the money moved all the same, so it is recorded.
+                tracing::warn!(out_trade_no = no, out_refund_no = %refund.out_refund_no,
+                    "a refund this service did not place was recorded from its notification");
+            }
+            Verdict::Applied
+        }
+        RefundOutcome::Unchanged { .. } => Verdict::Duplicate,
+        RefundOutcome::Mismatch { detail } => {
+            state
+                .anomaly(AnomalyKind::RefundAmountMismatch, no, detail)
+                .await;
+            Verdict::AmountMismatch
+        }
+        RefundOutcome::Exceeds { available } => {
+            state
+                .anomaly(
+                    AnomalyKind::RefundAmountMismatch,
+                    no,
+                    format!(
+                        "refund {} of {} fen with only {available} fen left on the order",
+                        update.out_refund_no, update.refund_fee
+                    ),
+                )
+                .await;
+            Verdict::AmountMismatch
+        }
+        RefundOutcome::OrderNotFound => {
             state
                 .anomaly(
                     AnomalyKind::UnknownOrder,
@@ -89,68 +123,55 @@ async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> V
                     "a refund notification for an unknown out_trade_no".into(),
                 )
                 .await;
-            return Verdict::UnknownOrder;
+            Verdict::UnknownOrder
         }
-        Err(e) => return payment::store_failure(no, e),
-    };
-    let total_fee_matches = iget("total_fee")
-        .map(|s| Fee::parse_wire("total_fee", s).ok() == Some(order.total_fee))
-        .unwrap_or(true);
-    if refund_fee > order.total_fee || !total_fee_matches {
-        state
-            .anomaly(
-                AnomalyKind::RefundAmountMismatch,
-                no,
-                format!(
-                    "refund of {refund_fee} (total_fee {:?}) for an order of {}",
-                    iget("total_fee"),
-                    order.total_fee
-                ),
-            )
-            .await;
-        return Verdict::AmountMismatch;
+        // The payment notification may simply not have arrived yet: FAIL so WeChat
+        // retries once the order is paid (by notification or orderquery).
+        RefundOutcome::NotPaid(status @ (OrderStatus::NotPay | OrderStatus::UserPaying)) => {
+            state
+                .anomaly(
+                    AnomalyKind::RefundBeforePayment,
+                    no,
+                    format!("a refund notification for an order that is {status}"),
+                )
+                .await;
+            Verdict::WrongState
+        }
+        // Closed or failed orders were never paid; no retry will change that.
+        RefundOutcome::NotPaid(status) => {
+            state
+                .anomaly(
+                    AnomalyKind::RefundConflict,
+                    no,
+                    format!("a refund notification for an order {status}"),
+                )
+                .await;
+            Verdict::Conflict
+        }
     }
-    let t = Transition {
+}
+
+/// The refund the decrypted `req_info` describes; `None` when a field we act on
+/// is missing or not in WeChat's format (the message is then refused unread).
+fn read_update(out_trade_no: &OutTradeNo, inner: &Fields) -> Option<RefundUpdate> {
+    let iget = |k: &str| inner.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let status = RefundStatus::from_wechat(iget("refund_status")?)?;
+    let success_time = match iget("success_time") {
+        Some(t) => Some(china_time::parse_readable(t)?),
+        None => None,
+    };
+    Some(RefundUpdate {
+        out_refund_no: OutRefundNo::parse(iget("out_refund_no")?).ok()?,
         out_trade_no: out_trade_no.clone(),
-        to: OrderStatus::Refund,
-        transaction_id: None,
-        cash_fee: None,
-        paid_at: None,
-        source: EventSource::Refund,
-    };
-    match state.ledger.apply(&t).await {
-        Ok(TransitionOutcome::Applied { order, .. }) => {
-            tracing::info!(out_trade_no = no, version = order.version, %refund_fee, "order refunded");
-            Verdict::Applied
-        }
-        Ok(TransitionOutcome::Unchanged { order }) => match order.status {
-            OrderStatus::Refund => Verdict::Duplicate,
-            // The payment notification may simply not have arrived yet: FAIL so WeChat
-            // retries once the order is paid (by notification or orderquery).
-            OrderStatus::NotPay | OrderStatus::UserPaying => {
-                state
-                    .anomaly(
-                        AnomalyKind::RefundBeforePayment,
-                        no,
-                        "a refund notification for an unpaid order".into(),
-                    )
-                    .await;
-                Verdict::WrongState
-            }
-            // Closed or failed orders were never paid; no retry will change that.
-            OrderStatus::Closed | OrderStatus::Revoked | OrderStatus::PayError => {
-                state
-                    .anomaly(
-                        AnomalyKind::RefundConflict,
-                        no,
-                        format!("a refund notification for an order {}", order.status),
-                    )
-                    .await;
-                Verdict::Conflict
-            }
-            // SUCCESS → REFUND is allowed, so the order moved in between; retry.
-            OrderStatus::Success => Verdict::Unavailable,
+        refund_fee: Fee::parse_wire("refund_fee", iget("refund_fee")?).ok()?,
+        refund_id: iget("refund_id").map(str::to_owned),
+        transaction_id: iget("transaction_id").map(str::to_owned),
+        total_fee: match iget("total_fee") {
+            Some(t) => Some(Fee::parse_wire("total_fee", t).ok()?),
+            None => None,
         },
-        Err(e) => payment::store_failure(no, e),
-    }
+        status,
+        succeeded_at: success_time,
+        failure: None,
+    })
 }

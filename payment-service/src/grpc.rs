@@ -7,13 +7,13 @@ use tonic::{Request, Response, Status};
 use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
 use wxpay_core::{
-    convert::{order_to_pb, params_to_pb},
-    domain::OutTradeNo,
+    convert::{order_to_pb, params_to_pb, refund_to_pb},
+    domain::{OutRefundNo, OutTradeNo},
 };
 
 use crate::{
     error::ApiError,
-    service::{CreateOrderInput, Payments},
+    service::{CreateOrderInput, Payments, RefundInput},
 };
 
 /// The one parse of an order number arriving over gRPC.
@@ -87,5 +87,31 @@ impl PaymentService for PaymentGrpc {
             .close_order(&out_trade_no(&request.into_inner().out_trade_no)?)
             .await?;
         Ok(Response::new(order_to_pb(&order)))
+    }
+
+    async fn refund_order(
+        &self,
+        request: Request<pb::RefundOrderRequest>,
+    ) -> Result<Response<pb::Refund>, Status> {
+        let r = request.into_inner();
+        let refund = self
+            .payments
+            .refund_order(RefundInput {
+                out_trade_no: r.out_trade_no,
+                out_refund_no: r.out_refund_no,
+                refund_fee: r.refund_fee,
+                reason: r.reason,
+            })
+            .await?;
+        Ok(Response::new(refund_to_pb(&refund)))
+    }
+
+    async fn get_refund(
+        &self,
+        request: Request<pb::GetRefundRequest>,
+    ) -> Result<Response<pb::Refund>, Status> {
+        let no = OutRefundNo::parse(&request.into_inner().out_refund_no).map_err(ApiError::from)?;
+        let refund = self.payments.get_refund(&no).await?;
+        Ok(Response::new(refund_to_pb(&refund)))
     }
 }

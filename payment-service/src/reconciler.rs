@@ -12,6 +12,11 @@
 //!   recorded instead. WeChat refuses to close an order within 5 minutes of its
 //!   creation, so such an order waits until then.
 //!
+//! Refunds still PROCESSING get the same treatment: once `after` has passed,
+//! `refundquery` tells their fate (applied like a refund notification); one WeChat
+//! never saw (the request was lost) is sent again under its own number; one still
+//! moving is asked again on the same backoff.
+//!
 //! One replica at a time runs a pass (a lease in the store), claims are per
 //! order (so even two passes never ask about one order twice), and WeChat calls
 //! are paced to `max_qps`: WeChat throttles orderquery per merchant.
@@ -21,9 +26,12 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tokio_util::sync::CancellationToken;
 use wxpay_core::domain::{Order, OrderStatus};
-use wxpay_store::{DueOrder, StoreError};
+use wxpay_store::{DueOrder, DueRefund, StoreError};
 
-use crate::{error::ApiError, service::Payments};
+use crate::{
+    error::ApiError,
+    service::{Payments, RefundCheck},
+};
 
 /// The lease every replica competes for; its holder runs the passes.
 const LEASE: &str = "reconciler";
@@ -68,6 +76,10 @@ pub struct Pass {
     pub queried: u32,
     pub repaired: u32,
     pub closed: u32,
+    /// Refunds asked about with refundquery.
+    pub refunds_checked: u32,
+    /// Refunds that reached a new status (or were sent again).
+    pub refunds_settled: u32,
     pub errors: u32,
 }
 
@@ -98,8 +110,10 @@ impl Reconciler {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         pass = self.run_once() => match pass {
-                            Ok(p) if p.queried + p.closed + p.errors > 0 => tracing::info!(
+                            Ok(p) if p.queried + p.closed + p.refunds_checked + p.errors > 0 => tracing::info!(
                                 queried = p.queried, repaired = p.repaired, closed = p.closed,
+                                refunds_checked = p.refunds_checked,
+                                refunds_settled = p.refunds_settled,
                                 errors = p.errors, "reconciler pass"
                             ),
                             Ok(_) => {}
@@ -135,7 +149,42 @@ impl Reconciler {
             pace.tick().await;
             self.settle(order, &mut pass).await;
         }
+        let refunds = store
+            .claim_due_refunds(now, now - after, self.config.batch, now + CLAIM)
+            .await?;
+        for refund in refunds {
+            pace.tick().await;
+            self.check_refund(refund, &mut pass).await;
+        }
         Ok(pass)
+    }
+
+    async fn check_refund(&self, due: DueRefund, pass: &mut Pass) {
+        pass.refunds_checked += 1;
+        metrics::counter!("wxpay_reconciler_refunds_checked_total").increment(1);
+        let no = &due.refund.out_refund_no;
+        match self.payments.check_refund(&due).await {
+            Ok(RefundCheck::Settled(status)) => {
+                pass.refunds_settled += 1;
+                tracing::info!(out_refund_no = %no, %status, "reconciler settled a refund");
+                // A settled refund is no longer claimed (it is not PROCESSING).
+                return;
+            }
+            Ok(RefundCheck::Resent) => {
+                pass.refunds_settled += 1;
+                tracing::info!(out_refund_no = %no, "reconciler re-sent a refund WeChat never saw");
+            }
+            Ok(RefundCheck::StillProcessing) => {}
+            Err(e) => {
+                pass.errors += 1;
+                metrics::counter!("wxpay_reconciler_errors_total").increment(1);
+                tracing::warn!(out_refund_no = %no, error = %e, "reconciler could not settle a refund; it will ask again");
+            }
+        }
+        let next = Utc::now() + schedule(due.attempts);
+        if let Err(e) = self.payments.store().schedule_refund_check(no, next).await {
+            tracing::warn!(out_refund_no = %no, error = %e, "could not schedule the refund's next check");
+        }
     }
 
     async fn settle(&self, due: DueOrder, pass: &mut Pass) {

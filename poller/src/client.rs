@@ -41,6 +41,7 @@ pub async fn watch_order(
     let mut request = tonic::Request::new(WatchOrderRequest {
         out_trade_no: out_trade_no.to_owned(),
         timeout_seconds,
+        include_refunds: false,
     });
     if let Some(token) = api_token {
         let value = format!("Bearer {token}")

@@ -78,6 +78,7 @@ mod tests {
             total_fee: Fee::new(1).expect("valid fee"),
             occurred_at: 0,
             source: EventSource::Notify,
+            refunded_fee: 0,
         }
     }
 

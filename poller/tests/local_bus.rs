@@ -18,6 +18,7 @@ fn paid(out_trade_no: &str, version: i64) -> OrderEvent {
         total_fee: Fee::new(1).expect("valid fee"),
         occurred_at: 0,
         source: EventSource::Notify,
+        refunded_fee: 0,
     }
 }
 

@@ -257,6 +257,7 @@ async fn a_client_that_never_reads_neither_blocks_others_nor_grows_memory() {
         total_fee: Fee::new(1).expect("valid fee"),
         occurred_at: 0,
         source: EventSource::Notify,
+        refunded_fee: 0,
     };
     let reading = tokio::spawn(drain(reader));
     for v in 2..=FLOOD {

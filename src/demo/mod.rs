@@ -168,6 +168,7 @@ async fn walk(
         .watch_order(WatchOrderRequest {
             out_trade_no: order.out_trade_no.clone(),
             timeout_seconds: 60,
+            include_refunds: false,
         })
         .await
         .map_err(|s| anyhow::anyhow!("step 4: WatchOrder failed: {:?} {}", s.code(), s.message()))?

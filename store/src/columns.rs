@@ -1,4 +1,4 @@
-//! Order and outbox rows as raw column values, and their one conversion into
+//! Order, outbox and refund rows as raw column values, and their one conversion into
 //! domain values. Each backend reads its own column types; the validation that
 //! turns them into domain types (and reports a corrupt row) lives only here.
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::StoreError;
 use wxpay_core::domain::{
     Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, OpenId, Order, OrderEvent,
-    OutTradeNo,
+    OutRefundNo, OutTradeNo, Refund, RefundReason,
 };
 
 pub(crate) struct OrderColumns {
@@ -29,6 +29,7 @@ pub(crate) struct OrderColumns {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    pub refunded_fee: i64,
 }
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -58,6 +59,7 @@ impl OrderColumns {
             created_at: self.created_at,
             updated_at: self.updated_at,
             paid_at: self.paid_at,
+            refunded_fee: refunded_fee(self.refunded_fee)?,
         })
     }
 }
@@ -72,6 +74,7 @@ pub(crate) struct EventColumns {
     pub total_fee: i64,
     pub occurred_at: DateTime<Utc>,
     pub source: String,
+    pub refunded_fee: i64,
 }
 
 impl EventColumns {
@@ -86,6 +89,7 @@ impl EventColumns {
             occurred_at: self.occurred_at.timestamp_millis(),
             source: EventSource::parse(&self.source)
                 .ok_or_else(|| corrupt(format!("event source {:?}", self.source)))?,
+            refunded_fee: refunded_fee(self.refunded_fee)?,
         })
     }
 }
@@ -106,5 +110,45 @@ pub(crate) fn applied_event(
         total_fee: order.total_fee,
         occurred_at: occurred_at.timestamp_millis(),
         source,
+        refunded_fee: order.refunded_fee,
+    }
+}
+
+/// A refunded total is never negative (the schema's CHECK says so too).
+fn refunded_fee(fen: i64) -> Result<i64, StoreError> {
+    if fen < 0 {
+        return Err(corrupt(format!("refunded_fee {fen}")));
+    }
+    Ok(fen)
+}
+
+/// A `refunds` row as raw column values.
+pub(crate) struct RefundColumns {
+    pub out_refund_no: String,
+    pub out_trade_no: String,
+    pub refund_id: Option<String>,
+    pub refund_fee: i64,
+    pub status: String,
+    pub reason: String,
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub succeeded_at: Option<DateTime<Utc>>,
+}
+
+impl RefundColumns {
+    pub(crate) fn into_refund(self) -> Result<Refund, StoreError> {
+        Ok(Refund {
+            out_refund_no: OutRefundNo::parse(&self.out_refund_no).map_err(corrupt)?,
+            out_trade_no: OutTradeNo::parse(&self.out_trade_no).map_err(corrupt)?,
+            refund_id: self.refund_id,
+            refund_fee: Fee::for_field("refund_fee", self.refund_fee).map_err(corrupt)?,
+            status: self.status.parse().map_err(corrupt)?,
+            reason: RefundReason::parse(&self.reason).map_err(corrupt)?,
+            failure: self.failure,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            succeeded_at: self.succeeded_at,
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! The storage interface: the one small trait the rest of the code uses to keep
 //! orders, their status changes (with the outbox event written in the same
-//! transaction), received notifications and anomalies, and the types it speaks.
+//! transaction), refunds, received notifications and anomalies, and the types
+//! it speaks (the refund ones are in [`crate::refunds`]).
 //! Postgres (the split deployment) and SQLite (the embedded default) implement
 //! it and pass the same suite (`suite`, behind the `testing` feature).
 
@@ -10,8 +11,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use wxpay_core::domain::{
-    EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
+    EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus, OutRefundNo,
+    OutTradeNo, Refund,
 };
+
+use crate::refunds::{DueRefund, RefundOutcome, RefundPlacement, RefundUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -223,6 +227,38 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError>;
 
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
+
+    /// Stores a PROCESSING refund if its order is paid and has room for it (the
+    /// order's refunds that are not CLOSED, this one included, at most its
+    /// total), or returns the refund that already holds its number. Decided under
+    /// the order's lock: concurrent refunds of one order never together exceed it.
+    async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError>;
+
+    async fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<Refund>, StoreError>;
+
+    /// An order's refunds, oldest first.
+    async fn refunds_of(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Refund>, StoreError>;
+
+    /// Applies what WeChat says about a refund, once, with the order's change
+    /// (version, `refunded_fee`, REFUND) and its outbox event in the same transaction.
+    async fn update_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError>;
+
+    /// Claims up to `limit` PROCESSING refunds created at or before
+    /// `created_before` whose next check is due at `now`, like `claim_due`.
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueRefund>, StoreError>;
+
+    /// When the reconciler should next ask WeChat about a refund.
+    async fn schedule_refund_check(
+        &self,
+        out_refund_no: &OutRefundNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError>;
 

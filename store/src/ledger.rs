@@ -1,4 +1,4 @@
-//! The one way the product changes an order's status: apply the transition (one
+//! The one way the product changes an order's status or applies a refund: apply the transition (one
 //! conditional UPDATE with its outbox row, in the store), then hand the committed
 //! event to the bus in the background. Payment-service, the gateway and the
 //! reconciler all go through [`Ledger::apply`], so "transition, then publish"
@@ -13,8 +13,10 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    events::publish_committed, EventPublisher, Store, StoreError, Transition, TransitionOutcome,
+    events::publish_committed, EventPublisher, RefundOutcome, RefundUpdate, Store, StoreError,
+    Transition, TransitionOutcome,
 };
+use wxpay_core::domain::OrderEvent;
 
 /// Store + bus. Cheap to clone; clones share the in-flight publishes.
 #[derive(Clone)]
@@ -46,14 +48,28 @@ impl Ledger {
     pub async fn apply(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let outcome = self.store.transition(t).await?;
         if let TransitionOutcome::Applied { event, .. } = &outcome {
-            let store = self.store.clone();
-            let publisher = self.publisher.clone();
-            let event = event.clone();
-            self.publishes.spawn(async move {
-                publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
-            });
+            self.publish(event);
         }
         Ok(outcome)
+    }
+
+    /// Applies what WeChat says about a refund; when it changed the refund (and
+    /// so the order), the order's event is published the same way.
+    pub async fn apply_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError> {
+        let outcome = self.store.update_refund(u).await?;
+        if let RefundOutcome::Applied { event, .. } = &outcome {
+            self.publish(event);
+        }
+        Ok(outcome)
+    }
+
+    fn publish(&self, event: &OrderEvent) {
+        let store = self.store.clone();
+        let publisher = self.publisher.clone();
+        let event = event.clone();
+        self.publishes.spawn(async move {
+            publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
+        });
     }
 
     /// Waits for every publish started so far (shutdown). New applies after this

@@ -7,7 +7,8 @@
 //!   publisher and the outbox [`Relay`](relay::Relay); [`LocalBus`] is the
 //!   in-process bus of the single-process mode;
 //! - [`ledger`]: the one operation every caller uses to change an order's status
-//!   and hand the committed event to the bus;
+//!   (or apply a refund) and hand the committed event to the bus;
+//! - [`refunds`]: the refund types and the rules every backend runs them by;
 //! - [`retention`]: deleting what is kept only for a while (`RETENTION_DAYS`).
 //!
 //! `suite` and `testing` (behind the `testing` feature) are for tests only.
@@ -18,10 +19,13 @@ pub mod interface;
 pub mod ledger;
 pub mod local_bus;
 pub mod postgres;
+pub mod refunds;
 pub mod relay;
 pub mod retention;
 pub mod sqlite;
 
+#[cfg(feature = "testing")]
+pub mod refund_suite;
 #[cfg(feature = "testing")]
 pub mod suite;
 #[cfg(feature = "testing")]
@@ -35,6 +39,7 @@ pub use interface::{
 pub use ledger::Ledger;
 pub use local_bus::LocalBus;
 pub use postgres::PgStore;
+pub use refunds::{DueRefund, RefundOutcome, RefundPlacement, RefundUpdate, MAX_REFUNDS_PER_ORDER};
 pub use relay::Relay;
 pub use retention::Retention;
 pub use sqlite::SqliteStore;

@@ -581,13 +581,29 @@ macro_rules! store_suite {
             one_holder_at_a_time_holds_a_lease,
             retention_deletes_old_audit_rows_and_published_events_only
         );
+        $crate::store_suite!(@tests $make; refund_suite;
+            partial_refunds_add_up_and_move_the_order_once,
+            a_refund_over_what_is_left_is_refused,
+            a_refund_number_is_one_refund,
+            only_paid_orders_can_be_refunded,
+            concurrent_refunds_never_exceed_the_total,
+            concurrent_settlements_of_one_refund_apply_once,
+            a_contradicting_message_changes_nothing,
+            a_refund_made_elsewhere_is_recorded_within_the_total,
+            a_refund_id_learned_late_is_kept_and_final_states_stay,
+            an_order_takes_at_most_fifty_refunds,
+            processing_refunds_are_claimed_for_refundquery
+        );
     };
     (@tests $make:expr; $($name:ident),*) => {
+        $crate::store_suite!(@tests $make; suite; $($name),*);
+    };
+    (@tests $make:expr; $module:ident; $($name:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let store = $make.await;
-                $crate::suite::$name(store).await;
+                $crate::$module::$name(store).await;
             }
         )*
     };

@@ -13,11 +13,13 @@ use std::{
 use chrono::{DateTime, Utc};
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
 use wxpay_core::domain::{
-    EventSource, IdempotencyKey, NewOrder, Order, OrderEvent, OrderStatus, OutTradeNo,
+    EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus, OutRefundNo,
+    OutTradeNo, Refund,
 };
 use wxpay_store::{
-    suite::new_order, Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog,
-    SqliteStore, Store, StoreError, Transition, TransitionOutcome,
+    suite::new_order, Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord,
+    OutboxBacklog, RefundOutcome, RefundPlacement, RefundUpdate, SqliteStore, Store, StoreError,
+    Transition, TransitionOutcome,
 };
 
 async fn fresh_sqlite() -> Arc<dyn Store> {
@@ -70,6 +72,36 @@ mod file_backed {
             until: DateTime<Utc>,
         ) -> Result<Order, StoreError> {
             self.store.set_prepay(no, prepay_id, until).await
+        }
+        async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {
+            self.store.insert_refund(r).await
+        }
+        async fn refund(&self, no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
+            self.store.refund(no).await
+        }
+        async fn refunds_of(&self, no: &OutTradeNo) -> Result<Vec<Refund>, StoreError> {
+            self.store.refunds_of(no).await
+        }
+        async fn update_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError> {
+            self.store.update_refund(u).await
+        }
+        async fn claim_due_refunds(
+            &self,
+            now: DateTime<Utc>,
+            created_before: DateTime<Utc>,
+            limit: i64,
+            claim_until: DateTime<Utc>,
+        ) -> Result<Vec<DueRefund>, StoreError> {
+            self.store
+                .claim_due_refunds(now, created_before, limit, claim_until)
+                .await
+        }
+        async fn schedule_refund_check(
+            &self,
+            no: &OutRefundNo,
+            at: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.store.schedule_refund_check(no, at).await
         }
         async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
             self.store.transition(t).await

@@ -52,6 +52,7 @@ async fn watch(stack: &Stack, out_trade_no: &str) -> Streaming<OrderStatusEvent>
         .watch_order(WatchOrderRequest {
             out_trade_no: out_trade_no.to_owned(),
             timeout_seconds: 60,
+            include_refunds: false,
         })
         .await
         .expect("WatchOrder")

@@ -229,6 +229,7 @@ async fn open_chunk(
                     .watch_order(WatchOrderRequest {
                         out_trade_no: no,
                         timeout_seconds: 1800,
+                        include_refunds: false,
                     })
                     .await
                     .ok()?
@@ -259,6 +260,7 @@ async fn probe(stack: &Stack, port: u16, count: usize) -> anyhow::Result<crate::
             .watch_order(WatchOrderRequest {
                 out_trade_no: no.clone(),
                 timeout_seconds: 60,
+                include_refunds: false,
             })
             .await?
             .into_inner();

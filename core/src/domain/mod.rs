@@ -1,4 +1,5 @@
-//! The pure domain: money, identifiers, order status and its state machine.
+//! The pure domain: money, identifiers, order status and its state machine,
+//! refunds and theirs.
 //! Nothing here does I/O; every type validates once, at the edge, so an invalid
 //! value cannot exist past the boundary.
 
@@ -6,12 +7,14 @@ mod ids;
 mod json;
 mod money;
 mod order;
+mod refund;
 mod status;
 
 pub use ids::{
-    Attach, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutTradeNo, TransactionId,
-    ValidationError,
+    Attach, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutRefundNo, OutTradeNo,
+    RefundReason, TransactionId, ValidationError,
 };
 pub use money::Fee;
 pub use order::{EventSource, NewOrder, Order, OrderEvent};
+pub use refund::{NewRefund, Refund, RefundStatus};
 pub use status::OrderStatus;

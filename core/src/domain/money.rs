@@ -30,6 +30,11 @@ impl Fee {
         Ok(Self(fen))
     }
 
+    /// [`Fee::new`] for a field with another name (`refund_fee`), so the error names it.
+    pub fn for_field(field: &'static str, fen: i64) -> Result<Self, ValidationError> {
+        Self::new(fen).map_err(|e| ValidationError::new(field, e.reason))
+    }
+
     /// Parses the decimal integer WeChat writes in XML (`"1"`, `"12345"`).
     /// Anything else (`"1.00"`, `"+1"`, `" 1"`, `"01"`) is refused: an amount we cannot
     /// read exactly is an amount we must not act on.
@@ -43,7 +48,7 @@ impl Fee {
         let fen: i64 = s
             .parse()
             .map_err(|_| ValidationError::new(field, "is out of range"))?;
-        Self::new(fen).map_err(|e| ValidationError::new(field, e.reason))
+        Self::for_field(field, fen)
     }
 
     pub fn fen(self) -> i64 {

@@ -44,6 +44,8 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Fen given back so far: the sum of this order's SUCCESS refunds (0 when none).
+    pub refunded_fee: i64,
 }
 
 /// What caused a status change.
@@ -58,8 +60,12 @@ pub enum EventSource {
     Query,
     /// CloseOrder.
     Close,
-    /// A refund notification.
+    /// A refund that succeeded (notification, refundquery or the reply).
     Refund,
+    /// A refund that WeChat could not return to the payer's account (CHANGE).
+    RefundChange,
+    /// A refund that will not happen (refused, or closed by WeChat).
+    RefundClosed,
     /// The state read from the database when a watch starts (never stored).
     Snapshot,
 }
@@ -72,6 +78,8 @@ impl EventSource {
             EventSource::Query => "QUERY",
             EventSource::Close => "CLOSE",
             EventSource::Refund => "REFUND",
+            EventSource::RefundChange => "REFUND_CHANGE",
+            EventSource::RefundClosed => "REFUND_CLOSED",
             EventSource::Snapshot => "SNAPSHOT",
         }
     }
@@ -83,6 +91,8 @@ impl EventSource {
             EventSource::Query,
             EventSource::Close,
             EventSource::Refund,
+            EventSource::RefundChange,
+            EventSource::RefundClosed,
             EventSource::Snapshot,
         ]
         .into_iter()
@@ -106,6 +116,9 @@ pub struct OrderEvent {
     /// Unix milliseconds.
     pub occurred_at: i64,
     pub source: EventSource,
+    /// The order's refunded total in fen after this change (0 until a refund succeeds).
+    #[serde(default)]
+    pub refunded_fee: i64,
 }
 
 impl OrderEvent {
@@ -120,6 +133,7 @@ impl OrderEvent {
             total_fee: order.total_fee,
             occurred_at: order.updated_at.timestamp_millis(),
             source: EventSource::Snapshot,
+            refunded_fee: order.refunded_fee,
         }
     }
 }

@@ -1,4 +1,6 @@
-//! WeChat's timestamps: `yyyyMMddHHmmss` in China Standard Time (UTC+8, no DST).
+//! WeChat's timestamps in China Standard Time (UTC+8, no DST): `yyyyMMddHHmmss`
+//! on payments, `yyyy-MM-dd HH:mm:ss` on refunds (`success_time`,
+//! `refund_success_time_$n`).
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 
@@ -28,6 +30,18 @@ pub fn parse(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Parses a refund's `yyyy-MM-dd HH:mm:ss`; `None` unless it is exactly that.
+pub fn parse_readable(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() != 19 {
+        return None;
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok()?;
+    china()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +54,14 @@ mod tests {
         assert!(parse("2017033010242").is_none());
         assert!(parse("20171330102422").is_none());
         assert!(parse("2017-03-30 10:2").is_none());
+    }
+
+    #[test]
+    fn refund_times_are_readable_china_time() {
+        let t = parse_readable("2017-03-30 10:24:22").expect("valid");
+        assert_eq!(t.to_rfc3339(), "2017-03-30T02:24:22+00:00");
+        assert!(parse_readable("2017-03-30 10:24").is_none());
+        assert!(parse_readable("20170330102422").is_none());
+        assert!(parse_readable("2017-02-30 10:24:22").is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The order use cases behind the gRPC API: create (idempotently, [`create`]),
-//! get, and settle with WeChat (query, close, expire: [`settle`]). Pure
-//! orchestration of the store, the WeChat client and the ledger; no transport
-//! types here.
+//! get, settle with WeChat (query, close, expire: [`settle`]), and refund
+//! ([`refund`]). Pure orchestration of the store, the WeChat client and the
+//! ledger; no transport types here.
 
 use std::sync::Arc;
 
@@ -15,10 +15,12 @@ use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOut
 use crate::{error::ApiError, wechat::WechatClient};
 
 mod create;
+mod refund;
 mod settle;
 mod terms;
 
 pub use create::{CreateOrderInput, Created};
+pub use refund::{RefundCheck, RefundInput};
 
 pub struct Payments {
     store: Arc<dyn Store>,
@@ -26,6 +28,8 @@ pub struct Payments {
     wechat: WechatClient,
     sign_type: SignType,
     notify_url: String,
+    /// Where WeChat sends refund results (`notify_url` of /secapi/pay/refund).
+    refund_notify_url: String,
 }
 
 impl Payments {
@@ -40,8 +44,20 @@ impl Payments {
             ledger,
             wechat,
             sign_type,
+            refund_notify_url: refund_notify_url(&notify_url),
             notify_url,
         }
+    }
+
+    /// Sends refund results to `url` instead of the gateway path derived from
+    /// the payment notify_url (`WECHAT_REFUND_NOTIFY_URL`).
+    pub fn with_refund_notify_url(mut self, url: String) -> Self {
+        self.refund_notify_url = url;
+        self
+    }
+
+    pub fn refund_notify_url(&self) -> &str {
+        &self.refund_notify_url
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -113,5 +129,15 @@ impl Payments {
         if let Err(e) = self.store.record_anomaly(&row).await {
             tracing::error!(out_trade_no = %order.out_trade_no, error = %e, "could not record anomaly");
         }
+    }
+}
+
+/// The gateway's refund path beside its payment path: `…/wechat/pay/notify`
+/// becomes `…/wechat/refund/notify`. Any other notify_url gives no refund URL
+/// (empty: WeChat then uses the one set in the merchant platform).
+fn refund_notify_url(notify_url: &str) -> String {
+    match notify_url.strip_suffix("/wechat/pay/notify") {
+        Some(base) => format!("{base}/wechat/refund/notify"),
+        None => String::new(),
     }
 }

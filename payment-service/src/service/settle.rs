@@ -59,21 +59,24 @@ impl Payments {
                     .into(),
             ));
         }
-        if answer.trade_state == OrderStatus::Refund
-            && !matches!(order.status, OrderStatus::Success | OrderStatus::Refund)
-        {
+        if answer.trade_state == OrderStatus::Refund {
             // Refunded at WeChat means it was paid first (a lost notification,
-            // then a refund from the merchant platform): record the payment, so
-            // that the refund has something to apply to.
-            self.apply(
-                &order.out_trade_no,
-                OrderStatus::Success,
-                answer.transaction_id.clone(),
-                answer.cash_fee,
-                answer.time_end,
-                EventSource::Query,
-            )
-            .await?;
+            // then a refund from the merchant platform): record the payment. The
+            // order becomes REFUND only through a refund record (its notification,
+            // or refundquery), which carries the amount; orderquery does not.
+            if order.status == OrderStatus::Success {
+                return Ok(order);
+            }
+            return self
+                .apply(
+                    &order.out_trade_no,
+                    OrderStatus::Success,
+                    answer.transaction_id,
+                    answer.cash_fee,
+                    answer.time_end,
+                    EventSource::Query,
+                )
+                .await;
         }
         self.apply(
             &order.out_trade_no,

@@ -1,5 +1,5 @@
-//! The HTTP client for the three v2 endpoints this product calls: unifiedorder,
-//! orderquery and closeorder. Every request is signed once and re-sent unchanged
+//! The HTTP client for the v2 endpoints this product calls: unifiedorder,
+//! orderquery and closeorder here, refund and refundquery in [`refund`]. Every request is signed once and re-sent unchanged
 //! on retry (same out_trade_no, same nonce, same parameters), every reply's
 //! signature is verified before anything in it is read, and WeChat's
 //! return_code / result_code / err_code become a typed [`WechatError`].
@@ -9,9 +9,13 @@ use wxpay_core::{
     wechat::{china_time, sign, xml, Fields, Merchant, SignType},
 };
 
+mod refund;
 mod types;
 
-pub use types::{ClientOptions, CloseOutcome, OrderQuery, UnifiedOrder, WechatError};
+pub use types::{
+    ClientOptions, CloseOutcome, OrderQuery, RefundAccepted, RefundRequest, RefundState,
+    UnifiedOrder, WechatError,
+};
 
 #[derive(Debug, Clone)]
 pub struct WechatClient {
@@ -41,6 +45,11 @@ impl WechatClient {
             merchant,
             options,
         })
+    }
+
+    /// Whether requests carry the merchant's client certificate (needed by /secapi/).
+    pub fn has_client_certificate(&self) -> bool {
+        false
     }
 
     pub fn merchant(&self) -> &Merchant {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use wxpay_core::{
-    domain::{Fee, OrderStatus},
+    domain::{Fee, OrderStatus, RefundStatus},
     wechat::{Fields, SignType},
 };
 
@@ -90,6 +90,40 @@ pub struct OrderQuery {
     pub cash_fee: Option<i64>,
     pub time_end: Option<DateTime<Utc>>,
     pub fields: Fields,
+}
+
+/// What `/secapi/pay/refund` needs: the order as WeChat knows it and the refund.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    pub out_trade_no: &'a str,
+    pub out_refund_no: &'a str,
+    /// The order's total, which WeChat checks.
+    pub total_fee: Fee,
+    pub refund_fee: Fee,
+    /// `refund_desc`; left out when empty.
+    pub reason: &'a str,
+    /// Where WeChat sends the refund's result.
+    pub notify_url: &'a str,
+    /// The order's sign type: a refund is signed as its order was.
+    pub sign_type: SignType,
+}
+
+/// WeChat's acceptance of a refund request (not yet its completion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAccepted {
+    pub refund_id: String,
+}
+
+/// One refund as refundquery describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundState {
+    pub out_refund_no: String,
+    pub refund_id: Option<String>,
+    pub refund_fee: Fee,
+    pub status: RefundStatus,
+    pub success_time: Option<DateTime<Utc>>,
+    /// The payment's transaction_id, as the reply names it.
+    pub transaction_id: Option<String>,
 }
 
 /// closeorder's outcome.

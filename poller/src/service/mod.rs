@@ -106,6 +106,7 @@ impl WatchService {
             watch,
             snapshot,
             deadline,
+            request.include_refunds,
             self.shutdown.clone(),
             slot,
         ))

@@ -1,14 +1,15 @@
 //! One `WatchOrder` stream's progress, the [`Watcher`] state machine the
 //! transport polls: snapshot first, then every newer version from the hub, a
-//! snapshot re-read after the feed reconnects, and the end at a terminal
-//! status, the deadline or shutdown. It never registers with the hub or reads
-//! the request: `WatchService::open` hands it a ready watch and snapshot.
+//! snapshot re-read after the feed reconnects, and the end at a terminal status
+//! (with `include_refunds`, once nothing more can be refunded), the deadline or
+//! shutdown. It never registers with the hub or reads the request:
+//! `WatchService::open` hands it a ready watch and snapshot.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
-use wxpay_core::domain::{OrderEvent, OutTradeNo};
+use wxpay_core::domain::{OrderEvent, OrderStatus, OutTradeNo};
 use wxpay_proto::v1::OrderStatusEvent;
 use wxpay_store::Store;
 
@@ -30,6 +31,8 @@ pub(super) struct Watcher {
     /// A snapshot re-read is owed (the feed reconnected), retried until it works.
     resync_at: Option<Instant>,
     deadline: Instant,
+    /// `include_refunds`: the stream goes on past SUCCESS with each refund change.
+    include_refunds: bool,
     shutdown: CancellationToken,
     done: bool,
     _active: ActiveStream,
@@ -60,6 +63,7 @@ impl Watcher {
         mut watch: Watch,
         snapshot: OrderEvent,
         deadline: Instant,
+        include_refunds: bool,
         shutdown: CancellationToken,
         slot: OwnedSemaphorePermit,
     ) -> Self {
@@ -74,6 +78,7 @@ impl Watcher {
             epoch,
             resync_at: None,
             deadline,
+            include_refunds,
             shutdown,
             done: false,
             _active: ActiveStream::new(),
@@ -149,9 +154,53 @@ impl Watcher {
     /// not know was already refused where it was decoded (the feed).
     fn emit(&mut self, event: &OrderEvent) -> OrderStatusEvent {
         self.sent = self.sent.max(event.version);
-        let terminal = event.status.is_terminal();
+        let terminal = if self.include_refunds {
+            ends_refund_watch(event)
+        } else {
+            event.status.is_terminal()
+        };
         self.done = terminal;
         metrics::counter!(m::EVENTS_DELIVERED).increment(1);
         convert::event_to_pb(event, terminal)
+    }
+}
+
+/// Where a stream with `include_refunds` ends: a paid order only once all of it
+/// has been given back (no refund can follow; every other refund of it is then
+/// closed), any other order where a payment stream would.
+fn ends_refund_watch(event: &OrderEvent) -> bool {
+    match event.status {
+        OrderStatus::Success | OrderStatus::Refund => event.refunded_fee >= event.total_fee.fen(),
+        other => other.is_terminal(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wxpay_core::domain::{EventSource, Fee};
+
+    use super::*;
+
+    fn event(status: OrderStatus, refunded_fee: i64) -> OrderEvent {
+        OrderEvent {
+            id: 1,
+            out_trade_no: OutTradeNo::parse("T1").expect("valid"),
+            status,
+            version: 2,
+            transaction_id: None,
+            total_fee: Fee::new(100).expect("positive"),
+            occurred_at: 0,
+            source: EventSource::Refund,
+            refunded_fee,
+        }
+    }
+
+    #[test]
+    fn a_refund_watch_goes_on_until_everything_is_given_back() {
+        assert!(!ends_refund_watch(&event(OrderStatus::Success, 0)));
+        assert!(!ends_refund_watch(&event(OrderStatus::Refund, 40)));
+        assert!(ends_refund_watch(&event(OrderStatus::Refund, 100)));
+        assert!(ends_refund_watch(&event(OrderStatus::Closed, 0)));
+        assert!(!ends_refund_watch(&event(OrderStatus::NotPay, 0)));
     }
 }

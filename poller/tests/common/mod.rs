@@ -224,6 +224,7 @@ pub async fn watch_with(
         .watch_order(WatchOrderRequest {
             out_trade_no: out_trade_no.to_owned(),
             timeout_seconds,
+            include_refunds: false,
         })
         .await?
         .into_inner())

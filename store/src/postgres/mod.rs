@@ -43,7 +43,7 @@ impl Default for PgOptions {
 
 const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
      total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
-     transaction_id, cash_fee, created_at, updated_at, paid_at";
+     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee";
 
 impl PgStore {
     /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory
@@ -78,6 +78,7 @@ impl PgStore {
 
 mod lifecycle;
 mod queries;
+mod refunds;
 mod rows;
 
 use rows::map_err;

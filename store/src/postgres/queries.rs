@@ -9,10 +9,12 @@ use sqlx::Row;
 
 use crate::{
     columns::{applied_event, corrupt},
-    Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store, StoreError,
-    Transition, TransitionOutcome,
+    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog, RefundOutcome,
+    RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
 };
-use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{
+    IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
+};
 
 use super::{rows::*, *};
 
@@ -119,8 +121,8 @@ impl Store for PgStore {
                 FROM prev WHERE orders.out_trade_no = prev.prev_no \
                 RETURNING {ORDER_COLUMNS}, prev.previous \
              ), ev AS ( \
-                INSERT INTO order_events (out_trade_no, status, version, transaction_id, total_fee, source) \
-                SELECT out_trade_no, status, version, transaction_id, total_fee, $7 FROM updated \
+                INSERT INTO order_events (out_trade_no, status, version, transaction_id, total_fee, source, refunded_fee) \
+                SELECT out_trade_no, status, version, transaction_id, total_fee, $7, refunded_fee FROM updated \
                 RETURNING id, occurred_at \
              ) \
              SELECT updated.*, ev.id AS event_id, ev.occurred_at AS event_occurred_at FROM updated, ev"
@@ -198,7 +200,7 @@ impl Store for PgStore {
         limit: i64,
     ) -> Result<Vec<OrderEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at \
+            "SELECT id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at, refunded_fee \
              FROM order_events WHERE published_at IS NULL \
                AND occurred_at <= now() - make_interval(secs => $1) \
              ORDER BY id LIMIT $2",
@@ -236,6 +238,41 @@ impl Store for PgStore {
             count: row.try_get("n").map_err(map_err)?,
             oldest_age: age.map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {
+        self.place_refund(r).await
+    }
+
+    async fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
+        self.refund_by_no(out_refund_no).await
+    }
+
+    async fn refunds_of(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Refund>, StoreError> {
+        self.refunds_of_order(out_trade_no).await
+    }
+
+    async fn update_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError> {
+        self.change_refund(u).await
+    }
+
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueRefund>, StoreError> {
+        self.claim_refunds(now, created_before, limit, claim_until)
+            .await
+    }
+
+    async fn schedule_refund_check(
+        &self,
+        out_refund_no: &OutRefundNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_refund_check(out_refund_no, at).await
     }
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {

@@ -43,6 +43,7 @@ pub(super) fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         paid_at: row.try_get("paid_at").map_err(map_err)?,
+        refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
     }
     .into_order()
 }
@@ -57,6 +58,7 @@ pub(super) fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
         total_fee: row.try_get("total_fee").map_err(map_err)?,
         occurred_at: row.try_get("occurred_at").map_err(map_err)?,
         source: row.try_get("source").map_err(map_err)?,
+        refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
     }
     .into_event()
 }

@@ -53,10 +53,10 @@ const UNIQUE_VIOLATION_CODES: [&str; 2] = ["2067", "1555"];
 
 const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
      total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
-     transaction_id, cash_fee, created_at, updated_at, paid_at";
+     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee";
 
 const EVENT_COLUMNS: &str =
-    "id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at";
+    "id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at, refunded_fee";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -160,6 +160,7 @@ impl SqliteStore {
 
 mod lifecycle;
 mod queries;
+mod refunds;
 mod rows;
 
 use rows::map_err;

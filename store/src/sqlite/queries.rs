@@ -8,10 +8,13 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::{
-    columns::applied_event, Anomaly, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog,
-    Store, StoreError, Transition, TransitionOutcome,
+    columns::applied_event, Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord,
+    OutboxBacklog, RefundOutcome, RefundPlacement, RefundUpdate, Store, StoreError, Transition,
+    TransitionOutcome,
 };
-use wxpay_core::domain::{IdempotencyKey, NewOrder, Order, OrderEvent, OutTradeNo};
+use wxpay_core::domain::{
+    IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
+};
 
 use super::{rows::*, *};
 
@@ -138,8 +141,8 @@ impl Store for SqliteStore {
                 let order = order_from_row(&row)?;
                 let row = sqlx::query(
                     "INSERT INTO order_events \
-                         (out_trade_no, status, version, transaction_id, total_fee, source, occurred_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id, occurred_at",
+                         (out_trade_no, status, version, transaction_id, total_fee, source, occurred_at, refunded_fee) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id, occurred_at",
                 )
                 .bind(order.out_trade_no.as_str())
                 .bind(order.status.as_str())
@@ -148,6 +151,7 @@ impl Store for SqliteStore {
                 .bind(order.total_fee.fen())
                 .bind(t.source.as_str())
                 .bind(now)
+                .bind(order.refunded_fee)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -265,6 +269,41 @@ impl Store for SqliteStore {
                 Duration::from_millis(u64::try_from(now.saturating_sub(ms)).unwrap_or(0))
             }),
         })
+    }
+
+    async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {
+        self.place_refund(r).await
+    }
+
+    async fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
+        self.refund_by_no(out_refund_no).await
+    }
+
+    async fn refunds_of(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Refund>, StoreError> {
+        self.refunds_of_order(out_trade_no).await
+    }
+
+    async fn update_refund(&self, u: &RefundUpdate) -> Result<RefundOutcome, StoreError> {
+        self.change_refund(u).await
+    }
+
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        created_before: DateTime<Utc>,
+        limit: i64,
+        claim_until: DateTime<Utc>,
+    ) -> Result<Vec<DueRefund>, StoreError> {
+        self.claim_refunds(now, created_before, limit, claim_until)
+            .await
+    }
+
+    async fn schedule_refund_check(
+        &self,
+        out_refund_no: &OutRefundNo,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_refund_check(out_refund_no, at).await
     }
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {

@@ -72,6 +72,7 @@ pub(super) fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
         paid_at: opt_time("paid_at")?,
+        refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
     }
     .into_order()
 }
@@ -87,6 +88,7 @@ pub(super) fn event_from_row(row: &SqliteRow) -> Result<OrderEvent, StoreError> 
         total_fee: row.try_get("total_fee").map_err(map_err)?,
         occurred_at: from_millis(occurred_at)?,
         source: row.try_get("source").map_err(map_err)?,
+        refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
     }
     .into_event()
 }

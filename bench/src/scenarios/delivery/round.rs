@@ -161,6 +161,7 @@ pub(super) async fn one(
                         .watch_order(WatchOrderRequest {
                             out_trade_no: orders[i].clone(),
                             timeout_seconds: 600,
+                            include_refunds: false,
                         })
                         .await;
                     let Ok(stream) = stream else {

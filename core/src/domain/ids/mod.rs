@@ -1,5 +1,6 @@
 //! Identifiers and bounded strings that WeChat limits: out_trade_no, nonce,
-//! description (`body`), attach, openid, idempotency keys and client IPs.
+//! description (`body`), attach, openid, idempotency keys, client IPs, and a
+//! refund's number and reason.
 //!
 //! The types are declared here, so their private field is visible only to this
 //! module's children: `newtype` (the macro, the error and the shared checks),
@@ -41,6 +42,15 @@ string_newtype!(
 string_newtype!(
     /// WeChat's own payment id (`transaction_id`).
     TransactionId
+);
+string_newtype!(
+    /// The caller's refund number (`out_refund_no`): 1..=64 of `[0-9A-Za-z_-|*@]`.
+    /// It is also the refund's idempotency key, at WeChat and here.
+    OutRefundNo
+);
+string_newtype!(
+    /// Why money goes back (`refund_desc`): 0..=80 bytes of UTF-8, shown to the payer.
+    RefundReason
 );
 string_newtype!(
     /// The payer's IP address, as WeChat's `spbill_create_ip` wants it.

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use super::{
     newtype::{check_len, check_no_control, ValidationError},
-    Attach, ClientIp, Description, IdempotencyKey, OpenId, TransactionId,
+    Attach, ClientIp, Description, IdempotencyKey, OpenId, OutRefundNo, RefundReason,
+    TransactionId,
 };
 
 impl Description {
@@ -37,6 +38,35 @@ impl OpenId {
                 "may contain only letters, digits, _ and -",
             ));
         }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl OutRefundNo {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        check_len("out_refund_no", s, 1, 64)?;
+        let ok = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|' | b'*' | b'@'));
+        if !ok {
+            return Err(ValidationError::new(
+                "out_refund_no",
+                "may contain only letters, digits and _-|*@",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl RefundReason {
+    /// No reason given (a refund made outside this product).
+    pub fn empty() -> Self {
+        Self(String::new())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        check_len("reason", s, 0, 80)?;
+        check_no_control("reason", s)?;
         Ok(Self(s.to_owned()))
     }
 }
