@@ -7,11 +7,13 @@ use std::time::Duration;
 use common::*;
 use gateway::{cloudpay, CloudpaySecret};
 use wxpay_core::{
-    domain::{EventSource, Order, OrderStatus},
+    domain::{
+        EventSource, Fee, NewRefund, Order, OrderStatus, OutRefundNo, RefundReason, RefundStatus,
+    },
     wechat::{refund_crypto, ApiKey, Fields, SignType},
 };
 use wxpay_store::{
-    testing, {Store, Transition, TransitionOutcome},
+    testing, RefundPlacement, {Store, Transition, TransitionOutcome},
 };
 
 fn cloudpay_body(order: &Order, total_fee: i64, transaction_id: &str) -> String {
@@ -180,14 +182,27 @@ async fn paid_order(app: &TestApp, fen: i64) -> Order {
 }
 
 fn refund_body(order: &Order, refund_fee: i64, key: &ApiKey) -> String {
+    refund_body_for(
+        order,
+        &format!("R{}", order.out_trade_no),
+        refund_fee,
+        order.transaction_id.as_deref().unwrap_or_default(),
+        key,
+    )
+}
+
+fn refund_body_for(
+    order: &Order,
+    out_refund_no: &str,
+    refund_fee: i64,
+    transaction_id: &str,
+    key: &ApiKey,
+) -> String {
     let inner: Fields = [
         ("out_trade_no", order.out_trade_no.to_string()),
-        (
-            "transaction_id",
-            order.transaction_id.clone().unwrap_or_default(),
-        ),
-        ("out_refund_no", format!("R{}", order.out_trade_no)),
-        ("refund_id", "50000000382019052709732678859".to_owned()),
+        ("transaction_id", transaction_id.to_owned()),
+        ("out_refund_no", out_refund_no.to_owned()),
+        ("refund_id", format!("5000{out_refund_no}")),
         ("total_fee", order.total_fee.fen().to_string()),
         ("refund_fee", refund_fee.to_string()),
         ("settlement_refund_fee", refund_fee.to_string()),
@@ -288,6 +303,135 @@ async fn refund_notifications_under_another_key_or_for_too_much_are_refused() {
             "{name}: event written"
         );
     }
+}
+
+#[tokio::test]
+async fn partial_refund_notifications_add_up_each_once_with_an_event() {
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let mut sub = subscribe(&testing::redis_url(), &order.out_trade_no).await;
+    let txn = order.transaction_id.clone().expect("paid");
+    let first = refund_body_for(&order, "part-1", 300, &txn, &key());
+    let second = refund_body_for(&order, "part-2", 400, &txn, &key());
+
+    for body in [&first, &first, &second, &first, &second] {
+        let (_, reply) = app.post("/wechat/refund/notify", body.clone()).await;
+        assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    }
+
+    let now = app.order(&order.out_trade_no).await;
+    assert_eq!(
+        (now.status, now.refunded_fee, now.version),
+        (OrderStatus::Refund, 700, 4),
+        "two refunds, each applied once"
+    );
+    let seen: Vec<i64> = [
+        sub.next(Duration::from_secs(5))
+            .await
+            .expect("first refund event"),
+        sub.next(Duration::from_secs(5))
+            .await
+            .expect("second refund event"),
+    ]
+    .iter()
+    .map(|e| e.refunded_fee)
+    .collect();
+    assert_eq!(seen, vec![300, 700], "each event carries the running total");
+    let refunds = app
+        .store
+        .refunds_of(&order.out_trade_no)
+        .await
+        .expect("list");
+    assert_eq!(refunds.len(), 2);
+    assert!(refunds.iter().all(|r| r.status == RefundStatus::Success));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refund_notification_settles_the_refund_placed_before_it() {
+    // RefundOrder stores the refund before WeChat is asked; WeChat's notification
+    // may then arrive before its reply: it settles that very row.
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let placed = app
+        .store
+        .insert_refund(&NewRefund {
+            out_refund_no: OutRefundNo::parse("early-1").expect("valid"),
+            out_trade_no: order.out_trade_no.clone(),
+            refund_fee: Fee::new(250).expect("positive"),
+            reason: RefundReason::parse("尺码不合适").expect("valid"),
+        })
+        .await
+        .expect("placed");
+    assert!(matches!(placed, RefundPlacement::Placed(_)), "{placed:?}");
+    let txn = order.transaction_id.clone().expect("paid");
+
+    let wrong_amount = refund_body_for(&order, "early-1", 260, &txn, &key());
+    let (_, reply) = app.post("/wechat/refund/notify", wrong_amount).await;
+    assert_eq!(return_code(&reply), "FAIL", "{reply}");
+
+    let body = refund_body_for(&order, "early-1", 250, &txn, &key());
+    let (_, reply) = app.post("/wechat/refund/notify", body).await;
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    let refund = app
+        .store
+        .refund(&OutRefundNo::parse("early-1").expect("valid"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(refund.status, RefundStatus::Success);
+    assert_eq!(refund.refund_id.as_deref(), Some("5000early-1"));
+    assert_eq!(
+        refund.reason.as_str(),
+        "尺码不合适",
+        "the stored request is kept"
+    );
+    assert_eq!(app.order(&order.out_trade_no).await.refunded_fee, 250);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn tampered_or_foreign_refund_notifications_change_nothing() {
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let genuine = refund_body(&order, 100, &key());
+    // Flip one character inside req_info: it no longer decrypts to valid padding/XML.
+    let tampered = {
+        let start = genuine.find("<req_info>").expect("req_info") + "<req_info><![CDATA[".len();
+        let mut bytes = genuine.clone().into_bytes();
+        bytes[start + 10] = if bytes[start + 10] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        String::from_utf8(bytes).expect("ascii")
+    };
+    let other_payment = refund_body_for(
+        &order,
+        "foreign-1",
+        100,
+        "4200000000000000000000000001",
+        &key(),
+    );
+    for (name, body) in [("tampered", tampered), ("another payment", other_payment)] {
+        let (_, reply) = app.post("/wechat/refund/notify", body).await;
+        assert_eq!(return_code(&reply), "FAIL", "{name}: {reply}");
+        let now = app.order(&order.out_trade_no).await;
+        assert_eq!(
+            (now.status, now.refunded_fee, now.version),
+            (OrderStatus::Success, 0, 2),
+            "{name}: order changed"
+        );
+        assert!(
+            app.store
+                .refunds_of(&order.out_trade_no)
+                .await
+                .expect("list")
+                .is_empty(),
+            "{name}: a refund was recorded"
+        );
+    }
+    app.stop().await;
 }
 
 /// The shipped Node.js forwarder and the gateway agree on the HMAC: run the

@@ -98,12 +98,16 @@ impl Application {
         reconcile: ReconcilerConfig,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
-        let payments = Arc::new(Payments::new(
+        let mut payments = Payments::new(
             Ledger::new(store, publisher),
             wechat,
             wechat_config.sign_type,
             wechat_config.notify_url.clone(),
-        ));
+        );
+        if let Some(url) = &wechat_config.refund_notify_url {
+            payments = payments.with_refund_notify_url(url.clone());
+        }
+        let payments = Arc::new(payments);
         Self {
             listener,
             payments,

@@ -38,6 +38,8 @@ pub struct WechatConfig {
     pub sign_type: SignType,
     pub api_base: String,
     pub notify_url: String,
+    /// `WECHAT_REFUND_NOTIFY_URL`; unset: the gateway's refund path beside `notify_url`.
+    pub refund_notify_url: Option<String>,
 }
 
 /// The production host of the v2 API.
@@ -62,11 +64,15 @@ impl WechatConfig {
             required("WECHAT_NOTIFY_URL")?,
             &["https", "http"],
         )?;
+        let refund_notify_url = optional("WECHAT_REFUND_NOTIFY_URL")?
+            .map(|u| url("WECHAT_REFUND_NOTIFY_URL", u, &["https", "http"]))
+            .transpose()?;
         Ok(Self {
             merchant,
             sign_type,
             api_base,
             notify_url,
+            refund_notify_url,
         })
     }
 }
