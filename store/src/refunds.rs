@@ -67,6 +67,9 @@ impl RefundUpdate {
 }
 
 /// What `update_refund` did.
+// One value per refund change, matched and dropped at once: boxing the large
+// variant would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefundOutcome {
     /// The refund moved from `previous` (`None`: it was not known here, e.g. made in

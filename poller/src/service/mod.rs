@@ -27,8 +27,7 @@ use wxpay_proto::v1::{
 use wxpay_store::Store;
 
 use crate::{error::WatchError, hub::Hub};
-
-use watcher::Watcher;
+use watcher::{Ends, Watcher};
 
 /// Stream deadlines.
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +104,10 @@ impl WatchService {
             out_trade_no,
             watch,
             snapshot,
-            deadline,
-            request.include_refunds,
+            Ends {
+                deadline,
+                include_refunds: request.include_refunds,
+            },
             self.shutdown.clone(),
             slot,
         ))

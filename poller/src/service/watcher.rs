@@ -17,6 +17,12 @@ use wxpay_core::convert;
 
 use crate::{hub::Watch, metrics as m};
 
+/// Where a stream ends: its deadline, and whether it goes on past SUCCESS.
+pub(super) struct Ends {
+    pub deadline: Instant,
+    pub include_refunds: bool,
+}
+
 /// One stream's progress.
 pub(super) struct Watcher {
     store: Arc<dyn Store>,
@@ -62,11 +68,14 @@ impl Watcher {
         out_trade_no: OutTradeNo,
         mut watch: Watch,
         snapshot: OrderEvent,
-        deadline: Instant,
-        include_refunds: bool,
+        ends: Ends,
         shutdown: CancellationToken,
         slot: OwnedSemaphorePermit,
     ) -> Self {
+        let Ends {
+            deadline,
+            include_refunds,
+        } = ends;
         // The snapshot was read after this epoch began, so it already covers it.
         let epoch = watch.state().borrow_and_update().epoch();
         Self {
