@@ -4,12 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{next, spawn_app, watch_with, Options};
+use common::{create_order_of, next, spawn_app, watch_with, Options, TestApp};
 use poller::client::{watch_order, WatchEnd};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
-use wxpay_proto::v1::OrderStatus;
+use wxpay_core::domain::{Fee, NewRefund, OutRefundNo, OutTradeNo, RefundReason, RefundStatus};
+use wxpay_proto::v1::{OrderStatus, WatchOrderRequest};
+use wxpay_store::{events, RefundOutcome, RefundPlacement, RefundUpdate, Store};
 
 #[tokio::test]
 async fn watch_before_payment_gets_notpay_then_success_then_the_end() {
@@ -244,4 +246,84 @@ async fn past_its_stream_cap_the_poller_refuses_instead_of_growing() {
     }
     let mut again = again.expect("a stream after the first one ended");
     next(&mut again).await.expect("its snapshot");
+}
+
+/// Refunds `fen` of the order (placed, then settled SUCCESS as WeChat's
+/// notification would) and publishes the order's change.
+async fn refund(app: &TestApp, no: &OutTradeNo, out_refund_no: &str, fen: i64) {
+    let store = app.store.as_ref();
+    let placed = store
+        .insert_refund(&NewRefund {
+            out_refund_no: OutRefundNo::parse(out_refund_no).unwrap(),
+            out_trade_no: no.clone(),
+            refund_fee: Fee::new(fen).unwrap(),
+            reason: RefundReason::parse("").unwrap(),
+        })
+        .await
+        .expect("insert refund");
+    assert!(matches!(placed, RefundPlacement::Placed(_)), "{placed:?}");
+    let outcome = store
+        .update_refund(&RefundUpdate {
+            out_refund_no: OutRefundNo::parse(out_refund_no).unwrap(),
+            out_trade_no: no.clone(),
+            refund_fee: Fee::new(fen).unwrap(),
+            refund_id: Some(format!("5000{out_refund_no}")),
+            transaction_id: None,
+            total_fee: None,
+            status: RefundStatus::Success,
+            succeeded_at: None,
+            failure: None,
+        })
+        .await
+        .expect("settle refund");
+    let RefundOutcome::Applied { event, .. } = outcome else {
+        panic!("refund not applied: {outcome:?}");
+    };
+    events::publish_committed(store, &app.publisher, &event).await;
+}
+
+#[tokio::test]
+async fn with_include_refunds_the_stream_goes_on_past_success_with_each_refund() {
+    let app = spawn_app(Options::default()).await;
+    let no = create_order_of(app.store.as_ref(), 100).await;
+    app.pay(&no).await;
+    let mut client = app.client().await;
+    let mut stream = client
+        .watch_order(WatchOrderRequest {
+            out_trade_no: no.to_string(),
+            timeout_seconds: 30,
+            include_refunds: true,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let paid = next(&mut stream).await.expect("snapshot");
+    assert_eq!(paid.status, OrderStatus::Success as i32);
+    assert!(!paid.terminal, "a refund watch does not end at SUCCESS");
+
+    refund(&app, &no, &format!("a{no}"), 40).await;
+    let first = next(&mut stream).await.expect("first refund");
+    assert_eq!(
+        (
+            first.status,
+            first.refunded_fee,
+            first.source.as_str(),
+            first.terminal
+        ),
+        (OrderStatus::Refund as i32, 40, "REFUND", false)
+    );
+
+    refund(&app, &no, &format!("b{no}"), 60).await;
+    let last = next(&mut stream).await.expect("second refund");
+    assert_eq!((last.refunded_fee, last.terminal), (100, true));
+    assert!(
+        next(&mut stream).await.is_none(),
+        "nothing is left to refund"
+    );
+
+    // Without the flag the same order's stream is one terminal message.
+    let mut plain = app.watch(no.as_str()).await.expect("watch");
+    let only = next(&mut plain).await.expect("snapshot");
+    assert_eq!((only.refunded_fee, only.terminal), (100, true));
 }

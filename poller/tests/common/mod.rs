@@ -239,13 +239,18 @@ pub async fn next(stream: &mut tonic::Streaming<OrderStatusEvent>) -> Option<Ord
 }
 
 pub async fn create_order(store: &dyn Store) -> OutTradeNo {
+    create_order_of(store, 1).await
+}
+
+/// A NOTPAY order of `fen`.
+pub async fn create_order_of(store: &dyn Store, fen: i64) -> OutTradeNo {
     let out_trade_no = OutTradeNo::generate();
     let order = NewOrder {
         out_trade_no: out_trade_no.clone(),
         idempotency_key: IdempotencyKey::parse(&format!("key-{out_trade_no}")).unwrap(),
         openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").unwrap(),
         description: Description::parse("test order").unwrap(),
-        total_fee: Fee::new(1).unwrap(),
+        total_fee: Fee::new(fen).unwrap(),
         attach: Attach::parse("").unwrap(),
         client_ip: ClientIp::parse("127.0.0.1").unwrap(),
         sign_type: SignType::Md5,
