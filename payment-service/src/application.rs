@@ -11,6 +11,7 @@ use wxpay_proto::v1::payment_service_server::PaymentServiceServer;
 use wxpay_runtime::{
     auth::{ApiTokens, BearerAuth},
     config::{self, ConfigError},
+    tls::ServerTls,
 };
 
 /// `API_TOKEN` and `API_READ_TOKEN`, and the refusal to serve the network without one.
@@ -39,6 +40,8 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub api_tokens: ApiTokens,
     pub reconcile: ReconcilerConfig,
+    /// `TLS_CERT` + `TLS_KEY`: serve gRPC over TLS; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Settings {
@@ -51,6 +54,7 @@ impl Settings {
             addr,
             api_tokens: tokens(addr)?,
             reconcile: ReconcilerConfig::from_env()?,
+            tls: ServerTls::from_env()?,
         })
     }
 }
@@ -61,6 +65,7 @@ pub struct Application {
     relay: Relay,
     api_tokens: ApiTokens,
     reconcile: ReconcilerConfig,
+    tls: Option<ServerTls>,
 }
 
 impl Application {
@@ -76,6 +81,7 @@ impl Application {
             ClientOptions::default(),
         )?;
         let listener = TcpListener::bind(settings.addr).await?;
+        let tls = settings.tls.clone();
         Ok(Self::from_parts(
             listener,
             store,
@@ -84,7 +90,14 @@ impl Application {
             &settings.wechat,
             settings.api_tokens,
             settings.reconcile,
-        ))
+        )
+        .with_tls(tls))
+    }
+
+    /// Serves gRPC over TLS with this certificate.
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Assembles the server from ready parts (the embedded single-process mode uses this).
@@ -114,6 +127,7 @@ impl Application {
             relay,
             api_tokens: api_tokens.into(),
             reconcile,
+            tls: None,
         }
     }
 
@@ -165,7 +179,11 @@ impl Application {
             let _ = drained_tx.send(());
         };
         tracing::info!(port = self.port(), "payment-service listening");
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        let server = builder
             .layer(tower::util::MapRequestLayer::new(
                 wxpay_runtime::auth::tag_method,
             ))

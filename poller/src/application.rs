@@ -37,8 +37,12 @@ impl Application {
         let store = PgStore::connect(&config.database_url, PgOptions::default())
             .await
             .context("cannot open the database")?;
-        let querier = GrpcQuerier::new(&config.payment_service_url, config.api_token.clone())
-            .context("PAYMENT_SERVICE_URL")?;
+        let querier = GrpcQuerier::with_ca(
+            &config.payment_service_url,
+            config.api_token.clone(),
+            config.payment_service_ca.as_deref(),
+        )
+        .context("PAYMENT_SERVICE_URL")?;
         Self::build_with(config, Arc::new(store), Arc::new(querier)).await
     }
 
@@ -155,7 +159,11 @@ impl Application {
             }
         });
 
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.config.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        let result = builder
             .layer(tower::util::MapRequestLayer::new(
                 wxpay_runtime::auth::tag_method,
             ))

@@ -5,7 +5,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use wxpay_runtime::config::{self as env, ConfigError};
+use wxpay_runtime::{
+    config::{self as env, ConfigError},
+    tls::ServerTls,
+};
 
 use crate::service::Deadlines;
 
@@ -38,6 +41,11 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// `POLLER_MAX_STREAMS` (200000): open streams at most; more are refused.
     pub max_streams: usize,
+    /// `TLS_CERT` + `TLS_KEY`: serve gRPC over TLS; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
+    /// `PAYMENT_SERVICE_CA`: a PEM CA trusted for an https `PAYMENT_SERVICE_URL`
+    /// besides the public roots (a payment-service with a private certificate).
+    pub payment_service_ca: Option<Vec<u8>>,
 }
 
 impl Config {
@@ -85,6 +93,14 @@ impl Config {
             )?),
             redis_client_name,
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
+            tls: ServerTls::from_env()?,
+            payment_service_ca: env::optional("PAYMENT_SERVICE_CA")?
+                .map(|path| {
+                    std::fs::read(&path).map_err(|e| {
+                        ConfigError::new("PAYMENT_SERVICE_CA", format!("cannot read {path}: {e}"))
+                    })
+                })
+                .transpose()?,
             max_streams: usize::try_from(positive("POLLER_MAX_STREAMS", 200_000)?)
                 .map_err(|_| ConfigError::new("POLLER_MAX_STREAMS", "is too large"))?,
         })

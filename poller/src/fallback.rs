@@ -78,10 +78,29 @@ pub struct GrpcQuerier {
 impl GrpcQuerier {
     /// Does not connect yet, so the poller starts while payment-service is down.
     pub fn new(url: &str, token: Option<SecretString>) -> Result<Self, QueryError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        Self::with_ca(url, token, None)
+    }
+
+    /// An `https` URL is reached over TLS, trusting the public roots and, when
+    /// given, `ca_pem` (`PAYMENT_SERVICE_CA`: the CA of a private TLS_CERT).
+    pub fn with_ca(
+        url: &str,
+        token: Option<SecretString>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, QueryError> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| QueryError::Unavailable(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15));
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+            if let Some(ca) = ca_pem {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| QueryError::Unavailable(e.to_string()))?;
+        }
         Ok(Self {
             client: PaymentServiceClient::new(endpoint.connect_lazy()),
             token: token.map(Arc::new),

@@ -1,10 +1,12 @@
 //! wxpay-runtime: what every binary of the product needs around its own work:
 //! configuration readers (one clear line naming a bad variable, secrets never
 //! echoed), telemetry, the shutdown signal, and (with the `grpc` feature) the
-//! bearer-token check of the gRPC servers.
+//! bearer-token check of the gRPC servers and their optional TLS.
 
 #[cfg(feature = "grpc")]
 pub mod auth;
 pub mod config;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "grpc")]
+pub mod tls;

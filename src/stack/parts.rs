@@ -80,5 +80,7 @@ pub(super) fn poller_config(settings: &Settings, payment_url: String) -> poller:
         redis_client_name: "wxpay-embedded".to_owned(),
         keepalive_interval: Duration::from_secs(30),
         max_streams: 200_000,
+        tls: None,
+        payment_service_ca: None,
     }
 }

@@ -90,6 +90,8 @@ pub async fn spawn_app(options: Options) -> TestApp {
         redis_client_name: client_name.clone(),
         keepalive_interval: Duration::from_secs(30),
         max_streams: options.max_streams,
+        tls: None,
+        payment_service_ca: None,
     };
     let publisher = RedisPublisher::new(&options.redis_url).expect("publisher");
     let querier = Arc::new(WechatQuerier {
