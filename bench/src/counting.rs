@@ -149,6 +149,36 @@ impl Store for CountingStore {
         let _t = self.tick();
         self.inner.schedule_refund_check(no, at).await
     }
+    async fn orders_paid_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Order>, StoreError> {
+        let _t = self.tick();
+        self.inner.orders_paid_between(from, to).await
+    }
+    async fn refunds_succeeded_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Refund>, StoreError> {
+        let _t = self.tick();
+        self.inner.refunds_succeeded_between(from, to).await
+    }
+    async fn bill_report(
+        &self,
+        day: chrono::NaiveDate,
+    ) -> Result<Option<wxpay_core::domain::BillReport>, StoreError> {
+        let _t = self.tick();
+        self.inner.bill_report(day).await
+    }
+    async fn save_bill_report(
+        &self,
+        report: &wxpay_core::domain::BillReport,
+    ) -> Result<(), StoreError> {
+        let _t = self.tick();
+        self.inner.save_bill_report(report).await
+    }
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
         let _t = self.tick();
         self.inner.transition(t).await

@@ -5,7 +5,7 @@
 use wxpay_proto::v1 as pb;
 
 use crate::{
-    domain::{Order, OrderEvent, OrderStatus, Refund, RefundStatus},
+    domain::{BillReport, Order, OrderEvent, OrderStatus, Refund, RefundStatus},
     wechat::pay_params::PaymentParams,
 };
 
@@ -84,6 +84,26 @@ pub fn params_to_pb(p: PaymentParams) -> pb::PaymentParams {
         package: p.package,
         sign_type: p.sign_type.as_str().to_owned(),
         pay_sign: p.pay_sign,
+    }
+}
+
+pub fn report_to_pb(r: &BillReport) -> pb::BillReport {
+    pb::BillReport {
+        bill_date: r.bill_date.format("%Y%m%d").to_string(),
+        wechat_rows: i64::try_from(r.wechat_rows).unwrap_or(i64::MAX),
+        matched: i64::try_from(r.matched).unwrap_or(i64::MAX),
+        repaired: i64::try_from(r.repaired).unwrap_or(i64::MAX),
+        discrepancies: r
+            .discrepancies
+            .iter()
+            .map(|d| pb::Discrepancy {
+                out_trade_no: d.out_trade_no.clone(),
+                out_refund_no: d.out_refund_no.clone(),
+                kind: d.kind.as_str().to_owned(),
+                detail: d.detail.clone(),
+            })
+            .collect(),
+        reconciled_at: r.reconciled_at.timestamp_millis(),
     }
 }
 

@@ -32,6 +32,9 @@ use crate::{
 };
 
 /// Everything payment-service reads from the environment.
+/// How often the daily bill reconciliation looks for a day to reconcile.
+const BILL_CHECK_EVERY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
@@ -164,6 +167,11 @@ impl Application {
             Reconciler::new(self.payments.clone(), self.reconcile.clone())
                 .run(stop_reconciler.clone()),
         );
+        let bill_task = tokio::spawn(crate::bill_run::run(
+            self.payments.clone(),
+            BILL_CHECK_EVERY,
+            stop_reconciler.clone(),
+        ));
         let (stop_relay_tx, stop_relay_rx) = tokio::sync::oneshot::channel::<()>();
         let relay_task = tokio::spawn(self.relay.clone().run(async {
             let _ = stop_relay_rx.await;
@@ -207,6 +215,7 @@ impl Application {
         }
         stop_reconciler.cancel();
         let _ = reconciler_task.await;
+        let _ = bill_task.await;
         // Publishes started by calls that finished go out before the relay's last flush.
         self.payments.ledger().drain().await;
         let _ = stop_relay_tx.send(());

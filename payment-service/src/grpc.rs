@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
 use wxpay_core::{
-    convert::{order_to_pb, params_to_pb, refund_to_pb},
+    convert::{order_to_pb, params_to_pb, refund_to_pb, report_to_pb},
     domain::{OutRefundNo, OutTradeNo},
 };
 
@@ -113,5 +113,14 @@ impl PaymentService for PaymentGrpc {
         let no = OutRefundNo::parse(&request.into_inner().out_refund_no).map_err(ApiError::from)?;
         let refund = self.payments.get_refund(&no).await?;
         Ok(Response::new(refund_to_pb(&refund)))
+    }
+
+    async fn reconcile_bill(
+        &self,
+        request: Request<pb::ReconcileBillRequest>,
+    ) -> Result<Response<pb::BillReport>, Status> {
+        let r = request.into_inner();
+        let report = self.payments.reconcile_bill(&r.bill_date, r.again).await?;
+        Ok(Response::new(report_to_pb(&report)))
     }
 }

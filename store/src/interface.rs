@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use wxpay_core::domain::{
-    EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus, OutRefundNo,
-    OutTradeNo, Refund,
+    BillReport, EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus,
+    OutRefundNo, OutTradeNo, Refund,
 };
 
 use crate::refunds::{DueRefund, RefundOutcome, RefundPlacement, RefundUpdate};
@@ -259,6 +259,27 @@ pub trait Store: Send + Sync + 'static {
         out_refund_no: &OutRefundNo,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Orders paid (SUCCESS or REFUND) with `paid_at` in `[from, to)`.
+    async fn orders_paid_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// SUCCESS refunds applied for (`created_at`) in `[from, to)`: the day
+    /// WeChat's bill lists a refund on.
+    async fn refunds_succeeded_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Refund>, StoreError>;
+
+    /// The stored reconciliation of a bill day.
+    async fn bill_report(&self, day: NaiveDate) -> Result<Option<BillReport>, StoreError>;
+
+    /// Stores (or replaces) a bill day's reconciliation.
+    async fn save_bill_report(&self, report: &BillReport) -> Result<(), StoreError>;
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError>;
 

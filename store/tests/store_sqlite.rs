@@ -103,6 +103,32 @@ mod file_backed {
         ) -> Result<(), StoreError> {
             self.store.schedule_refund_check(no, at).await
         }
+        async fn orders_paid_between(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<Order>, StoreError> {
+            self.store.orders_paid_between(from, to).await
+        }
+        async fn refunds_succeeded_between(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<Refund>, StoreError> {
+            self.store.refunds_succeeded_between(from, to).await
+        }
+        async fn bill_report(
+            &self,
+            day: chrono::NaiveDate,
+        ) -> Result<Option<wxpay_core::domain::BillReport>, StoreError> {
+            self.store.bill_report(day).await
+        }
+        async fn save_bill_report(
+            &self,
+            report: &wxpay_core::domain::BillReport,
+        ) -> Result<(), StoreError> {
+            self.store.save_bill_report(report).await
+        }
         async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, StoreError> {
             self.store.transition(t).await
         }

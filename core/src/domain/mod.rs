@@ -7,6 +7,7 @@ mod ids;
 mod json;
 mod money;
 mod order;
+mod reconciliation;
 mod refund;
 mod status;
 
@@ -16,5 +17,6 @@ pub use ids::{
 };
 pub use money::Fee;
 pub use order::{EventSource, NewOrder, Order, OrderEvent};
+pub use reconciliation::{BillReport, Discrepancy, DiscrepancyKind};
 pub use refund::{NewRefund, Refund, RefundStatus};
 pub use status::OrderStatus;

@@ -2,6 +2,7 @@
 //! parameters, the refund-notification cipher, Beijing time, and the merchant
 //! whose key signs it all. Pure functions; the HTTP client lives in payment-service.
 
+pub mod bill;
 pub mod china_time;
 mod merchant;
 pub mod pay_params;

@@ -14,11 +14,13 @@ use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOut
 
 use crate::{error::ApiError, wechat::WechatClient};
 
+mod bill;
 mod create;
 mod refund;
 mod settle;
 mod terms;
 
+pub use bill::{bill_ready_at, china_day, parse_bill_date, BillEntry, BillRefund, DayBill};
 pub use create::{CreateOrderInput, Created};
 pub use refund::{RefundCheck, RefundInput};
 

@@ -9,6 +9,7 @@ use wxpay_core::{
     wechat::{china_time, sign, xml, Fields, Merchant, SignType},
 };
 
+mod bill;
 mod refund;
 mod types;
 

@@ -76,6 +76,7 @@ impl PgStore {
     }
 }
 
+mod bills;
 mod lifecycle;
 mod queries;
 mod refunds;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
 
 use crate::{
@@ -13,7 +13,8 @@ use crate::{
     RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
 };
 use wxpay_core::domain::{
-    IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
+    BillReport, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo,
+    Refund,
 };
 
 use super::{rows::*, *};
@@ -273,6 +274,30 @@ impl Store for PgStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.set_refund_check(out_refund_no, at).await
+    }
+
+    async fn orders_paid_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.paid_between(from, to).await
+    }
+
+    async fn refunds_succeeded_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Refund>, StoreError> {
+        self.refunded_between(from, to).await
+    }
+
+    async fn bill_report(&self, day: NaiveDate) -> Result<Option<BillReport>, StoreError> {
+        self.report_of(day).await
+    }
+
+    async fn save_bill_report(&self, report: &BillReport) -> Result<(), StoreError> {
+        self.keep_report(report).await
     }
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {

@@ -158,6 +158,7 @@ impl SqliteStore {
     }
 }
 
+mod bills;
 mod lifecycle;
 mod queries;
 mod refunds;

@@ -20,10 +20,10 @@ use wxpay_core::domain::{
     Fee, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund, RefundStatus,
 };
 
-const REFUND_COLUMNS: &str = "out_refund_no, out_trade_no, refund_id, refund_fee, \
+pub(super) const REFUND_COLUMNS: &str = "out_refund_no, out_trade_no, refund_id, refund_fee, \
      status, reason, failure, created_at, updated_at, succeeded_at";
 
-fn refund_from_row(row: &SqliteRow) -> Result<Refund, StoreError> {
+pub(super) fn refund_from_row(row: &SqliteRow) -> Result<Refund, StoreError> {
     let get = |name: &str| row.try_get::<String, _>(name).map_err(map_err);
     let time = |name: &str| from_millis(row.try_get(name).map_err(map_err)?);
     let succeeded_at: Option<i64> = row.try_get("succeeded_at").map_err(map_err)?;
