@@ -4,7 +4,7 @@
 //! - the size bound is applied before anything else (`TooLarge` for any limit
 //!   below the input's length), and `decode` is `decode_with("xml", MAX_XML_BYTES)`;
 //! - non-UTF-8 is refused, and nothing containing `<!DOCTYPE` or `<!ENTITY` is
-//!   accepted;
+//!   accepted; every accepted element name is in WeChat's `[A-Za-z0-9_]`;
 //! - a map it accepts re-encodes (`encode`) unless a name or value is outside
 //!   what the encoder writes (stated independently in `wxpay_fuzz::encodable`),
 //!   and `decode(encode(map)) == map`: the codec loses nothing (but for
@@ -40,6 +40,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(!markup.contains("<!DOCTYPE") && !markup.contains("<!ENTITY"));
         for v in fields.values() {
             check_value(v);
+        }
+        // Only WeChat's field-name alphabet gets through (finding 2).
+        for k in fields.keys() {
+            assert!(
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "accepted element name {k:?}"
+            );
         }
         match xml::encode(pairs(fields)) {
             Ok(again) => {

@@ -128,6 +128,18 @@ fn element_name(start: &BytesStart<'_>) -> Result<String, XmlError> {
     let name = std::str::from_utf8(start.name().as_ref())
         .map_err(|_| XmlError::NotUtf8)?
         .to_owned();
+    // WeChat's field names are letters, digits and underscores (`refund_fee_0`);
+    // anything else (a control character, a `<` the parser let through, an
+    // attribute) is not a message WeChat wrote. Found by fuzzing: the parser
+    // alone accepts such names.
+    let wechat_name =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !wechat_name {
+        return Err(XmlError::Malformed(format!(
+            "element name {:?} is not a WeChat field name",
+            name.chars().take(32).collect::<String>()
+        )));
+    }
     if start.attributes().next().is_some() {
         return Err(XmlError::Malformed(format!("attributes on <{name}>")));
     }
@@ -146,6 +158,19 @@ fn insert(fields: &mut Fields, name: String, value: String) -> Result<(), XmlErr
 mod tests {
     use super::*;
     use crate::wechat::xml::fields;
+
+    #[test]
+    fn element_names_outside_wechats_alphabet_are_refused() {
+        for body in [
+            &b"<xml><\x14a>1</\x14a></xml>"[..],
+            b"<xml><a-b>1</a-b></xml>",
+            b"<xml><a.b>1</a.b></xml>",
+            b"<xml><x\x14<!DOCTYPE\x14/><sign>X</sign></xml>",
+        ] {
+            assert!(decode(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+        assert!(decode(b"<xml><refund_fee_0>1</refund_fee_0></xml>").is_ok());
+    }
 
     #[test]
     fn decodes_cdata_text_and_entities() {
