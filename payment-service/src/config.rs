@@ -7,7 +7,7 @@ use std::time::Duration;
 use wxpay_core::wechat::{Merchant, SignType};
 use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
 
-use crate::reconciler::ReconcilerConfig;
+use crate::{reconciler::ReconcilerConfig, wechat::ClientTls};
 
 impl ReconcilerConfig {
     /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60) and
@@ -38,6 +38,9 @@ pub struct WechatConfig {
     pub sign_type: SignType,
     pub api_base: String,
     pub notify_url: String,
+    /// The merchant's API client certificate for `/secapi/` and extra trusted
+    /// CAs (`WECHAT_CLIENT_*`, `WECHAT_EXTRA_ROOT_CA`); `None` when none is set.
+    pub client_tls: Option<ClientTls>,
 }
 
 /// The production host of the v2 API.
@@ -62,11 +65,13 @@ impl WechatConfig {
             required("WECHAT_NOTIFY_URL")?,
             &["https", "http"],
         )?;
+        let client_tls = ClientTls::from_env(&merchant.mch_id)?;
         Ok(Self {
             merchant,
             sign_type,
             api_base,
             notify_url,
+            client_tls,
         })
     }
 }

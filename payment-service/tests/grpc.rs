@@ -519,6 +519,7 @@ async fn database_down_is_unavailable() {
         sign_type: SignType::Md5,
         api_base: "http://127.0.0.1:9".into(),
         notify_url: "http://127.0.0.1:9/n".into(),
+        client_tls: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -95,6 +95,7 @@ impl Stack {
             sign_type: settings.sign_type,
             api_base: partial.sandbox_url(),
             notify_url: partial.notify_url(),
+            client_tls: None,
         };
         let wechat = WechatClient::new(
             &wechat_config.api_base,

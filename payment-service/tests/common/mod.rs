@@ -91,6 +91,7 @@ pub async fn start(opts: Options) -> Harness {
         api_base: sandbox_url.clone(),
         // Nobody listens here; these tests check notifications are not needed for QueryOrder.
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
+        client_tls: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
