@@ -125,6 +125,8 @@ fn binary() -> Command {
         .env("WECHAT_MCH_ID", "1900000109")
         .env("WECHAT_API_KEY", "sandboxtestkey0123456789abcdefgh")
         .env("RUST_LOG", "warn")
+        // Its TLS listener on a free port, not the default 8443 that parallel tests would share.
+        .env("SANDBOX_TLS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
