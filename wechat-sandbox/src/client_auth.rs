@@ -77,7 +77,7 @@ pub(crate) async fn require_merchant_certificate(
             tracing::info!(
                 path = request.uri().path(),
                 return_msg,
-                "secapi request refused: no merchant certificate"
+                "secapi request refused: not the merchant's client certificate"
             );
             xml_response(protocol::to_xml(&Fields::from([
                 ("return_code".to_owned(), "FAIL".to_owned()),

@@ -160,14 +160,18 @@ fn a_bad_api_key_is_named_but_never_echoed() {
     assert!(!stderr.contains("tooshort-secret"), "{stderr}");
 }
 
-/// Starts the binary on a free port with extra variables and waits until it answers.
-async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+/// Starts the binary on a free port with extra variables and waits until it
+/// answers. Its TLS files go to a directory removed with the returned guard:
+/// a killed binary cannot remove its own.
+async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
+    let tls_dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = binary();
-    cmd.env("SANDBOX_ADDR", format!("127.0.0.1:{port}"));
+    cmd.env("SANDBOX_ADDR", format!("127.0.0.1:{port}"))
+        .env("SANDBOX_TLS_DIR", tls_dir.path());
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -189,7 +193,7 @@ async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the sandbox never answered on {port}");
-    (child, port)
+    (child, port, tls_dir)
 }
 
 #[test]
@@ -226,7 +230,7 @@ fn a_bad_bill_layout_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
-    let (_child, port) = start_binary(&[
+    let (_child, port, _tls_dir) = start_binary(&[
         ("SANDBOX_MIN_EXPIRE_SECONDS", "0"),
         ("SANDBOX_CLOSE_MIN_AGE_SECONDS", "0"),
     ])
@@ -259,7 +263,7 @@ async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
 
 #[tokio::test]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
-    let (mut child, _port) = start_binary(&[]).await;
+    let (mut child, _port, _tls_dir) = start_binary(&[]).await;
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -320,18 +324,13 @@ fn bad_tls_settings_stop_start_up_with_one_line_naming_them() {
 async fn the_binary_writes_the_merchants_tls_files_and_serves_secapi_over_tls() {
     use payment_service::wechat::ClientTls;
 
-    let dir = tempfile::tempdir().expect("temp dir");
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let tls_addr = format!("127.0.0.1:{tls_port}");
-    let dir_path = dir.path().to_string_lossy().into_owned();
-    let (_child, _port) = start_binary(&[
-        ("SANDBOX_TLS_DIR", &dir_path),
-        ("SANDBOX_TLS_ADDR", &tls_addr),
-    ])
-    .await;
+    // start_binary gives it SANDBOX_TLS_DIR: the files are written there.
+    let (_child, _port, dir) = start_binary(&[("SANDBOX_TLS_ADDR", &tls_addr)]).await;
     let tls = ClientTls::from_p12_file(&dir.path().join("client.p12"), "1900000109")
         .expect("client.p12 opens with the mch_id")
         .with_extra_root_file(&dir.path().join("ca.pem"))

@@ -22,7 +22,7 @@ use rustls::{
     server::WebPkiClientVerifier,
     RootCertStore, ServerConfig,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tempfile::TempDir;
 
 use super::TlsSource;
@@ -285,16 +285,11 @@ fn generate(dir: Option<&Path>, mch_id: &str) -> Result<Prepared, SetupError> {
     write(
         &dir,
         "server.key",
-        secrecy::ExposeSecret::expose_secret(&server.key_pem()).as_bytes(),
+        server.key_pem().expose_secret().as_bytes(),
         true,
     )?;
     let cert_path = write(&dir, "client.pem", cert_pem.as_bytes(), false)?;
-    let key_path = write(
-        &dir,
-        "client.key",
-        secrecy::ExposeSecret::expose_secret(&key_pem).as_bytes(),
-        true,
-    )?;
+    let key_path = write(&dir, "client.key", key_pem.expose_secret().as_bytes(), true)?;
     let p12_path = write(&dir, "client.p12", &p12, true)?;
 
     let mut roots = RootCertStore::empty();
@@ -350,8 +345,11 @@ fn pkcs12(
         .write()
 }
 
-/// Writes `name` into `dir`; keys and the p12 readable by the owner only.
+/// Writes `name` into `dir`; keys and the p12 readable by the owner only, from
+/// the moment the file exists (SANDBOX_TLS_DIR may be a shared directory).
 fn write(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf, SetupError> {
+    use std::io::Write as _;
+
     let path = dir.join(name);
     let failed = |e: std::io::Error| {
         SetupError::new(
@@ -359,14 +357,27 @@ fn write(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf,
             format!("{} cannot be written: {e}", path.display()),
         )
     };
-    std::fs::write(&path, bytes).map_err(failed)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = if private { 0o600 } else { 0o644 };
+        options.mode(mode);
+        let mut file = options.open(&path).map_err(failed)?;
+        // The mode above applies only to a new file; one left by an earlier run keeps its own.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(failed)?;
+        file.write_all(bytes).map_err(failed)?;
     }
     #[cfg(not(unix))]
-    let _ = private;
+    {
+        let _ = private;
+        options
+            .open(&path)
+            .and_then(|mut file| file.write_all(bytes))
+            .map_err(failed)?;
+    }
     Ok(path)
 }
 
