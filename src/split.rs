@@ -68,6 +68,9 @@ impl Settings {
         sandbox.extend([
             ("SANDBOX_ADDR", self.sandbox_addr.to_string()),
             ("SANDBOX_TIME_FACTOR", self.sandbox_time_factor.to_string()),
+            // Nothing here calls /secapi/ over TLS yet: a free port, so that
+            // harnesses running side by side never fight over the default 8443.
+            ("SANDBOX_TLS_ADDR", "127.0.0.1:0".to_owned()),
         ]);
 
         let mut payment = merchant.clone();

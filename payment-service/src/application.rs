@@ -81,7 +81,10 @@ impl Application {
         let wechat = WechatClient::new(
             &settings.wechat.api_base,
             settings.wechat.merchant.clone(),
-            ClientOptions::default(),
+            ClientOptions {
+                tls: settings.wechat.client_tls.clone(),
+                ..ClientOptions::default()
+            },
         )?;
         let listener = TcpListener::bind(settings.addr).await?;
         let tls = settings.tls.clone();

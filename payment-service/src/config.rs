@@ -7,7 +7,7 @@ use std::time::Duration;
 use wxpay_core::wechat::{Merchant, SignType};
 use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
 
-use crate::reconciler::ReconcilerConfig;
+use crate::{reconciler::ReconcilerConfig, wechat::ClientTls};
 
 impl ReconcilerConfig {
     /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60) and
@@ -40,6 +40,9 @@ pub struct WechatConfig {
     pub notify_url: String,
     /// `WECHAT_REFUND_NOTIFY_URL`; unset: the gateway's refund path beside `notify_url`.
     pub refund_notify_url: Option<String>,
+    /// The merchant's API client certificate for `/secapi/` and extra trusted
+    /// CAs (`WECHAT_CLIENT_*`, `WECHAT_EXTRA_ROOT_CA`); `None` when none is set.
+    pub client_tls: Option<ClientTls>,
 }
 
 /// The production host of the v2 API.
@@ -67,12 +70,14 @@ impl WechatConfig {
         let refund_notify_url = optional("WECHAT_REFUND_NOTIFY_URL")?
             .map(|u| url("WECHAT_REFUND_NOTIFY_URL", u, &["https", "http"]))
             .transpose()?;
+        let client_tls = ClientTls::from_env(&merchant.mch_id)?;
         Ok(Self {
             merchant,
             sign_type,
             api_base,
             notify_url,
             refund_notify_url,
+            client_tls,
         })
     }
 }

@@ -96,6 +96,7 @@ impl Stack {
             api_base: partial.sandbox_url(),
             notify_url: partial.notify_url(),
             refund_notify_url: None,
+            client_tls: None,
         };
         let wechat = WechatClient::new(
             &wechat_config.api_base,

@@ -1,14 +1,17 @@
 //! The sandbox's configuration: the one merchant it knows, how fast time runs for
 //! notification retries, the time limits WeChat enforces on orders, the daily
-//! bill's layout, and the durations of its simulated failures. Read from
+//! bill's layout, the TLS listener, and the durations of its simulated failures. Read from
 //! the environment by the binary (through payment_service's helpers, so a bad value
 //! is one line naming the variable), built directly by tests.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use chrono::TimeDelta;
 
-use crate::bill::BillLayout;
+use crate::{
+    bill::BillLayout,
+    tls::{self, TlsSettings, TlsSource, DEFAULT_TLS_ADDR},
+};
 
 use wxpay_core::wechat::{ApiKey, Merchant};
 use wxpay_runtime::config::{self, ConfigError};
@@ -46,6 +49,10 @@ pub struct SandboxConfig {
     pub close_min_age: Duration,
     /// The daily bill's layout: WeChat's current 27 columns or the older 24.
     pub bill_layout: BillLayout,
+    /// The TLS listener that serves `/secapi/` to the merchant's client
+    /// certificate: by default on a free loopback port with certificates issued
+    /// at start into a temporary directory.
+    pub tls: TlsSettings,
 }
 
 impl SandboxConfig {
@@ -59,6 +66,7 @@ impl SandboxConfig {
             min_expire: Duration::from_secs(DEFAULT_MIN_EXPIRE_SECONDS),
             close_min_age: Duration::from_secs(DEFAULT_CLOSE_MIN_AGE_SECONDS),
             bill_layout: BillLayout::Current,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -92,8 +100,10 @@ impl SandboxConfig {
 
     /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use),
     /// `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS`,
-    /// `SANDBOX_CLOSE_MIN_AGE_SECONDS` and `SANDBOX_BILL_LAYOUT`; with
-    /// `SANDBOX_ADDR`, the listen address.
+    /// `SANDBOX_CLOSE_MIN_AGE_SECONDS`, `SANDBOX_BILL_LAYOUT`, and the TLS
+    /// listener's `SANDBOX_TLS_ADDR`, `SANDBOX_TLS_DIR` or `SANDBOX_TLS_CA` +
+    /// `SANDBOX_TLS_CERT` + `SANDBOX_TLS_KEY` (see [`tls_from_env`]); with
+    /// `SANDBOX_ADDR`, the plain listener's address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
         let merchant = config::merchant_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
@@ -128,7 +138,9 @@ impl SandboxConfig {
             })?,
         };
         let addr = config::addr("SANDBOX_ADDR", DEFAULT_ADDR)?;
+        let tls = tls_from_env(&merchant.mch_id)?;
         let config = Self {
+            tls,
             bill_layout,
             time_factor,
             min_expire: Duration::from_secs(min_expire),
@@ -137,6 +149,60 @@ impl SandboxConfig {
         };
         Ok((config, addr))
     }
+}
+
+/// The TLS listener's settings: `SANDBOX_TLS_ADDR` (127.0.0.1:8443), and either
+/// `SANDBOX_TLS_DIR` (where generated certificates are written; a fresh
+/// temporary directory by default) or all of `SANDBOX_TLS_CA`, `SANDBOX_TLS_CERT`
+/// and `SANDBOX_TLS_KEY` (PEM files to use instead, read and checked here so
+/// that a bad one stops start-up with one line naming it).
+pub fn tls_from_env(mch_id: &str) -> Result<TlsSettings, ConfigError> {
+    let addr = config::addr("SANDBOX_TLS_ADDR", DEFAULT_TLS_ADDR)?;
+    let dir = config::optional("SANDBOX_TLS_DIR")?.map(PathBuf::from);
+    let given = [
+        ("SANDBOX_TLS_CA", config::optional("SANDBOX_TLS_CA")?),
+        ("SANDBOX_TLS_CERT", config::optional("SANDBOX_TLS_CERT")?),
+        ("SANDBOX_TLS_KEY", config::optional("SANDBOX_TLS_KEY")?),
+    ];
+    let source = match given {
+        [(_, None), (_, None), (_, None)] => {
+            if let Some(dir) = &dir {
+                if dir.exists() && !dir.is_dir() {
+                    return Err(ConfigError::new(
+                        "SANDBOX_TLS_DIR",
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+            }
+            TlsSource::Generate { dir }
+        }
+        [(_, Some(ca)), (_, Some(cert)), (_, Some(key))] => {
+            if dir.is_some() {
+                return Err(ConfigError::new(
+                    "SANDBOX_TLS_DIR",
+                    "cannot be used with SANDBOX_TLS_CA, SANDBOX_TLS_CERT and SANDBOX_TLS_KEY (nothing is generated)",
+                ));
+            }
+            let source = TlsSource::Files {
+                ca: ca.into(),
+                cert: cert.into(),
+                key: key.into(),
+            };
+            tls::prepare(&source, mch_id).map_err(|e| ConfigError::new(e.var, e.reason))?;
+            source
+        }
+        partial => {
+            let missing = partial
+                .iter()
+                .find(|(_, value)| value.is_none())
+                .map_or("SANDBOX_TLS_CA", |(var, _)| *var);
+            return Err(ConfigError::new(
+                missing,
+                "must be set too: SANDBOX_TLS_CA, SANDBOX_TLS_CERT and SANDBOX_TLS_KEY go together",
+            ));
+        }
+    };
+    Ok(TlsSettings { addr, source })
 }
 
 /// A std duration as a chrono span; one too long for chrono (a test may set any

@@ -1,6 +1,7 @@
 //! A running sandbox for tests in any crate, and the typed client of its control
 //! API: `spawn` starts it on 127.0.0.1:0 in a tokio task and returns a
-//! [`SandboxHandle`] that knows its URL and can pay, fail and inspect orders.
+//! [`SandboxHandle`] that knows its URLs (plain and TLS), the certificates a
+//! merchant needs for `/secapi/`, and can pay, fail and inspect orders.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::{
     },
     faults::Faults,
     orders::DeliveryAttempt,
+    tls::TlsFiles,
     Sandbox,
 };
 
@@ -42,17 +44,22 @@ impl ControlError {
 pub struct SandboxHandle {
     base_url: String,
     port: u16,
+    https_url: String,
+    tls_port: u16,
+    tls_files: TlsFiles,
     config: SandboxConfig,
     http: reqwest::Client,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a sandbox on 127.0.0.1 with a free port, in a tokio task.
+/// Starts a sandbox on 127.0.0.1 with a free port, in a tokio task; its TLS
+/// listener on `config.tls.addr` (a free loopback port by default).
 ///
 /// # Panics
-/// When no local port can be bound: a test cannot run without one, and a
-/// panic with the reason is the clearest failure a test can give.
+/// When no local port can be bound or the certificates cannot be made: a test
+/// cannot run without them, and a panic with the reason is the clearest
+/// failure a test can give.
 pub async fn spawn(config: SandboxConfig) -> SandboxHandle {
     let sandbox = match Sandbox::build(config.clone(), "127.0.0.1:0").await {
         Ok(s) => s,
@@ -60,12 +67,18 @@ pub async fn spawn(config: SandboxConfig) -> SandboxHandle {
     };
     let base_url = sandbox.base_url();
     let port = sandbox.port();
+    let https_url = sandbox.https_url();
+    let tls_port = sandbox.tls_port();
+    let tls_files = sandbox.tls_files().clone();
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let task = tokio::spawn(sandbox.run_until_stopped(async move { stopped.cancelled().await }));
     SandboxHandle {
         base_url,
         port,
+        https_url,
+        tls_port,
+        tls_files,
         config,
         http: reqwest::Client::new(),
         stop,
@@ -81,6 +94,23 @@ impl SandboxHandle {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `https://127.0.0.1:PORT`: the `WECHAT_API_BASE` for a client that calls
+    /// `/secapi/` (with the merchant's certificate and the sandbox's CA trusted).
+    pub fn https_url(&self) -> &str {
+        &self.https_url
+    }
+
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// The CA to trust (`ca_path`, `ca_pem`) and, unless the configuration gave
+    /// its own CA, the merchant's client certificate, key and p12 (`client()`).
+    /// The files exist while the sandbox runs.
+    pub fn tls_files(&self) -> &TlsFiles {
+        &self.tls_files
     }
 
     /// The merchant the sandbox accepts; give it to the client under test.

@@ -7,11 +7,18 @@
 //! bank side. It uses the product's own signing, XML and refund-cipher code, so
 //! it speaks exactly what the product expects, and holds everything in memory.
 //!
+//! It listens twice: plain HTTP for everything but `/secapi/`, and TLS with
+//! optional client authentication (`tls`), where `/secapi/` takes requests that
+//! carry the merchant's API client certificate, as WeChat's API host does. The
+//! certificates are generated at start (or given), and written out for the
+//! merchant in the formats WeChat hands out.
+//!
 //! Entry points: [`app`] builds the router; [`Sandbox::build`] binds and
 //! [`Sandbox::run_until_stopped`] serves (what `main` and tests share);
 //! [`spawn`] runs one in the background of a test and returns a [`SandboxHandle`].
 
 mod bill;
+mod client_auth;
 mod config;
 mod control;
 mod faults;
@@ -20,16 +27,19 @@ mod notify;
 mod orders;
 mod protocol;
 mod state;
+mod tls;
 mod wechat_api;
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, io, net::SocketAddr};
 
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 pub use bill::BillLayout;
+pub use client_auth::ClientAuth;
 pub use config::{
-    SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS, DEFAULT_MIN_EXPIRE_SECONDS,
+    tls_from_env, SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS,
+    DEFAULT_MIN_EXPIRE_SECONDS,
 };
 pub use control::{
     AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, RefundView, SettleOptions,
@@ -40,32 +50,53 @@ pub use handle::{spawn, ControlError, SandboxHandle};
 pub use notify::{retry_delays, Delivery};
 pub use orders::{DeliveryAttempt, RefundStatus, MAX_REFUNDS_PER_ORDER};
 pub use state::AppState;
+pub use tls::{
+    ClientFiles, IssuedCert, TestCa, TlsFiles, TlsSettings, TlsSource, DEFAULT_TLS_ADDR,
+};
 
 /// The whole HTTP surface: WeChat's endpoints and the control API.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .merge(wechat_api::routes())
+        .merge(wechat_api::routes(state.clone()))
         .merge(control::routes())
         .with_state(state)
 }
 
-/// A sandbox bound to its port, not yet serving.
+/// A sandbox bound to its ports, not yet serving.
 #[derive(Debug)]
 pub struct Sandbox {
     listener: TcpListener,
     port: u16,
+    tls_listener: TcpListener,
+    tls_port: u16,
+    tls: tls::Prepared,
     state: AppState,
 }
 
 impl Sandbox {
-    /// Binds `addr` (`"127.0.0.1:0"` picks a free port).
-    pub async fn build(config: SandboxConfig, addr: impl ToSocketAddrs) -> std::io::Result<Self> {
-        let state = AppState::new(config).map_err(std::io::Error::other)?;
+    /// Binds `addr` (`"127.0.0.1:0"` picks a free port) and the TLS listener
+    /// (`config.tls.addr`), after issuing or loading its certificates. A TLS
+    /// problem's message names the variable that would fix it (`SANDBOX_TLS_…`).
+    pub async fn build(config: SandboxConfig, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        let tls = tls::prepare(&config.tls.source, &config.merchant.mch_id)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let tls_addr = config.tls.addr;
+        let state = AppState::new(config).map_err(io::Error::other)?;
         let listener = TcpListener::bind(addr).await?;
         let port = listener.local_addr()?.port();
+        let tls_listener = TcpListener::bind(tls_addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("SANDBOX_TLS_ADDR: the TLS listener cannot listen on {tls_addr}: {e}"),
+            )
+        })?;
+        let tls_port = tls_listener.local_addr()?.port();
         Ok(Self {
             listener,
             port,
+            tls_listener,
+            tls_port,
+            tls,
             state,
         })
     }
@@ -74,44 +105,104 @@ impl Sandbox {
         self.port
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// `http://HOST:PORT`; an unspecified host (0.0.0.0) is written as 127.0.0.1.
     pub fn base_url(&self) -> String {
-        match self.listener.local_addr() {
-            Ok(addr) if !addr.ip().is_unspecified() => format!("http://{addr}"),
-            _ => format!("http://127.0.0.1:{}", self.port),
-        }
+        url("http", self.listener.local_addr(), self.port)
+    }
+
+    /// The TLS listener's port.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    pub fn tls_local_addr(&self) -> io::Result<SocketAddr> {
+        self.tls_listener.local_addr()
+    }
+
+    /// `https://HOST:PORT`, the `WECHAT_API_BASE` for a client that calls
+    /// `/secapi/`; an unspecified host is written as 127.0.0.1 (a name the
+    /// generated server certificate holds).
+    pub fn https_url(&self) -> String {
+        url("https", self.tls_listener.local_addr(), self.tls_port)
+    }
+
+    /// The CA to trust and the merchant's client certificate, key and p12.
+    pub fn tls_files(&self) -> &TlsFiles {
+        &self.tls.files
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then stops notification retries and
-    /// simulated hangs and lets in-flight requests finish.
+    /// Serves both listeners until `shutdown` resolves, then stops notification
+    /// retries and simulated hangs and lets in-flight requests finish. Generated
+    /// certificate files in a temporary directory are removed once both stopped.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let token = self.state.shutdown().clone();
-        let router = app(self.state);
-        tracing::info!(port = self.port, "WeChat Pay sandbox listening");
+    ) -> io::Result<()> {
+        let Self {
+            listener,
+            port,
+            tls_listener,
+            tls_port,
+            tls,
+            state,
+        } = self;
+        let tls::Prepared {
+            config: tls_config,
+            temp_dir,
+            ..
+        } = tls;
+        // One token stops both listeners, the retry loops and the hanging
+        // handlers; either listener failing stops the other.
+        let token = state.shutdown().clone();
+        let router = app(state);
+        tracing::info!(port, tls_port, "WeChat Pay sandbox listening");
         // Nagle off, as on the real API's side: small replies go out at once.
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+        let plain = axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
             }),
-            router,
+            router.clone(),
         )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+        let secure = tls::serve(
+            tls_listener,
+            tls_config,
+            router,
+            token.clone().cancelled_owned(),
+        );
+        let (result, (), ()) = tokio::join!(
+            async {
+                let result = plain.await;
+                token.cancel();
+                result
+            },
+            secure,
+            async {
+                tokio::select! {
+                    () = shutdown => token.cancel(),
+                    () = token.cancelled() => {}
+                }
+            },
+        );
+        drop(temp_dir);
+        result
+    }
+}
+
+/// `scheme://addr`, with 127.0.0.1 for an unspecified address.
+fn url(scheme: &str, addr: io::Result<SocketAddr>, port: u16) -> String {
+    match addr {
+        Ok(addr) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
+        _ => format!("{scheme}://127.0.0.1:{port}"),
     }
 }

@@ -1,5 +1,5 @@
-//! The sandbox binary: configuration from the environment, logs, serve until
-//! SIGTERM or Ctrl-C. Everything else is in the library.
+//! The sandbox binary: configuration from the environment, logs (with where the
+//! TLS files are), serve until SIGTERM or Ctrl-C. Everything else is in the library.
 
 use std::process::ExitCode;
 
@@ -20,15 +20,39 @@ async fn main() -> ExitCode {
     let sandbox = match Sandbox::build(config, addr).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wechat-sandbox: cannot listen on {addr}: {e}");
+            // A TLS problem's message names its SANDBOX_TLS_ variable itself.
+            eprintln!("wechat-sandbox: cannot start (SANDBOX_ADDR {addr}): {e}");
             return ExitCode::FAILURE;
         }
     };
+    log_tls(&sandbox);
     match sandbox.run_until_stopped(shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "the sandbox stopped with an error");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Where a merchant finds what `/secapi/` needs: the URL, the CA to trust
+/// (`WECHAT_EXTRA_ROOT_CA`) and the client certificate, key and p12.
+fn log_tls(sandbox: &Sandbox) {
+    let files = sandbox.tls_files();
+    let ca = files.ca_path().display();
+    match files.client() {
+        Some(client) => tracing::info!(
+            https_url = %sandbox.https_url(),
+            ca = %ca,
+            client_cert = %client.cert_path().display(),
+            client_key = %client.key_path().display(),
+            client_p12 = %client.p12_path().display(),
+            "TLS listener for /secapi/: trust the CA, present the client certificate (p12 password: the mch_id)"
+        ),
+        None => tracing::info!(
+            https_url = %sandbox.https_url(),
+            ca = %ca,
+            "TLS listener for /secapi/: client certificates must be issued by the given CA with CN = mch_id"
+        ),
     }
 }

@@ -2,8 +2,8 @@
 //! `/pay/closeorder`, `/secapi/pay/refund`, `/pay/refundquery` and
 //! `/pay/downloadbill`. Thin: apply an armed fault, check the request with
 //! `protocol`, act on the order book, and write the signed reply (or, for the
-//! bill, the file that `bill` builds). (The real `/secapi/` needs the merchant's client
-//! certificate over mutual TLS; the sandbox serves plain HTTP.)
+//! bill, the file that `bill` builds). `/secapi/` is behind `client_auth`'s guard:
+//! the merchant's client certificate over mutual TLS, as on the live API.
 
 use std::io::Write;
 
@@ -11,6 +11,7 @@ use axum::{
     body::{Body, Bytes},
     extract::State,
     http::{header, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
     routing::post,
     Router,
@@ -23,7 +24,7 @@ use wxpay_core::{
 };
 
 use crate::{
-    bill,
+    bill, client_auth,
     faults::Fault,
     notify,
     orders::{CloseError, PlaceError, RefundError, SandboxOrder, SandboxRefund},
@@ -31,7 +32,15 @@ use crate::{
     state::AppState,
 };
 
-pub fn routes() -> Router<AppState> {
+/// The endpoints; `state` is the one the `/secapi/` guard reads the merchant from.
+pub fn routes(state: AppState) -> Router<AppState> {
+    // Only routes that matched run the guard: an unknown path is a plain 404.
+    let secapi = Router::new()
+        .route("/secapi/pay/refund", post(refund).fallback(require_post))
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            client_auth::require_merchant_certificate,
+        ));
     Router::new()
         .route(
             "/pay/unifiedorder",
@@ -39,7 +48,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/pay/orderquery", post(order_query).fallback(require_post))
         .route("/pay/closeorder", post(close_order).fallback(require_post))
-        .route("/secapi/pay/refund", post(refund).fallback(require_post))
         .route(
             "/pay/refundquery",
             post(refund_query).fallback(require_post),
@@ -48,6 +56,7 @@ pub fn routes() -> Router<AppState> {
             "/pay/downloadbill",
             post(download_bill).fallback(require_post),
         )
+        .merge(secapi)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -439,6 +448,6 @@ async fn hang_and_drop(state: &AppState) -> Response {
     (StatusCode::OK, Body::from_stream(failing)).into_response()
 }
 
-fn xml_response(xml: String) -> Response {
+pub(crate) fn xml_response(xml: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
 }

@@ -1,5 +1,5 @@
 //! The control API as curl would use it (raw JSON), and the binary: its
-//! configuration errors and its graceful shutdown on SIGTERM.
+//! configuration errors, its TLS files, and its graceful shutdown on SIGTERM.
 
 mod common;
 
@@ -125,6 +125,8 @@ fn binary() -> Command {
         .env("WECHAT_MCH_ID", "1900000109")
         .env("WECHAT_API_KEY", "sandboxtestkey0123456789abcdefgh")
         .env("RUST_LOG", "warn")
+        // Its TLS listener on a free port, not the default 8443 that parallel tests would share.
+        .env("SANDBOX_TLS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
@@ -158,14 +160,18 @@ fn a_bad_api_key_is_named_but_never_echoed() {
     assert!(!stderr.contains("tooshort-secret"), "{stderr}");
 }
 
-/// Starts the binary on a free port with extra variables and waits until it answers.
-async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+/// Starts the binary on a free port with extra variables and waits until it
+/// answers. Its TLS files go to a directory removed with the returned guard:
+/// a killed binary cannot remove its own.
+async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
+    let tls_dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = binary();
-    cmd.env("SANDBOX_ADDR", format!("127.0.0.1:{port}"));
+    cmd.env("SANDBOX_ADDR", format!("127.0.0.1:{port}"))
+        .env("SANDBOX_TLS_DIR", tls_dir.path());
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -187,7 +193,7 @@ async fn start_binary(vars: &[(&str, &str)]) -> (tokio::process::Child, u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the sandbox never answered on {port}");
-    (child, port)
+    (child, port, tls_dir)
 }
 
 #[test]
@@ -224,7 +230,7 @@ fn a_bad_bill_layout_stops_start_up_with_one_line_naming_it() {
 
 #[tokio::test]
 async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
-    let (_child, port) = start_binary(&[
+    let (_child, port, _tls_dir) = start_binary(&[
         ("SANDBOX_MIN_EXPIRE_SECONDS", "0"),
         ("SANDBOX_CLOSE_MIN_AGE_SECONDS", "0"),
     ])
@@ -257,7 +263,7 @@ async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
 
 #[tokio::test]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
-    let (mut child, _port) = start_binary(&[]).await;
+    let (mut child, _port, _tls_dir) = start_binary(&[]).await;
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -270,4 +276,120 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         .expect("exits after SIGTERM")
         .expect("status");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn bad_tls_settings_stop_start_up_with_one_line_naming_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "not a directory").expect("written");
+    let a_file = a_file.to_string_lossy().into_owned();
+    let nowhere = "/nonexistent/ca.pem";
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("SANDBOX_TLS_ADDR", "localhost-ish")], "SANDBOX_TLS_ADDR"),
+        (&[("SANDBOX_TLS_DIR", &a_file)], "SANDBOX_TLS_DIR"),
+        (&[("SANDBOX_TLS_CA", &a_file)], "SANDBOX_TLS_CERT"),
+        (
+            &[
+                ("SANDBOX_TLS_CA", nowhere),
+                ("SANDBOX_TLS_CERT", nowhere),
+                ("SANDBOX_TLS_KEY", nowhere),
+            ],
+            "SANDBOX_TLS_CA",
+        ),
+        (
+            &[
+                ("SANDBOX_TLS_CA", &a_file),
+                ("SANDBOX_TLS_CERT", &a_file),
+                ("SANDBOX_TLS_KEY", &a_file),
+            ],
+            "SANDBOX_TLS_CA",
+        ),
+    ];
+    for (vars, named) in cases {
+        let mut cmd = binary();
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runs");
+
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{vars:?}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{vars:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_writes_the_merchants_tls_files_and_serves_secapi_over_tls() {
+    use payment_service::wechat::ClientTls;
+
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    // start_binary gives it SANDBOX_TLS_DIR: the files are written there.
+    let (_child, _port, dir) = start_binary(&[("SANDBOX_TLS_ADDR", &tls_addr)]).await;
+    let tls = ClientTls::from_p12_file(&dir.path().join("client.p12"), "1900000109")
+        .expect("client.p12 opens with the mch_id")
+        .with_extra_root_file(&dir.path().join("ca.pem"))
+        .expect("ca.pem");
+    for name in ["server.pem", "client.pem"] {
+        assert!(dir.path().join(name).is_file(), "{name}");
+    }
+    #[cfg(unix)]
+    for name in ["server.key", "client.key", "client.p12"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(name))
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} is for its owner only: {mode:o}");
+    }
+
+    // A refund of an order WeChat never saw: past the certificate check, the
+    // business layer answers (signed) that the order does not exist.
+    let http = tls
+        .configure(reqwest::Client::builder())
+        .build()
+        .expect("client");
+    // The merchant binary() configures.
+    let merchant = wechat_sandbox::SandboxConfig::for_tests().merchant;
+    let mut fields = wxpay_core::wechat::Fields::from([
+        ("appid".to_owned(), merchant.app_id.clone()),
+        ("mch_id".to_owned(), merchant.mch_id.clone()),
+        (
+            "nonce_str".to_owned(),
+            "5K8264ILTKCH16CQ2502SI8ZNMTM67VS".to_owned(),
+        ),
+        ("out_trade_no".to_owned(), new_out_trade_no()),
+        ("out_refund_no".to_owned(), new_out_trade_no()),
+        ("total_fee".to_owned(), "100".to_owned()),
+        ("refund_fee".to_owned(), "100".to_owned()),
+    ]);
+    wxpay_core::wechat::sign::sign_fields(&mut fields, &merchant.api_key, SignType::Md5);
+    let body =
+        wxpay_core::wechat::xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .expect("encodes");
+    let reply = http
+        .post(format!("https://{tls_addr}/secapi/pay/refund"))
+        .body(body)
+        .send()
+        .await
+        .expect("the TLS listener answers")
+        .bytes()
+        .await
+        .expect("reply");
+    let reply = wxpay_core::wechat::xml::decode(&reply).expect("XML");
+    assert_eq!(
+        reply.get("return_code").map(String::as_str),
+        Some("SUCCESS"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        reply.get("err_code").map(String::as_str),
+        Some("ORDERNOTEXIST"),
+        "{reply:?}"
+    );
 }

@@ -11,8 +11,10 @@ use wxpay_core::{
 
 mod bill;
 mod refund;
+mod tls;
 mod types;
 
+pub use tls::{ClientTls, TlsError, TlsInput};
 pub use types::{
     ClientOptions, CloseOutcome, OrderQuery, RefundAccepted, RefundRequest, RefundState,
     UnifiedOrder, WechatError,
@@ -35,9 +37,13 @@ impl WechatClient {
         merchant: Merchant,
         options: ClientOptions,
     ) -> Result<Self, WechatError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
+            .timeout(options.request_timeout);
+        if let Some(tls) = &options.tls {
+            builder = tls.configure(builder);
+        }
+        let http = builder
             .build()
             .map_err(|e| WechatError::Transport(e.to_string()))?;
         Ok(Self {
@@ -48,13 +54,17 @@ impl WechatClient {
         })
     }
 
-    /// Whether requests carry the merchant's client certificate (needed by /secapi/).
-    pub fn has_client_certificate(&self) -> bool {
-        false
-    }
-
     pub fn merchant(&self) -> &Merchant {
         &self.merchant
+    }
+
+    /// Whether requests carry the merchant's API client certificate, without
+    /// which WeChat refuses `/secapi/` (refunds).
+    pub fn has_client_certificate(&self) -> bool {
+        self.options
+            .tls
+            .as_ref()
+            .is_some_and(ClientTls::has_identity)
     }
 
     /// Places a JSAPI order; returns the prepay_id.

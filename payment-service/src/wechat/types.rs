@@ -10,6 +10,8 @@ use wxpay_core::{
     wechat::{Fields, SignType},
 };
 
+use super::tls::ClientTls;
+
 /// Timeouts and retries. The defaults suit WeChat's production API.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -19,6 +21,9 @@ pub struct ClientOptions {
     pub max_attempts: u32,
     /// First pause between attempts; doubled each time.
     pub backoff: Duration,
+    /// The merchant's API client certificate (which `/secapi/` requires) and any
+    /// extra CA trusted for the API's host. `None`: public roots, no certificate.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -28,6 +33,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             max_attempts: 3,
             backoff: Duration::from_millis(200),
+            tls: None,
         }
     }
 }

@@ -92,6 +92,7 @@ pub async fn start(opts: Options) -> Harness {
         // Nobody listens here; these tests check notifications are not needed for QueryOrder.
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
+        client_tls: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -1,5 +1,6 @@
 //! Shared test helpers: a sandbox on port 0, the product's WeChat client pointed
-//! at it, and a tiny notification receiver that answers as a test tells it to.
+//! at it, the merchant's TLS configuration for `/secapi/`, and a tiny
+//! notification receiver that answers as a test tells it to.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -10,7 +11,8 @@ use std::{
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
 // The product's own WeChat client, so the sandbox is checked against what will call it.
-use payment_service::wechat::{ClientOptions, UnifiedOrder, WechatClient};
+use payment_service::wechat::{ClientOptions, ClientTls, UnifiedOrder, WechatClient};
+use secrecy::ExposeSecret;
 use wechat_sandbox::{SandboxConfig, SandboxHandle};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
@@ -33,6 +35,29 @@ pub fn client(sandbox: &SandboxHandle) -> WechatClient {
 
 pub fn client_with(sandbox: &SandboxHandle, options: ClientOptions) -> WechatClient {
     WechatClient::new(sandbox.base_url(), sandbox.merchant().clone(), options)
+        .expect("client builds")
+}
+
+/// What a merchant configures for `/secapi/`: the client certificate the
+/// sandbox issued (PEM pair) and its CA as an extra trusted root.
+pub fn merchant_tls(sandbox: &SandboxHandle) -> ClientTls {
+    let files = sandbox.tls_files();
+    let client = files
+        .client()
+        .expect("the sandbox issued a client certificate");
+    ClientTls::from_pem(
+        client.cert_pem().as_bytes(),
+        client.key_pem().expose_secret().as_bytes(),
+    )
+    .expect("the issued certificate and key")
+    .with_extra_root(files.ca_pem().as_bytes())
+    .expect("the sandbox's CA")
+}
+
+/// A plain reqwest client configured with `tls`.
+pub fn http_client(tls: &ClientTls) -> reqwest::Client {
+    tls.configure(reqwest::Client::builder())
+        .build()
         .expect("client builds")
 }
 
@@ -114,12 +139,38 @@ async fn receive(
 
 /// Signs `pairs` (plus the merchant's appid, mch_id and a nonce) with `sign_type`,
 /// POSTs them to `path` as XML and returns the reply's content type and bytes.
+/// `/secapi/` goes to the TLS listener with the merchant's certificate, as it
+/// must; everything else over plain HTTP.
 pub async fn call_raw(
     sandbox: &SandboxHandle,
     path: &str,
     pairs: &[(&str, &str)],
     sign_type: SignType,
 ) -> (String, Vec<u8>) {
+    let (http, base) = if path.starts_with("/secapi/") {
+        (http_client(&merchant_tls(sandbox)), sandbox.https_url())
+    } else {
+        (reqwest::Client::new(), sandbox.base_url())
+    };
+    let url = format!("{base}{path}");
+    let response = http
+        .post(url)
+        .body(signed_body(sandbox, pairs, sign_type))
+        .send()
+        .await
+        .expect("sent");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response.bytes().await.expect("reply").to_vec();
+    (content_type, bytes)
+}
+
+/// The XML body of a request signed as the sandbox's merchant.
+pub fn signed_body(sandbox: &SandboxHandle, pairs: &[(&str, &str)], sign_type: SignType) -> String {
     let merchant = sandbox.merchant();
     let mut fields: Fields = pairs
         .iter()
@@ -132,21 +183,7 @@ pub async fn call_raw(
         fields.insert("sign_type".into(), sign_type.as_str().into());
     }
     sign::sign_fields(&mut fields, &merchant.api_key, sign_type);
-    let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodes");
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", sandbox.base_url()))
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let bytes = response.bytes().await.expect("reply").to_vec();
-    (content_type, bytes)
+    xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("encodes")
 }
 
 /// [`call_raw`], for a reply in XML: checks its signature when it has one and
