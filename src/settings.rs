@@ -58,6 +58,9 @@ pub struct Settings {
     pub api_token: Option<SecretString>,
     /// Divides the sandbox's notification retry schedule.
     pub sandbox_time_factor: u32,
+    /// The sandbox settles each accepted refund on its own after this long
+    /// (`SANDBOX_REFUND_SETTLE_MS`, 2000 here; 0: only through its control API).
+    pub sandbox_refund_settle: Option<Duration>,
     /// The poller asks WeChat about a watched unpaid order after this long.
     pub fallback_delay: Duration,
     /// The cap of that query's backoff.
@@ -121,6 +124,10 @@ impl Settings {
             sandbox_addr: config::addr("SANDBOX_ADDR", wechat_sandbox::DEFAULT_ADDR)?,
             api_token,
             sandbox_time_factor,
+            sandbox_refund_settle: {
+                let ms: u64 = config::parsed_or("SANDBOX_REFUND_SETTLE_MS", 2000)?;
+                (ms > 0).then(|| Duration::from_millis(ms))
+            },
             fallback_delay: Duration::from_millis(config::parsed_or(
                 "POLLER_FALLBACK_DELAY_MS",
                 5000,
@@ -150,6 +157,8 @@ impl Settings {
             sandbox_addr: any,
             api_token: None,
             sandbox_time_factor: 1,
+            // Tests settle refunds through the sandbox's control API.
+            sandbox_refund_settle: None,
             fallback_delay: Duration::from_secs(5),
             fallback_max_delay: Duration::from_secs(60),
             reconcile: ReconcilerConfig::default(),

@@ -15,7 +15,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use payment_service::{
     config::WechatConfig,
-    wechat::{ClientOptions, WechatClient},
+    wechat::{ClientOptions, ClientTls, WechatClient},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,7 @@ impl Stack {
         // sandbox's URL as its WeChat API and the gateway's as its notify_url.
         let sandbox_config = SandboxConfig {
             time_factor: settings.sandbox_time_factor,
+            refund_settle_after: settings.sandbox_refund_settle,
             ..SandboxConfig::new(settings.merchant.clone())
         };
         let sandbox = Sandbox::build(sandbox_config, settings.sandbox_addr)
@@ -90,18 +91,25 @@ impl Stack {
             sandbox: reachable_addr(sandbox.local_addr()?),
         };
 
+        // The whole API over the sandbox's TLS listener, with the client
+        // certificate it issued for the merchant: refunds (/secapi/) work out
+        // of the box, over real mutual TLS, as they would against WeChat.
+        let client_tls = sandbox_client_tls(&sandbox)?;
         let wechat_config = WechatConfig {
             merchant: settings.merchant.clone(),
             sign_type: settings.sign_type,
-            api_base: partial.sandbox_url(),
+            api_base: sandbox.https_url(),
             notify_url: partial.notify_url(),
             refund_notify_url: None,
-            client_tls: None,
+            client_tls: Some(client_tls.clone()),
         };
         let wechat = WechatClient::new(
             &wechat_config.api_base,
             wechat_config.merchant.clone(),
-            ClientOptions::default(),
+            ClientOptions {
+                tls: Some(client_tls),
+                ..ClientOptions::default()
+            },
         )
         .context("cannot build the WeChat Pay client")?;
         let payment = payment_service::Application::from_parts(
@@ -187,4 +195,20 @@ impl Stack {
             sqlite,
         })
     }
+}
+
+/// The merchant's client certificate the sandbox issued, with the sandbox's CA
+/// trusted for its TLS listener.
+fn sandbox_client_tls(sandbox: &Sandbox) -> anyhow::Result<ClientTls> {
+    use secrecy::ExposeSecret;
+    let files = sandbox.tls_files();
+    let client = files
+        .client()
+        .context("the sandbox issued no client certificate")?;
+    ClientTls::from_pem(
+        client.cert_pem().as_bytes(),
+        client.key_pem().expose_secret().as_bytes(),
+    )
+    .and_then(|tls| tls.with_extra_root(files.ca_pem().as_bytes()))
+    .map_err(|e| anyhow::anyhow!("the sandbox's TLS files: {e}"))
 }

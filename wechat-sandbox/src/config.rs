@@ -53,6 +53,11 @@ pub struct SandboxConfig {
     /// certificate: by default on a free loopback port with certificates issued
     /// at start into a temporary directory.
     pub tls: TlsSettings,
+    /// WeChat moves a refund's money on its own after a while; with this set,
+    /// each refund it accepts settles SUCCESS (and is notified) that long after,
+    /// as on the real API (`SANDBOX_REFUND_SETTLE_MS`). `None`: a refund stays
+    /// PROCESSING until the control API settles it (what tests want).
+    pub refund_settle_after: Option<Duration>,
 }
 
 impl SandboxConfig {
@@ -67,6 +72,7 @@ impl SandboxConfig {
             close_min_age: Duration::from_secs(DEFAULT_CLOSE_MIN_AGE_SECONDS),
             bill_layout: BillLayout::Current,
             tls: TlsSettings::default(),
+            refund_settle_after: None,
         }
     }
 
@@ -139,8 +145,16 @@ impl SandboxConfig {
         };
         let addr = config::addr("SANDBOX_ADDR", DEFAULT_ADDR)?;
         let tls = tls_from_env(&merchant.mch_id)?;
+        let settle_ms: u64 = config::parsed_or("SANDBOX_REFUND_SETTLE_MS", 0)?;
+        if settle_ms > MAX_RULE_SECONDS * 1000 {
+            return Err(ConfigError::new(
+                "SANDBOX_REFUND_SETTLE_MS",
+                "must be a whole number of milliseconds up to a day (0: never on its own)",
+            ));
+        }
         let config = Self {
             tls,
+            refund_settle_after: (settle_ms > 0).then(|| Duration::from_millis(settle_ms)),
             bill_layout,
             time_factor,
             min_expire: Duration::from_secs(min_expire),

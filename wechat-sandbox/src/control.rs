@@ -234,7 +234,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug)]
-enum ControlError {
+pub(crate) enum ControlError {
     BadRequest(String),
     NotFound,
     NoSuchRefund,
@@ -456,16 +456,29 @@ async fn settle_refund(
         ));
     }
     let copies = copies_of(options.delivery, options.duplicates)?;
+    let refund = settle_and_notify(&state, &out_refund_no, options.status, copies)?;
+    Ok(Json(RefundView::from(&refund)))
+}
+
+/// Settles a PROCESSING refund and starts its notification (`copies` of it):
+/// what the control API does, and what WeChat does on its own after a while
+/// (`SandboxConfig::refund_settle_after`).
+pub(crate) fn settle_and_notify(
+    state: &AppState,
+    out_refund_no: &str,
+    status: RefundStatus,
+    copies: u32,
+) -> Result<SandboxRefund, ControlError> {
     let refund = state
         .orders()
-        .settle_refund(&out_refund_no, options.status, Utc::now())?;
+        .settle_refund(out_refund_no, status, Utc::now())?;
     tracing::info!(%out_refund_no, status = refund.status.as_str(), "refund settled");
     // WeChat notifies the refund's own notify_url; without one it would use the
     // address configured on the merchant platform, which the sandbox has none of.
     if let Some(url) = &refund.notify_url {
         if let Some(fields) = notify::refund_notification(&refund, &state.config().merchant) {
             notify::start(
-                &state,
+                state,
                 Subject::Refund(refund.out_refund_no.clone()),
                 url,
                 &fields,
@@ -473,7 +486,7 @@ async fn settle_refund(
             );
         }
     }
-    Ok(Json(RefundView::from(&refund)))
+    Ok(refund)
 }
 
 async fn age_refund(

@@ -1,6 +1,6 @@
 //! Injected failures: the next N WeChat API calls answer SYSTEMERROR, hang past
 //! any client timeout (before or after doing what they were asked), or carry a
-//! forged signature. Counters only; what each fault does to a reply is decided
+//! forged signature; the next N refund requests answer NOTENOUGH. Counters only; what each fault does to a reply is decided
 //! in `wechat_api`.
 
 use std::sync::Mutex;
@@ -18,6 +18,9 @@ pub struct Faults {
     /// is unknown to the client (the case a reconciler exists for).
     pub process_then_timeout: u32,
     pub bad_signature: u32,
+    /// The next refund requests answer NOTENOUGH (the merchant's balance cannot
+    /// cover them) and change nothing; other calls do not take this fault.
+    pub notenough: u32,
 }
 
 /// The fault one call gets.
@@ -75,6 +78,17 @@ impl FaultCounters {
         }
     }
 
+    /// Takes a NOTENOUGH fault for a refund request, if one is armed.
+    pub fn take_notenough(&self) -> bool {
+        let mut f = self.lock();
+        if f.notenough > 0 {
+            f.notenough -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
         // The counters are plain numbers, valid whatever a panicking holder did.
         self.0
@@ -95,6 +109,7 @@ mod tests {
             timeout: 1,
             process_then_timeout: 1,
             bad_signature: 1,
+            ..Faults::default()
         });
         let taken: Vec<_> = std::iter::from_fn(|| c.take()).collect();
         assert_eq!(

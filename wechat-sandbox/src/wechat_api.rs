@@ -264,10 +264,16 @@ fn act(
         }
         Endpoint::Refund => {
             let new = protocol::refund(fields, sign_type)?;
+            if state.faults().take_notenough() {
+                return Err(business("NOTENOUGH", "基本账户余额不足，请充值后重新发起"));
+            }
             let refund = state
                 .orders()
                 .apply_refund(new, now)
                 .map_err(refund_rejection)?;
+            if let Some(after) = state.config().refund_settle_after {
+                settle_later(state.clone(), refund.out_refund_no.clone(), after);
+            }
             Ok(refund_fields(&refund))
         }
         Endpoint::RefundQuery => {
@@ -450,4 +456,26 @@ async fn hang_and_drop(state: &AppState) -> Response {
 
 pub(crate) fn xml_response(xml: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
+
+/// WeChat moving a refund's money on its own: SUCCESS and its notification
+/// `after` the request (a repeated request's second timer finds it settled and
+/// does nothing).
+fn settle_later(state: AppState, out_refund_no: String, after: std::time::Duration) {
+    let stop = state.shutdown().clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(after) => {
+                if let Err(e) = crate::control::settle_and_notify(
+                    &state,
+                    &out_refund_no,
+                    crate::orders::RefundStatus::Success,
+                    1,
+                ) {
+                    tracing::debug!(%out_refund_no, error = ?e, "refund not settled on its own");
+                }
+            }
+        }
+    });
 }
