@@ -7,7 +7,6 @@
 //! the same refund number only if WeChat never saw it). No path ever sends a
 //! refund under a new number, so no retry can give money back twice.
 
-use chrono::{Duration as ChronoDuration, Utc};
 use wxpay_core::domain::{
     Fee, NewRefund, Order, OutRefundNo, OutTradeNo, Refund, RefundReason, RefundStatus,
 };
@@ -30,9 +29,6 @@ pub struct RefundInput {
     pub refund_fee: i64,
     pub reason: String,
 }
-
-/// How soon the reconciler first asks about a refund whose outcome is unknown.
-const UNKNOWN_OUTCOME_RECHECK: ChronoDuration = ChronoDuration::seconds(10);
 
 /// What the reconciler's question about one refund came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,13 +145,9 @@ impl Payments {
                 // (its money held) and the reconciler finds out soon.
                 tracing::warn!(out_refund_no = %refund.out_refund_no, error = %e,
                     "refund outcome unknown; refundquery will resolve it");
+                // Nothing to schedule: a PROCESSING refund is claimed by the
+                // reconciler once RECONCILE_AFTER_SECONDS have passed.
                 metrics::counter!("wxpay_refunds_unknown_outcome_total").increment(1);
-                self.store
-                    .schedule_refund_check(
-                        &refund.out_refund_no,
-                        Utc::now() + UNKNOWN_OUTCOME_RECHECK,
-                    )
-                    .await?;
                 Ok(self.get_refund(&refund.out_refund_no).await?)
             }
         }

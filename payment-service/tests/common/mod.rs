@@ -9,7 +9,7 @@ use payment_service::{
     application::Application,
     config::WechatConfig,
     reconciler::ReconcilerConfig,
-    wechat::{ClientOptions, WechatClient},
+    wechat::{ClientOptions, ClientTls, WechatClient},
 };
 use secrecy::SecretString;
 use tonic::transport::Channel;
@@ -33,6 +33,7 @@ pub struct Harness {
     pub store: Arc<PgStore>,
     pub sandbox: String,
     pub http: reqwest::Client,
+    pub payments: Arc<payment_service::service::Payments>,
     pub _shutdown: tokio::sync::oneshot::Sender<()>,
     pub _sandbox: wechat_sandbox::SandboxHandle,
 }
@@ -43,6 +44,9 @@ pub struct Options {
     pub read_token: Option<&'static str>,
     pub reconcile: ReconcilerConfig,
     pub sandbox: wechat_sandbox::SandboxConfig,
+    /// Reach the sandbox over its TLS listener with the client certificate it
+    /// issued (what refunds need); off: plain HTTP, no certificate.
+    pub client_tls: bool,
 }
 
 /// A reconciler that stays out of a test's way (its first question is ten
@@ -64,6 +68,7 @@ impl Default for Options {
             read_token: None,
             reconcile: quiet_reconciler(),
             sandbox,
+            client_tls: false,
         }
     }
 }
@@ -71,16 +76,23 @@ impl Default for Options {
 pub async fn start(opts: Options) -> Harness {
     let sandbox = wechat_sandbox::spawn(opts.sandbox.clone()).await;
     let sandbox_url = sandbox.base_url().to_string();
+    let tls = opts.client_tls.then(|| sandbox_tls(&sandbox));
+    let api_base = if tls.is_some() {
+        sandbox.https_url().to_string()
+    } else {
+        sandbox_url.clone()
+    };
 
     let store = Arc::new(testing::fresh_pg_store().await.expect("fresh database"));
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis url"));
     let wechat = WechatClient::new(
-        &sandbox_url,
+        &api_base,
         merchant(),
         ClientOptions {
             request_timeout: Duration::from_millis(1500),
             backoff: Duration::from_millis(10),
+            tls: tls.clone(),
             ..ClientOptions::default()
         },
     )
@@ -88,7 +100,7 @@ pub async fn start(opts: Options) -> Harness {
     let config = WechatConfig {
         merchant: merchant(),
         sign_type: opts.sign_type,
-        api_base: sandbox_url.clone(),
+        api_base: api_base.clone(),
         // Nobody listens here; these tests check notifications are not needed for QueryOrder.
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
@@ -110,6 +122,7 @@ pub async fn start(opts: Options) -> Harness {
         opts.reconcile.clone(),
     );
     let port = app.port();
+    let payments = app.payments();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -124,9 +137,25 @@ pub async fn start(opts: Options) -> Harness {
         store,
         sandbox: sandbox_url,
         http: reqwest::Client::new(),
+        payments,
         _shutdown: tx,
         _sandbox: sandbox,
     }
+}
+
+/// The merchant's certificate the sandbox issued, its CA trusted.
+pub fn sandbox_tls(sandbox: &wechat_sandbox::SandboxHandle) -> ClientTls {
+    use secrecy::ExposeSecret;
+    let files = sandbox.tls_files();
+    let client = files
+        .client()
+        .expect("the sandbox issued a client certificate");
+    ClientTls::from_pem(
+        client.cert_pem().as_bytes(),
+        client.key_pem().expose_secret().as_bytes(),
+    )
+    .and_then(|t| t.with_extra_root(files.ca_pem().as_bytes()))
+    .expect("the sandbox's TLS files")
 }
 
 pub fn request(key: &str, fee: i64) -> CreateOrderRequest {
