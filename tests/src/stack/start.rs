@@ -36,6 +36,7 @@ impl Stack {
             // WeChat's retry schedule 1000 times faster: a retried notification
             // arrives in milliseconds instead of 15 s.
             sandbox_time_factor: 1000,
+            sandbox_refund_settle: None,
             fallback_delay: options.fallback_delay,
             fallback_max_delay: options.fallback_max_delay,
             reconcile: options.reconcile.clone(),
