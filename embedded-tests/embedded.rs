@@ -15,7 +15,8 @@ use wxpay_core::wechat::{pay_params, SignType};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CreateOrderRequest, CreateOrderResponse,
-    GetOrderRequest, OrderStatus, OrderStatusEvent, WatchOrderRequest,
+    GetOrderRequest, GetRefundRequest, OrderStatus, OrderStatusEvent, RefundOrderRequest,
+    RefundStatus, WatchOrderRequest,
 };
 
 /// A SQLite path of its own for each test, removed (with its WAL files) on drop.
@@ -338,4 +339,121 @@ async fn on_sqlite_an_expired_order_is_closed_at_wechat_and_here() {
     .expect("json");
     assert_eq!(at_wechat["status"], "CLOSED");
     stack.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_an_order_is_refunded_in_parts_over_mutual_tls_and_watched() {
+    let db = TempDb::new();
+    let stack = start(&db).await;
+    refund_in_parts_and_watch(&stack).await;
+    stack.stop().await.expect("a clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_order_is_refunded_in_parts_over_mutual_tls_and_watched() {
+    let db = TempDb::new();
+    let database_url = wxpay_store::testing::fresh_database_url()
+        .await
+        .expect("a fresh Postgres database");
+    let settings = Settings {
+        storage: Storage::Postgres(database_url),
+        bus: Bus::Redis(wxpay_store::testing::redis_url()),
+        ..Settings::ephemeral(db.0.clone())
+    };
+    let stack = Stack::start(settings).await.expect("the stack starts");
+    refund_in_parts_and_watch(&stack).await;
+    stack.stop().await.expect("a clean shutdown");
+}
+
+/// Pays an 88-fen order, then refunds 30 and 58 through gRPC (the sandbox's
+/// /secapi/ over mutual TLS with the certificate it issued); WeChat's side
+/// settles each and sends its encrypted notification to the gateway; a
+/// WatchOrder with include_refunds sees each refund with the running total.
+async fn refund_in_parts_and_watch(stack: &Stack) {
+    let a = *stack.addresses();
+    let order = create_order(stack, &format!("refund-{}", ulid::Ulid::new()))
+        .await
+        .order
+        .expect("the order");
+    let no = order.out_trade_no.clone();
+    sandbox_control(
+        stack,
+        &format!("/sandbox/orders/{no}/pay"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        status_within(stack, &no, OrderStatus::Success).await,
+        OrderStatus::Success
+    );
+
+    let mut watcher = OrderStatusServiceClient::connect(a.poller_url())
+        .await
+        .expect("the poller accepts connections");
+    let mut stream = watcher
+        .watch_order(WatchOrderRequest {
+            out_trade_no: no.clone(),
+            timeout_seconds: 60,
+            include_refunds: true,
+        })
+        .await
+        .expect("WatchOrder")
+        .into_inner();
+    let snapshot = next(&mut stream).await;
+    assert_eq!(snapshot.status, OrderStatus::Success as i32);
+    assert!(!snapshot.terminal, "a refund watch goes on past SUCCESS");
+
+    let mut payments = PaymentServiceClient::connect(a.payment_url())
+        .await
+        .expect("connect");
+    let mut seen = Vec::new();
+    for (rno, fee) in [(format!("{no}-r1"), 30), (format!("{no}-r2"), 58)] {
+        let refund = payments
+            .refund_order(RefundOrderRequest {
+                out_trade_no: no.clone(),
+                out_refund_no: rno.clone(),
+                refund_fee: fee,
+                reason: "部分退款".into(),
+            })
+            .await
+            .expect("RefundOrder over mutual TLS")
+            .into_inner();
+        assert_eq!(refund.status, RefundStatus::Processing as i32);
+        sandbox_control(
+            stack,
+            &format!("/sandbox/refunds/{rno}/settle"),
+            serde_json::json!({"status": "SUCCESS"}),
+        )
+        .await;
+        let event = next(&mut stream).await;
+        seen.push((event.status, event.refunded_fee, event.terminal));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (OrderStatus::Refund as i32, 30, false),
+            (OrderStatus::Refund as i32, 88, true),
+        ]
+    );
+    let read = payments
+        .get_refund(GetRefundRequest {
+            out_refund_no: format!("{no}-r1"),
+        })
+        .await
+        .expect("GetRefund")
+        .into_inner();
+    assert_eq!(
+        (read.status, read.refund_fee),
+        (RefundStatus::Success as i32, 30)
+    );
+    let over = payments
+        .refund_order(RefundOrderRequest {
+            out_trade_no: no.clone(),
+            out_refund_no: format!("{no}-r3"),
+            refund_fee: 1,
+            reason: String::new(),
+        })
+        .await
+        .expect_err("nothing is left");
+    assert_eq!(over.code(), tonic::Code::FailedPrecondition);
 }
