@@ -214,7 +214,7 @@ async fn the_demo_reports_success_with_every_step() {
     };
     assert_eq!(outcome.status, OrderStatus::Success);
     assert!(!outcome.transaction_id.is_empty());
-    for n in 1..=8 {
+    for n in 1..=10 {
         assert!(
             text.contains(&format!("[{n}] ")),
             "step {n} is shown:\n{text}"
@@ -223,6 +223,12 @@ async fn the_demo_reports_success_with_every_step() {
     assert!(text.contains("paySign verifies"), "{text}");
     assert!(
         text.contains(&format!("OK: order {} is SUCCESS", outcome.out_trade_no)),
+        "{text}"
+    );
+    let refunded = outcome.refunded.expect("the demo ends with a refund");
+    assert_eq!(refunded.refunded_fee, 30, "{text}");
+    assert!(
+        text.contains("30 of 100 fen refunded and seen on the stream"),
         "{text}"
     );
 }

@@ -5,7 +5,8 @@
 //! party in turn: the merchant's backend (CreateOrder and WatchOrder over gRPC,
 //! like any client), the mini program (checks paySign), and the payer (the
 //! sandbox's control API, after which the sandbox sends the signed notification
-//! to the gateway). Each step is numbered and timed; the figure that matters is
+//! to the gateway), and finally gives part of the money back (RefundOrder over the
+//! sandbox's mutual TLS, seen on a refund watch). Each step is numbered and timed; the figure that matters is
 //! how long the SUCCESS status took to reach the watcher after the payer paid.
 //!
 //! It talks to the services only through their public contracts, so a demo that
@@ -26,15 +27,21 @@ use wxpay_proto::v1::{
 
 mod narration;
 mod paying;
+mod refunding;
 
 use narration::*;
 use paying::pay_and_confirm;
 pub use paying::Outcome;
+pub use refunding::Refunded;
 
 use crate::{
     settings::{bus_label, storage_label},
     Settings, Stack,
 };
+
+/// The demo's order: one yuan, of which [`DEMO_REFUND`] is given back.
+const DEMO_FEE: i64 = 100;
+const DEMO_REFUND: i64 = 30;
 
 /// How long the demo waits for the status to arrive before calling it a failure.
 /// Runs the demo on its own stack, writing the narration to `out`. Ok only when
@@ -95,7 +102,7 @@ async fn walk(
             idempotency_key: format!("demo-{}", ulid::Ulid::new()),
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
             description: "wxpay demo - 1 cup of tea".into(),
-            total_fee: 1,
+            total_fee: DEMO_FEE,
             attach: "demo".into(),
             client_ip: "127.0.0.1".into(),
             expire_seconds: 1800,
@@ -195,5 +202,19 @@ async fn walk(
         t.elapsed(),
     )?;
 
-    pay_and_confirm(out, &a, &mut payments, &order, &mut stream).await
+    let mut outcome = pay_and_confirm(out, &a, &mut payments, &order, &mut stream).await?;
+    let refunded =
+        refunding::refund_part(out, &a, &mut payments, &outcome.out_trade_no, DEMO_REFUND).await?;
+    say(
+        out,
+        &format!(
+            "\nOK: order {} is SUCCESS; the watcher had it {} after the payer paid; {} of {} fen refunded and seen on the stream.",
+            outcome.out_trade_no,
+            ms(outcome.pay_to_stream),
+            refunded.refunded_fee,
+            DEMO_FEE
+        ),
+    )?;
+    outcome.refunded = Some(refunded);
+    Ok(outcome)
 }

@@ -28,6 +28,8 @@ pub struct Outcome {
     pub transaction_id: String,
     /// From the pay call to the SUCCESS message on the WatchOrder stream.
     pub pay_to_stream: Duration,
+    /// The partial refund of the last steps.
+    pub refunded: Option<super::Refunded>,
 }
 
 pub(super) async fn pay_and_confirm(
@@ -141,18 +143,11 @@ pub(super) async fn pay_and_confirm(
     };
     step(out, 8, &line, t.elapsed())?;
 
-    say(
-        out,
-        &format!(
-            "\nOK: order {} is SUCCESS; the watcher had it {} after the payer paid.",
-            stored.out_trade_no,
-            ms(pay_to_stream)
-        ),
-    )?;
     Ok(Outcome {
         out_trade_no: stored.out_trade_no,
         status: OrderStatus::Success,
         transaction_id: stored.transaction_id,
         pay_to_stream,
+        refunded: None,
     })
 }
