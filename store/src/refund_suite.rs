@@ -402,3 +402,56 @@ pub async fn processing_refunds_are_claimed_for_refundquery(store: Arc<dyn Store
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 2);
 }
+
+pub async fn a_days_payments_refunds_and_report_are_read_back(store: Arc<dyn Store>) {
+    use wxpay_core::domain::{BillReport, Discrepancy, DiscrepancyKind};
+    let order = paid_order(store.as_ref(), 100).await;
+    let r = place(store.as_ref(), &refund_of(&order, &number("a", &order), 10)).await;
+    store
+        .update_refund(&settle(&r, RefundStatus::Success))
+        .await
+        .expect("settle");
+    let from = Utc::now() - chrono::Duration::minutes(1);
+    let to = Utc::now() + chrono::Duration::minutes(1);
+    let paid = store.orders_paid_between(from, to).await.expect("paid");
+    assert!(paid.iter().any(|o| o.out_trade_no == order.out_trade_no));
+    let earlier = store
+        .orders_paid_between(from - chrono::Duration::days(1), from)
+        .await
+        .expect("paid");
+    assert!(earlier.iter().all(|o| o.out_trade_no != order.out_trade_no));
+    let refunds = store
+        .refunds_succeeded_between(from, to)
+        .await
+        .expect("refunds");
+    assert!(refunds.iter().any(|x| x.out_refund_no == r.out_refund_no));
+
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).expect("valid");
+    assert_eq!(store.bill_report(day).await.expect("read"), None);
+    let report = BillReport {
+        bill_date: day,
+        wechat_rows: 3,
+        matched: 1,
+        repaired: 1,
+        discrepancies: vec![Discrepancy {
+            out_trade_no: "T1".into(),
+            out_refund_no: String::new(),
+            kind: DiscrepancyKind::MissingLocally,
+            detail: "微信有，本地无".into(),
+        }],
+        reconciled_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+            .expect("valid"),
+    };
+    store.save_bill_report(&report).await.expect("save");
+    assert_eq!(
+        store.bill_report(day).await.expect("read"),
+        Some(report.clone())
+    );
+    let again = BillReport {
+        matched: 2,
+        discrepancies: vec![],
+        ..report
+    };
+    store.save_bill_report(&again).await.expect("replace");
+    assert_eq!(store.bill_report(day).await.expect("read"), Some(again));
+}

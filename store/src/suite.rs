@@ -592,7 +592,8 @@ macro_rules! store_suite {
             a_refund_made_elsewhere_is_recorded_within_the_total,
             a_refund_id_learned_late_is_kept_and_final_states_stay,
             an_order_takes_at_most_fifty_refunds,
-            processing_refunds_are_claimed_for_refundquery
+            processing_refunds_are_claimed_for_refundquery,
+            a_days_payments_refunds_and_report_are_read_back
         );
     };
     (@tests $make:expr; $($name:ident),*) => {

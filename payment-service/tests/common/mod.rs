@@ -34,6 +34,9 @@ pub struct Harness {
     pub sandbox: String,
     pub http: reqwest::Client,
     pub payments: Arc<payment_service::service::Payments>,
+    /// The WeChat client the service uses (with its certificate when `client_tls`),
+    /// for a test that plays another system of the merchant's.
+    pub wechat: WechatClient,
     pub _shutdown: tokio::sync::oneshot::Sender<()>,
     pub _sandbox: wechat_sandbox::SandboxHandle,
 }
@@ -97,6 +100,7 @@ pub async fn start(opts: Options) -> Harness {
         },
     )
     .expect("client");
+    let wechat_copy = wechat.clone();
     let config = WechatConfig {
         merchant: merchant(),
         sign_type: opts.sign_type,
@@ -138,6 +142,7 @@ pub async fn start(opts: Options) -> Harness {
         sandbox: sandbox_url,
         http: reqwest::Client::new(),
         payments,
+        wechat: wechat_copy,
         _shutdown: tx,
         _sandbox: sandbox,
     }
