@@ -327,3 +327,69 @@ async fn with_include_refunds_the_stream_goes_on_past_success_with_each_refund()
     let only = next(&mut plain).await.expect("snapshot");
     assert_eq!((only.refunded_fee, only.terminal), (100, true));
 }
+
+#[tokio::test]
+async fn with_tls_cert_and_key_the_stream_is_served_over_tls_only() {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params")
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+    let tls = wxpay_runtime::tls::ServerTls::from_pem(
+        server.pem().into_bytes(),
+        server_key.serialize_pem().into_bytes(),
+    )
+    .expect("valid PEM");
+    let app = spawn_app(Options {
+        tls: Some(tls),
+        ..Options::default()
+    })
+    .await;
+    let no = app.create_order().await;
+
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .expect("url")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+                .domain_name("localhost"),
+        )
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("a TLS connection with the CA");
+    let mut client =
+        wxpay_proto::v1::order_status_service_client::OrderStatusServiceClient::new(channel);
+    let mut stream = watch_with(&mut client, no.as_str(), 5)
+        .await
+        .expect("watch");
+    let first = next(&mut stream).await.expect("snapshot");
+    assert_eq!(first.status, OrderStatus::Notpay as i32);
+
+    // Plaintext gRPC to the same port gets nowhere.
+    let plain = format!("http://{}", app.url.trim_start_matches("https://"));
+    let refused = async {
+        let channel = tonic::transport::Endpoint::from_shared(plain)?
+            .connect()
+            .await?;
+        let mut client =
+            wxpay_proto::v1::order_status_service_client::OrderStatusServiceClient::new(channel);
+        watch_with(&mut client, no.as_str(), 5)
+            .await
+            .map_err(|s| -> Box<dyn std::error::Error> { Box::new(s) })?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), refused)
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true),
+        "a plaintext client was served"
+    );
+}

@@ -38,6 +38,8 @@ pub struct Options {
     pub default_timeout: Duration,
     pub api_token: Option<&'static str>,
     pub max_streams: usize,
+    /// Serve gRPC over TLS with this certificate.
+    pub tls: Option<wxpay_runtime::tls::ServerTls>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             default_timeout: Duration::from_secs(30),
             api_token: None,
             max_streams: 200_000,
+            tls: None,
         }
     }
 }
@@ -90,7 +93,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         redis_client_name: client_name.clone(),
         keepalive_interval: Duration::from_secs(30),
         max_streams: options.max_streams,
-        tls: None,
+        tls: options.tls.clone(),
         payment_service_ca: None,
     };
     let publisher = RedisPublisher::new(&options.redis_url).expect("publisher");
@@ -103,7 +106,12 @@ pub async fn spawn_app(options: Options) -> TestApp {
     let app = Application::build_with(config, store.clone(), querier.clone())
         .await
         .expect("build");
-    let url = format!("http://127.0.0.1:{}", app.port());
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://127.0.0.1:{}", app.port());
     let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     let hub = app.hub().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
