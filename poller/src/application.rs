@@ -171,6 +171,7 @@ impl Application {
             // from dropping the connection and detect dead clients.
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(self.config.max_streams_per_connection))
             .add_service(health)
             .add_service(reflection)
             .add_service(watch)

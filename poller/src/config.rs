@@ -41,6 +41,11 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// `POLLER_MAX_STREAMS` (200000): open streams at most; more are refused.
     pub max_streams: usize,
+    /// `POLLER_MAX_STREAMS_PER_CONNECTION` (1000): HTTP/2 streams one client
+    /// connection may hold open at once (SETTINGS_MAX_CONCURRENT_STREAMS); a
+    /// client past it waits for one of its own streams to end, so one connection
+    /// cannot take the whole `POLLER_MAX_STREAMS`.
+    pub max_streams_per_connection: u32,
     /// `TLS_CERT` + `TLS_KEY`: serve gRPC over TLS; `None` serves plaintext.
     pub tls: Option<ServerTls>,
     /// `PAYMENT_SERVICE_CA`: a PEM CA trusted for an https `PAYMENT_SERVICE_URL`
@@ -94,6 +99,11 @@ impl Config {
             redis_client_name,
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
             tls: ServerTls::from_env()?,
+            max_streams_per_connection: u32::try_from(positive(
+                "POLLER_MAX_STREAMS_PER_CONNECTION",
+                1000,
+            )?)
+            .map_err(|_| ConfigError::new("POLLER_MAX_STREAMS_PER_CONNECTION", "is too large"))?,
             payment_service_ca: env::optional("PAYMENT_SERVICE_CA")?
                 .map(|path| {
                     std::fs::read(&path).map_err(|e| {

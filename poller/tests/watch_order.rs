@@ -393,3 +393,46 @@ async fn with_tls_cert_and_key_the_stream_is_served_over_tls_only() {
         "a plaintext client was served"
     );
 }
+
+#[tokio::test]
+async fn one_connection_holds_at_most_its_share_of_streams_and_the_rest_wait() {
+    let app = spawn_app(Options {
+        max_streams_per_connection: 2,
+        ..Options::default()
+    })
+    .await;
+    let no = app.create_order().await;
+    // One HTTP/2 connection, shared by every stream below.
+    let mut client = app.client().await;
+    let mut first = watch_with(&mut client, no.as_str(), 30)
+        .await
+        .expect("first");
+    let mut second = watch_with(&mut client, no.as_str(), 30)
+        .await
+        .expect("second");
+    next(&mut first).await.expect("snapshot");
+    next(&mut second).await.expect("snapshot");
+
+    // The third stream on the same connection is held by the client until one
+    // of the two ends (the server's SETTINGS allow two): no message meanwhile.
+    let mut third_client = client.clone();
+    let no_third = no.to_string();
+    let third = tokio::spawn(async move {
+        let mut s = watch_with(&mut third_client, &no_third, 30).await?;
+        Ok::<_, tonic::Status>(s.message().await?)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third stream was served on a 2-stream connection"
+    );
+
+    drop(first);
+    let snapshot = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot was free")
+        .expect("task")
+        .expect("the third stream")
+        .expect("its snapshot");
+    assert_eq!(snapshot.status, OrderStatus::Notpay as i32);
+}

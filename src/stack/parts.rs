@@ -82,5 +82,6 @@ pub(super) fn poller_config(settings: &Settings, payment_url: String) -> poller:
         max_streams: 200_000,
         tls: None,
         payment_service_ca: None,
+        max_streams_per_connection: 1000,
     }
 }

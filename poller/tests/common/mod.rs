@@ -40,6 +40,7 @@ pub struct Options {
     pub max_streams: usize,
     /// Serve gRPC over TLS with this certificate.
     pub tls: Option<wxpay_runtime::tls::ServerTls>,
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Options {
@@ -52,6 +53,7 @@ impl Default for Options {
             api_token: None,
             max_streams: 200_000,
             tls: None,
+            max_streams_per_connection: 1000,
         }
     }
 }
@@ -95,6 +97,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         max_streams: options.max_streams,
         tls: options.tls.clone(),
         payment_service_ca: None,
+        max_streams_per_connection: options.max_streams_per_connection,
     };
     let publisher = RedisPublisher::new(&options.redis_url).expect("publisher");
     let querier = Arc::new(WechatQuerier {
