@@ -147,6 +147,32 @@ impl Hub {
         .deliver(event);
     }
 
+    /// Claims the snapshot re-read of `epoch` for the order's watchers: true for
+    /// the one watcher that should read, false for the others (its offer wakes them).
+    pub fn claim_resync(&self, out_trade_no: &str, epoch: u64) -> bool {
+        let orders = self.table.lock();
+        let Some(entry) = orders.get(out_trade_no) else {
+            return false;
+        };
+        let mut claimed = false;
+        // Not a change watchers need to be woken for: the closure says so.
+        entry.state.send_if_modified(|s| {
+            claimed = s.claim_resync(epoch);
+            false
+        });
+        claimed
+    }
+
+    /// Gives back a claimed re-read that failed, for another watcher to take.
+    pub fn release_resync(&self, out_trade_no: &str, epoch: u64) {
+        if let Some(entry) = self.table.lock().get(out_trade_no) {
+            entry.state.send_if_modified(|s| {
+                s.release_resync(epoch);
+                false
+            });
+        }
+    }
+
     /// How many orders are watched now.
     pub fn watched_orders(&self) -> usize {
         self.table.lock().len()

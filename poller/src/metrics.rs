@@ -17,6 +17,8 @@ pub const EVENTS_DELIVERED: &str = "poller_events_delivered_total";
 pub const FALLBACK_QUERIES: &str = "poller_fallback_queries_total";
 /// Counter: Redis pub/sub reconnections (after the first connection).
 pub const REDIS_RECONNECTS: &str = "poller_redis_reconnects_total";
+/// Snapshot re-reads after a reconnect: one per watched order, not per watcher.
+pub const SNAPSHOT_REREADS: &str = "poller_snapshot_rereads_total";
 /// Gauge: 1 while the pub/sub connection is up.
 pub const REDIS_CONNECTED: &str = "poller_redis_connected";
 

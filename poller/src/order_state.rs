@@ -18,6 +18,10 @@ pub struct OrderState {
     /// Bumped when the feed may have missed events (it reconnected): every watcher
     /// must then re-read its snapshot.
     epoch: u64,
+    /// The epoch whose snapshot re-read one watcher has taken on for all of the
+    /// order's watchers: one database read per order after a reconnect, not one
+    /// per watcher.
+    resync_claimed: u64,
 }
 
 impl OrderState {
@@ -37,6 +41,22 @@ impl OrderState {
 
     pub(crate) fn bump_epoch(&mut self) {
         self.epoch += 1;
+    }
+
+    /// Takes the re-read of `epoch` if nobody has; false when another watcher has.
+    pub(crate) fn claim_resync(&mut self, epoch: u64) -> bool {
+        if self.resync_claimed >= epoch {
+            return false;
+        }
+        self.resync_claimed = epoch;
+        true
+    }
+
+    /// Gives a claimed re-read back (it failed), so the next watcher takes it.
+    pub(crate) fn release_resync(&mut self, epoch: u64) {
+        if self.resync_claimed == epoch {
+            self.resync_claimed = epoch.saturating_sub(1);
+        }
     }
 
     pub fn retained(&self) -> usize {

@@ -108,7 +108,9 @@ impl Watcher {
                 let state = self.watch.state().borrow_and_update();
                 if state.epoch() != self.epoch {
                     self.epoch = state.epoch();
-                    self.resync_at = Some(Instant::now());
+                    // Spread over RESYNC_SPREAD: after a reconnect every order
+                    // re-reads at once otherwise, against a small pool.
+                    self.resync_at = Some(Instant::now() + jitter());
                 }
                 state.next_after(self.sent).cloned()
             };
@@ -143,8 +145,16 @@ impl Watcher {
         }
     }
 
-    /// Re-reads the snapshot after the feed reconnected; on failure tries again in a second.
+    /// Re-reads the snapshot after the feed reconnected, once per order: the
+    /// watcher that claims the epoch reads and offers it to all (the others are
+    /// woken by that offer); a failed read is given back and tried again in a second.
     async fn resync(&mut self) {
+        let no = self.out_trade_no.as_str();
+        if !self.watch.hub().claim_resync(no, self.epoch) {
+            self.resync_at = None;
+            return;
+        }
+        metrics::counter!(m::SNAPSHOT_REREADS).increment(1);
         match self.store.order(&self.out_trade_no).await {
             Ok(Some(order)) => {
                 self.resync_at = None;
@@ -154,6 +164,7 @@ impl Watcher {
             Ok(None) => self.resync_at = None,
             Err(e) => {
                 tracing::warn!(out_trade_no = %self.out_trade_no, error = %e, "snapshot re-read failed; retrying");
+                self.watch.hub().release_resync(no, self.epoch);
                 self.resync_at = Some(Instant::now() + Duration::from_secs(1));
             }
         }
@@ -172,6 +183,15 @@ impl Watcher {
         metrics::counter!(m::EVENTS_DELIVERED).increment(1);
         convert::event_to_pb(event, terminal)
     }
+}
+
+/// How widely the snapshot re-reads after a reconnect are spread.
+const RESYNC_SPREAD: Duration = Duration::from_millis(500);
+
+/// A random pause in `[0, RESYNC_SPREAD)`.
+fn jitter() -> Duration {
+    use rand::Rng;
+    RESYNC_SPREAD.mul_f64(rand::rng().random::<f64>())
 }
 
 /// Where a stream with `include_refunds` ends: a paid order only once all of it
