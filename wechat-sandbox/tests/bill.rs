@@ -362,3 +362,37 @@ async fn a_bill_request_with_a_bad_signature_is_refused() {
     assert_eq!(field(&reply, "return_code"), "FAIL");
     assert_eq!(field(&reply, "return_msg"), "SIGNERROR");
 }
+
+/// The product's own client downloads (gzipped) and reads the sandbox's bill
+/// in both layouts; the summary agrees with the rows, and an empty day is None.
+#[tokio::test]
+async fn the_products_client_reads_both_layouts() {
+    for layout in [BillLayout::Current, BillLayout::Legacy] {
+        let sandbox = wechat_sandbox::spawn(SandboxConfig {
+            bill_layout: layout,
+            ..SandboxConfig::for_tests()
+        })
+        .await;
+        let no = paid_order(&sandbox, 3250).await;
+        let date = paid_on(&sandbox, &no).await;
+        let day = chrono::NaiveDate::parse_from_str(&date, "%Y%m%d").expect("yyyyMMdd");
+        let bill = client(&sandbox)
+            .download_bill(day, SignType::Md5)
+            .await
+            .expect("downloaded")
+            .expect("a bill that day");
+        assert_eq!(bill.rows.len(), 1, "{layout:?}");
+        assert_eq!(
+            (bill.rows[0].out_trade_no.as_str(), bill.rows[0].total_fee),
+            (no.as_str(), 3250),
+            "{layout:?}"
+        );
+        assert_eq!(bill.summary_problem(), None, "{layout:?}");
+        let empty = day - chrono::Duration::days(30);
+        let none = client(&sandbox)
+            .download_bill(empty, SignType::Md5)
+            .await
+            .expect("no bill is not an error");
+        assert!(none.is_none(), "{layout:?}");
+    }
+}
