@@ -38,7 +38,7 @@ pub fn render(stack: &Stack) -> String {
             a.poller, a.poller_metrics
         ),
         format!(
-            "  gateway          http://{}    POST /wechat/pay/notify (the notify_url), /healthz, /metrics",
+            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/refund/notify, /healthz, /metrics",
             a.gateway
         ),
         format!(
@@ -63,6 +63,11 @@ pub fn render(stack: &Stack) -> String {
             "    curl -X POST {}/sandbox/orders/<out_trade_no>/pay",
             a.sandbox_url()
         ),
+        format!(
+            "    grpcurl -plaintext{auth} -d '{{\"out_trade_no\":\"<out_trade_no>\",\"out_refund_no\":\"r-1\",\"refund_fee\":1}}' {} wxpay.v1.PaymentService/RefundOrder",
+            a.payment
+        ),
+        "      (refunds go over mutual TLS with the certificate the sandbox issued; it settles them after 2 s)".to_owned(),
         "    cargo run -- demo   (the whole flow on a private stack, narrated)".to_owned(),
         String::new(),
         "  Ctrl-C stops everything.".to_owned(),
