@@ -463,3 +463,57 @@ async fn refund_in_parts_and_watch(stack: &Stack) {
         .expect_err("nothing is left");
     assert_eq!(over.code(), tonic::Code::FailedPrecondition);
 }
+
+/// The mini program's own watch: CreateOrder hands out a watch token, a
+/// WebSocket to the poller with it gets NOTPAY, then SUCCESS when the payer pays,
+/// with no timer and no API token; the same socket with another order's token is
+/// refused before the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mini_program_watches_its_order_over_a_websocket_with_its_token() {
+    use tokio_tungstenite::tungstenite::Message;
+
+    let db = TempDb::new();
+    let stack = start(&db).await;
+    let a = *stack.addresses();
+    let created = create_order(&stack, &format!("ws-{}", ulid::Ulid::new())).await;
+    let order = created.order.expect("the order");
+    assert!(
+        !created.watch_token.is_empty(),
+        "a watch token is handed out"
+    );
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(a.watch_ws_url(&order.out_trade_no, &created.watch_token))
+            .await
+            .expect("the poller upgrades with the order's token");
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let event: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                let status = event["status"].as_str().unwrap_or_default().to_owned();
+                if status == "NOTPAY" {
+                    sandbox_control(
+                        &stack,
+                        &format!("/sandbox/orders/{}/pay", order.out_trade_no),
+                        serde_json::json!({}),
+                    )
+                    .await;
+                }
+                statuses.push(status);
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(statuses, ["NOTPAY", "SUCCESS"]);
+
+    let other = create_order(&stack, &format!("ws-other-{}", ulid::Ulid::new())).await;
+    let refused =
+        tokio_tungstenite::connect_async(a.watch_ws_url(&order.out_trade_no, &other.watch_token))
+            .await;
+    assert!(refused.is_err(), "another order's token opened the watch");
+    stack.stop().await.expect("a clean shutdown");
+}

@@ -13,6 +13,8 @@ pub struct Addresses {
     pub gateway: SocketAddr,
     pub poller: SocketAddr,
     pub poller_metrics: SocketAddr,
+    /// The WebSocket / SSE watch.
+    pub poller_http: SocketAddr,
     pub sandbox: SocketAddr,
 }
 
@@ -31,6 +33,14 @@ impl Addresses {
 
     pub fn sandbox_url(&self) -> String {
         format!("http://{}", self.sandbox)
+    }
+
+    /// The WebSocket a mini program opens to watch `out_trade_no` with its token.
+    pub fn watch_ws_url(&self, out_trade_no: &str, token: &str) -> String {
+        format!(
+            "ws://{}/v1/orders/{out_trade_no}/ws?token={token}",
+            self.poller_http
+        )
     }
 
     /// The `notify_url` sent with every unifiedorder: this process's gateway.

@@ -38,6 +38,10 @@ pub fn render(stack: &Stack) -> String {
             a.poller, a.poller_metrics
         ),
         format!(
+            "  watch (mini program)  ws://{0}/v1/orders/<out_trade_no>/ws?token=<watch_token>  (SSE: http://{0}/v1/orders/<out_trade_no>/events?token=…)",
+            a.poller_http
+        ),
+        format!(
             "  gateway          http://{}    POST /wechat/pay/notify, /wechat/refund/notify, /healthz, /metrics",
             a.gateway
         ),

@@ -11,6 +11,7 @@ use std::{
 
 use payment_service::reconciler::ReconcilerConfig;
 use secrecy::SecretString;
+use wxpay_core::watch_token::WatchSecret;
 use wxpay_core::wechat::{ApiKey, Merchant, SignType};
 use wxpay_runtime::config::{self, ConfigError};
 
@@ -54,6 +55,11 @@ pub struct Settings {
     pub gateway_addr: SocketAddr,
     pub poller_addr: SocketAddr,
     pub poller_metrics_addr: SocketAddr,
+    /// The poller's WebSocket / SSE watch for mini programs (`POLLER_HTTP_ADDR`).
+    pub poller_http_addr: SocketAddr,
+    /// Signs and checks watch tokens (`WATCH_TOKEN_SECRET`). `None`: the stack
+    /// makes a random one at start (tokens then last as long as the process).
+    pub watch_secret: Option<WatchSecret>,
     pub sandbox_addr: SocketAddr,
     pub api_token: Option<SecretString>,
     /// Divides the sandbox's notification retry schedule.
@@ -121,6 +127,8 @@ impl Settings {
             gateway_addr: config::addr("GATEWAY_ADDR", "127.0.0.1:8080")?,
             poller_addr,
             poller_metrics_addr: config::addr("POLLER_METRICS_ADDR", "127.0.0.1:9091")?,
+            poller_http_addr: config::addr("POLLER_HTTP_ADDR", "127.0.0.1:8081")?,
+            watch_secret: config::watch_secret()?,
             sandbox_addr: config::addr("SANDBOX_ADDR", wechat_sandbox::DEFAULT_ADDR)?,
             api_token,
             sandbox_time_factor,
@@ -154,6 +162,8 @@ impl Settings {
             gateway_addr: any,
             poller_addr: any,
             poller_metrics_addr: any,
+            poller_http_addr: any,
+            watch_secret: None,
             sandbox_addr: any,
             api_token: None,
             sandbox_time_factor: 1,

@@ -113,6 +113,18 @@ impl Settings {
                 self.fallback_max_delay.as_millis().to_string(),
             ),
         ]);
+        // With a watch secret, payment-service issues watch tokens and the poller
+        // serves the WebSocket / SSE watch that checks them.
+        if let Some(secret) = &self.watch_secret {
+            anyhow::ensure!(
+                self.poller_http_addr.port() != 0,
+                "POLLER_HTTP_ADDR needs a fixed port in the split deployment"
+            );
+            let secret = secret.expose_secret().to_owned();
+            payment.push(("WATCH_TOKEN_SECRET", secret.clone()));
+            poller.push(("WATCH_TOKEN_SECRET", secret));
+            poller.push(("POLLER_HTTP_ADDR", self.poller_http_addr.to_string()));
+        }
         Ok(SplitEnv {
             sandbox,
             payment,

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use wxpay_proto::v1::payment_service_server::PaymentServiceServer;
 
+use wxpay_core::watch_token::WatchSecret;
 use wxpay_runtime::{
     auth::{ApiTokens, BearerAuth},
     config::{self, ConfigError},
@@ -45,6 +46,8 @@ pub struct Settings {
     pub reconcile: ReconcilerConfig,
     /// `TLS_CERT` + `TLS_KEY`: serve gRPC over TLS; `None` serves plaintext.
     pub tls: Option<ServerTls>,
+    /// `WATCH_TOKEN_SECRET`: sign a watch token into every CreateOrder reply.
+    pub watch_secret: Option<WatchSecret>,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             api_tokens: tokens(addr)?,
             reconcile: ReconcilerConfig::from_env()?,
             tls: ServerTls::from_env()?,
+            watch_secret: config::watch_secret()?,
         })
     }
 }
@@ -88,6 +92,7 @@ impl Application {
         )?;
         let listener = TcpListener::bind(settings.addr).await?;
         let tls = settings.tls.clone();
+        let watch_secret = settings.watch_secret.clone();
         Ok(Self::from_parts(
             listener,
             store,
@@ -97,7 +102,20 @@ impl Application {
             settings.api_tokens,
             settings.reconcile,
         )
-        .with_tls(tls))
+        .with_tls(tls)
+        .with_watch_secret(watch_secret))
+    }
+
+    /// Signs a watch token into every CreateOrder reply. Called while building,
+    /// before anything shares the service (after that it is a logged no-op).
+    pub fn with_watch_secret(mut self, secret: Option<WatchSecret>) -> Self {
+        match Arc::get_mut(&mut self.payments) {
+            Some(payments) => payments.set_watch_secret(secret),
+            None => tracing::error!(
+                "the watch secret came after the service was shared; no watch tokens"
+            ),
+        }
+        self
     }
 
     /// Serves gRPC over TLS with this certificate.

@@ -51,6 +51,10 @@ impl PaymentService for PaymentGrpc {
             })
             .await?;
         Ok(Response::new(pb::CreateOrderResponse {
+            watch_token: self
+                .payments
+                .watch_token(&created.order)
+                .unwrap_or_default(),
             order: Some(order_to_pb(&created.order)),
             payment: created.payment.map(params_to_pb),
         }))

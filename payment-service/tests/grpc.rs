@@ -666,3 +666,50 @@ async fn api_token_is_required_when_set() {
         Code::NotFound
     );
 }
+
+#[tokio::test]
+async fn with_a_watch_secret_create_order_hands_out_a_token_for_that_order_only() {
+    const SECRET: &str = "payment-test-watch-secret-0123456789";
+    let mut h = start(Options {
+        watch_secret: Some(SECRET),
+        ..Options::default()
+    })
+    .await;
+    let created = h
+        .client
+        .create_order(request("k-watch-token", 10))
+        .await
+        .expect("created")
+        .into_inner();
+    let no = created.order.expect("order").out_trade_no;
+    let secret = wxpay_core::watch_token::WatchSecret::new(SECRET).expect("long");
+    let now = chrono::Utc::now();
+    assert_eq!(secret.verify(&no, &created.watch_token, now), Ok(()));
+    assert!(secret
+        .verify("ANOTHER1", &created.watch_token, now)
+        .is_err());
+    // Valid past the order's 30-minute expiry by the grace period, not for ever.
+    assert!(secret
+        .verify(
+            &no,
+            &created.watch_token,
+            now + chrono::Duration::minutes(40)
+        )
+        .is_ok());
+    assert!(secret
+        .verify(
+            &no,
+            &created.watch_token,
+            now + chrono::Duration::minutes(50)
+        )
+        .is_err());
+
+    let mut plain = start(Options::default()).await;
+    let without = plain
+        .client
+        .create_order(request("k-no-token", 10))
+        .await
+        .expect("created")
+        .into_inner();
+    assert!(without.watch_token.is_empty(), "no secret, no token");
+}

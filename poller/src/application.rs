@@ -16,6 +16,7 @@ use wxpay_store::{postgres::PgOptions, EventFeed, PgStore, Store};
 use crate::{
     config::Config,
     fallback::{Fallback, GrpcQuerier, OrderQuerier},
+    http_watch::HttpWatch,
     hub::{FeedSink, Hub},
     metrics,
     redis_feed::{RedisFeed, RedisFeedConfig},
@@ -25,6 +26,8 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     metrics_listener: TcpListener,
+    /// The WebSocket / SSE watch, when there is a watch secret to check tokens.
+    http_listener: Option<TcpListener>,
     config: Config,
     service: WatchService,
     hub: Hub,
@@ -74,6 +77,10 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let listener = bind(config.addr).await?;
         let metrics_listener = bind(config.metrics_addr).await?;
+        let http_listener = match &config.watch_secret {
+            Some(_) => Some(bind(config.http_addr).await?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let fallback = Fallback {
             querier,
@@ -91,6 +98,7 @@ impl Application {
         Ok(Self {
             listener,
             metrics_listener,
+            http_listener,
             config,
             service,
             hub,
@@ -107,6 +115,14 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or(0)
+    }
+
+    /// The HTTP watch's port, when it is served.
+    pub fn http_port(&self) -> Option<u16> {
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn hub(&self) -> &Hub {
@@ -132,7 +148,7 @@ impl Application {
             .build_v1()
             .context("reflection")?;
         let watch = OrderStatusServiceServer::with_interceptor(
-            self.service,
+            self.service.clone(),
             BearerAuth::new(ApiTokens {
                 full: self.config.api_token,
                 read: self.config.api_read_token,
@@ -158,6 +174,31 @@ impl Application {
                 tracing::error!(error = %e, "metrics server failed");
             }
         });
+
+        let http_task = match (self.http_listener, self.config.watch_secret.clone()) {
+            (Some(listener), Some(secret)) => {
+                let origin = match &self.config.sse_allow_origin {
+                    Some(o) => Some(
+                        axum::http::HeaderValue::from_str(o)
+                            .context("POLLER_SSE_ALLOW_ORIGIN is not a header value")?,
+                    ),
+                    None => None,
+                };
+                let router = HttpWatch::new(self.service.clone(), secret, origin).router();
+                tracing::info!(addr = ?listener.local_addr().ok(), "WebSocket / SSE watch listening");
+                let server = axum::serve(listener, router)
+                    .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
+                Some(tokio::spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "HTTP watch server failed");
+                    }
+                }))
+            }
+            _ => {
+                tracing::info!("no WATCH_TOKEN_SECRET: the WebSocket / SSE watch is off");
+                None
+            }
+        };
 
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.config.tls {
@@ -188,6 +229,9 @@ impl Application {
         // If the server failed on its own, still stop the feed and the metrics server.
         self.shutdown.cancel();
         let _ = metrics_task.await;
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
         result.context("gRPC server failed")
     }
 }

@@ -10,6 +10,8 @@ use wxpay_runtime::{
     tls::ServerTls,
 };
 
+use wxpay_core::watch_token::WatchSecret;
+
 use crate::service::Deadlines;
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,14 @@ pub struct Config {
     pub max_streams_per_connection: u32,
     /// `TLS_CERT` + `TLS_KEY`: serve gRPC over TLS; `None` serves plaintext.
     pub tls: Option<ServerTls>,
+    /// `POLLER_HTTP_ADDR` (default `0.0.0.0:8081`): the WebSocket / SSE watch
+    /// for mini programs; served only with a `watch_secret`.
+    pub http_addr: SocketAddr,
+    /// `WATCH_TOKEN_SECRET`: checks the watch tokens payment-service issues.
+    /// `None`: no HTTP watch (there is nothing to check tokens with).
+    pub watch_secret: Option<WatchSecret>,
+    /// `POLLER_SSE_ALLOW_ORIGIN`: `Access-Control-Allow-Origin` of the SSE endpoint.
+    pub sse_allow_origin: Option<String>,
     /// `PAYMENT_SERVICE_CA`: a PEM CA trusted for an https `PAYMENT_SERVICE_URL`
     /// besides the public roots (a payment-service with a private certificate).
     pub payment_service_ca: Option<Vec<u8>>,
@@ -99,6 +109,9 @@ impl Config {
             redis_client_name,
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
             tls: ServerTls::from_env()?,
+            http_addr: env::addr("POLLER_HTTP_ADDR", "0.0.0.0:8081")?,
+            watch_secret: env::watch_secret()?,
+            sse_allow_origin: env::optional("POLLER_SSE_ALLOW_ORIGIN")?,
             max_streams_per_connection: u32::try_from(positive(
                 "POLLER_MAX_STREAMS_PER_CONNECTION",
                 1000,

@@ -1,6 +1,8 @@
 //! The poller: `OrderStatusService.WatchOrder`, order status streams fed by one
 //! shared event feed per process (Redis pub/sub, or the in-process bus), with a
-//! QueryOrder fallback for lost notifications. `main` only wires telemetry, config and the shutdown signal to
+//! QueryOrder fallback for lost notifications, and the same watch over
+//! WebSocket and SSE for mini programs ([`http_watch`], with a per-order watch
+//! token). `main` only wires telemetry, config and the shutdown signal to
 //! [`Application`].
 
 pub mod application;
@@ -9,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod fallback;
+pub mod http_watch;
 pub mod hub;
 pub mod metrics;
 pub mod order_state;

@@ -193,6 +193,24 @@ pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
     })
 }
 
+/// `WATCH_TOKEN_SECRET`: the secret payment-service signs watch tokens with and
+/// the poller checks them with (at least 32 bytes). Unset: no watch tokens.
+pub fn watch_secret() -> Result<Option<wxpay_core::watch_token::WatchSecret>, ConfigError> {
+    optional("WATCH_TOKEN_SECRET")?
+        .map(|s| {
+            wxpay_core::watch_token::WatchSecret::new(&s).ok_or_else(|| {
+                ConfigError::new(
+                    "WATCH_TOKEN_SECRET",
+                    format!(
+                        "must be at least {} characters",
+                        wxpay_core::watch_token::WatchSecret::MIN_LEN
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use payment_service::{
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use wechat_sandbox::{Sandbox, SandboxConfig};
+use wxpay_core::watch_token::WatchSecret;
 use wxpay_store::{EventPublisher, LocalBus, RedisPublisher, SqliteStore, Store};
 
 mod parts;
@@ -88,7 +89,14 @@ impl Stack {
             gateway: reachable(&gateway_listener)?,
             poller: settings.poller_addr,
             poller_metrics: settings.poller_metrics_addr,
+            poller_http: settings.poller_http_addr,
             sandbox: reachable_addr(sandbox.local_addr()?),
+        };
+        // One secret for payment-service (issues watch tokens) and the poller
+        // (checks them); a random one unless WATCH_TOKEN_SECRET gives it.
+        let watch_secret = match &settings.watch_secret {
+            Some(secret) => secret.clone(),
+            None => random_watch_secret(),
         };
 
         // The whole API over the sandbox's TLS listener, with the client
@@ -120,7 +128,8 @@ impl Stack {
             &wechat_config,
             settings.api_token.clone(),
             settings.reconcile.clone(),
-        );
+        )
+        .with_watch_secret(Some(watch_secret.clone()));
         let gateway = gateway::Application::from_parts(
             gateway_listener,
             store_for(Service::Gateway),
@@ -132,7 +141,7 @@ impl Stack {
         // poller's /metrics renders the same one instead of an empty registry.
         poller::metrics::use_installed(gateway.state().metrics.clone());
 
-        let poller_config = poller_config(&settings, partial.payment_url());
+        let poller_config = poller_config(&settings, partial.payment_url(), watch_secret);
         let querier = parts
             .querier
             .unwrap_or_else(|| Arc::new(InProcessQuerier::new(payment.payments())));
@@ -155,6 +164,12 @@ impl Stack {
         let addresses = Addresses {
             poller: with_port(settings.poller_addr, poller.port()),
             poller_metrics: with_port(settings.poller_metrics_addr, poller.metrics_port()),
+            poller_http: with_port(
+                settings.poller_http_addr,
+                poller
+                    .http_port()
+                    .unwrap_or(settings.poller_http_addr.port()),
+            ),
             ..partial
         };
 
@@ -211,4 +226,18 @@ fn sandbox_client_tls(sandbox: &Sandbox) -> anyhow::Result<ClientTls> {
     )
     .and_then(|tls| tls.with_extra_root(files.ca_pem().as_bytes()))
     .map_err(|e| anyhow::anyhow!("the sandbox's TLS files: {e}"))
+}
+
+/// 48 random letters and digits from the OS-seeded CSPRNG.
+fn random_watch_secret() -> WatchSecret {
+    use rand::{distr::Alphanumeric, Rng};
+    let secret: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect();
+    match WatchSecret::new(&secret) {
+        Some(s) => s,
+        None => unreachable!("48 characters are more than the minimum"),
+    }
 }

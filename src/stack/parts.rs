@@ -59,7 +59,11 @@ pub(super) async fn open_store(
 
 /// The poller's configuration in the single-process stack: the same store and
 /// bus, and payment-service's address for its fallback.
-pub(super) fn poller_config(settings: &Settings, payment_url: String) -> poller::Config {
+pub(super) fn poller_config(
+    settings: &Settings,
+    payment_url: String,
+    watch_secret: wxpay_core::watch_token::WatchSecret,
+) -> poller::Config {
     poller::Config {
         database_url: storage_label(&settings.storage),
         redis_url: match &settings.bus {
@@ -82,6 +86,9 @@ pub(super) fn poller_config(settings: &Settings, payment_url: String) -> poller:
         max_streams: 200_000,
         tls: None,
         payment_service_ca: None,
+        http_addr: settings.poller_http_addr,
+        watch_secret: Some(watch_secret),
+        sse_allow_origin: None,
         max_streams_per_connection: 1000,
     }
 }

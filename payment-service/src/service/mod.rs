@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use wxpay_core::{
     domain::{EventSource, Order, OrderStatus, OutTradeNo},
+    watch_token::WatchSecret,
     wechat::SignType,
 };
 use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOutcome};
@@ -24,6 +25,10 @@ pub use bill::{bill_ready_at, china_day, parse_bill_date, BillEntry, BillRefund,
 pub use create::{CreateOrderInput, Created};
 pub use refund::{RefundCheck, RefundInput};
 
+/// How long a watch token outlives its order's expiry: long enough to see a
+/// payment made at the last moment (or a close) arrive.
+const WATCH_GRACE_MINUTES: i64 = 15;
+
 pub struct Payments {
     store: Arc<dyn Store>,
     ledger: Ledger,
@@ -32,6 +37,8 @@ pub struct Payments {
     notify_url: String,
     /// Where WeChat sends refund results (`notify_url` of /secapi/pay/refund).
     refund_notify_url: String,
+    /// Signs each order's watch token (`WATCH_TOKEN_SECRET`); `None`: no tokens.
+    watch_secret: Option<WatchSecret>,
 }
 
 impl Payments {
@@ -48,7 +55,27 @@ impl Payments {
             sign_type,
             refund_notify_url: refund_notify_url(&notify_url),
             notify_url,
+            watch_secret: None,
         }
+    }
+
+    /// Issues a watch token with every CreateOrder (`WATCH_TOKEN_SECRET`).
+    pub fn set_watch_secret(&mut self, secret: Option<WatchSecret>) {
+        self.watch_secret = secret;
+    }
+
+    /// The order's watch token: valid until the order expires (WeChat's 2 hours
+    /// when it has no expiry of its own) plus a grace period for the last events.
+    pub fn watch_token(&self, order: &Order) -> Option<String> {
+        let expires = order
+            .expires_at
+            .unwrap_or(order.created_at + chrono::Duration::hours(2));
+        self.watch_secret.as_ref().map(|s| {
+            s.issue(
+                order.out_trade_no.as_str(),
+                expires + chrono::Duration::minutes(WATCH_GRACE_MINUTES),
+            )
+        })
     }
 
     /// Sends refund results to `url` instead of the gateway path derived from

@@ -50,6 +50,8 @@ pub struct Options {
     /// Reach the sandbox over its TLS listener with the client certificate it
     /// issued (what refunds need); off: plain HTTP, no certificate.
     pub client_tls: bool,
+    /// Sign a watch token into every CreateOrder reply.
+    pub watch_secret: Option<&'static str>,
 }
 
 /// A reconciler that stays out of a test's way (its first question is ten
@@ -72,6 +74,7 @@ impl Default for Options {
             reconcile: quiet_reconciler(),
             sandbox,
             client_tls: false,
+            watch_secret: None,
         }
     }
 }
@@ -124,6 +127,10 @@ pub async fn start(opts: Options) -> Harness {
             read: opts.read_token.map(|t| SecretString::from(t.to_owned())),
         },
         opts.reconcile.clone(),
+    )
+    .with_watch_secret(
+        opts.watch_secret
+            .map(|s| wxpay_core::watch_token::WatchSecret::new(s).expect("a long secret")),
     );
     let port = app.port();
     let payments = app.payments();

@@ -114,6 +114,32 @@ impl WatchService {
     }
 }
 
+impl WatchService {
+    /// A watch as a stream of messages: what WatchOrder returns, and what the
+    /// HTTP side (WebSocket, SSE) forwards.
+    pub async fn open_stream(
+        &self,
+        out_trade_no: &str,
+        timeout_seconds: u32,
+        include_refunds: bool,
+    ) -> Result<WatchStream, WatchError> {
+        let watcher = self
+            .open(WatchOrderRequest {
+                out_trade_no: out_trade_no.to_owned(),
+                timeout_seconds,
+                include_refunds,
+            })
+            .await?;
+        Ok(Box::pin(futures::stream::unfold(
+            watcher,
+            |mut w| async move {
+                let item = w.next().await?;
+                Some((item, w))
+            },
+        )))
+    }
+}
+
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<OrderStatusEvent, tonic::Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -124,11 +150,10 @@ impl OrderStatusService for WatchService {
         &self,
         request: tonic::Request<WatchOrderRequest>,
     ) -> Result<tonic::Response<Self::WatchOrderStream>, tonic::Status> {
-        let watcher = self.open(request.into_inner()).await?;
-        let stream = futures::stream::unfold(watcher, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
-        });
-        Ok(tonic::Response::new(Box::pin(stream)))
+        let r = request.into_inner();
+        let stream = self
+            .open_stream(&r.out_trade_no, r.timeout_seconds, r.include_refunds)
+            .await?;
+        Ok(tonic::Response::new(stream))
     }
 }

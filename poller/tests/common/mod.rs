@@ -41,6 +41,8 @@ pub struct Options {
     /// Serve gRPC over TLS with this certificate.
     pub tls: Option<wxpay_runtime::tls::ServerTls>,
     pub max_streams_per_connection: u32,
+    /// Serve the WebSocket / SSE watch, checking tokens with this secret.
+    pub watch_secret: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             max_streams: 200_000,
             tls: None,
             max_streams_per_connection: 1000,
+            watch_secret: None,
         }
     }
 }
@@ -61,6 +64,8 @@ impl Default for Options {
 pub struct TestApp {
     pub url: String,
     pub metrics_url: String,
+    /// `127.0.0.1:PORT` of the WebSocket / SSE watch, when served.
+    pub http_url: Option<String>,
     pub store: Arc<PgStore>,
     pub publisher: RedisPublisher,
     pub hub: Hub,
@@ -97,6 +102,11 @@ pub async fn spawn_app(options: Options) -> TestApp {
         max_streams: options.max_streams,
         tls: options.tls.clone(),
         payment_service_ca: None,
+        http_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        watch_secret: options
+            .watch_secret
+            .map(|s| wxpay_core::watch_token::WatchSecret::new(s).expect("a long secret")),
+        sse_allow_origin: None,
         max_streams_per_connection: options.max_streams_per_connection,
     };
     let publisher = RedisPublisher::new(&options.redis_url).expect("publisher");
@@ -116,6 +126,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
     };
     let url = format!("{scheme}://127.0.0.1:{}", app.port());
     let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
+    let http_url = app.http_port().map(|p| format!("127.0.0.1:{p}"));
     let hub = app.hub().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
@@ -124,6 +135,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
     TestApp {
         url,
         metrics_url,
+        http_url,
         store,
         publisher,
         hub,

@@ -31,6 +31,9 @@ impl Stack {
             gateway_addr: local(gateway_port),
             poller_addr: local(poller_port),
             poller_metrics_addr: local(metrics_port),
+            // The split harness runs no HTTP watch (no WATCH_TOKEN_SECRET).
+            poller_http_addr: local(0),
+            watch_secret: None,
             sandbox_addr: local(sandbox_port),
             api_token: None,
             // WeChat's retry schedule 1000 times faster: a retried notification
