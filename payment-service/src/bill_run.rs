@@ -1,8 +1,8 @@
 //! The daily bill reconciliation: once WeChat's bill of yesterday (Beijing
 //! time) is ready, after 10:00, one replica (a lease) reconciles it and stores
 //! the report; a day with a report is not reconciled again (ReconcileBill with
-//! `again` does that on request). Checked every few minutes, so a replica that
-//! was down at 10:00 catches up when it starts.
+//! `again` does that on request). Checked every few minutes (the first time one
+//! period after start), so a replica that was down at 10:00 catches up soon after.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +16,10 @@ const LEASE: &str = "bill-reconcile";
 /// Runs until `stop` is cancelled, looking every `every`.
 pub async fn run(payments: Arc<Payments>, every: Duration, stop: CancellationToken) {
     let holder = format!("bill-{}", ulid::Ulid::new());
-    let mut tick = tokio::time::interval(every);
+    // The first look comes one period after start, not at once: a replica that
+    // just started has nothing urgent to reconcile, and a process that lives
+    // only briefly (a test, a one-off) never downloads a bill it was not asked for.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
