@@ -18,7 +18,7 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use wxpay_core::domain::{
-    IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
+    Caller, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
 };
 use wxpay_store::{
     Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog, RefundOutcome,
@@ -97,10 +97,11 @@ impl Store for CountingStore {
     }
     async fn order_by_idempotency_key(
         &self,
+        caller: &Caller,
         key: &IdempotencyKey,
     ) -> Result<Option<Order>, StoreError> {
         let _t = self.tick();
-        self.inner.order_by_idempotency_key(key).await
+        self.inner.order_by_idempotency_key(caller, key).await
     }
     async fn set_prepay(
         &self,

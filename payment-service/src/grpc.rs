@@ -8,7 +8,7 @@ use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
 use wxpay_core::{
     convert::{order_to_pb, params_to_pb, refund_to_pb, report_to_pb},
-    domain::{OutRefundNo, OutTradeNo},
+    domain::{Caller, OutRefundNo, OutTradeNo},
 };
 
 use crate::{
@@ -37,10 +37,13 @@ impl PaymentService for PaymentGrpc {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        // Set by the bearer-token check: the key is scoped to this caller.
+        let caller = request.extensions().get::<Caller>().cloned();
         let r = request.into_inner();
         let created = self
             .payments
             .create_order(CreateOrderInput {
+                caller,
                 idempotency_key: r.idempotency_key,
                 openid: r.openid,
                 description: r.description,

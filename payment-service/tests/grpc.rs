@@ -622,10 +622,64 @@ async fn the_read_token_reads_but_cannot_create_or_close() {
     );
 }
 
+const SHOP: &str = "shop-token-0123456789abcdef-0123456";
+const BILLING: &str = "billing-token-0123456789abcdef-01234";
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_the_caller_whose_token_placed_the_order() {
+    let tokens: &'static str = Box::leak(format!("shop:{SHOP},billing:{BILLING}").into_boxed_str());
+    let h = start(Options {
+        api_token: Some(tokens),
+        ..Default::default()
+    })
+    .await;
+    let mut client = h.client.clone();
+    let create = |token: &'static str, fee: i64| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_order(with_bearer(request("cart-42", fee), token))
+                .await
+                .map(|r| r.into_inner().order.expect("order"))
+        }
+    };
+    let shops = create(SHOP, 10).await.expect("the shop creates");
+    // The billing service happens to use the same key: its own order, its own
+    // amount, and nothing of the shop's order comes back to it.
+    let billings = create(BILLING, 99).await.expect("billing creates its own");
+    assert_ne!(billings.out_trade_no, shops.out_trade_no);
+    assert_eq!(billings.total_fee, 99);
+    // Within a caller the key still holds: a retry is the same order, and other
+    // terms under it are refused.
+    let retry = create(SHOP, 10).await.expect("the shop retries");
+    assert_eq!(retry.out_trade_no, shops.out_trade_no);
+    let err = create(BILLING, 10)
+        .await
+        .expect_err("other terms, same caller");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(
+        err.message().contains(&billings.out_trade_no),
+        "names the caller's own order: {err:?}"
+    );
+    assert!(!err.message().contains(&shops.out_trade_no), "{err:?}");
+    assert_eq!(h.order_count().await, 2);
+    // Both tokens open every method.
+    let got = client
+        .get_order(with_bearer(
+            GetOrderRequest {
+                out_trade_no: shops.out_trade_no.clone(),
+            },
+            BILLING,
+        ))
+        .await
+        .expect("read with the other caller's token");
+    assert_eq!(got.into_inner().total_fee, 10);
+}
+
 #[tokio::test]
 async fn api_token_is_required_when_set() {
     let h = start(Options {
-        api_token: Some("s3cret-token"),
+        api_token: Some("s3cret-token-0123456789abcdef-01234"),
         ..Default::default()
     })
     .await;
@@ -655,7 +709,9 @@ async fn api_token_is_required_when_set() {
     });
     req.metadata_mut().insert(
         "authorization",
-        "Bearer s3cret-token".parse().expect("header"),
+        "Bearer s3cret-token-0123456789abcdef-01234"
+            .parse()
+            .expect("header"),
     );
     assert_eq!(
         anonymous

@@ -103,7 +103,11 @@ impl GrpcQuerier {
         }
         Ok(Self {
             client: PaymentServiceClient::new(endpoint.connect_lazy()),
-            token: token.map(Arc::new),
+            // API_TOKEN may list several callers: the poller calls as the first.
+            token: token
+                .as_ref()
+                .and_then(wxpay_runtime::callers::outgoing)
+                .map(Arc::new),
         })
     }
 }

@@ -94,6 +94,38 @@ async fn unknown_order_is_not_found_and_a_bad_number_is_invalid() {
 }
 
 #[tokio::test]
+async fn orders_that_cannot_exist_are_refused_without_the_database() {
+    let app = spawn_app(Options::default()).await;
+    // Minted like ours, but never stored: the database says so once.
+    let never_stored = wxpay_core::domain::OutTradeNo::generate();
+    let err = app.watch(never_stored.as_str()).await.expect_err("unknown");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // From here on every database read fails.
+    app.store.pool().close().await;
+    let fresh = wxpay_core::domain::OutTradeNo::generate();
+    let err = app
+        .watch(fresh.as_str())
+        .await
+        .expect_err("needs the database");
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "a number that may be an order is looked up: {err:?}"
+    );
+    // No read for these: not numbers CreateOrder makes, or a miss just seen.
+    for refused in [
+        "NOSUCHORDER123",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA",
+        never_stored.as_str(),
+    ] {
+        let err = app.watch(refused).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{refused}: {err:?}");
+    }
+    assert_eq!(app.hub.watched_orders(), 0, "nothing left subscribed");
+}
+
+#[tokio::test]
 async fn deadline_ends_the_stream_cleanly_without_a_terminal_message() {
     let app = spawn_app(Options::default()).await;
     let no = app.create_order().await;
@@ -116,7 +148,7 @@ async fn deadline_ends_the_stream_cleanly_without_a_terminal_message() {
 #[tokio::test]
 async fn api_token_is_required_when_set_but_health_stays_open() {
     let app = spawn_app(Options {
-        api_token: Some("s3cret-token"),
+        api_token: Some("s3cret-token-0123456789abcdef-01234"),
         ..Options::default()
     })
     .await;
@@ -124,7 +156,14 @@ async fn api_token_is_required_when_set_but_health_stays_open() {
     let err = app.watch(no.as_str()).await.expect_err("no token");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
-    let end = watch_order(&app.url, no.as_str(), Some("s3cret-token"), 1, |_| {}).await;
+    let end = watch_order(
+        &app.url,
+        no.as_str(),
+        Some("s3cret-token-0123456789abcdef-01234"),
+        1,
+        |_| {},
+    )
+    .await;
     assert!(matches!(end, Ok(WatchEnd::Deadline)), "{end:?}");
 
     let channel = tonic::transport::Endpoint::from_shared(app.url.clone())

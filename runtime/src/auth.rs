@@ -3,11 +3,18 @@
 //! WatchOrder), so a status watcher holding it cannot create, close or refund.
 //! Health checks and reflection are separate services and stay open, so
 //! orchestrators can probe without a token.
+//!
+//! A request that passes carries its [`Caller`] in its extensions (the name of
+//! the `API_TOKEN` entry it matched; `default` on a server without tokens), for
+//! the handlers that scope by caller (CreateOrder's idempotency keys).
 
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
+use wxpay_core::domain::Caller;
+
+use crate::callers::{self, CallerToken};
 
 /// The methods a read-only token may call.
 pub const READ_METHODS: [&str; 3] = ["GetOrder", "GetRefund", "WatchOrder"];
@@ -16,6 +23,7 @@ pub const READ_METHODS: [&str; 3] = ["GetOrder", "GetRefund", "WatchOrder"];
 /// allows that only on loopback or with `ALLOW_UNAUTHENTICATED`).
 #[derive(Clone, Default)]
 pub struct ApiTokens {
+    /// `API_TOKEN` as configured: one token or several callers' entries.
     pub full: Option<SecretString>,
     pub read: Option<SecretString>,
 }
@@ -40,13 +48,29 @@ impl From<Option<SecretString>> for ApiTokens {
 /// that changes something).
 #[derive(Clone)]
 pub struct BearerAuth {
-    tokens: Arc<ApiTokens>,
+    tokens: Arc<Checked>,
+}
+
+/// The tokens as the check uses them.
+struct Checked {
+    /// `None`: no `API_TOKEN`, no check. An `API_TOKEN` that does not parse
+    /// (start-up refuses one, so only a caller skipping config gets here)
+    /// yields no entries: nothing matches and every call is refused.
+    full: Option<Vec<CallerToken>>,
+    read: Option<SecretString>,
 }
 
 impl BearerAuth {
     pub fn new(tokens: impl Into<ApiTokens>) -> Self {
+        let tokens = tokens.into();
         Self {
-            tokens: Arc::new(tokens.into()),
+            tokens: Arc::new(Checked {
+                full: tokens
+                    .full
+                    .as_ref()
+                    .map(|raw| callers::parse(raw).unwrap_or_default()),
+                read: tokens.read,
+            }),
         }
     }
 }
@@ -77,8 +101,9 @@ fn same(given: &str, token: &SecretString) -> bool {
 }
 
 impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let Some(full) = &self.tokens.full else {
+            req.extensions_mut().insert(Caller::default_caller());
             return Ok(req);
         };
         let given = req
@@ -87,7 +112,8 @@ impl tonic::service::Interceptor for BearerAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if same(given, full) {
+        if let Some(entry) = full.iter().find(|e| same(given, &e.token)) {
+            req.extensions_mut().insert(entry.caller.clone());
             return Ok(req);
         }
         if self

@@ -105,8 +105,7 @@ pub fn retention() -> Result<std::time::Duration, ConfigError> {
     }
 }
 
-/// Shortest bearer token accepted: shorter ones can be guessed online.
-pub const MIN_TOKEN_LEN: usize = 32;
+pub use crate::callers::MIN_TOKEN_LEN;
 
 fn token(var: &'static str) -> Result<Option<SecretString>, ConfigError> {
     match optional(var)? {
@@ -118,9 +117,15 @@ fn token(var: &'static str) -> Result<Option<SecretString>, ConfigError> {
     }
 }
 
-/// The bearer token the gRPC servers require when set (`API_TOKEN`).
+/// The bearer tokens the gRPC servers require when set (`API_TOKEN`): one
+/// token, or several callers' `name:token` entries (see [`crate::callers`]),
+/// checked here so a bad entry stops start-up.
 pub fn api_token() -> Result<Option<SecretString>, ConfigError> {
-    token("API_TOKEN")
+    let Some(raw) = optional("API_TOKEN")?.map(SecretString::from) else {
+        return Ok(None);
+    };
+    crate::callers::parse(&raw).map_err(|reason| ConfigError::new("API_TOKEN", reason))?;
+    Ok(Some(raw))
 }
 
 /// `API_READ_TOKEN`: the read-only token. It needs `API_TOKEN` beside it (on a
@@ -133,10 +138,17 @@ pub fn api_read_token(full: Option<&SecretString>) -> Result<Option<SecretString
             "API_READ_TOKEN",
             "needs API_TOKEN as well",
         )),
-        (Some(r), Some(f)) if r.expose_secret() == f.expose_secret() => Err(ConfigError::new(
-            "API_READ_TOKEN",
-            "must differ from API_TOKEN",
-        )),
+        (Some(r), Some(f))
+            if crate::callers::parse(f)
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.token.expose_secret() == r.expose_secret()) =>
+        {
+            Err(ConfigError::new(
+                "API_READ_TOKEN",
+                "must differ from every API_TOKEN entry",
+            ))
+        }
         _ => Ok(read),
     }
 }

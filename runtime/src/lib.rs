@@ -5,6 +5,7 @@
 
 #[cfg(feature = "grpc")]
 pub mod auth;
+pub mod callers;
 pub mod config;
 pub mod shutdown;
 pub mod telemetry;

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use wxpay_core::domain::{
-    BillReport, EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus,
-    OutRefundNo, OutTradeNo, Refund,
+    BillReport, Caller, EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent,
+    OrderStatus, OutRefundNo, OutTradeNo, Refund,
 };
 
 use crate::refunds::{DueRefund, RefundOutcome, RefundPlacement, RefundUpdate};
@@ -164,13 +164,16 @@ pub struct OutboxBacklog {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a NOTPAY order at version 1, or returns the order that already holds its key.
+    /// Stores a NOTPAY order at version 1, or returns the order that already
+    /// holds its key for the same caller.
     async fn insert_order(&self, order: &NewOrder) -> Result<InsertOutcome, StoreError>;
 
     async fn order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
 
+    /// The order `caller` placed under `key` (keys are unique per caller).
     async fn order_by_idempotency_key(
         &self,
+        caller: &Caller,
         key: &IdempotencyKey,
     ) -> Result<Option<Order>, StoreError>;
 

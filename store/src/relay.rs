@@ -1,16 +1,32 @@
 //! The outbox relay: republishes committed events that were not published
 //! (the bus was down, or the process died between commit and publish), so that
 //! no status change is ever lost by the stream.
+//!
+//! Every replica of payment-service and the gateway runs one, but one at a
+//! time works: each turn starts by taking (or renewing) the `outbox-relay`
+//! lease, so two relays never republish the same backlog side by side. When
+//! the holder dies, its lease runs out after [`Relay::lease`] and another
+//! replica's relay takes over. The shutdown flush publishes without the lease:
+//! a duplicate there is harmless (watchers drop versions they have seen),
+//! a lost event would not be.
 
 use std::{sync::Arc, time::Duration};
 
 use crate::{EventPublisher, Store, StoreError};
+
+/// The lease the relays of every replica compete for.
+pub const LEASE: &str = "outbox-relay";
 
 /// Republishes outbox rows that are still unpublished after `min_age`.
 #[derive(Clone)]
 pub struct Relay {
     store: Arc<dyn Store>,
     publisher: Arc<dyn EventPublisher>,
+    /// This relay's name in the lease table (unique per process).
+    holder: String,
+    /// How long a turn's lease lasts: how soon another replica takes over
+    /// after the holder dies.
+    pub lease: Duration,
     /// How often to look.
     pub interval: Duration,
     /// How old an unpublished event must be before the relay takes it, leaving
@@ -24,6 +40,8 @@ impl Relay {
         Self {
             store,
             publisher,
+            holder: format!("relay-{}", ulid::Ulid::new()),
+            lease: Duration::from_secs(5),
             interval: Duration::from_millis(500),
             min_age: Duration::from_secs(1),
             batch: 500,
@@ -52,6 +70,23 @@ impl Relay {
         Ok(done.len())
     }
 
+    /// One turn of the periodic relay: while this relay holds the lease, every
+    /// batch that is due. `None`: another replica's relay holds it.
+    pub async fn turn(&self, min_age: Duration) -> Result<Option<usize>, StoreError> {
+        let ttl = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(5));
+        let mut total = 0;
+        // The lease is renewed before each batch, so a long backlog never
+        // outlives it while this relay is still at work.
+        while self.store.try_lease(LEASE, &self.holder, ttl).await? {
+            let n = self.run_once(min_age).await?;
+            total += n;
+            if (n as i64) < self.batch {
+                return Ok(Some(total));
+            }
+        }
+        Ok((total > 0).then_some(total))
+    }
+
     /// Runs until `shutdown` resolves, then flushes whatever it can.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -61,7 +96,7 @@ impl Relay {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    if let Err(e) = self.run_once(self.min_age).await {
+                    if let Err(e) = self.turn(self.min_age).await {
                         tracing::debug!(error = %e, "relay: database unavailable");
                     }
                 }

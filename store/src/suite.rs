@@ -13,8 +13,8 @@ use crate::{
 };
 use wxpay_core::{
     domain::{
-        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId, Order,
-        OrderStatus, OutTradeNo,
+        Attach, Caller, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId,
+        Order, OrderEvent, OrderStatus, OutTradeNo,
     },
     wechat::SignType,
 };
@@ -23,6 +23,7 @@ use wxpay_core::{
 pub fn new_order(fee: i64) -> NewOrder {
     let no = OutTradeNo::generate();
     NewOrder {
+        caller: Caller::default_caller(),
         idempotency_key: IdempotencyKey::parse(&format!("key-{no}")).expect("valid key"),
         out_trade_no: no,
         openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").expect("valid openid"),
@@ -69,7 +70,7 @@ pub async fn inserted_orders_read_back_exactly(store: Arc<dyn Store>) {
         .expect("exists");
     assert_eq!(read, o);
     let by_key = store
-        .order_by_idempotency_key(&new.idempotency_key)
+        .order_by_idempotency_key(&new.caller, &new.idempotency_key)
         .await
         .expect("read")
         .expect("exists");
@@ -88,6 +89,46 @@ pub async fn a_taken_idempotency_key_returns_the_first_order(store: Arc<dyn Stor
         InsertOutcome::Inserted(_) => panic!("a second order was stored under the same key"),
     }
     assert_eq!(store.order(&second.out_trade_no).await.expect("read"), None);
+}
+
+pub async fn idempotency_keys_are_scoped_to_their_caller(store: Arc<dyn Store>) {
+    let shop = new_order(100);
+    let shop_order = insert(store.as_ref(), &shop).await;
+    // Another service reuses the shop's key: its own order, not the shop's.
+    let mut billing = new_order(300);
+    billing.caller = Caller::parse("billing").expect("valid caller");
+    billing.idempotency_key = shop.idempotency_key.clone();
+    let billing_order = insert(store.as_ref(), &billing).await;
+    assert_ne!(billing_order.out_trade_no, shop_order.out_trade_no);
+    assert_eq!(billing_order.total_fee.fen(), 300);
+    let read = |caller: Caller| {
+        let store = store.clone();
+        let key = shop.idempotency_key.clone();
+        async move {
+            store
+                .order_by_idempotency_key(&caller, &key)
+                .await
+                .expect("read")
+                .map(|o| o.out_trade_no)
+        }
+    };
+    assert_eq!(
+        read(shop.caller.clone()).await,
+        Some(shop_order.out_trade_no.clone())
+    );
+    assert_eq!(
+        read(billing.caller.clone()).await,
+        Some(billing_order.out_trade_no)
+    );
+    assert_eq!(read(Caller::parse("crm").expect("valid")).await, None);
+    // Within one caller the key still holds: a retry gets the first order.
+    let mut retry = new_order(999);
+    retry.caller = billing.caller.clone();
+    retry.idempotency_key = shop.idempotency_key.clone();
+    match store.insert_order(&retry).await.expect("insert") {
+        InsertOutcome::KeyTaken(existing) => assert_eq!(existing.total_fee.fen(), 300),
+        InsertOutcome::Inserted(_) => panic!("a caller stored two orders under one key"),
+    }
 }
 
 pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
@@ -247,6 +288,91 @@ pub async fn transitions_of_unknown_orders_are_not_found(store: Arc<dyn Store>) 
         .transition(&pay(&OutTradeNo::generate(), "4200000005"))
         .await;
     assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+}
+
+/// Records every event it is handed, as a bus that never fails.
+#[derive(Default)]
+struct RecordingBus {
+    published: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl crate::EventPublisher for RecordingBus {
+    async fn publish(&self, event: &OrderEvent) -> Result<(), crate::events::PublishError> {
+        // Let the other relay interleave between two publishes.
+        tokio::task::yield_now().await;
+        self.published
+            .lock()
+            .map_err(|_| crate::events::PublishError::Unavailable("poisoned".into()))?
+            .push(event.id);
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), crate::events::PublishError> {
+        Ok(())
+    }
+}
+
+pub async fn two_relays_at_once_publish_every_event_once(store: Arc<dyn Store>) {
+    // Two replicas' relays over one outbox: one holds the lease and publishes
+    // the whole backlog, the other stands by; nothing goes out twice or never.
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let new = new_order(10 + i);
+        insert(store.as_ref(), &new).await;
+        if let TransitionOutcome::Applied { event, .. } = store
+            .transition(&pay(&new.out_trade_no, &format!("4200009{i:03}")))
+            .await
+            .expect("pay")
+        {
+            ids.insert(event.id);
+        }
+    }
+    assert_eq!(ids.len(), 40);
+    let bus = Arc::new(RecordingBus::default());
+    let relay = |lease: Duration| {
+        let mut relay = crate::Relay::new(store.clone(), bus.clone());
+        relay.batch = 7;
+        relay.lease = lease;
+        relay
+    };
+    let (a, b) = (
+        relay(Duration::from_secs(60)),
+        relay(Duration::from_secs(60)),
+    );
+    let (ta, tb) = tokio::join!(a.turn(Duration::ZERO), b.turn(Duration::ZERO));
+    let (ta, tb) = (ta.expect("relay a"), tb.expect("relay b"));
+    assert!(
+        matches!((ta, tb), (Some(40), None) | (None, Some(40))),
+        "one relay did the whole backlog: {ta:?} {tb:?}"
+    );
+    let published = bus.published.lock().expect("lock").clone();
+    assert_eq!(published.len(), 40, "each event once");
+    let distinct: std::collections::BTreeSet<i64> = published.iter().copied().collect();
+    assert_eq!(distinct, ids, "every committed event went out");
+    assert_eq!(store.outbox_backlog().await.expect("backlog").count, 0);
+}
+
+pub async fn a_relay_takes_over_when_the_holders_lease_runs_out(store: Arc<dyn Store>) {
+    let bus = Arc::new(RecordingBus::default());
+    let mut holder = crate::Relay::new(store.clone(), bus.clone());
+    holder.lease = Duration::from_millis(300);
+    let standby = crate::Relay::new(store.clone(), bus.clone());
+    assert_eq!(holder.turn(Duration::ZERO).await.expect("turn"), Some(0));
+    // The holder dies here. A payment committed after it is not lost:
+    let new = new_order(10);
+    insert(store.as_ref(), &new).await;
+    store
+        .transition(&pay(&new.out_trade_no, "4200008001"))
+        .await
+        .expect("pay");
+    assert_eq!(
+        standby.turn(Duration::ZERO).await.expect("turn"),
+        None,
+        "the lease still runs"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(standby.turn(Duration::ZERO).await.expect("turn"), Some(1));
+    assert_eq!(bus.published.lock().expect("lock").len(), 1);
 }
 
 pub async fn the_outbox_hands_out_unpublished_events_until_marked(store: Arc<dyn Store>) {
@@ -565,6 +691,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@tests $make;
             inserted_orders_read_back_exactly,
             a_taken_idempotency_key_returns_the_first_order,
+            idempotency_keys_are_scoped_to_their_caller,
             prepay_ids_are_recorded,
             a_payment_bumps_the_version_and_writes_one_event,
             a_disallowed_transition_changes_nothing,
@@ -572,6 +699,8 @@ macro_rules! store_suite {
             a_transaction_id_belongs_to_one_order,
             transitions_of_unknown_orders_are_not_found,
             the_outbox_hands_out_unpublished_events_until_marked,
+            two_relays_at_once_publish_every_event_once,
+            a_relay_takes_over_when_the_holders_lease_runs_out,
             notifications_and_anomalies_are_kept,
             notifications_are_kept_in_batches,
             a_verified_payment_wins_over_a_local_close,

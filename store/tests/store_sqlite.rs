@@ -13,8 +13,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
 use wxpay_core::domain::{
-    EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus, OutRefundNo,
-    OutTradeNo, Refund,
+    Caller, EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OrderStatus,
+    OutRefundNo, OutTradeNo, Refund,
 };
 use wxpay_store::{
     suite::new_order, Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord,
@@ -61,9 +61,10 @@ mod file_backed {
         }
         async fn order_by_idempotency_key(
             &self,
+            caller: &Caller,
             key: &IdempotencyKey,
         ) -> Result<Option<Order>, StoreError> {
-            self.store.order_by_idempotency_key(key).await
+            self.store.order_by_idempotency_key(caller, key).await
         }
         async fn set_prepay(
             &self,
@@ -309,4 +310,104 @@ async fn in_memory_stores_do_not_share_rows() {
     a.insert_order(&new).await.expect("insert");
     assert!(a.order(&new.out_trade_no).await.expect("read a").is_some());
     assert_eq!(b.order(&new.out_trade_no).await.expect("read b"), None);
+}
+
+/// A database written by the release before caller-scoped idempotency keys
+/// (migrations 1–4), with an order, its event and a refund in it.
+async fn a_database_at_migration_4(path: &Path) {
+    let mut migrator = sqlx::migrate::Migrator::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"),
+    )
+    .await
+    .expect("migrations");
+    std::fs::create_dir_all(path.parent().expect("a directory")).expect("directory");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .expect("sqlite file");
+    migrator.run(&mut conn).await.expect("migrations 1-4");
+    for sql in [
+        "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
+         client_ip, sign_type, transaction_id, paid_at, refunded_fee, created_at, updated_at) \
+         VALUES ('01KB0000000000000000000001', 'cart-42', 'REFUND', 'oUpF8uMuAJO_M2pxb1Q9zNjWeS6o', \
+         'old order', 100, '127.0.0.1', 'MD5', '4200000001', 1700000000000, 30, 1700000000000, 1700000000000)",
+        "INSERT INTO order_events (out_trade_no, status, version, total_fee, source, occurred_at) \
+         VALUES ('01KB0000000000000000000001', 'SUCCESS', 2, 100, 'NOTIFY', 1700000000000)",
+        "INSERT INTO refunds (out_refund_no, out_trade_no, refund_fee, status, reason, created_at, updated_at) \
+         VALUES ('R-1', '01KB0000000000000000000001', 30, 'SUCCESS', '', 1700000000000, 1700000000000)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+    }
+    conn.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn an_older_database_upgrades_to_caller_scoped_keys_keeping_every_row() {
+    let dir = TempDir::new();
+    let path = dir.0.join("wxpay.db");
+    a_database_at_migration_4(&path).await;
+    let store = SqliteStore::open(&path)
+        .await
+        .expect("open runs migration 5");
+    let no = OutTradeNo::parse("01KB0000000000000000000001").expect("number");
+    let old = store
+        .order(&no)
+        .await
+        .expect("read")
+        .expect("the order survived");
+    assert_eq!((old.status, old.refunded_fee), (OrderStatus::Refund, 30));
+    let key = IdempotencyKey::parse("cart-42").expect("key");
+    let by_key = store
+        .order_by_idempotency_key(&Caller::default_caller(), &key)
+        .await
+        .expect("read");
+    assert_eq!(
+        by_key.map(|o| o.out_trade_no),
+        Some(no.clone()),
+        "old orders are the default caller's"
+    );
+    let refund = store
+        .refund(&OutRefundNo::parse("R-1").expect("refund number"))
+        .await
+        .expect("read");
+    assert_eq!(
+        refund.map(|r| r.refund_fee.fen()),
+        Some(30),
+        "the refund survived"
+    );
+    // Another caller may now use the old order's key.
+    let mut other = new_order(7);
+    other.caller = Caller::parse("billing").expect("caller");
+    other.idempotency_key = key;
+    assert!(matches!(
+        store.insert_order(&other).await.expect("insert"),
+        InsertOutcome::Inserted(_)
+    ));
+    // References still hold: an event for an order that does not exist is refused.
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .foreign_keys(true)
+        .connect()
+        .await
+        .expect("sqlite file");
+    let dangling = sqlx::query(
+        "INSERT INTO order_events (out_trade_no, status, version, total_fee, source, occurred_at) \
+         VALUES ('NOSUCHORDER', 'SUCCESS', 2, 100, 'NOTIFY', 1)",
+    )
+    .execute(&mut conn)
+    .await;
+    assert!(
+        dangling.is_err(),
+        "foreign keys are enforced after the rebuild"
+    );
 }

@@ -12,7 +12,7 @@ mod refund;
 mod status;
 
 pub use ids::{
-    Attach, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutRefundNo, OutTradeNo,
+    Attach, Caller, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutRefundNo, OutTradeNo,
     RefundReason, TransactionId, ValidationError,
 };
 pub use money::Fee;

@@ -4,13 +4,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, OrderStatus, OutTradeNo};
+use super::{
+    Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, OpenId, OrderStatus, OutTradeNo,
+};
 use crate::wechat::SignType;
 
 /// A validated order about to be stored (status NOTPAY, version 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
     pub out_trade_no: OutTradeNo,
+    /// Whose idempotency key this is: the key is unique per caller.
+    pub caller: Caller,
     pub idempotency_key: IdempotencyKey,
     pub openid: OpenId,
     pub description: Description,

@@ -140,6 +140,7 @@ impl TestApp {
     pub async fn create_order(&self, fen: i64, sign_type: SignType) -> Order {
         let no = OutTradeNo::generate();
         let new = NewOrder {
+            caller: wxpay_core::domain::Caller::default_caller(),
             idempotency_key: IdempotencyKey::parse(&format!("key-{no}")).expect("key"),
             out_trade_no: no,
             openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").expect("openid"),

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::{
-    domain::{EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo},
+    domain::{Caller, EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo},
     wechat::pay_params::{self, PaymentParams},
 };
 use wxpay_store::InsertOutcome;
@@ -58,6 +58,7 @@ impl Payments {
         // taken key returns the order that holds it, checked like any retry.
         let new = NewOrder {
             out_trade_no: OutTradeNo::generate(),
+            caller: input.caller.clone().unwrap_or_else(Caller::default_caller),
             idempotency_key: key,
             openid: terms.openid.clone(),
             description: terms.description.clone(),

@@ -4,12 +4,15 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::domain::{
-    Attach, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, ValidationError,
+    Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, ValidationError,
 };
 
 /// A CreateOrder request as received (strings and numbers, not yet validated).
 #[derive(Debug, Clone, Default)]
 pub struct CreateOrderInput {
+    /// Whose idempotency key this is (the gRPC layer takes it from the token
+    /// the request authenticated with); `None` is the caller `default`.
+    pub caller: Option<Caller>,
     pub idempotency_key: String,
     pub openid: String,
     pub description: String,

@@ -10,8 +10,10 @@
 //! This module is the gRPC side: [`Deadlines`], the [`WatchService`] handler
 //! (validate, subscribe, snapshot) and the adapter that turns a watcher into
 //! the response stream. What one stream sends, and when it ends, is
-//! `watcher`'s; this module never decides either.
+//! `watcher`'s; this module never decides either. An order that cannot exist
+//! is refused before it costs a subscription or a read (`unknown`).
 
+mod unknown;
 mod watcher;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -27,6 +29,7 @@ use wxpay_proto::v1::{
 use wxpay_store::Store;
 
 use crate::{error::WatchError, hub::Hub};
+use unknown::UnknownOrders;
 use watcher::{Ends, Watcher};
 
 /// Stream deadlines.
@@ -57,6 +60,9 @@ pub struct WatchService {
     /// (RESOURCE_EXHAUSTED) instead of growing the process without bound.
     slots: Arc<Semaphore>,
     max_streams: usize,
+    /// Numbers the database said no order has, for a while: a client asking
+    /// again (a retry loop) is refused without another subscription or read.
+    unknown: Arc<UnknownOrders>,
     /// Cancelled at shutdown: open streams end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
@@ -75,6 +81,7 @@ impl WatchService {
             deadlines,
             slots: Arc::new(Semaphore::new(max_streams)),
             max_streams,
+            unknown: Arc::new(UnknownOrders::default()),
             shutdown,
         }
     }
@@ -84,6 +91,9 @@ impl WatchService {
     async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, WatchError> {
         let out_trade_no = OutTradeNo::parse(&request.out_trade_no)?;
         // Before any subscription or read: a refused stream costs nothing.
+        if self.unknown.refuses(&out_trade_no) {
+            return Err(WatchError::NotFound);
+        }
         let slot = self
             .slots
             .clone()
@@ -91,11 +101,10 @@ impl WatchService {
             .map_err(|_| WatchError::TooManyStreams(self.max_streams))?;
         let deadline = Instant::now() + self.deadlines.for_request(request.timeout_seconds);
         let watch = self.hub.watch(&out_trade_no).await;
-        let order = self
-            .store
-            .order(&out_trade_no)
-            .await?
-            .ok_or(WatchError::NotFound)?;
+        let Some(order) = self.store.order(&out_trade_no).await? else {
+            self.unknown.remember(out_trade_no);
+            return Err(WatchError::NotFound);
+        };
         let snapshot = OrderEvent::snapshot(&order);
         // Shared, so the order's other watchers and its fallback know it too.
         self.hub.offer(snapshot.clone());

@@ -272,6 +272,7 @@ pub async fn create_order_of(store: &dyn Store, fen: i64) -> OutTradeNo {
     let out_trade_no = OutTradeNo::generate();
     let order = NewOrder {
         out_trade_no: out_trade_no.clone(),
+        caller: wxpay_core::domain::Caller::default_caller(),
         idempotency_key: IdempotencyKey::parse(&format!("key-{out_trade_no}")).unwrap(),
         openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").unwrap(),
         description: Description::parse("test order").unwrap(),

@@ -13,8 +13,8 @@ use crate::{
     RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
 };
 use wxpay_core::domain::{
-    BillReport, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo,
-    Refund,
+    BillReport, Caller, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo,
+    OutTradeNo, Refund,
 };
 
 use super::{rows::*, *};
@@ -24,9 +24,9 @@ impl Store for PgStore {
     async fn insert_order(&self, o: &NewOrder) -> Result<InsertOutcome, StoreError> {
         let sql = format!(
             "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
-             attach, client_ip, sign_type, expires_at) \
-             VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
+             attach, client_ip, sign_type, expires_at, caller) \
+             VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (caller, idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
         );
         let inserted = sqlx::query(&sql)
             .bind(o.out_trade_no.as_str())
@@ -38,12 +38,16 @@ impl Store for PgStore {
             .bind(o.client_ip.as_str())
             .bind(o.sign_type.as_str())
             .bind(o.expires_at)
+            .bind(o.caller.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
         match inserted {
             Some(row) => Ok(InsertOutcome::Inserted(order_from_row(&row)?)),
-            None => match self.order_by_idempotency_key(&o.idempotency_key).await? {
+            None => match self
+                .order_by_idempotency_key(&o.caller, &o.idempotency_key)
+                .await?
+            {
                 Some(existing) => Ok(InsertOutcome::KeyTaken(existing)),
                 // The conflicting row cannot vanish (orders are never deleted).
                 None => Err(StoreError::Unavailable(
@@ -67,10 +71,14 @@ impl Store for PgStore {
 
     async fn order_by_idempotency_key(
         &self,
+        caller: &Caller,
         key: &IdempotencyKey,
     ) -> Result<Option<Order>, StoreError> {
-        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1");
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE caller = $1 AND idempotency_key = $2"
+        );
         sqlx::query(&sql)
+            .bind(caller.as_str())
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await

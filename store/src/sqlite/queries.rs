@@ -13,8 +13,8 @@ use crate::{
     TransitionOutcome,
 };
 use wxpay_core::domain::{
-    BillReport, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo,
-    Refund,
+    BillReport, Caller, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo,
+    OutTradeNo, Refund,
 };
 
 use super::{rows::*, *};
@@ -25,9 +25,9 @@ impl Store for SqliteStore {
         let now = now_millis();
         let sql = format!(
             "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
-             attach, client_ip, sign_type, expires_at, created_at, updated_at) \
-             VALUES (?1, ?2, 'NOTPAY', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
+             attach, client_ip, sign_type, expires_at, created_at, updated_at, caller) \
+             VALUES (?1, ?2, 'NOTPAY', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
+             ON CONFLICT (caller, idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(&sql)
@@ -41,6 +41,7 @@ impl Store for SqliteStore {
             .bind(o.sign_type.as_str())
             .bind(o.expires_at.map(|t| t.timestamp_millis()))
             .bind(now)
+            .bind(o.caller.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -48,16 +49,14 @@ impl Store for SqliteStore {
             Some(row) => InsertOutcome::Inserted(order_from_row(&row)?),
             // Read inside the same transaction: the row that holds the key is
             // certainly there (and orders are never deleted anyway).
-            None => {
-                match fetch_order(&mut *tx, "idempotency_key", o.idempotency_key.as_str()).await? {
-                    Some(existing) => InsertOutcome::KeyTaken(existing),
-                    None => {
-                        return Err(StoreError::Unavailable(
-                            "idempotency conflict without a row".into(),
-                        ))
-                    }
+            None => match fetch_by_key(&mut *tx, &o.caller, &o.idempotency_key).await? {
+                Some(existing) => InsertOutcome::KeyTaken(existing),
+                None => {
+                    return Err(StoreError::Unavailable(
+                        "idempotency conflict without a row".into(),
+                    ))
                 }
-            }
+            },
         };
         tx.commit().await.map_err(map_err)?;
         Ok(outcome)
@@ -69,9 +68,10 @@ impl Store for SqliteStore {
 
     async fn order_by_idempotency_key(
         &self,
+        caller: &Caller,
         key: &IdempotencyKey,
     ) -> Result<Option<Order>, StoreError> {
-        fetch_order(&self.reader, "idempotency_key", key.as_str()).await
+        fetch_by_key(&self.reader, caller, key).await
     }
 
     async fn set_prepay(

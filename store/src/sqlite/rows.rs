@@ -8,7 +8,7 @@ use crate::{
     columns::{corrupt, EventColumns, OrderColumns},
     StoreError,
 };
-use wxpay_core::domain::{Order, OrderEvent};
+use wxpay_core::domain::{Caller, IdempotencyKey, Order, OrderEvent};
 
 use super::*;
 
@@ -102,9 +102,28 @@ pub(super) async fn fetch_order<'e, E>(
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    // `column` is one of two constants chosen below, never caller input.
+    // `column` is a constant of the caller's code, never request input.
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {column} = ?1");
     ex.fetch_optional(sqlx::query(&sql).bind(value))
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(order_from_row)
+        .transpose()
+}
+
+/// The order `caller` placed under `key`.
+pub(super) async fn fetch_by_key<'e, E>(
+    ex: E,
+    caller: &Caller,
+    key: &IdempotencyKey,
+) -> Result<Option<Order>, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let sql =
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE caller = ?1 AND idempotency_key = ?2");
+    ex.fetch_optional(sqlx::query(&sql).bind(caller.as_str()).bind(key.as_str()))
         .await
         .map_err(map_err)?
         .as_ref()

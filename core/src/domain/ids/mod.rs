@@ -1,5 +1,6 @@
 //! Identifiers and bounded strings that WeChat limits: out_trade_no, nonce,
-//! description (`body`), attach, openid, idempotency keys, client IPs, and a
+//! description (`body`), attach, openid, idempotency keys and their callers,
+//! client IPs, and a
 //! refund's number and reason.
 //!
 //! The types are declared here, so their private field is visible only to this
@@ -38,6 +39,12 @@ string_newtype!(
 string_newtype!(
     /// The caller's idempotency key for CreateOrder.
     IdempotencyKey
+);
+string_newtype!(
+    /// Who placed an order: the name of the `API_TOKEN` entry the caller
+    /// authenticated with (1..=32 of `[A-Za-z0-9_-]`). Idempotency keys are
+    /// unique per caller, so two services' "cart-42" are two orders.
+    Caller
 );
 string_newtype!(
     /// WeChat's own payment id (`transaction_id`).

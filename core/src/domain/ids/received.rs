@@ -1,5 +1,5 @@
 //! The values this product only receives, from the caller or from WeChat, and
-//! never makes up: description, attach, openid, idempotency key, WeChat's
+//! never makes up: description, attach, openid, idempotency key and caller, WeChat's
 //! transaction id and the client IP. Each gets its field's rule here; nothing
 //! here generates a value.
 
@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::{
     newtype::{check_len, check_no_control, ValidationError},
-    Attach, ClientIp, Description, IdempotencyKey, OpenId, OutRefundNo, RefundReason,
+    Attach, Caller, ClientIp, Description, IdempotencyKey, OpenId, OutRefundNo, RefundReason,
     TransactionId,
 };
 
@@ -81,6 +81,30 @@ impl IdempotencyKey {
             ));
         }
         Ok(Self(s.to_owned()))
+    }
+}
+
+impl Caller {
+    /// The caller of a server without named tokens, and of orders placed
+    /// before callers were recorded.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        check_len("caller", s, 1, 32)?;
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ValidationError::new(
+                "caller",
+                "may contain only letters, digits, '_' and '-'",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn default_caller() -> Self {
+        Self(Self::DEFAULT.to_owned())
     }
 }
 
