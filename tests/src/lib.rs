@@ -11,13 +11,15 @@
 //!
 //! Laid out as: `binaries` (finding and building them), `ports`, `process` (the
 //! guard around one child), `probes` (connecting and the readiness checks) and
-//! `stack` (the four services together). Every public item is re-exported
+//! `stack` (the four services together), and `redis` (a private redis-server
+//! for tests that kill it). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
 mod ports;
 mod probes;
 mod process;
+mod redis;
 mod stack;
 
 use wxpay_core::wechat::{ApiKey, Merchant};
@@ -25,6 +27,7 @@ use wxpay_core::wechat::{ApiKey, Merchant};
 pub use binaries::{binary, build_binaries, workspace_root, BINARIES};
 pub use ports::{free_port, free_ports};
 pub use process::Process;
+pub use redis::PrivateRedis;
 pub use stack::{Stack, StackOptions};
 
 /// The merchant every process of a stack shares (the sandbox accepts only it).

@@ -32,6 +32,13 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
+    /// SIGKILL, and waits for it: the process dies wherever it is, with no
+    /// shutdown, drain or flush (a crash, the OOM killer, a pulled plug).
+    pub fn kill_9(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(|_| ())
+    }
+
     /// The last lines the process printed, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -23,6 +23,9 @@ pub struct StackOptions {
     pub fallback_max_delay: Duration,
     /// `RECONCILE_*`: when payment-service's reconciler asks WeChat itself.
     pub reconcile: ReconcilerConfig,
+    /// `REDIS_URL` for every binary; `None`: the shared test Redis. A test that
+    /// kills or stops Redis gives its own ([`crate::PrivateRedis`]).
+    pub redis_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -36,6 +39,7 @@ impl Default for StackOptions {
                 after: Duration::from_secs(600),
                 ..ReconcilerConfig::default()
             },
+            redis_url: None,
         }
     }
 }

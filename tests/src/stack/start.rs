@@ -17,7 +17,10 @@ impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         build_binaries()?;
         let database_url = wxpay_store::testing::fresh_database_url().await?;
-        let redis_url = wxpay_store::testing::redis_url();
+        let redis_url = options
+            .redis_url
+            .clone()
+            .unwrap_or_else(wxpay_store::testing::redis_url);
         let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port] = free_ports()?;
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         // The same settings type the single-process stack runs from: which binary
