@@ -68,9 +68,12 @@ pub fn npm_examples() -> anyhow::Result<Option<PathBuf>> {
             // --ignore-scripts: no package here needs an install step, so none
             // gets to run code at install time.
             run(
-                Command::new("npm")
-                    .current_dir(&dir)
-                    .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]),
+                Command::new("npm").current_dir(&dir).args([
+                    "ci",
+                    "--no-audit",
+                    "--no-fund",
+                    "--ignore-scripts",
+                ]),
                 "npm ci in examples/",
             )
             .map_err(|e| format!("{e:#}"))
@@ -93,7 +96,9 @@ pub fn python_venv(name: &str, requirements: &Path) -> anyhow::Result<Option<Pat
     }
     // Tests of one process may ask at once: one creates and installs, the rest wait.
     static INSTALLING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = target_dir().join(name);
     let python = venv.join("bin").join("python");
     let has_pip = || {
@@ -114,7 +119,14 @@ pub fn python_venv(name: &str, requirements: &Path) -> anyhow::Result<Option<Pat
     }
     run(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(requirements),
         "pip install -r requirements.txt",
     )?;

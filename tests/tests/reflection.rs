@@ -35,38 +35,57 @@ async fn reflect(python: &Path, url: &str, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_reflection_lists_both_servers_and_places_an_order_from_reflected_descriptors() {
-    let Some(python) = python_venv(
-        "py-reflection-venv",
-        &script_dir().join("requirements.txt"),
-    )
-    .expect("the reflection client installs") else {
+    let Some(python) = python_venv("py-reflection-venv", &script_dir().join("requirements.txt"))
+        .expect("the reflection client installs")
+    else {
         return;
     };
     let stack = Stack::start(StackOptions::default())
         .await
         .expect("the stack starts");
 
-    let payment = reflect(&python, &stack.payment_url, &["--create-order", "py-reflection-1"]).await;
+    let payment = reflect(
+        &python,
+        &stack.payment_url,
+        &["--create-order", "py-reflection-1"],
+    )
+    .await;
     let poller = reflect(&python, &stack.poller_url, &[]).await;
 
     let services = |v: &Value| -> Vec<String> {
         v["services"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let listed = services(&payment);
-    assert!(listed.iter().any(|s| s == "wxpay.v1.PaymentService"), "{listed:?}");
-    assert!(listed.iter().any(|s| s == "grpc.health.v1.Health"), "{listed:?}");
+    assert!(
+        listed.iter().any(|s| s == "wxpay.v1.PaymentService"),
+        "{listed:?}"
+    );
+    assert!(
+        listed.iter().any(|s| s == "grpc.health.v1.Health"),
+        "{listed:?}"
+    );
     let listed = services(&poller);
-    assert!(listed.iter().any(|s| s == "wxpay.v1.OrderStatusService"), "{listed:?}");
+    assert!(
+        listed.iter().any(|s| s == "wxpay.v1.OrderStatusService"),
+        "{listed:?}"
+    );
 
     let created = &payment["create_order"];
     let no = created["order"]["out_trade_no"]
         .as_str()
         .unwrap_or_else(|| panic!("an order number: {created}"))
         .to_owned();
-    assert_eq!(created["order"]["status"], "ORDER_STATUS_NOTPAY", "{created}");
+    assert_eq!(
+        created["order"]["status"], "ORDER_STATUS_NOTPAY",
+        "{created}"
+    );
     assert_eq!(created["order"]["idempotency_key"], "py-reflection-1");
     assert!(
         created["payment"]["package"]
@@ -74,7 +93,9 @@ async fn grpcio_reflection_lists_both_servers_and_places_an_order_from_reflected
             .is_some_and(|p| p.starts_with("prepay_id=")),
         "requestPayment parameters: {created}"
     );
-    assert!(created["watch_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(created["watch_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
 
     // The order is real: the Rust client reads it back.
     let order = stack
