@@ -221,6 +221,13 @@ async fn the_demo_reports_success_with_every_step() {
         );
     }
     assert!(text.contains("paySign verifies"), "{text}");
+    // The mini program's own watch, beside the backend's gRPC stream.
+    assert!(
+        text.contains("the mini program: wx.connectSocket ws://")
+            && text.contains("the mini program's WebSocket → SUCCESS"),
+        "{text}"
+    );
+    assert!(outcome.pay_to_websocket > Duration::ZERO);
     assert!(
         text.contains(&format!("OK: order {} is SUCCESS", outcome.out_trade_no)),
         "{text}"

@@ -13,6 +13,7 @@ use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
 use tonic::transport::Channel;
 use wxpay_core::{
     domain::{OrderStatus, OutTradeNo},
+    watch_token::WatchSecret,
     wechat::Merchant,
 };
 use wxpay_store::testing;
@@ -47,6 +48,11 @@ pub struct Stack {
     pub payment_port: u16,
     pub gateway_port: u16,
     pub poller_port: u16,
+    /// The poller's WebSocket / SSE side.
+    pub poller_http_port: u16,
+    /// The stack's watch-token secret: the benchmark issues the tokens its
+    /// WebSocket clients present, as payment-service would in CreateOrder.
+    pub watch_secret: WatchSecret,
     pub http: reqwest::Client,
     stack: wxpay::Stack,
 }
@@ -86,6 +92,8 @@ impl Stack {
         };
         let tallies = counters.clone();
         let loopback = "127.0.0.1:0".parse()?;
+        let watch_secret = WatchSecret::new(&format!("bench-{}-watch-secret", ulid::Ulid::new()))
+            .context("the benchmark's watch secret")?;
         let settings = wxpay::Settings {
             storage: wxpay::Storage::Postgres(database_url.clone()),
             bus: wxpay::Bus::Redis(redis_url.clone()),
@@ -94,6 +102,8 @@ impl Stack {
             poller_addr: loopback,
             poller_metrics_addr: loopback,
             sandbox_addr: loopback,
+            poller_http_addr: loopback,
+            watch_secret: Some(watch_secret.clone()),
             // Every order here is paid by a notification; keep the fallback out of the figures.
             fallback_delay: Duration::from_secs(3600),
             fallback_max_delay: Duration::from_secs(3600),
@@ -126,6 +136,8 @@ impl Stack {
             payment_port: addresses.payment.port(),
             gateway_port: addresses.gateway.port(),
             poller_port: addresses.poller.port(),
+            poller_http_port: addresses.poller_http.port(),
+            watch_secret,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()?,

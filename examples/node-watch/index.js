@@ -41,6 +41,8 @@ call.on('status', (status) => {
   if (status.code === grpc.status.OK && !final) {
     console.log('deadline reached; watch again to keep waiting');
   }
+  // The stream is over: let the process exit (an open channel would hold it).
+  client.close();
 });
 call.on('error', (err) => {
   console.error(`${grpc.status[err.code]}: ${err.details}`);

@@ -1,5 +1,5 @@
 //! Builds and runs the payment-service gRPC server: PaymentService behind the
-//! bearer-token check, grpc.health.v1, reflection, the outbox relay, the
+//! bearer-token check, grpc.health.v1, reflection (v1 and v1alpha), the outbox relay, the
 //! reconciler, and a graceful shutdown (health NOT_SERVING, drain, relay flush).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -172,10 +172,17 @@ impl Application {
         health_reporter
             .set_serving::<PaymentServiceServer<PaymentGrpc>>()
             .await;
+        // Reflection in both versions: grpcurl speaks v1, while grpcio-reflection
+        // (Python), Postman and older tools built on it still ask v1alpha and
+        // would get UNIMPLEMENTED from a v1-only server.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
         let service = tonic::service::interceptor::InterceptedService::new(
             PaymentServiceServer::new(PaymentGrpc::new(self.payments.clone())),
             BearerAuth::new(self.api_tokens.clone()),
@@ -219,6 +226,7 @@ impl Application {
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(
                 // Nagle off: small gRPC replies must not wait for the peer's delayed ACK (~40 ms).

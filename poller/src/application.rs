@@ -1,5 +1,5 @@
 //! Wiring: the store, the hub with its Redis feed and fallback, the gRPC server
-//! (WatchOrder behind the bearer-token check, health, reflection, HTTP/2
+//! (WatchOrder behind the bearer-token check, health, reflection v1 and v1alpha, HTTP/2
 //! keepalive) and the metrics server, bound in `build` (port 0 works for tests)
 //! and run by `run_until_stopped`.
 
@@ -143,10 +143,17 @@ impl Application {
         reporter
             .set_service_status(SERVICE_NAME, ServingStatus::Serving)
             .await;
+        // Reflection in both versions: grpcurl speaks v1, while grpcio-reflection,
+        // Postman and older tools built on it still ask v1alpha and would get
+        // UNIMPLEMENTED from a v1-only server.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("reflection")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(wxpay_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("reflection (v1alpha)")?;
         let watch = OrderStatusServiceServer::with_interceptor(
             self.service.clone(),
             BearerAuth::new(ApiTokens {
@@ -215,6 +222,7 @@ impl Application {
             .max_concurrent_streams(Some(self.config.max_streams_per_connection))
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(watch)
             .serve_with_incoming_shutdown(
                 // The builder's tcp_* settings apply only to tonic's own incoming, so

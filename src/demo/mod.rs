@@ -6,8 +6,11 @@
 //! like any client), the mini program (checks paySign), and the payer (the
 //! sandbox's control API, after which the sandbox sends the signed notification
 //! to the gateway), and finally gives part of the money back (RefundOrder over the
-//! sandbox's mutual TLS, seen on a refund watch). Each step is numbered and timed; the figure that matters is
-//! how long the SUCCESS status took to reach the watcher after the payer paid.
+//! sandbox's mutual TLS, seen on a refund watch). The order is watched twice,
+//! as the two kinds of client would: by the backend over gRPC (WatchOrder) and by
+//! the mini program itself over the poller's WebSocket with the order's watch
+//! token. Each step is numbered and timed; the figures that matter are how long
+//! the SUCCESS status took to reach each watcher after the payer paid.
 //!
 //! It talks to the services only through their public contracts, so a demo that
 //! passes says the product works, not merely that the functions do.
@@ -28,6 +31,7 @@ use wxpay_proto::v1::{
 mod narration;
 mod paying;
 mod refunding;
+mod socket;
 
 use narration::*;
 use paying::pay_and_confirm;
@@ -201,16 +205,43 @@ async fn walk(
         ),
         t.elapsed(),
     )?;
+    // The mini program watches too, with no API token: its order's watch token.
+    let t = Instant::now();
+    let ws_url = a.watch_ws_url(&order.out_trade_no, &created.watch_token);
+    let mut socket = socket::Socket::open(&ws_url)
+        .await
+        .context("step 4: the mini program's WebSocket")?;
+    let pushed = socket
+        .next("step 4: the WebSocket's first message (the snapshot)")
+        .await?;
+    if pushed.status != "NOTPAY" {
+        bail!(
+            "step 4: the WebSocket's snapshot says {}, expected NOTPAY",
+            pushed.status
+        );
+    }
+    say(
+        out,
+        &format!(
+            "      the mini program: wx.connectSocket {} → snapshot {} (version {}), {}",
+            ws_url.split("?token=").next().unwrap_or_default(),
+            pushed.status,
+            pushed.version,
+            ms(t.elapsed())
+        ),
+    )?;
 
-    let mut outcome = pay_and_confirm(out, &a, &mut payments, &order, &mut stream).await?;
+    let mut outcome =
+        pay_and_confirm(out, &a, &mut payments, &order, &mut stream, &mut socket).await?;
     let refunded =
         refunding::refund_part(out, &a, &mut payments, &outcome.out_trade_no, DEMO_REFUND).await?;
     say(
         out,
         &format!(
-            "\nOK: order {} is SUCCESS; the watcher had it {} after the payer paid; {} of {} fen refunded and seen on the stream.",
+            "\nOK: order {} is SUCCESS; the watchers had it {} (gRPC) and {} (WebSocket) after the payer paid; {} of {} fen refunded and seen on the stream.",
             outcome.out_trade_no,
             ms(outcome.pay_to_stream),
+            ms(outcome.pay_to_websocket),
             refunded.refunded_fee,
             DEMO_FEE
         ),

@@ -1,6 +1,6 @@
 //! The demo's second half: the payer pays in the sandbox, the SUCCESS arrives
-//! on the stream, the stored order agrees, and WeChat saw its notification
-//! acknowledged at once.
+//! on the gRPC stream and on the mini program's WebSocket, the stored order
+//! agrees, and WeChat saw its notification acknowledged at once.
 
 use std::{
     io::Write,
@@ -12,7 +12,7 @@ use wxpay_proto::v1::{
     payment_service_client::PaymentServiceClient, GetOrderRequest, OrderStatus, OrderStatusEvent,
 };
 
-use super::narration::*;
+use super::{narration::*, socket::Socket};
 use crate::Addresses;
 
 /// The notification normally lands in milliseconds; this is generous so that a
@@ -28,6 +28,8 @@ pub struct Outcome {
     pub transaction_id: String,
     /// From the pay call to the SUCCESS message on the WatchOrder stream.
     pub pay_to_stream: Duration,
+    /// From the pay call to the SUCCESS message on the mini program's WebSocket.
+    pub pay_to_websocket: Duration,
     /// The partial refund of the last steps.
     pub refunded: Option<super::Refunded>,
 }
@@ -38,6 +40,7 @@ pub(super) async fn pay_and_confirm(
     payments: &mut PaymentServiceClient<tonic::transport::Channel>,
     order: &wxpay_proto::v1::Order,
     stream: &mut tonic::Streaming<OrderStatusEvent>,
+    socket: &mut Socket,
 ) -> anyhow::Result<Outcome> {
     // 5. The payer pays; the sandbox then notifies the gateway, as WeChat would.
     let http = reqwest::Client::new();
@@ -64,12 +67,13 @@ pub(super) async fn pay_and_confirm(
         paid_at.elapsed(),
     )?;
 
-    // 6. The status arrives on the stream, pushed, not polled.
-    let success = tokio::time::timeout(STATUS_TIMEOUT, async {
+    // 6. The status arrives on both watches, pushed, not polled; each is timed
+    // on its own, both waited for at once.
+    let grpc = async {
         loop {
             let event = next_event(stream, "step 6: waiting for SUCCESS").await?;
             if event.status == OrderStatus::Success as i32 {
-                return Ok::<_, anyhow::Error>(event);
+                return Ok::<_, anyhow::Error>((event, paid_at.elapsed()));
             }
             if event.terminal {
                 bail!(
@@ -78,15 +82,27 @@ pub(super) async fn pay_and_confirm(
                 );
             }
         }
-    })
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "step 6: no SUCCESS on the stream within {} s of the payment",
-            STATUS_TIMEOUT.as_secs()
-        )
-    })??;
-    let pay_to_stream = paid_at.elapsed();
+    };
+    let websocket = async {
+        loop {
+            let pushed = socket
+                .next("step 6: waiting for SUCCESS on the WebSocket")
+                .await?;
+            if pushed.status == "SUCCESS" {
+                return Ok::<_, anyhow::Error>((pushed, paid_at.elapsed()));
+            }
+        }
+    };
+    let both = async { tokio::try_join!(grpc, websocket) };
+    let ((success, pay_to_stream), (pushed, pay_to_websocket)) =
+        tokio::time::timeout(STATUS_TIMEOUT, both)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "step 6: no SUCCESS on both watches within {} s of the payment",
+                    STATUS_TIMEOUT.as_secs()
+                )
+            })??;
     step(
         out,
         6,
@@ -99,6 +115,15 @@ pub(super) async fn pay_and_confirm(
             ms(pay_to_stream)
         ),
         pay_to_stream,
+    )?;
+    say(
+        out,
+        &format!(
+            "      the mini program's WebSocket → {} (version {}), {} after the pay call",
+            pushed.status,
+            pushed.version,
+            ms(pay_to_websocket)
+        ),
     )?;
 
     // 7. The stored order agrees.
@@ -148,6 +173,7 @@ pub(super) async fn pay_and_confirm(
         status: OrderStatus::Success,
         transaction_id: stored.transaction_id,
         pay_to_stream,
+        pay_to_websocket,
         refunded: None,
     })
 }

@@ -19,12 +19,16 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// Where cargo puts the debug binaries (`CARGO_TARGET_DIR` honoured).
-pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target directory (`CARGO_TARGET_DIR` honoured).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug").join(name)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Where cargo puts the debug binaries.
+pub fn binary(name: &str) -> PathBuf {
+    target_dir().join("debug").join(name)
 }
 
 /// Builds the binaries once per test process. `cargo test -p e2e-tests` does not
@@ -39,6 +43,28 @@ pub fn build_binaries() -> anyhow::Result<()> {
             let mut cmd = Command::new(cargo);
             cmd.current_dir(workspace_root())
                 .args(["build", "--quiet", "--bins"]);
+            // `cargo test` gives this process the test crate's CARGO_PKG_NAME,
+            // CARGO_MANIFEST_DIR…; build scripts that track them (ring's does)
+            // would see them changed and rebuild, and the next `cargo test`
+            // would rebuild them back: minutes each way. Build as a shell would.
+            for (key, _) in std::env::vars_os() {
+                let Some(key) = key.to_str() else { continue };
+                let per_crate = key.starts_with("CARGO_PKG_")
+                    || key.starts_with("CARGO_BIN_")
+                    || matches!(
+                        key,
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_MANIFEST_LINKS"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    );
+                if per_crate {
+                    cmd.env_remove(key);
+                }
+            }
             for bin in BINARIES {
                 cmd.args(["-p", bin]);
             }

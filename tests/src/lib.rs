@@ -11,8 +11,9 @@
 //!
 //! Laid out as: `binaries` (finding and building them), `ports`, `process` (the
 //! guard around one child), `probes` (connecting and the readiness checks) and
-//! `stack` (the four services together), and `redis` (a private redis-server
-//! for tests that kill it). Every public item is re-exported
+//! `stack` (the four services together), `redis` (a private redis-server for
+//! tests that kill it) and `tools` (the Node and Python clients some tests
+//! drive the stack with). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
@@ -21,6 +22,7 @@ mod probes;
 mod process;
 mod redis;
 mod stack;
+mod tools;
 
 use wxpay_core::wechat::{ApiKey, Merchant};
 
@@ -29,12 +31,15 @@ pub use ports::{free_port, free_ports};
 pub use process::Process;
 pub use redis::PrivateRedis;
 pub use stack::{Stack, StackOptions};
+pub use tools::{npm_examples, python_venv, require_tool};
 
 /// The merchant every process of a stack shares (the sandbox accepts only it).
 /// The key is a test key, only ever valid against the sandbox.
 pub const APP_ID: &str = "wx0123456789abcdef";
 pub const MCH_ID: &str = "1900000109";
 pub const API_KEY: &str = "sandboxtestkey0123456789abcdefgh";
+/// `WATCH_TOKEN_SECRET` of payment-service and the poller (at least 32 characters).
+pub const WATCH_TOKEN_SECRET: &str = "e2e-watch-token-secret-0123456789abcdef";
 
 /// [`APP_ID`], [`MCH_ID`] and [`API_KEY`] as the merchant they make.
 pub fn merchant() -> Merchant {

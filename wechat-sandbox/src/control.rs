@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/sandbox/orders/{out_trade_no}", get(order))
         .route("/sandbox/orders/{out_trade_no}/pay", post(pay))
+        .route("/sandbox/prepay/{prepay_id}/pay", post(pay_prepay))
         .route("/sandbox/orders/{out_trade_no}/fail", post(fail))
         .route(
             "/sandbox/orders/{out_trade_no}/userpaying",
@@ -342,6 +343,23 @@ async fn pay(
         copies,
     );
     Ok(Json(OrderView::from(&order)))
+}
+
+/// `POST /sandbox/prepay/{prepay_id}/pay`: the same as paying by order number,
+/// for a client that knows only what `wx.requestPayment` is given (its
+/// `package` is `prepay_id=…`), as WeChat's own client does.
+async fn pay_prepay(
+    State(state): State<AppState>,
+    Path(prepay_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ControlError> {
+    let out_trade_no = state
+        .orders()
+        .all_orders()
+        .find(|o| o.prepay_id == prepay_id)
+        .map(|o| o.out_trade_no.clone())
+        .ok_or(ControlError::NotFound)?;
+    pay(State(state), Path(out_trade_no), body).await
 }
 
 async fn fail(

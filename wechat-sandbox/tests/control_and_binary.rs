@@ -62,6 +62,46 @@ async fn pay_with_an_empty_body_uses_the_defaults_and_the_order_shows_it() {
     assert_eq!(view["transaction_id"].as_str().map(str::len), Some(28));
 }
 
+/// What WeChat's client knows is `package=prepay_id=…`, not the order number:
+/// a shim of `wx.requestPayment` pays by the prepay_id, and an unknown one is 404.
+#[tokio::test]
+async fn an_order_is_paid_by_its_prepay_id_as_the_wechat_client_knows_it() {
+    let sandbox = sandbox().await;
+    let no = new_out_trade_no();
+    client(&sandbox)
+        .unified_order(&order(&no, 99, "http://127.0.0.1:9/n", SignType::Md5))
+        .await
+        .expect("placed");
+    let placed: Value = reqwest::get(format!("{}/sandbox/orders/{no}", sandbox.base_url()))
+        .await
+        .expect("sent")
+        .json_or_panic()
+        .await;
+    let prepay_id = placed["prepay_id"]
+        .as_str()
+        .expect("a prepay_id")
+        .to_owned();
+
+    let (status, paid) = post_json(
+        format!("{}/sandbox/prepay/{prepay_id}/pay", sandbox.base_url()),
+        "",
+    )
+    .await;
+    let (unknown, _) = post_json(
+        format!(
+            "{}/sandbox/prepay/wx000000000000000000000000000000/pay",
+            sandbox.base_url()
+        ),
+        "",
+    )
+    .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(paid["out_trade_no"], no.as_str());
+    assert_eq!(paid["status"], "SUCCESS");
+    assert_eq!(unknown, 404);
+}
+
 #[tokio::test]
 async fn invalid_control_requests_are_400_with_a_json_error() {
     let sandbox = sandbox().await;

@@ -23,6 +23,12 @@ impl Stack {
         ))
     }
 
+    /// The poller's WebSocket origin (`ws://…`), as a mini program backend
+    /// hands it out.
+    pub fn poller_ws_base(&self) -> String {
+        self.poller_http_url.replacen("http://", "ws://", 1)
+    }
+
     /// The sandbox's control API: `POST /sandbox/orders/{no}/{action}` with a JSON
     /// body (`pay`, `fail`, `userpaying`), returning the order as the sandbox sees it.
     pub async fn sandbox_post(

@@ -62,5 +62,7 @@ pub struct Stack {
     pub payment_url: String,
     pub gateway_url: String,
     pub poller_url: String,
+    /// The poller's WebSocket / SSE side (`POLLER_HTTP_ADDR`), `http://…`.
+    pub poller_http_url: String,
     http: reqwest::Client,
 }

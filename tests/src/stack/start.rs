@@ -5,9 +5,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use wxpay_core::wechat::SignType;
+use wxpay_core::{watch_token::WatchSecret, wechat::SignType};
 
-use crate::{build_binaries, free_ports, merchant, Process, StackOptions};
+use crate::{build_binaries, free_ports, merchant, Process, StackOptions, WATCH_TOKEN_SECRET};
 
 use super::Stack;
 
@@ -21,7 +21,8 @@ impl Stack {
             .redis_url
             .clone()
             .unwrap_or_else(wxpay_store::testing::redis_url);
-        let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port] = free_ports()?;
+        let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port, poller_http_port] =
+            free_ports()?;
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         // The same settings type the single-process stack runs from: which binary
         // gets which URL is decided once, in `wxpay::split`.
@@ -34,9 +35,13 @@ impl Stack {
             gateway_addr: local(gateway_port),
             poller_addr: local(poller_port),
             poller_metrics_addr: local(metrics_port),
-            // The split harness runs no HTTP watch (no WATCH_TOKEN_SECRET).
-            poller_http_addr: local(0),
-            watch_secret: None,
+            // Watch tokens and the poller's WebSocket / SSE watch, as a
+            // deployment for mini programs runs them.
+            poller_http_addr: local(poller_http_port),
+            watch_secret: Some(
+                WatchSecret::new(WATCH_TOKEN_SECRET)
+                    .ok_or_else(|| anyhow::anyhow!("the harness's watch secret is too short"))?,
+            ),
             sandbox_addr: local(sandbox_port),
             api_token: None,
             // WeChat's retry schedule 1000 times faster: a retried notification
@@ -53,11 +58,12 @@ impl Stack {
             env
         };
         let url = |port| format!("http://127.0.0.1:{port}");
-        let (sandbox_url, payment_url, gateway_url, poller_url) = (
+        let (sandbox_url, payment_url, gateway_url, poller_url, poller_http_url) = (
             url(sandbox_port),
             url(payment_port),
             url(gateway_port),
             url(poller_port),
+            url(poller_http_port),
         );
         let sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
         let payment = Process::spawn("payment-service", &with_logs(env.payment))?;
@@ -77,6 +83,7 @@ impl Stack {
             payment_url,
             gateway_url,
             poller_url,
+            poller_http_url,
             http,
         };
         stack.until_ready().await?;

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::Message;
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, GetOrderRequest, OrderStatus, WatchOrderRequest,
@@ -30,6 +32,9 @@ use super::stack_sender;
 pub(super) enum Way {
     Timer,
     Watch,
+    /// The mini program's own watch: one WebSocket per client (as each phone
+    /// holds its own) to the poller's HTTP side, with the order's watch token.
+    WebSocket,
 }
 
 /// What one round measured, raw; the scenario formats it.
@@ -176,6 +181,39 @@ pub(super) async fn one(
                             ready.fetch_add(1, Ordering::Relaxed);
                         }
                         if event.status == OrderStatus::Success as i32 {
+                            let _ = seen[i].set(Instant::now());
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        Way::WebSocket => {
+            let expires = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+            for i in 0..n {
+                let url = format!(
+                    "ws://127.0.0.1:{}/v1/orders/{}/ws?token={}&timeout_seconds=600",
+                    stack.poller_http_port,
+                    orders[i],
+                    stack.watch_secret.issue(&orders[i], expires)
+                );
+                let (seen, ready) = (seen.clone(), ready.clone());
+                clients.push(tokio::spawn(async move {
+                    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
+                        ready.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let mut first = true;
+                    while let Some(Ok(message)) = socket.next().await {
+                        let Message::Text(text) = message else {
+                            continue;
+                        };
+                        if first {
+                            first = false;
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The status as the mini program reads it: JSON, the short name.
+                        if text.contains(r#""status":"SUCCESS""#) {
                             let _ = seen[i].set(Instant::now());
                             return;
                         }
