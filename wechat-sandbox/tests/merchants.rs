@@ -699,3 +699,67 @@ async fn each_account_downloads_a_bill_of_its_own_trades() {
     let none = bill(&sandbox, &shop(), &[]).await;
     assert!(none.contains("No Bill Exist"), "{none}");
 }
+
+#[tokio::test]
+async fn a_service_providers_refund_is_notified_for_its_sub_merchant_under_its_key() {
+    let sandbox = sandbox().await;
+    let receiver = Receiver::start(0).await;
+    let provider = provider();
+    let no = new_out_trade_no();
+    let order = with(
+        jsapi(&no, "http://127.0.0.1:9/n"),
+        &[("sub_mch_id", SUB_MCH_ID), ("sub_appid", SUB_APP_ID)],
+    );
+    call(
+        &sandbox,
+        &provider,
+        SignType::Md5,
+        "/pay/unifiedorder",
+        &order,
+    )
+    .await;
+    sandbox.pay(&no, dropped()).await.expect("paid");
+    let refund = [
+        ("out_trade_no", no.as_str()),
+        ("sub_mch_id", SUB_MCH_ID),
+        ("out_refund_no", "RF-tenant-1"),
+        ("total_fee", "100"),
+        ("refund_fee", "100"),
+        ("notify_url", receiver.url.as_str()),
+    ];
+    let tls = tls_of(&sandbox, &provider.mch_id);
+    let accepted = refund_as(&sandbox, &tls, &provider, SignType::Md5, &refund).await;
+    assert_eq!(field(&accepted, "result_code"), "SUCCESS", "{accepted:?}");
+    assert_eq!(field(&accepted, "sub_mch_id"), SUB_MCH_ID);
+    // Without the sub merchant, the provider's refund names no order of its own.
+    let bare: Vec<_> = refund
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "sub_mch_id")
+        .collect();
+    let refused = refund_as(&sandbox, &tls, &provider, SignType::Md5, &bare).await;
+    assert_eq!(field(&refused, "return_code"), "FAIL", "{refused:?}");
+
+    sandbox
+        .settle_refund("RF-tenant-1", Default::default())
+        .await
+        .expect("settled");
+    let seen = receiver.wait_for(1).await;
+    let n = seen.first().expect("refund notified");
+    assert_eq!(field(n, "mch_id"), provider.mch_id);
+    assert_eq!(field(n, "appid"), provider.app_id);
+    assert_eq!(field(n, "sub_mch_id"), SUB_MCH_ID);
+    assert_eq!(field(n, "sub_appid"), SUB_APP_ID);
+    let info = wxpay_core::wechat::refund_crypto::decrypt_req_info(
+        field(n, "req_info"),
+        &provider.api_key,
+    )
+    .expect("encrypted with the provider's key");
+    assert_eq!(field(&info, "out_refund_no"), "RF-tenant-1");
+    assert_eq!(field(&info, "refund_status"), "SUCCESS");
+    let shop_key = shop().api_key;
+    assert!(
+        wxpay_core::wechat::refund_crypto::decrypt_req_info(field(n, "req_info"), &shop_key)
+            .is_err()
+    );
+}
