@@ -12,16 +12,18 @@
 //! bills seen through SDKs do (*unconfirmed*: parse tolerantly). Two layouts: the
 //! current 27-column one (merchants with 免充值券 settlement) and the older
 //! 24-column one; SUCCESS and REFUND bills have their own column lists.
+//! Each bill is one account's: its own trades and, for a service provider,
+//! its sub merchants' (特约商户号 filled, 0 on a direct merchant's rows).
 
 use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use wxpay_core::{domain::OrderStatus, wechat::Merchant};
+use wxpay_core::domain::OrderStatus;
 
 use crate::{
     notify::china_time_with_dashes,
-    orders::{OrderBook, RefundStatus, SandboxOrder, SandboxRefund},
+    orders::{OrderBook, Owner, RefundStatus, SandboxOrder, SandboxRefund},
 };
 
 /// Which trades a bill lists (`bill_type`).
@@ -245,7 +247,7 @@ impl Row<'_> {
         fee(self.paid()) - fee(self.refunded())
     }
 
-    fn value(&self, col: Col, merchant: &Merchant) -> String {
+    fn value(&self, col: Col) -> String {
         let order = self.order();
         let refund = match self {
             Row::Payment(_) => None,
@@ -259,10 +261,14 @@ impl Row<'_> {
                 .time_end
                 .map(china_time_with_dashes)
                 .unwrap_or_default(),
-            Col::AppId => merchant.app_id.clone(),
-            Col::MchId => merchant.mch_id.clone(),
-            // Not a service provider's sub-merchant: WeChat writes 0.
-            Col::SubMchId => "0".to_owned(),
+            Col::AppId => order.app_id.clone(),
+            Col::MchId => order.owner.mch_id.clone(),
+            // A direct merchant's trade has no sub merchant: WeChat writes 0.
+            Col::SubMchId => order
+                .owner
+                .sub_mch_id
+                .clone()
+                .unwrap_or_else(|| "0".to_owned()),
             Col::DeviceInfo | Col::RateRemark => String::new(),
             Col::TransactionId => order.transaction_id.clone().unwrap_or_default(),
             Col::OutTradeNo => order.out_trade_no.clone(),
@@ -302,20 +308,27 @@ impl Row<'_> {
     }
 }
 
-/// The bill of `date` (a Beijing-time day), or `None` when it has no trades
-/// (WeChat's "No Bill Exist", not an error).
+/// The bill of `date` (a Beijing-time day) for `scope`'s account, or `None`
+/// when it has no trades (WeChat's "No Bill Exist", not an error). A scope
+/// without a sub merchant is the account's whole bill, its sub merchants'
+/// trades included (a service provider's); with one, only that sub merchant's.
 pub fn build(
     book: &OrderBook,
-    merchant: &Merchant,
+    scope: &Owner,
     date: NaiveDate,
     bill_type: BillType,
     layout: BillLayout,
 ) -> Option<String> {
+    let in_scope = |o: &SandboxOrder| {
+        o.owner.mch_id == scope.mch_id
+            && (scope.sub_mch_id.is_none() || o.owner.sub_mch_id == scope.sub_mch_id)
+    };
     let on_day = |t: Option<DateTime<Utc>>| t.is_some_and(|t| beijing_date(t) == date);
     let mut rows: Vec<Row<'_>> = Vec::new();
     if matches!(bill_type, BillType::All | BillType::Success) {
         rows.extend(
             book.all_orders()
+                .filter(|o| in_scope(o))
                 .filter(|o| matches!(o.status, OrderStatus::Success | OrderStatus::Refund))
                 .map(Row::Payment)
                 .filter(|r| on_day(r.at())),
@@ -327,6 +340,7 @@ pub fn build(
             book.all_refunds()
                 .filter(|r| r.status != RefundStatus::RefundClose)
                 .filter_map(|r| Some(Row::Refund(book.get(&r.out_trade_no)?, r)))
+                .filter(|r| in_scope(r.order()))
                 .filter(|r| on_day(r.at())),
         );
     }
@@ -350,7 +364,7 @@ pub fn build(
             .join(","),
     );
     for row in &rows {
-        lines.push(backquoted(cols.iter().map(|c| row.value(*c, merchant))));
+        lines.push(backquoted(cols.iter().map(|c| row.value(*c))));
     }
     let paid: i64 = rows.iter().map(Row::paid).sum();
     let refunded: i64 = rows.iter().map(Row::refunded).sum();

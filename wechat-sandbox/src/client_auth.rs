@@ -1,16 +1,20 @@
 //! Who called, as far as TLS can tell, and WeChat's rule for `/secapi/`: only
-//! with the merchant's own API client certificate. The TLS listener puts a
+//! with the API client certificate of the account the request's mch_id names. The TLS listener puts a
 //! [`ClientAuth`] on every request; the plain listener puts none. The guard
 //! refuses before anything else runs, so a refused call takes no armed fault
 //! and changes nothing.
 
 use axum::{
+    body::Body,
     extract::{Request, State},
     middleware::Next,
     response::Response,
 };
 use rustls::pki_types::CertificateDer;
-use wxpay_core::wechat::Fields;
+use wxpay_core::wechat::{
+    xml::{self, MAX_XML_BYTES},
+    Fields,
+};
 
 use crate::{protocol, state::AppState, wechat_api::xml_response};
 
@@ -57,32 +61,56 @@ const NO_CERTIFICATE: &str = "No required SSL certificate was sent";
 const NOT_THIS_MERCHANT: &str = "certificate not match";
 
 /// The `/secapi/` guard: the request goes on only with a verified certificate
-/// whose CN is the sandbox merchant's mch_id.
+/// whose CN is the mch_id the request names (or, for a body without a
+/// readable mch_id, which the endpoint then refuses, a hosted account's).
+/// It reads the body to find that mch_id and hands it on unchanged.
 pub(crate) async fn require_merchant_certificate(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let mch_id = &state.config().merchant.mch_id;
-    let refusal = match request.extensions().get::<ClientAuth>() {
-        None | Some(ClientAuth::Anonymous) => Some(NO_CERTIFICATE),
-        Some(ClientAuth::Verified { common_name }) if common_name.as_deref() != Some(mch_id) => {
-            Some(NOT_THIS_MERCHANT)
+    let common_name = match request.extensions().get::<ClientAuth>() {
+        None | Some(ClientAuth::Anonymous) => None,
+        Some(ClientAuth::Verified { common_name }) => Some(common_name.clone()),
+    };
+    let path = request.uri().path().to_owned();
+    let (parts, body) = request.into_parts();
+    // One byte more than the XML limit: the endpoint then refuses it as too large.
+    let bytes = match axum::body::to_bytes(body, MAX_XML_BYTES + 1).await {
+        Ok(bytes) => bytes,
+        Err(_) => return refuse(&path, "XML_FORMAT_ERROR"),
+    };
+    let named = xml::decode(&bytes)
+        .ok()
+        .and_then(|fields| fields.get("mch_id").cloned());
+    let refusal = match common_name {
+        None => Some(NO_CERTIFICATE),
+        Some(cn) => {
+            let matches = match (&named, cn) {
+                (Some(mch_id), Some(cn)) => *mch_id == cn,
+                (None, Some(cn)) => state.accounts().get(&cn).is_some(),
+                (_, None) => false,
+            };
+            (!matches).then_some(NOT_THIS_MERCHANT)
         }
-        Some(ClientAuth::Verified { .. }) => None,
     };
     match refusal {
-        None => next.run(request).await,
-        Some(return_msg) => {
-            tracing::info!(
-                path = request.uri().path(),
-                return_msg,
-                "secapi request refused: not the merchant's client certificate"
-            );
-            xml_response(protocol::to_xml(&Fields::from([
-                ("return_code".to_owned(), "FAIL".to_owned()),
-                ("return_msg".to_owned(), return_msg.to_owned()),
-            ])))
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
         }
+        Some(return_msg) => refuse(&path, return_msg),
     }
+}
+
+fn refuse(path: &str, return_msg: &str) -> Response {
+    tracing::info!(
+        path,
+        return_msg,
+        "secapi request refused: not the client certificate of the request's merchant"
+    );
+    xml_response(protocol::to_xml(&Fields::from([
+        ("return_code".to_owned(), "FAIL".to_owned()),
+        ("return_msg".to_owned(), return_msg.to_owned()),
+    ])))
 }

@@ -1,4 +1,5 @@
-//! The sandbox's configuration: the one merchant it knows, how fast time runs for
+//! The sandbox's configuration: the merchants it hosts (a default one and any
+//! further accounts, e.g. from `MERCHANTS_FILE`), how fast time runs for
 //! notification retries, the time limits WeChat enforces on orders, the daily
 //! bill's layout, the TLS listener, and the durations of its simulated failures. Read from
 //! the environment by the binary (through payment_service's helpers, so a bad value
@@ -9,11 +10,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use chrono::TimeDelta;
 
 use crate::{
+    accounts::{Account, Registry},
     bill::BillLayout,
     tls::{self, TlsSettings, TlsSource, DEFAULT_TLS_ADDR},
 };
 
-use wxpay_core::wechat::{ApiKey, Merchant};
+use wxpay_core::wechat::{parse_merchants, ApiKey, Merchant, MerchantEntry};
 use wxpay_runtime::config::{self, ConfigError};
 
 /// Where the binary listens unless `SANDBOX_ADDR` says otherwise.
@@ -30,8 +32,13 @@ const MAX_RULE_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The only merchant the sandbox accepts requests from and signs for.
+    /// The default merchant: a direct merchant the sandbox always hosts (the
+    /// `WECHAT_*` variables), whose client certificate is `client.pem`.
     pub merchant: Merchant,
+    /// Further accounts, each verified with its own key and issued its own
+    /// client certificate; a mch_id listed more than once (also the default's)
+    /// is one account with every appid and sub merchant of its listings.
+    pub accounts: Vec<Account>,
     /// Divides WeChat's notification retry schedule: 1000 turns 15 s into 15 ms.
     /// Never zero.
     pub time_factor: u32,
@@ -65,6 +72,7 @@ impl SandboxConfig {
     pub fn new(merchant: Merchant) -> Self {
         Self {
             merchant,
+            accounts: Vec::new(),
             time_factor: 1,
             fault_hang: Duration::from_secs(30),
             notify_timeout: Duration::from_secs(5),
@@ -94,6 +102,18 @@ impl SandboxConfig {
         }
     }
 
+    /// Adds one account per merchants-file entry (see [`Account::from_entry`]).
+    pub fn with_merchants(mut self, entries: &[MerchantEntry]) -> Self {
+        self.accounts
+            .extend(entries.iter().map(Account::from_entry));
+        self
+    }
+
+    /// Every hosted mch_id merged; refused when one mch_id has two keys.
+    pub(crate) fn registry(&self) -> Result<Registry, String> {
+        Registry::new(&self.merchant, &self.accounts)
+    }
+
     /// [`Self::min_expire`] as a chrono span, for comparing with order times.
     pub(crate) fn min_expire_span(&self) -> TimeDelta {
         span(self.min_expire)
@@ -104,14 +124,15 @@ impl SandboxConfig {
         span(self.close_min_age)
     }
 
-    /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use),
-    /// `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS`,
+    /// `WECHAT_APP_ID`, `WECHAT_MCH_ID`, `WECHAT_API_KEY` (the names the services use)
+    /// and `MERCHANTS_FILE` (the product's file: each entry an account, see
+    /// [`merchants_from_env`]), with `SANDBOX_TIME_FACTOR`, `SANDBOX_MIN_EXPIRE_SECONDS`,
     /// `SANDBOX_CLOSE_MIN_AGE_SECONDS`, `SANDBOX_BILL_LAYOUT`, and the TLS
     /// listener's `SANDBOX_TLS_ADDR`, `SANDBOX_TLS_DIR` or `SANDBOX_TLS_CA` +
     /// `SANDBOX_TLS_CERT` + `SANDBOX_TLS_KEY` (see [`tls_from_env`]); with
     /// `SANDBOX_ADDR`, the plain listener's address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
-        let merchant = config::merchant_from_env()?;
+        let (merchant, entries) = merchants_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
         if time_factor == 0 {
             return Err(ConfigError::new(
@@ -160,9 +181,42 @@ impl SandboxConfig {
             min_expire: Duration::from_secs(min_expire),
             close_min_age: Duration::from_secs(close_min_age),
             ..Self::new(merchant)
-        };
+        }
+        .with_merchants(&entries);
+        config
+            .registry()
+            .map_err(|reason| ConfigError::new("MERCHANTS_FILE", reason))?;
         Ok((config, addr))
     }
+}
+
+/// The default merchant and the merchants file's entries. `MERCHANTS_FILE`
+/// is read with the product's own parser (the same file configures both);
+/// `WECHAT_APP_ID`/`WECHAT_MCH_ID`/`WECHAT_API_KEY`, when any is set, define
+/// the default merchant, else the file's entry named `default`, else its first.
+pub fn merchants_from_env() -> Result<(Merchant, Vec<MerchantEntry>), ConfigError> {
+    const FILE: &str = "MERCHANTS_FILE";
+    let entries = match config::optional(FILE)? {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(FILE, format!("cannot read {path}: {e}")))?;
+            parse_merchants(&text, |var| std::env::var(var).ok())
+                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))?
+        }
+    };
+    let wechat_set = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECHAT_API_KEY"]
+        .into_iter()
+        .any(|var| std::env::var_os(var).is_some());
+    let from_file = entries
+        .iter()
+        .find(|e| e.name == "default")
+        .or(entries.first());
+    let merchant = match from_file {
+        Some(entry) if !wechat_set => entry.merchant.clone(),
+        _ => config::merchant_from_env()?,
+    };
+    Ok((merchant, entries))
 }
 
 /// The TLS listener's settings: `SANDBOX_TLS_ADDR` (127.0.0.1:8443), and either
@@ -202,7 +256,7 @@ pub fn tls_from_env(mch_id: &str) -> Result<TlsSettings, ConfigError> {
                 cert: cert.into(),
                 key: key.into(),
             };
-            tls::prepare(&source, mch_id).map_err(|e| ConfigError::new(e.var, e.reason))?;
+            tls::prepare(&source, &[mch_id]).map_err(|e| ConfigError::new(e.var, e.reason))?;
             source
         }
         partial => {

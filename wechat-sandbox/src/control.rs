@@ -20,7 +20,7 @@ use crate::{
     faults::Faults,
     notify::{self, Delivery, Subject},
     orders::{
-        DeliveryAttempt, RefundMoveError, RefundStatus, SandboxOrder, SandboxRefund,
+        DeliveryAttempt, Payer, RefundMoveError, RefundStatus, SandboxOrder, SandboxRefund,
         TransitionError,
     },
     state::AppState,
@@ -91,6 +91,14 @@ pub struct PayOptions {
     /// WeChat's payment id; a fresh 28-digit one unless given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
+    /// Who pays, under the order's appid: for an order placed without one (a
+    /// NATIVE QR scan, an APP or H5 payer); a JSAPI order's own payer must
+    /// match. A fresh openid when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openid: Option<String>,
+    /// The payer under the order's sub_appid (service-provider orders with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_openid: Option<String>,
 }
 
 /// `POST /sandbox/orders/{no}/fail`.
@@ -124,6 +132,20 @@ pub struct AgeOptions {
 /// An order as the control API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
+    /// The account it belongs to (the provider's in service-provider mode).
+    pub mch_id: String,
+    /// The sub merchant it was placed for, in service-provider mode.
+    pub sub_mch_id: Option<String>,
+    pub app_id: String,
+    pub sub_app_id: Option<String>,
+    /// The payer under sub_appid, once known.
+    pub sub_openid: Option<String>,
+    /// NATIVE's product_id.
+    pub product_id: Option<String>,
+    /// NATIVE: the QR code's content.
+    pub code_url: Option<String>,
+    /// MWEB: the H5 payment page.
+    pub mweb_url: Option<String>,
     pub out_trade_no: String,
     pub status: String,
     pub prepay_id: String,
@@ -146,7 +168,16 @@ pub struct OrderView {
 
 impl From<&SandboxOrder> for OrderView {
     fn from(o: &SandboxOrder) -> Self {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Self {
+            mch_id: o.owner.mch_id.clone(),
+            sub_mch_id: o.owner.sub_mch_id.clone(),
+            app_id: o.app_id.clone(),
+            sub_app_id: o.sub_app_id.clone(),
+            sub_openid: some(&o.sub_openid),
+            product_id: some(&o.product_id),
+            code_url: o.code_url.clone(),
+            mweb_url: o.mweb_url.clone(),
             out_trade_no: o.out_trade_no.clone(),
             status: o.status.as_str().to_owned(),
             prepay_id: o.prepay_id.clone(),
@@ -268,6 +299,12 @@ impl From<TransitionError> for ControlError {
             TransitionError::TooOld => {
                 ControlError::BadRequest("that would move a time out of the calendar".to_owned())
             }
+            TransitionError::OtherPayer => {
+                ControlError::Conflict("the order was placed for another payer".to_owned())
+            }
+            TransitionError::NoSubAppId => ControlError::BadRequest(
+                "sub_openid is for an order placed with a sub_appid".to_owned(),
+            ),
         }
     }
 }
@@ -316,6 +353,22 @@ fn copies_of(delivery: Delivery, duplicates: u32) -> Result<u32, ControlError> {
     }
 }
 
+/// An openid as WeChat writes them: 1..=128 of letters, digits, `_` and `-`.
+fn check_openid(field: &str, value: &Option<String>) -> Result<(), ControlError> {
+    let ok = value.as_deref().is_none_or(|v| {
+        (1..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::BadRequest(format!(
+            "{field} must be 1..=128 of letters, digits, _ and -"
+        )))
+    }
+}
+
 async fn pay(
     State(state): State<AppState>,
     Path(out_trade_no): Path<String>,
@@ -326,23 +379,36 @@ async fn pay(
     if let Some(tid) = &options.transaction_id {
         TransactionId::parse(tid).map_err(|e| ControlError::BadRequest(e.to_string()))?;
     }
+    check_openid("openid", &options.openid)?;
+    check_openid("sub_openid", &options.sub_openid)?;
+    let payer = Payer {
+        openid: options.openid,
+        sub_openid: options.sub_openid,
+    };
     let order = state
         .orders()
-        .pay(&out_trade_no, options.transaction_id, Utc::now())?;
+        .pay(&out_trade_no, options.transaction_id, payer, Utc::now())?;
     tracing::info!(%out_trade_no, ?options.notify, "paid");
-    let fields = notify::notification(
-        &order,
-        &state.config().merchant,
-        options.notify.omit_sign_type,
-    );
+    notify_payment(&state, &order, &options.notify, copies);
+    Ok(Json(OrderView::from(&order)))
+}
+
+/// Starts the payment (or failure) notification, signed with the key of the
+/// account the order belongs to.
+fn notify_payment(state: &AppState, order: &SandboxOrder, options: &NotifyOptions, copies: u32) {
+    let Some(key) = state.accounts().key_of(&order.owner.mch_id) else {
+        // Orders are only placed by hosted accounts, which never go away.
+        tracing::error!(out_trade_no = %order.out_trade_no, "the order's account is not hosted");
+        return;
+    };
+    let fields = notify::notification(order, key, options.omit_sign_type);
     notify::start(
-        &state,
+        state,
         Subject::Order(order.out_trade_no.clone()),
         &order.notify_url,
         &fields,
         copies,
     );
-    Ok(Json(OrderView::from(&order)))
 }
 
 /// `POST /sandbox/prepay/{prepay_id}/pay`: the same as paying by order number,
@@ -387,18 +453,7 @@ async fn fail(
         Utc::now(),
     )?;
     tracing::info!(%out_trade_no, "payment failed");
-    let fields = notify::notification(
-        &order,
-        &state.config().merchant,
-        options.notify.omit_sign_type,
-    );
-    notify::start(
-        &state,
-        Subject::Order(order.out_trade_no.clone()),
-        &order.notify_url,
-        &fields,
-        copies,
-    );
+    notify_payment(&state, &order, &options.notify, copies);
     Ok(Json(OrderView::from(&order)))
 }
 
@@ -494,7 +549,14 @@ pub(crate) fn settle_and_notify(
     // WeChat notifies the refund's own notify_url; without one it would use the
     // address configured on the merchant platform, which the sandbox has none of.
     if let Some(url) = &refund.notify_url {
-        if let Some(fields) = notify::refund_notification(&refund, &state.config().merchant) {
+        let fields = {
+            let orders = state.orders();
+            orders.get(&refund.out_trade_no).and_then(|order| {
+                let key = state.accounts().key_of(&order.owner.mch_id)?;
+                notify::refund_notification(&refund, order, key)
+            })
+        };
+        if let Some(fields) = fields {
             notify::start(
                 state,
                 Subject::Refund(refund.out_refund_no.clone()),

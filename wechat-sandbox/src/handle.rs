@@ -1,7 +1,7 @@
 //! A running sandbox for tests in any crate, and the typed client of its control
 //! API: `spawn` starts it on 127.0.0.1:0 in a tokio task and returns a
-//! [`SandboxHandle`] that knows its URLs (plain and TLS), the certificates a
-//! merchant needs for `/secapi/`, and can pay, fail and inspect orders.
+//! [`SandboxHandle`] that knows its URLs (plain and TLS), the certificates each
+//! account needs for `/secapi/`, and can pay, fail and inspect orders.
 
 use std::time::Duration;
 
@@ -113,7 +113,9 @@ impl SandboxHandle {
         &self.tls_files
     }
 
-    /// The merchant the sandbox accepts; give it to the client under test.
+    /// The default merchant; give it to the client under test. Further
+    /// accounts are in `config().accounts`, their client certificates in
+    /// `tls_files().client_for(mch_id)`.
     pub fn merchant(&self) -> &Merchant {
         &self.config.merchant
     }

@@ -9,14 +9,33 @@
 //!
 //! It listens twice: plain HTTP for everything but `/secapi/`, and TLS with
 //! optional client authentication (`tls`), where `/secapi/` takes requests that
-//! carry the merchant's API client certificate, as WeChat's API host does. The
-//! certificates are generated at start (or given), and written out for the
-//! merchant in the formats WeChat hands out.
+//! carry the API client certificate of the account they name, as WeChat's API
+//! host does. The certificates are generated at start (or given), and written
+//! out for each account in the formats WeChat hands out.
+//!
+//! It hosts several merchant accounts ([`SandboxConfig::merchant`] and
+//! [`SandboxConfig::accounts`], which the binary reads from `MERCHANTS_FILE`
+//! with the product's own parser): each request is verified with the key of
+//! the account its `mch_id` names, orders belong to their account (and sub
+//! merchant, in service-provider mode), and replies, notifications, client
+//! certificates and bills are per account. Every v2 trade type is served
+//! (JSAPI, NATIVE with `code_url`, APP, MWEB with `mweb_url`). In a test:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let file = std::fs::read_to_string("merchants.toml")?;
+//! let entries = wxpay_core::wechat::parse_merchants(&file, |var| std::env::var(var).ok())?;
+//! let config = wechat_sandbox::SandboxConfig::for_tests().with_merchants(&entries);
+//! let sandbox = wechat_sandbox::spawn(config).await;
+//! let provider_cert = sandbox.tls_files().client_for("1900000200");
+//! # let _ = provider_cert; Ok(()) }
+//! ```
 //!
 //! Entry points: [`app`] builds the router; [`Sandbox::build`] binds and
 //! [`Sandbox::run_until_stopped`] serves (what `main` and tests share);
 //! [`spawn`] runs one in the background of a test and returns a [`SandboxHandle`].
 
+mod accounts;
 mod bill;
 mod client_auth;
 mod config;
@@ -35,10 +54,11 @@ use std::{future::Future, io, net::SocketAddr};
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
+pub use accounts::{Account, Owner, SubMerchant};
 pub use bill::BillLayout;
 pub use client_auth::ClientAuth;
 pub use config::{
-    tls_from_env, SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS,
+    merchants_from_env, tls_from_env, SandboxConfig, DEFAULT_ADDR, DEFAULT_CLOSE_MIN_AGE_SECONDS,
     DEFAULT_MIN_EXPIRE_SECONDS,
 };
 pub use control::{
@@ -78,10 +98,15 @@ impl Sandbox {
     /// (`config.tls.addr`), after issuing or loading its certificates. A TLS
     /// problem's message names the variable that would fix it (`SANDBOX_TLS_…`).
     pub async fn build(config: SandboxConfig, addr: impl ToSocketAddrs) -> io::Result<Self> {
-        let tls = tls::prepare(&config.tls.source, &config.merchant.mch_id)
-            .map_err(|e| io::Error::other(e.to_string()))?;
         let tls_addr = config.tls.addr;
-        let state = AppState::new(config).map_err(io::Error::other)?;
+        let source = config.tls.source.clone();
+        let default_mch_id = config.merchant.mch_id.clone();
+        let state = AppState::new(config)?;
+        // The default merchant first: its files keep the plain names.
+        let mch_ids: Vec<&str> = std::iter::once(default_mch_id.as_str())
+            .chain(state.accounts().mch_ids())
+            .collect();
+        let tls = tls::prepare(&source, &mch_ids).map_err(|e| io::Error::other(e.to_string()))?;
         let listener = TcpListener::bind(addr).await?;
         let port = listener.local_addr()?.port();
         let tls_listener = TcpListener::bind(tls_addr).await.map_err(|e| {
@@ -130,7 +155,7 @@ impl Sandbox {
         url("https", self.tls_listener.local_addr(), self.tls_port)
     }
 
-    /// The CA to trust and the merchant's client certificate, key and p12.
+    /// The CA to trust and each account's client certificate, key and p12.
     pub fn tls_files(&self) -> &TlsFiles {
         &self.tls.files
     }

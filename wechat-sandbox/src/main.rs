@@ -35,24 +35,30 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Where a merchant finds what `/secapi/` needs: the URL, the CA to trust
-/// (`WECHAT_EXTRA_ROOT_CA`) and the client certificate, key and p12.
+/// Where each merchant finds what `/secapi/` needs: the URL, the CA to trust
+/// (`WECHAT_EXTRA_ROOT_CA`) and its client certificate, key and p12 (one per
+/// hosted account: `client_cert`/`client_key` or `client_p12` in MERCHANTS_FILE).
 fn log_tls(sandbox: &Sandbox) {
     let files = sandbox.tls_files();
     let ca = files.ca_path().display();
-    match files.client() {
-        Some(client) => tracing::info!(
+    let mut issued = false;
+    for (mch_id, client) in files.clients() {
+        issued = true;
+        tracing::info!(
             https_url = %sandbox.https_url(),
             ca = %ca,
+            mch_id,
             client_cert = %client.cert_path().display(),
             client_key = %client.key_path().display(),
             client_p12 = %client.p12_path().display(),
-            "TLS listener for /secapi/: trust the CA, present the client certificate (p12 password: the mch_id)"
-        ),
-        None => tracing::info!(
+            "TLS listener for /secapi/: trust the CA, present the account's client certificate (p12 password: the mch_id)"
+        );
+    }
+    if !issued {
+        tracing::info!(
             https_url = %sandbox.https_url(),
             ca = %ca,
             "TLS listener for /secapi/: client certificates must be issued by the given CA with CN = mch_id"
-        ),
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Notifications: what WeChat POSTs to a merchant, and the delivery loop that
 //! retries on WeChat's schedule until the merchant answers return_code SUCCESS.
-//! A payment notification goes to the order's notify_url, signed with the
-//! order's sign type; a refund notification goes to the refund's notify_url,
+//! A payment notification goes to the order's notify_url, signed with the key
+//! of the account the order belongs to and the order's sign type; a refund notification goes to the refund's notify_url,
 //! unsigned, its content encrypted in `req_info`. Every attempt is recorded in
 //! the delivery log of the order or refund it is about.
 
@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
     domain::Nonce,
-    wechat::{china_time, refund_crypto, sign, xml, Fields, Merchant},
+    wechat::{china_time, refund_crypto, sign, xml, ApiKey, Fields},
 };
 
 use crate::{
@@ -59,9 +59,11 @@ pub fn retry_delays(time_factor: u32) -> impl Iterator<Item = Duration> {
 }
 
 /// The notification for a paid (SUCCESS) or failed (PAYERROR) order, signed with
-/// the order's sign type. `omit_sign_type` leaves the `sign_type` field out (as
-/// WeChat sometimes does) while still signing with the order's algorithm.
-pub fn notification(order: &SandboxOrder, merchant: &Merchant, omit_sign_type: bool) -> Fields {
+/// `key` (its account's) and the order's sign type. `omit_sign_type` leaves the
+/// `sign_type` field out (as WeChat sometimes does) while still signing with the
+/// order's algorithm. A service provider's order also names the sub merchant,
+/// its sub_appid and the payer's sub_openid under it.
+pub fn notification(order: &SandboxOrder, key: &ApiKey, omit_sign_type: bool) -> Fields {
     let mut f = Fields::new();
     let mut put = |k: &str, v: &str| {
         if !v.is_empty() {
@@ -69,11 +71,17 @@ pub fn notification(order: &SandboxOrder, merchant: &Merchant, omit_sign_type: b
         }
     };
     put("return_code", "SUCCESS");
-    put("appid", &merchant.app_id);
-    put("mch_id", &merchant.mch_id);
+    put("appid", &order.app_id);
+    put("mch_id", &order.owner.mch_id);
     put("nonce_str", Nonce::generate().as_str());
     put("openid", &order.openid);
     put("is_subscribe", "N");
+    if let Some(sub_mch_id) = &order.owner.sub_mch_id {
+        put("sub_mch_id", sub_mch_id);
+        put("sub_appid", order.sub_app_id.as_deref().unwrap_or(""));
+        put("sub_openid", &order.sub_openid);
+        put("sub_is_subscribe", "N");
+    }
     put("trade_type", &order.trade_type);
     put("bank_type", order.bank_type.as_deref().unwrap_or("OTHERS"));
     put("total_fee", &order.total_fee.to_string());
@@ -101,16 +109,21 @@ pub fn notification(order: &SandboxOrder, merchant: &Merchant, omit_sign_type: b
     if !omit_sign_type {
         put("sign_type", order.sign_type.as_str());
     }
-    let signature = sign::sign(f.iter(), &merchant.api_key, order.sign_type);
+    let signature = sign::sign(f.iter(), key, order.sign_type);
     f.insert("sign".into(), signature);
     f
 }
 
-/// The refund notification: `return_code`, `appid`, `mch_id`, `nonce_str` and
-/// `req_info`, the refund's details as a `<root>` document encrypted with the
-/// merchant's key. It carries no `sign`: the encryption is what proves it is
+/// The refund notification: `return_code`, `appid`, `mch_id` (and a service
+/// provider's `sub_mch_id`, `sub_appid`), `nonce_str` and `req_info`, the
+/// refund's details as a `<root>` document encrypted with `key`, the order's
+/// account's. It carries no `sign`: the encryption is what proves it is
 /// WeChat's. `None` only if our own fields could not be encoded (a bug).
-pub fn refund_notification(refund: &SandboxRefund, merchant: &Merchant) -> Option<Fields> {
+pub fn refund_notification(
+    refund: &SandboxRefund,
+    order: &SandboxOrder,
+    key: &ApiKey,
+) -> Option<Fields> {
     let mut info = Fields::new();
     let mut put = |k: &str, v: String| {
         info.insert(k.to_owned(), v);
@@ -130,7 +143,7 @@ pub fn refund_notification(refund: &SandboxRefund, merchant: &Merchant) -> Optio
     if let (RefundStatus::Success, Some(t)) = (refund.status, refund.success_time) {
         put("success_time", china_time_with_dashes(t));
     }
-    let req_info = match refund_crypto::encrypt_req_info(&info, &merchant.api_key) {
+    let req_info = match refund_crypto::encrypt_req_info(&info, key) {
         Ok(r) => r,
         Err(e) => {
             let out_refund_no = refund.out_refund_no.as_str();
@@ -138,16 +151,23 @@ pub fn refund_notification(refund: &SandboxRefund, merchant: &Merchant) -> Optio
             return None;
         }
     };
-    Some(Fields::from([
+    let mut outer = Fields::from([
         ("return_code".to_owned(), "SUCCESS".to_owned()),
-        ("appid".to_owned(), merchant.app_id.clone()),
-        ("mch_id".to_owned(), merchant.mch_id.clone()),
+        ("appid".to_owned(), order.app_id.clone()),
+        ("mch_id".to_owned(), order.owner.mch_id.clone()),
         (
             "nonce_str".to_owned(),
             Nonce::generate().as_str().to_owned(),
         ),
         ("req_info".to_owned(), req_info),
-    ]))
+    ]);
+    if let Some(sub_mch_id) = &order.owner.sub_mch_id {
+        outer.insert("sub_mch_id".to_owned(), sub_mch_id.clone());
+        if let Some(sub_app_id) = &order.sub_app_id {
+            outer.insert("sub_appid".to_owned(), sub_app_id.clone());
+        }
+    }
+    Some(outer)
 }
 
 /// Where a refund to the payer's WeChat balance lands, in WeChat's words.

@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use chrono::{DateTime, NaiveDate, TimeDelta, Timelike, Utc};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
-    wechat::{china_time, sign, xml, Fields, Merchant, SignType, XmlError},
+    wechat::{china_time, sign, xml, ApiKey, Fields, SignType, XmlError},
 };
 
 use crate::{
+    accounts::{Owner, Registry},
     bill::BillType,
     orders::{NewOrder, NewRefund, RefundRef},
 };
@@ -67,18 +68,84 @@ pub fn request_sign_type(fields: &Fields) -> Result<SignType, Rejection> {
     }
 }
 
-/// The merchant is ours and the signature is theirs.
+/// Who an authenticated request speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The account its mch_id names, and the sub merchant it names (if any).
+    pub owner: Owner,
+    pub app_id: String,
+    pub sub_app_id: Option<String>,
+}
+
+/// What a reply is signed with and names: the account the request's mch_id
+/// names, whatever else is wrong with the request (an unknown mch_id has no
+/// key, so its refusal goes out unsigned).
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub app_id: String,
+    pub mch_id: String,
+    pub sub_mch_id: Option<String>,
+    pub sub_app_id: Option<String>,
+    pub api_key: ApiKey,
+}
+
+impl Signer {
+    /// The request's appid and sub merchant are echoed only when they belong
+    /// to the account; otherwise the reply names the account's first appid.
+    pub fn for_request(fields: &Fields, accounts: &Registry) -> Option<Self> {
+        let hosted = accounts.get(fields.get("mch_id")?)?;
+        let app_id = fields
+            .get("appid")
+            .filter(|a| hosted.app_ids.contains(*a))
+            .map_or_else(|| hosted.primary_app_id.clone(), Clone::clone);
+        let sub = fields
+            .get("sub_mch_id")
+            .and_then(|s| hosted.sub_merchants.get_key_value(s));
+        let sub_app_id = sub.and_then(|(_, apps)| {
+            fields
+                .get("sub_appid")
+                .filter(|a| apps.contains(*a))
+                .cloned()
+        });
+        Some(Self {
+            app_id,
+            mch_id: hosted.mch_id.clone(),
+            sub_mch_id: sub.map(|(s, _)| s.clone()),
+            sub_app_id,
+            api_key: hosted.api_key.clone(),
+        })
+    }
+}
+
+/// Which rule about sub merchants applies: a trade needs one at a pure
+/// service provider; a bill may be the provider's whole (all sub merchants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Trade,
+    Bill,
+}
+
+/// WeChat's words (return_code FAIL) for a provider's request without a sub
+/// merchant, and for a direct merchant's with one (borball/weixin-sdk #64,
+/// WxJava #1170).
+const SUB_MCH_REQUIRED: &str = "受理机构必须传入sub_mch_id";
+const SUB_MCH_NOT_ALLOWED: &str = "普通商户不允许传sub_mch_id";
+
+/// The mch_id is one we host, the appid is the account's, the signature is
+/// made with the account's key, and the sub merchant (service-provider mode)
+/// is bound to that account.
 pub fn authenticate(
     fields: &Fields,
-    merchant: &Merchant,
+    accounts: &Registry,
     sign_type: SignType,
-) -> Result<(), Rejection> {
+    scope: Scope,
+) -> Result<Caller, Rejection> {
     let mch_id = non_empty(fields, "mch_id")?;
-    if mch_id != merchant.mch_id {
+    let Some(hosted) = accounts.get(mch_id) else {
         return Err(Rejection::business("MCHID_NOT_EXIST", "商户号不存在"));
-    }
+    };
     let appid = non_empty(fields, "appid")?;
-    if appid != merchant.app_id {
+    if !hosted.app_ids.contains(appid) {
         // An appid shaped like a real one exists, just not under this merchant.
         let shaped = appid.len() == 18
             && appid.starts_with("wx")
@@ -89,13 +156,45 @@ pub fn authenticate(
             Rejection::business("APPID_NOT_EXIST", "APPID不存在")
         });
     }
-    sign::verify(fields, &merchant.api_key, sign_type)
-        .map_err(|_| Rejection::Return("SIGNERROR"))?;
+    sign::verify(fields, &hosted.api_key, sign_type).map_err(|_| Rejection::Return("SIGNERROR"))?;
     let nonce = non_empty(fields, "nonce_str")?;
     if nonce.len() > 32 {
         return Err(Rejection::param("nonce_str参数长度有误"));
     }
-    Ok(())
+    let sub_mch_id = fields.get("sub_mch_id").filter(|s| !s.is_empty());
+    let sub_app_id = fields.get("sub_appid").filter(|s| !s.is_empty());
+    match sub_mch_id {
+        None if sub_app_id.is_some() => return Err(Rejection::lack("sub_mch_id")),
+        None if !hosted.direct && scope == Scope::Trade => {
+            return Err(Rejection::Return(SUB_MCH_REQUIRED))
+        }
+        None => {}
+        Some(_) if hosted.sub_merchants.is_empty() => {
+            return Err(Rejection::Return(SUB_MCH_NOT_ALLOWED))
+        }
+        Some(sub) => {
+            // No public record of the live code for a sub merchant bound to
+            // another provider: INVALID_REQUEST is WeChat's code for a
+            // well-formed request against the business rules.
+            let apps = hosted.sub_merchants.get(sub.as_str()).ok_or_else(|| {
+                Rejection::business("INVALID_REQUEST", "sub_mch_id与mch_id不匹配")
+            })?;
+            if sub_app_id.is_some_and(|a| !apps.contains(a.as_str())) {
+                return Err(Rejection::business(
+                    "INVALID_REQUEST",
+                    "sub_appid与sub_mch_id不匹配",
+                ));
+            }
+        }
+    }
+    Ok(Caller {
+        owner: Owner {
+            mch_id: mch_id.to_owned(),
+            sub_mch_id: sub_mch_id.cloned(),
+        },
+        app_id: appid.to_owned(),
+        sub_app_id: sub_app_id.cloned(),
+    })
 }
 
 /// WeChat's words for a `time_expire` too close to now (1 minute is the floor
@@ -146,8 +245,29 @@ pub fn unified_order(
         return Err(Rejection::param("trade_type参数错误"));
     }
     let openid = optional(fields, "openid");
-    if trade_type == "JSAPI" && openid.is_empty() {
-        return Err(Rejection::param("JSAPI支付必须传openid"));
+    let sub_openid = optional(fields, "sub_openid");
+    let sub_app_id = optional(fields, "sub_appid");
+    // sub_openid is the payer under sub_appid, so it means nothing without one.
+    if !sub_openid.is_empty() && sub_app_id.is_empty() {
+        return Err(Rejection::lack("sub_appid"));
+    }
+    let product_id = optional(fields, "product_id");
+    if product_id.len() > 32 {
+        return Err(Rejection::param("product_id参数长度有误"));
+    }
+    match trade_type {
+        "JSAPI" if openid.is_empty() && sub_openid.is_empty() => {
+            return Err(Rejection::param(if sub_app_id.is_empty() {
+                "JSAPI支付必须传openid"
+            } else {
+                "JSAPI支付必须传openid或sub_openid"
+            }));
+        }
+        // A QR code is for one product (模式二: the merchant names it).
+        "NATIVE" if product_id.is_empty() => return Err(Rejection::lack("product_id")),
+        // H5 payments say where they come from, which WeChat checks.
+        "MWEB" => h5_scene(fields)?,
+        _ => {}
     }
     if let Some(start) = fields.get("time_start").filter(|s| !s.is_empty()) {
         china_time::parse(start).ok_or_else(|| Rejection::param("time_start格式错误"))?;
@@ -177,7 +297,16 @@ pub fn unified_order(
         .filter(|(k, _)| !matches!(k.as_str(), "nonce_str" | "sign"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Ok(NewOrder {
+        owner: Owner {
+            mch_id: non_empty(fields, "mch_id")?.to_owned(),
+            sub_mch_id: some(optional(fields, "sub_mch_id")),
+        },
+        app_id: non_empty(fields, "appid")?.to_owned(),
+        sub_app_id: some(sub_app_id),
+        sub_openid: sub_openid.to_owned(),
+        product_id: product_id.to_owned(),
         out_trade_no,
         body: body.to_owned(),
         attach: attach.to_owned(),
@@ -189,6 +318,23 @@ pub fn unified_order(
         sign_type,
         business,
     })
+}
+
+/// MWEB's `scene_info`: JSON with an `h5_info` object whose `type` is Wap,
+/// IOS or Android (WeChat's three H5 scenes).
+fn h5_scene(fields: &Fields) -> Result<(), Rejection> {
+    let text = non_empty(fields, "scene_info")?;
+    let bad = || Rejection::param("scene_info参数格式错误");
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    let kind = json
+        .get("h5_info")
+        .and_then(|h5| h5.get("type"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(bad)?;
+    if !matches!(kind, "Wap" | "IOS" | "Android") || text.len() > 256 {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// An http(s) URL of at most 256 bytes, as WeChat accepts for notify_url.
@@ -396,10 +542,12 @@ fn optional<'a>(fields: &'a Fields, field: &str) -> &'a str {
     fields.get(field).map(String::as_str).unwrap_or("")
 }
 
-/// A reply to send: either unsigned return FAIL or a signed message.
+/// A reply to send: either unsigned return FAIL or a message signed with the
+/// signer's key (`None`: the request named no account we host, so there is
+/// no key to sign with and the business refusal goes out unsigned).
 pub fn render(
     outcome: Result<Fields, Rejection>,
-    merchant: &Merchant,
+    signer: Option<&Signer>,
     sign_type: SignType,
 ) -> Fields {
     let mut reply = Fields::new();
@@ -421,10 +569,18 @@ pub fn render(
     }
     reply.insert("return_code".into(), "SUCCESS".into());
     reply.insert("return_msg".into(), "OK".into());
-    reply.insert("appid".into(), merchant.app_id.clone());
-    reply.insert("mch_id".into(), merchant.mch_id.clone());
     reply.insert("nonce_str".into(), Nonce::generate().as_str().into());
-    sign::sign_fields(&mut reply, &merchant.api_key, sign_type);
+    if let Some(signer) = signer {
+        reply.insert("appid".into(), signer.app_id.clone());
+        reply.insert("mch_id".into(), signer.mch_id.clone());
+        if let Some(sub) = &signer.sub_mch_id {
+            reply.insert("sub_mch_id".into(), sub.clone());
+        }
+        if let Some(sub_app) = &signer.sub_app_id {
+            reply.insert("sub_appid".into(), sub_app.clone());
+        }
+        sign::sign_fields(&mut reply, &signer.api_key, sign_type);
+    }
     reply
 }
 
@@ -450,13 +606,52 @@ pub fn to_xml(reply: &Fields) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wxpay_core::wechat::ApiKey;
+    use crate::accounts::{Account, SubMerchant};
+    use wxpay_core::wechat::{ApiKey, Merchant};
 
     fn merchant() -> Merchant {
         Merchant {
             app_id: "wx0123456789abcdef".into(),
             mch_id: "1900000109".into(),
             api_key: ApiKey::parse("sandboxtestkey0123456789abcdefgh").expect("valid key"),
+        }
+    }
+
+    /// The default merchant plus a pure provider (1900000200) for sub
+    /// merchant 1900000201 with its mini program wx2222222222222222.
+    fn registry() -> Registry {
+        let provider = Merchant {
+            app_id: "wx1111111111111111".into(),
+            mch_id: "1900000200".into(),
+            api_key: ApiKey::parse("providerkey0123456789abcdefghijk").expect("valid key"),
+        };
+        let sub = SubMerchant {
+            sub_mch_id: "1900000201".into(),
+            sub_app_id: Some("wx2222222222222222".into()),
+        };
+        Registry::new(&merchant(), &[Account::provider(provider, vec![sub])]).expect("valid")
+    }
+
+    fn provider_signed(pairs: &[(&str, &str)]) -> Fields {
+        let mut f: Fields = [
+            ("appid", "wx1111111111111111"),
+            ("mch_id", "1900000200"),
+            ("nonce_str", "abc"),
+        ]
+        .iter()
+        .chain(pairs)
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+        let key = ApiKey::parse("providerkey0123456789abcdefghijk").expect("valid key");
+        sign::sign_fields(&mut f, &key, SignType::Md5);
+        f
+    }
+
+    fn refusal<T>(r: Result<T, Rejection>) -> &'static str {
+        match r {
+            Err(Rejection::Business { code, .. }) => code,
+            Err(Rejection::Return(msg)) => msg,
+            Ok(_) => "OK",
         }
     }
 
@@ -519,8 +714,10 @@ mod tests {
 
     #[test]
     fn foreign_merchants_and_bad_signatures_are_refused() {
-        let m = merchant();
+        let m = registry();
         let good = signed(&order_fields(), SignType::Md5);
+        let authenticate =
+            |f: &Fields, m: &Registry, t| authenticate(f, m, t, Scope::Trade).map(|_| ());
         assert_eq!(authenticate(&good, &m, SignType::Md5), Ok(()));
         assert_eq!(
             authenticate(&good, &m, SignType::HmacSha256),
@@ -558,6 +755,147 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_provider_speaks_for_its_own_sub_merchants_only() {
+        let r = registry();
+        let check = |pairs: &[(&str, &str)], scope| {
+            refusal(authenticate(
+                &provider_signed(pairs),
+                &r,
+                SignType::Md5,
+                scope,
+            ))
+        };
+        assert_eq!(check(&[("sub_mch_id", "1900000201")], Scope::Trade), "OK");
+        assert_eq!(
+            check(
+                &[
+                    ("sub_mch_id", "1900000201"),
+                    ("sub_appid", "wx2222222222222222")
+                ],
+                Scope::Trade
+            ),
+            "OK"
+        );
+        assert_eq!(check(&[], Scope::Trade), SUB_MCH_REQUIRED);
+        // The provider's whole bill needs no sub merchant.
+        assert_eq!(check(&[], Scope::Bill), "OK");
+        assert_eq!(
+            check(&[("sub_mch_id", "1900000999")], Scope::Trade),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            check(
+                &[
+                    ("sub_mch_id", "1900000201"),
+                    ("sub_appid", "wx3333333333333333")
+                ],
+                Scope::Trade
+            ),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            check(&[("sub_appid", "wx2222222222222222")], Scope::Trade),
+            "LACK_PARAMS"
+        );
+        // A direct merchant has no sub merchants at all.
+        let mut direct = order_fields();
+        direct.push(("sub_mch_id", "1900000201"));
+        let direct = signed(&direct, SignType::Md5);
+        assert_eq!(
+            refusal(authenticate(&direct, &r, SignType::Md5, Scope::Trade)),
+            SUB_MCH_NOT_ALLOWED
+        );
+        // The provider's key does not sign for the default merchant.
+        let mut forged = provider_signed(&[]);
+        forged.insert("mch_id".into(), "1900000109".into());
+        forged.insert("appid".into(), "wx0123456789abcdef".into());
+        assert_eq!(
+            refusal(authenticate(&forged, &r, SignType::Md5, Scope::Trade)),
+            "SIGNERROR"
+        );
+        let caller = authenticate(
+            &provider_signed(&[("sub_mch_id", "1900000201")]),
+            &r,
+            SignType::Md5,
+            Scope::Trade,
+        )
+        .expect("valid");
+        assert_eq!(caller.owner.mch_id, "1900000200");
+        assert_eq!(caller.owner.sub_mch_id.as_deref(), Some("1900000201"));
+    }
+
+    #[test]
+    fn each_trade_type_needs_its_own_parameters() {
+        let now = Utc::now();
+        let check = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = order_fields();
+            for (k, v) in pairs {
+                all.retain(|(key, _)| key != k);
+                if !v.is_empty() {
+                    all.push((k, v));
+                }
+            }
+            code(unified_order(
+                &signed(&all, SignType::Md5),
+                SignType::Md5,
+                now,
+                TimeDelta::zero(),
+            ))
+        };
+        let scene =
+            r#"{"h5_info":{"type":"Wap","wap_url":"https://shop.example","wap_name":"shop"}}"#;
+        assert_eq!(
+            check(&[("trade_type", "NATIVE"), ("openid", "")]),
+            "LACK_PARAMS"
+        );
+        assert_eq!(
+            check(&[
+                ("trade_type", "NATIVE"),
+                ("openid", ""),
+                ("product_id", "P1")
+            ]),
+            "OK"
+        );
+        assert_eq!(check(&[("trade_type", "APP"), ("openid", "")]), "OK");
+        assert_eq!(
+            check(&[("trade_type", "MWEB"), ("openid", "")]),
+            "LACK_PARAMS"
+        );
+        assert_eq!(
+            check(&[("trade_type", "MWEB"), ("scene_info", scene)]),
+            "OK"
+        );
+        for bad in [
+            "not json",
+            r#"{"h5_info":{}}"#,
+            r#"{"h5_info":{"type":"Car"}}"#,
+        ] {
+            assert_eq!(
+                check(&[("trade_type", "MWEB"), ("scene_info", bad)]),
+                "PARAM_ERROR",
+                "{bad}"
+            );
+        }
+        // JSAPI in service-provider mode: sub_openid under sub_appid instead of openid.
+        assert_eq!(
+            check(&[
+                ("openid", ""),
+                ("sub_openid", "os1"),
+                ("sub_appid", "wx2222222222222222")
+            ]),
+            "OK"
+        );
+        assert_eq!(
+            check(&[("openid", ""), ("sub_openid", "os1")]),
+            "LACK_PARAMS"
+        );
+        assert_eq!(
+            check(&[("openid", ""), ("sub_appid", "wx2222222222222222")]),
+            "PARAM_ERROR"
+        );
     }
 
     #[test]
@@ -746,12 +1084,29 @@ mod tests {
     #[test]
     fn replies_are_signed_except_return_fail() {
         let m = merchant();
-        let fail = render(Err(Rejection::Return("SIGNERROR")), &m, SignType::Md5);
+        let signer = Signer::for_request(&signed(&order_fields(), SignType::Md5), &registry())
+            .expect("a hosted mch_id");
+        let fail = render(
+            Err(Rejection::Return("SIGNERROR")),
+            Some(&signer),
+            SignType::Md5,
+        );
         assert_eq!(fail.len(), 2);
         assert!(!fail.contains_key("sign"));
-        let ok = render(Ok(Fields::new()), &m, SignType::HmacSha256);
+        let ok = render(Ok(Fields::new()), Some(&signer), SignType::HmacSha256);
         assert_eq!(ok.get("sign_type").map(String::as_str), Some("HMAC-SHA256"));
         assert_eq!(sign::verify(&ok, &m.api_key, SignType::HmacSha256), Ok(()));
+        // An unknown mch_id has no key: its refusal cannot be signed.
+        let unknown = render(
+            Err(Rejection::business("MCHID_NOT_EXIST", "商户号不存在")),
+            None,
+            SignType::Md5,
+        );
+        assert_eq!(
+            unknown.get("err_code").map(String::as_str),
+            Some("MCHID_NOT_EXIST")
+        );
+        assert!(!unknown.contains_key("sign"));
         let mut forged = ok.clone();
         forge_signature(&mut forged);
         assert!(sign::verify(&forged, &m.api_key, SignType::HmacSha256).is_err());

@@ -1,4 +1,4 @@
-//! The state every handler shares: configuration, the order book, the fault
+//! The state every handler shares: configuration, the hosted accounts, the order book, the fault
 //! counters, the HTTP client that sends notifications, and the shutdown token
 //! that stops hanging handlers and retry loops. Cheap to clone.
 
@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::SandboxConfig, faults::FaultCounters, orders::OrderBook};
+use crate::{accounts::Registry, config::SandboxConfig, faults::FaultCounters, orders::OrderBook};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -16,6 +16,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     config: SandboxConfig,
+    accounts: Registry,
     orders: Mutex<OrderBook>,
     faults: FaultCounters,
     http: reqwest::Client,
@@ -23,14 +24,19 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: SandboxConfig) -> Result<Self, reqwest::Error> {
+    /// Fails when the configuration lists one mch_id with two keys, or the
+    /// notification client cannot be built.
+    pub fn new(config: SandboxConfig) -> Result<Self, std::io::Error> {
+        let accounts = config.registry().map_err(std::io::Error::other)?;
         let http = reqwest::Client::builder()
             .timeout(config.notify_timeout)
             .user_agent("Mozilla/4.0 (wechat-sandbox)")
-            .build()?;
+            .build()
+            .map_err(std::io::Error::other)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                accounts,
                 orders: Mutex::new(OrderBook::default()),
                 faults: FaultCounters::default(),
                 http,
@@ -41,6 +47,11 @@ impl AppState {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.inner.config
+    }
+
+    /// Every hosted account, by mch_id.
+    pub(crate) fn accounts(&self) -> &Registry {
+        &self.inner.accounts
     }
 
     /// The order book. Never held across an `.await`.

@@ -28,7 +28,7 @@ use crate::{
     faults::Fault,
     notify,
     orders::{CloseError, PlaceError, RefundError, SandboxOrder, SandboxRefund},
-    protocol::{self, BillFailure, OrderRef, Rejection},
+    protocol::{self, BillFailure, Caller, Rejection, Scope, Signer},
     state::AppState,
 };
 
@@ -132,11 +132,13 @@ fn bill_outcome(
             error_code: None,
         });
     }
-    protocol::authenticate(&fields, &state.config().merchant, sign_type)?;
+    let caller = protocol::authenticate(&fields, state.accounts(), sign_type, Scope::Bill)?;
     let request = protocol::bill_request(&fields)?;
+    // A provider's bill without sub_mch_id holds every sub merchant's trades;
+    // with one, only that sub merchant's (as WeChat's 服务商 downloadbill).
     let text = bill::build(
         &state.orders(),
-        &state.config().merchant,
+        &caller.owner,
         request.date,
         request.bill_type,
         state.config().bill_layout,
@@ -169,26 +171,30 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Bytes) -> Response {
     if fault == Some(Fault::Timeout) {
         return hang_and_drop(&state).await;
     }
-    let merchant = &state.config().merchant;
-    let (outcome, sign_type) = match protocol::decode_request(&body) {
-        Err(rejection) => (Err(rejection), SignType::Md5),
-        Ok(fields) => match protocol::request_sign_type(&fields) {
-            Err(rejection) => (Err(rejection), SignType::Md5),
-            Ok(sign_type) => {
-                let outcome = if fault == Some(Fault::SystemError) {
-                    // Refused before touching any order, as a real SYSTEMERROR may be:
-                    // the client must retry with the very same request.
-                    Err(Rejection::Business {
-                        code: "SYSTEMERROR",
-                        des: "系统超时".to_owned(),
-                    })
-                } else {
-                    protocol::authenticate(&fields, merchant, sign_type)
-                        .and_then(|()| act(&state, endpoint, &fields, sign_type))
-                };
-                (outcome, sign_type)
+    let (outcome, sign_type, signer) = match protocol::decode_request(&body) {
+        Err(rejection) => (Err(rejection), SignType::Md5, None),
+        Ok(fields) => {
+            // The reply is signed by the account the request names, even when
+            // the request is refused (except that an unknown mch_id has no key).
+            let signer = Signer::for_request(&fields, state.accounts());
+            match protocol::request_sign_type(&fields) {
+                Err(rejection) => (Err(rejection), SignType::Md5, signer),
+                Ok(sign_type) => {
+                    let outcome = if fault == Some(Fault::SystemError) {
+                        // Refused before touching any order, as a real SYSTEMERROR may be:
+                        // the client must retry with the very same request.
+                        Err(Rejection::Business {
+                            code: "SYSTEMERROR",
+                            des: "系统超时".to_owned(),
+                        })
+                    } else {
+                        protocol::authenticate(&fields, state.accounts(), sign_type, Scope::Trade)
+                            .and_then(|caller| act(&state, endpoint, &caller, &fields, sign_type))
+                    };
+                    (outcome, sign_type, signer)
+                }
             }
-        },
+        }
     };
     if let Err(rejection) = &outcome {
         tracing::info!(?endpoint, ?rejection, "request refused");
@@ -202,46 +208,57 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Bytes) -> Response {
         );
         return hang_and_drop(&state).await;
     }
-    let mut reply = protocol::render(outcome, merchant, sign_type);
+    let mut reply = protocol::render(outcome, signer.as_ref(), sign_type);
     if fault == Some(Fault::BadSignature) {
         protocol::forge_signature(&mut reply);
     }
     xml_response(protocol::to_xml(&reply))
 }
 
-/// What a valid request does to the order book, and the fields it adds to the reply.
+/// What a valid request does to the order book, and the fields it adds to the
+/// reply. Every lookup is `caller`'s: another account's orders are not found.
 fn act(
     state: &AppState,
     endpoint: Endpoint,
+    caller: &Caller,
     fields: &Fields,
     sign_type: SignType,
 ) -> Result<Fields, Rejection> {
     let now = Utc::now();
+    let owner = &caller.owner;
     match endpoint {
         Endpoint::UnifiedOrder => {
             let new =
                 protocol::unified_order(fields, sign_type, now, state.config().min_expire_span())?;
             let trade_type = new.trade_type.clone();
-            let prepay_id = state.orders().place(new, now).map_err(|e| match e {
+            let placed = state.orders().place(new, now).map_err(|e| match e {
                 PlaceError::DuplicateOutTradeNo => {
                     business("INVALID_REQUEST", "201 商户订单号重复")
                 }
+                PlaceError::UsedByAnotherMerchant => business(
+                    "OUT_TRADE_NO_USED",
+                    "商户订单号重复（沙箱：该订单号已被另一商户使用）",
+                ),
                 PlaceError::Paid => business("ORDERPAID", "该订单已支付"),
                 PlaceError::Closed => business("ORDERCLOSED", "该订单已关闭"),
             })?;
-            Ok(Fields::from([
-                ("prepay_id".to_owned(), prepay_id),
+            let mut reply = Fields::from([
+                ("prepay_id".to_owned(), placed.prepay_id),
                 ("trade_type".to_owned(), trade_type),
-            ]))
+            ]);
+            if let Some(url) = placed.code_url {
+                reply.insert("code_url".to_owned(), url);
+            }
+            if let Some(url) = placed.mweb_url {
+                reply.insert("mweb_url".to_owned(), url);
+            }
+            Ok(reply)
         }
         Endpoint::OrderQuery => {
             let reference = protocol::query_ref(fields)?;
-            let orders = state.orders();
-            let order = match &reference {
-                OrderRef::OutTradeNo(no) => orders.get(no),
-                OrderRef::TransactionId(tid) => orders.find_by_transaction_id(tid),
-            };
-            order
+            state
+                .orders()
+                .find(owner, &reference)
                 .map(query_fields)
                 .ok_or_else(|| business("ORDERNOTEXIST", "订单不存在"))
         }
@@ -250,7 +267,7 @@ fn act(
             let min_age = state.config().close_min_age_span();
             state
                 .orders()
-                .close(&no, now, min_age)
+                .close(owner, &no, now, min_age)
                 .map_err(|e| match e {
                     CloseError::NotFound => business("ORDERNOTEXIST", "订单不存在"),
                     CloseError::Paid => business("ORDERPAID", "订单已支付，不能发起关单"),
@@ -269,7 +286,7 @@ fn act(
             }
             let refund = state
                 .orders()
-                .apply_refund(new, now)
+                .apply_refund(owner, new, now)
                 .map_err(refund_rejection)?;
             if let Some(after) = state.config().refund_settle_after {
                 settle_later(state.clone(), refund.out_refund_no.clone(), after);
@@ -280,7 +297,7 @@ fn act(
             let (reference, offset) = protocol::refund_query(fields)?;
             let orders = state.orders();
             let (order, refunds) = orders
-                .query_refunds(&reference)
+                .query_refunds(owner, &reference)
                 .ok_or_else(|| business("REFUNDNOTEXIST", "not exist"))?;
             refund_query_fields(order, &refunds, offset)
         }
@@ -421,6 +438,8 @@ fn query_fields(order: &SandboxOrder) -> Fields {
     put("trade_state_desc", desc);
     put("trade_type", &order.trade_type);
     put("openid", &order.openid);
+    put("sub_openid", &order.sub_openid);
+    put("product_id", &order.product_id);
     put("attach", &order.attach);
     if matches!(order.status, OrderStatus::Success | OrderStatus::Refund) {
         put(
@@ -432,6 +451,9 @@ fn query_fields(order: &SandboxOrder) -> Fields {
         put("fee_type", "CNY");
         put("bank_type", order.bank_type.as_deref().unwrap_or("OTHERS"));
         put("is_subscribe", "N");
+        if order.owner.sub_mch_id.is_some() {
+            put("sub_is_subscribe", "N");
+        }
         if let Some(t) = order.time_end {
             put("time_end", &china_time::format(t));
         }

@@ -433,3 +433,85 @@ async fn the_binary_writes_the_merchants_tls_files_and_serves_secapi_over_tls() 
         "{reply:?}"
     );
 }
+
+#[test]
+fn a_bad_merchants_file_is_named_with_its_merchant_and_field_but_the_key_never_shows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("merchants.toml");
+    std::fs::write(
+        &path,
+        "[[merchant]]\nname = \"shop\"\napp_id = \"wx3333333333333333\"\nmch_id = \"1900000300\"\napi_key = \"tooshort-secret\"\n",
+    )
+    .expect("written");
+
+    let out = binary()
+        .env("MERCHANTS_FILE", &path)
+        .output()
+        .expect("runs");
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for part in ["MERCHANTS_FILE", "merchants.toml", "shop", "api_key"] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
+    assert!(!stderr.contains("tooshort-secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_hosts_every_merchant_of_the_merchants_file_with_its_own_certificate() {
+    const SHOP_KEY: &str = "shopkey0123456789abcdefghijklmno";
+    let file_dir = tempfile::tempdir().expect("temp dir");
+    let path = file_dir.path().join("merchants.toml");
+    std::fs::write(
+        &path,
+        "[[merchant]]\nname = \"shop\"\napp_id = \"wx3333333333333333\"\nmch_id = \"1900000300\"\napi_key_env = \"SHOP_KEY\"\n",
+    )
+    .expect("written");
+    let file = path.to_str().expect("a UTF-8 path");
+    let (_child, port, tls_dir) =
+        start_binary(&[("MERCHANTS_FILE", file), ("SHOP_KEY", SHOP_KEY)]).await;
+    for name in [
+        "client.pem",
+        "client-1900000300.pem",
+        "client-1900000300.p12",
+    ] {
+        assert!(tls_dir.path().join(name).is_file(), "{name}");
+    }
+
+    // The shop is an account of its own: its key is accepted and signs the reply.
+    let shop = wxpay_core::wechat::Merchant {
+        app_id: "wx3333333333333333".into(),
+        mch_id: "1900000300".into(),
+        api_key: wxpay_core::wechat::ApiKey::parse(SHOP_KEY).expect("key"),
+    };
+    let mut fields = wxpay_core::wechat::Fields::from([
+        ("appid".to_owned(), shop.app_id.clone()),
+        ("mch_id".to_owned(), shop.mch_id.clone()),
+        ("nonce_str".to_owned(), "n1".to_owned()),
+        ("out_trade_no".to_owned(), new_out_trade_no()),
+    ]);
+    wxpay_core::wechat::sign::sign_fields(&mut fields, &shop.api_key, SignType::Md5);
+    let body =
+        wxpay_core::wechat::xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .expect("encodes");
+    let reply = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/pay/orderquery"))
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+        .bytes()
+        .await
+        .expect("reply");
+    let reply = wxpay_core::wechat::xml::decode(&reply).expect("XML");
+    assert_eq!(
+        reply.get("err_code").map(String::as_str),
+        Some("ORDERNOTEXIST"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        wxpay_core::wechat::sign::verify(&reply, &shop.api_key, SignType::Md5),
+        Ok(())
+    );
+}

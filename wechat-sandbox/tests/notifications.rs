@@ -17,7 +17,7 @@ fn options(delivery: Delivery, duplicates: u32, omit_sign_type: bool) -> PayOpti
             duplicates,
             omit_sign_type,
         },
-        transaction_id: None,
+        ..PayOptions::default()
     }
 }
 

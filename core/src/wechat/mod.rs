@@ -1,15 +1,18 @@
 //! The WeChat Pay v2 protocol: signing, the XML codec, `wx.requestPayment`
-//! parameters, the refund-notification cipher, Beijing time, and the merchant
-//! whose key signs it all. Pure functions; the HTTP client lives in payment-service.
+//! parameters, the refund-notification cipher, Beijing time, the merchant
+//! whose key signs it all, and the merchants file that lists several. Pure
+//! functions; the HTTP client lives in payment-service.
 
 pub mod bill;
 pub mod china_time;
 mod merchant;
+pub mod merchants;
 pub mod pay_params;
 pub mod refund_crypto;
 pub mod sign;
 pub mod xml;
 
 pub use merchant::Merchant;
+pub use merchants::{parse_merchants, MerchantEntry, MerchantsFileError};
 pub use sign::{ApiKey, SignError, SignType};
 pub use xml::{Fields, XmlError};

@@ -12,7 +12,7 @@ use wxpay_core::{
     wechat::{china_time, SignType},
 };
 
-use super::{DeliveryAttempt, OrderBook, SandboxOrder};
+use super::{DeliveryAttempt, OrderBook, Owner, SandboxOrder};
 use crate::protocol::OrderRef;
 
 /// The most refunds one order may have ("每个支付订单的部分退款次数不能超过50次").
@@ -140,22 +140,15 @@ impl OrderBook {
         self.refunds.values()
     }
 
-    /// The order a request names, by transaction_id or out_trade_no.
-    pub fn find(&self, reference: &OrderRef) -> Option<&SandboxOrder> {
-        match reference {
-            OrderRef::OutTradeNo(no) => self.get(no),
-            OrderRef::TransactionId(tid) => self.find_by_transaction_id(tid),
-        }
-    }
-
     /// The refund API: accepts a refund (PROCESSING), or returns the one already
     /// accepted under this out_refund_no when the request is the same again.
     pub fn apply_refund(
         &mut self,
+        owner: &Owner,
         new: NewRefund,
         now: DateTime<Utc>,
     ) -> Result<SandboxRefund, RefundError> {
-        let order = self.find(&new.order).ok_or(match new.order {
+        let order = self.find(owner, &new.order).ok_or(match new.order {
             OrderRef::OutTradeNo(_) => RefundError::OrderNotFound,
             OrderRef::TransactionId(_) => RefundError::TransactionNotFound,
         })?;
@@ -213,18 +206,20 @@ impl OrderBook {
     }
 
     /// What refundquery lists: the order and its refunds (one, when asked by
-    /// refund), or `None` when nothing matches (REFUNDNOTEXIST).
+    /// refund), or `None` when nothing matches (REFUNDNOTEXIST), also when
+    /// the refund is of another owner's order.
     pub fn query_refunds(
         &self,
+        owner: &Owner,
         reference: &RefundRef,
     ) -> Option<(&SandboxOrder, Vec<&SandboxRefund>)> {
-        match reference {
+        let found = match reference {
             RefundRef::OutRefundNo(no) => self.with_order(self.refunds.get(no)?),
             RefundRef::RefundId(id) => {
                 self.with_order(self.refunds.values().find(|r| &r.refund_id == id)?)
             }
             RefundRef::Order(order_ref) => {
-                let order = self.find(order_ref)?;
+                let order = self.find(owner, order_ref)?;
                 let refunds: Vec<_> = order
                     .refunds
                     .iter()
@@ -232,7 +227,8 @@ impl OrderBook {
                     .collect();
                 (!refunds.is_empty()).then_some((order, refunds))
             }
-        }
+        }?;
+        (&found.0.owner == owner).then_some(found)
     }
 
     /// WeChat's bank side finishes a refund. Only PROCESSING refunds move.
@@ -353,12 +349,16 @@ fn new_refund_id(now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::orders::tests::new_order;
+    use crate::orders::{
+        tests::{new_order, owner},
+        Payer,
+    };
 
     fn paid_book(no: &str, fee: i64, now: DateTime<Utc>) -> OrderBook {
         let mut book = OrderBook::default();
         book.place(new_order(no, fee), now).expect("placed");
-        book.pay(no, Some(format!("T{no}")), now).expect("paid");
+        book.pay(no, Some(format!("T{no}")), Payer::default(), now)
+            .expect("paid");
         book
     }
 
@@ -387,24 +387,24 @@ mod tests {
         let now = Utc::now();
         let mut book = paid_book("R1", 100, now);
         let first = book
-            .apply_refund(refund("R1", "a", 100, 60), now)
+            .apply_refund(&owner(), refund("R1", "a", 100, 60), now)
             .expect("60");
         assert_eq!(first.status, RefundStatus::Processing);
         assert_eq!(book.get("R1").map(|o| o.status), Some(OrderStatus::Refund));
         assert_eq!(
-            book.apply_refund(refund("R1", "b", 100, 41), now),
+            book.apply_refund(&owner(), refund("R1", "b", 100, 41), now),
             Err(RefundError::ExceedsPaid)
         );
-        book.apply_refund(refund("R1", "c", 100, 40), now)
+        book.apply_refund(&owner(), refund("R1", "c", 100, 40), now)
             .expect("40");
         assert_eq!(
-            book.apply_refund(refund("R1", "d", 100, 1), now),
+            book.apply_refund(&owner(), refund("R1", "d", 100, 1), now),
             Err(RefundError::FullyRefunded)
         );
         // A closed refund gives its amount back.
         book.settle_refund("c", RefundStatus::RefundClose, now)
             .expect("closed");
-        book.apply_refund(refund("R1", "e", 100, 40), now)
+        book.apply_refund(&owner(), refund("R1", "e", 100, 40), now)
             .expect("40 again");
     }
 
@@ -413,18 +413,18 @@ mod tests {
         let now = Utc::now();
         let mut book = paid_book("R2", 100, now);
         let first = book
-            .apply_refund(refund("R2", "a", 100, 100), now)
+            .apply_refund(&owner(), refund("R2", "a", 100, 100), now)
             .expect("all");
-        let again = book.apply_refund(refund("R2", "a", 100, 100), now);
+        let again = book.apply_refund(&owner(), refund("R2", "a", 100, 100), now);
         assert_eq!(again.as_ref().map(|r| &r.refund_id), Ok(&first.refund_id));
         assert_eq!(
-            book.apply_refund(refund("R2", "a", 100, 99), now),
+            book.apply_refund(&owner(), refund("R2", "a", 100, 99), now),
             Err(RefundError::AmountsDiffer)
         );
         let mut described = refund("R2", "a", 100, 100);
         described.refund_desc = "other".into();
         assert_eq!(
-            book.apply_refund(described, now),
+            book.apply_refund(&owner(), described, now),
             Err(RefundError::OutRefundNoReused)
         );
         assert_eq!(book.all_refunds().count(), 1);
@@ -436,26 +436,26 @@ mod tests {
         let mut book = paid_book("R3", 100, now);
         book.place(new_order("R4", 100), now).expect("placed");
         assert_eq!(
-            book.apply_refund(refund("R4", "a", 100, 1), now),
+            book.apply_refund(&owner(), refund("R4", "a", 100, 1), now),
             Err(RefundError::NotPaid)
         );
         assert_eq!(
-            book.apply_refund(refund("R5", "a", 100, 1), now),
+            book.apply_refund(&owner(), refund("R5", "a", 100, 1), now),
             Err(RefundError::OrderNotFound)
         );
         let mut by_tid = refund("R3", "a", 100, 1);
         by_tid.order = OrderRef::TransactionId("nope".into());
         assert_eq!(
-            book.apply_refund(by_tid, now),
+            book.apply_refund(&owner(), by_tid, now),
             Err(RefundError::TransactionNotFound)
         );
         assert_eq!(
-            book.apply_refund(refund("R3", "a", 99, 1), now),
+            book.apply_refund(&owner(), refund("R3", "a", 99, 1), now),
             Err(RefundError::TotalFeeMismatch)
         );
         let next_year = now + TimeDelta::days(366);
         assert_eq!(
-            book.apply_refund(refund("R3", "a", 100, 1), next_year),
+            book.apply_refund(&owner(), refund("R3", "a", 100, 1), next_year),
             Err(RefundError::Overdue)
         );
     }
@@ -465,11 +465,11 @@ mod tests {
         let now = Utc::now();
         let mut book = paid_book("R6", 1000, now);
         for n in 0..MAX_REFUNDS_PER_ORDER {
-            book.apply_refund(refund("R6", &format!("r{n}"), 1000, 1), now)
+            book.apply_refund(&owner(), refund("R6", &format!("r{n}"), 1000, 1), now)
                 .expect("one fen");
         }
         assert_eq!(
-            book.apply_refund(refund("R6", "r50", 1000, 1), now),
+            book.apply_refund(&owner(), refund("R6", "r50", 1000, 1), now),
             Err(RefundError::TooManyRefunds)
         );
     }
@@ -478,7 +478,7 @@ mod tests {
     fn a_refund_settles_once_and_success_has_a_time() {
         let now = Utc::now();
         let mut book = paid_book("R7", 100, now);
-        book.apply_refund(refund("R7", "a", 100, 10), now)
+        book.apply_refund(&owner(), refund("R7", "a", 100, 10), now)
             .expect("accepted");
         let later = now + TimeDelta::seconds(5);
         let done = book
@@ -500,12 +500,12 @@ mod tests {
         let now = Utc::now();
         let mut book = paid_book("R8", 100, now);
         let a = book
-            .apply_refund(refund("R8", "a", 100, 10), now)
+            .apply_refund(&owner(), refund("R8", "a", 100, 10), now)
             .expect("a");
-        book.apply_refund(refund("R8", "b", 100, 20), now)
+        book.apply_refund(&owner(), refund("R8", "b", 100, 20), now)
             .expect("b");
         let names = |r: &RefundRef| {
-            book.query_refunds(r).map(|(o, rs)| {
+            book.query_refunds(&owner(), r).map(|(o, rs)| {
                 (
                     o.out_trade_no.clone(),
                     rs.iter()
@@ -534,7 +534,7 @@ mod tests {
         let now = Utc::now();
         let mut book = paid_book("R9", 100, now);
         let later = now + TimeDelta::hours(2);
-        book.apply_refund(refund("R9", "a", 100, 10), later)
+        book.apply_refund(&owner(), refund("R9", "a", 100, 10), later)
             .expect("a");
         let aged = book.age_refund("a", TimeDelta::hours(1)).expect("an hour");
         assert_eq!(aged.created_at, now + TimeDelta::hours(1));

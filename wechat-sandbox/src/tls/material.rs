@@ -1,9 +1,10 @@
 //! The certificates: issuing them with rcgen (a throwaway CA, the server's and
-//! the merchant's certificates), writing the merchant's files, loading given
+//! one client certificate per hosted account), writing each account's files, loading given
 //! ones, and the rustls server configuration that asks for, but does not
 //! require, a client certificate verified against the CA.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -136,13 +137,16 @@ fn name(common_name: &str) -> DistinguishedName {
 }
 
 /// What a merchant needs to call the TLS listener: the CA to trust and, when
-/// the sandbox issued them, its client certificate and key.
+/// the sandbox issued them, each account's client certificate and key.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     dir: Option<PathBuf>,
     ca_path: PathBuf,
     ca_pem: String,
+    /// The default merchant's (the first mch_id `prepare` was given).
     client: Option<ClientFiles>,
+    /// Every account's, by mch_id (the default's included).
+    clients: BTreeMap<String, ClientFiles>,
 }
 
 impl TlsFiles {
@@ -161,9 +165,19 @@ impl TlsFiles {
         &self.ca_pem
     }
 
-    /// The merchant's client certificate, when the sandbox issued one.
+    /// The default merchant's client certificate, when the sandbox issued one.
     pub fn client(&self) -> Option<&ClientFiles> {
         self.client.as_ref()
+    }
+
+    /// The client certificate of the account `mch_id`, when the sandbox issued one.
+    pub fn client_for(&self, mch_id: &str) -> Option<&ClientFiles> {
+        self.clients.get(mch_id)
+    }
+
+    /// Every issued client certificate, by mch_id.
+    pub fn clients(&self) -> impl Iterator<Item = (&str, &ClientFiles)> {
+        self.clients.iter().map(|(m, c)| (m.as_str(), c))
     }
 }
 
@@ -239,23 +253,24 @@ impl fmt::Debug for Prepared {
     }
 }
 
-/// Issues or loads the certificates for the merchant `mch_id`.
-pub(crate) fn prepare(source: &TlsSource, mch_id: &str) -> Result<Prepared, SetupError> {
+/// Issues or loads the certificates; a generated set has one client
+/// certificate per account in `mch_ids` (the first is the default merchant).
+pub(crate) fn prepare(source: &TlsSource, mch_ids: &[&str]) -> Result<Prepared, SetupError> {
     match source {
-        TlsSource::Generate { dir } => generate(dir.as_deref(), mch_id),
+        TlsSource::Generate { dir } => generate(dir.as_deref(), mch_ids),
         TlsSource::Files { ca, cert, key } => load(ca, cert, key),
     }
 }
 
-fn generate(dir: Option<&Path>, mch_id: &str) -> Result<Prepared, SetupError> {
-    const DIR: &str = "SANDBOX_TLS_DIR";
-    let issue_failed =
-        |e: rcgen::Error| SetupError::new(DIR, format!("certificates could not be issued: {e}"));
+const DIR: &str = "SANDBOX_TLS_DIR";
+
+fn issue_failed(e: rcgen::Error) -> SetupError {
+    SetupError::new(DIR, format!("certificates could not be issued: {e}"))
+}
+
+fn generate(dir: Option<&Path>, mch_ids: &[&str]) -> Result<Prepared, SetupError> {
     let ca = TestCa::new("wechat-sandbox test CA").map_err(issue_failed)?;
     let server = ca.issue_server(&SERVER_NAMES).map_err(issue_failed)?;
-    let client = ca.issue_client(mch_id).map_err(issue_failed)?;
-    let p12 = pkcs12(&client, ca.cert_der(), mch_id)
-        .map_err(|e| SetupError::new(DIR, format!("client.p12 could not be written: {e}")))?;
 
     let (dir, temp_dir) = match dir {
         Some(dir) => {
@@ -277,9 +292,7 @@ fn generate(dir: Option<&Path>, mch_id: &str) -> Result<Prepared, SetupError> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let key_pem = client.key_pem();
     let ca_pem = ca.cert_pem();
-    let cert_pem = client.cert_pem();
     let ca_path = write(&dir, "ca.pem", ca_pem.as_bytes(), false)?;
     write(&dir, "server.pem", server.cert_pem().as_bytes(), false)?;
     write(
@@ -288,9 +301,25 @@ fn generate(dir: Option<&Path>, mch_id: &str) -> Result<Prepared, SetupError> {
         server.key_pem().expose_secret().as_bytes(),
         true,
     )?;
-    let cert_path = write(&dir, "client.pem", cert_pem.as_bytes(), false)?;
-    let key_path = write(&dir, "client.key", key_pem.expose_secret().as_bytes(), true)?;
-    let p12_path = write(&dir, "client.p12", &p12, true)?;
+    // The default merchant's files keep their plain names (client.pem, …);
+    // every further account's carry its mch_id (client-1900000200.pem, …).
+    let mut clients = BTreeMap::new();
+    let mut default_client = None;
+    for (i, mch_id) in mch_ids.iter().enumerate() {
+        if clients.contains_key(*mch_id) {
+            continue;
+        }
+        let stem = if i == 0 {
+            "client".to_owned()
+        } else {
+            format!("client-{mch_id}")
+        };
+        let files = issue_client_files(&ca, &dir, &stem, mch_id)?;
+        if i == 0 {
+            default_client = Some(files.clone());
+        }
+        clients.insert((*mch_id).to_owned(), files);
+    }
 
     let mut roots = RootCertStore::empty();
     roots
@@ -304,16 +333,41 @@ fn generate(dir: Option<&Path>, mch_id: &str) -> Result<Prepared, SetupError> {
             dir: Some(dir),
             ca_path,
             ca_pem,
-            client: Some(ClientFiles {
-                cert_path,
-                key_path,
-                p12_path,
-                cert_pem,
-                key_pem,
-                p12_password: mch_id.to_owned(),
-            }),
+            client: default_client,
+            clients,
         },
         temp_dir,
+    })
+}
+
+/// One account's client certificate (CN = its mch_id, as WeChat issues
+/// them), written as `{stem}.pem`, `{stem}.key` and `{stem}.p12`.
+fn issue_client_files(
+    ca: &TestCa,
+    dir: &Path,
+    stem: &str,
+    mch_id: &str,
+) -> Result<ClientFiles, SetupError> {
+    let client = ca.issue_client(mch_id).map_err(issue_failed)?;
+    let p12 = pkcs12(&client, ca.cert_der(), mch_id)
+        .map_err(|e| SetupError::new(DIR, format!("{stem}.p12 could not be written: {e}")))?;
+    let key_pem = client.key_pem();
+    let cert_pem = client.cert_pem();
+    let cert_path = write(dir, &format!("{stem}.pem"), cert_pem.as_bytes(), false)?;
+    let key_path = write(
+        dir,
+        &format!("{stem}.key"),
+        key_pem.expose_secret().as_bytes(),
+        true,
+    )?;
+    let p12_path = write(dir, &format!("{stem}.p12"), &p12, true)?;
+    Ok(ClientFiles {
+        cert_path,
+        key_path,
+        p12_path,
+        cert_pem,
+        key_pem,
+        p12_password: mch_id.to_owned(),
     })
 }
 
@@ -421,6 +475,7 @@ fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Prepared, SetupError> {
             ca_path: ca.to_path_buf(),
             ca_pem,
             client: None,
+            clients: BTreeMap::new(),
         },
         temp_dir: None,
     })

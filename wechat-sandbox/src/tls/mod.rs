@@ -1,7 +1,7 @@
 //! The sandbox's TLS side, as WeChat's API host is for `/secapi/`: where its
-//! certificates come from (a CA, a server certificate and the merchant's client
+//! certificates come from (a CA, a server certificate and each account's client
 //! certificate generated at start, or PEM files it is given), the files it hands
-//! the merchant (PEM and WeChat's `apiclient_cert.p12`), and serving the same
+//! the merchants (PEM and WeChat's `apiclient_cert.p12`), and serving the same
 //! router over rustls with client authentication optional. It records who
 //! presented which verified certificate; what a missing one means for a request
 //! is `client_auth`'s rule, not this module's.
@@ -43,10 +43,13 @@ impl Default for TlsSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
     /// A fresh test CA, a server certificate for 127.0.0.1, ::1 and localhost,
-    /// and the merchant's client certificate (CN = mch_id), all issued at start
-    /// and written into `dir` (`None`: a new temporary directory, removed when the
-    /// sandbox stops). Files: `ca.pem`, `server.pem`, `server.key`, `client.pem`,
-    /// `client.key`, `client.p12` (password = mch_id, as WeChat issues it).
+    /// and a client certificate per hosted account (CN = its mch_id), all
+    /// issued at start and written into `dir` (`None`: a new temporary
+    /// directory, removed when the sandbox stops). Files: `ca.pem`,
+    /// `server.pem`, `server.key`; the default merchant's `client.pem`,
+    /// `client.key`, `client.p12`; every further account's
+    /// `client-{mch_id}.pem`, `.key`, `.p12` (p12 password = the mch_id, as
+    /// WeChat issues it).
     Generate { dir: Option<PathBuf> },
     /// Given PEM files: client certificates are verified against `ca`; the
     /// server presents `cert` (its chain) with `key`. No client files are made.

@@ -226,7 +226,7 @@ pub async fn paid_order(sandbox: &SandboxHandle, fee: i64) -> String {
                     delivery: wechat_sandbox::Delivery::Drop,
                     ..Default::default()
                 },
-                transaction_id: None,
+                ..Default::default()
             },
         )
         .await
