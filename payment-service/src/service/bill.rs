@@ -46,6 +46,12 @@ pub struct DayBill {
     pub summary_problem: Option<String>,
 }
 
+impl From<Option<Bill>> for DayBill {
+    fn from(bill: Option<Bill>) -> Self {
+        day_bill(bill)
+    }
+}
+
 /// The reconciliation's view of a downloaded bill (`None`: no trade that day).
 fn day_bill(bill: Option<Bill>) -> DayBill {
     let Some(bill) = bill else {
