@@ -35,6 +35,7 @@ impl std::fmt::Debug for CallerToken {
 /// caller, never by its token.
 pub fn parse(raw: &SecretString) -> Result<Vec<CallerToken>, String> {
     let mut entries: Vec<CallerToken> = Vec::new();
+    let listed = raw.expose_secret().contains(',');
     for (i, entry) in raw.expose_secret().split(',').enumerate() {
         let entry = entry.trim();
         let (caller, token) = match entry.split_once(':') {
@@ -45,6 +46,10 @@ pub fn parse(raw: &SecretString) -> Result<Vec<CallerToken>, String> {
             ),
             None => (Caller::default_caller(), entry),
         };
+        if token.len() < MIN_TOKEN_LEN && !listed && !entry.contains(':') {
+            // The common case, one bare token, keeps the plain message.
+            return Err(format!("must be at least {MIN_TOKEN_LEN} characters"));
+        }
         if token.len() < MIN_TOKEN_LEN {
             return Err(format!(
                 "entry {} (caller {caller}): the token must be at least {MIN_TOKEN_LEN} characters",

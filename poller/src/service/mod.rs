@@ -10,8 +10,8 @@
 //! This module is the gRPC side: [`Deadlines`], the [`WatchService`] handler
 //! (validate, subscribe, snapshot) and the adapter that turns a watcher into
 //! the response stream. What one stream sends, and when it ends, is
-//! `watcher`'s; this module never decides either. An order that cannot exist
-//! is refused before it costs a subscription or a read (`unknown`).
+//! `watcher`'s; this module never decides either. A number the database just
+//! said is unknown is refused before it costs a subscription or a read (`unknown`).
 
 mod unknown;
 mod watcher;

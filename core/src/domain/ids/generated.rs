@@ -36,19 +36,6 @@ impl OutTradeNo {
         );
         Self(ulid.to_string())
     }
-
-    /// When [`generate`](Self::generate) minted this number, read back from the
-    /// ULID's time half; `None` for a number it cannot have made (any other
-    /// spelling, length or alphabet). Lets a server refuse a number that names
-    /// no order of ours without a database read.
-    pub fn minted_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let ulid = ulid::Ulid::from_string(&self.0).ok()?;
-        // Only the canonical (upper-case) spelling is one we hand out.
-        if ulid.to_string() != self.0 {
-            return None;
-        }
-        chrono::DateTime::from_timestamp_millis(i64::try_from(ulid.timestamp_ms()).ok()?)
-    }
 }
 
 impl Nonce {
@@ -100,24 +87,6 @@ mod tests {
         let many: std::collections::HashSet<_> =
             (0..10_000).map(|_| OutTradeNo::generate()).collect();
         assert_eq!(many.len(), 10_000);
-    }
-
-    #[test]
-    fn a_minted_number_tells_when_it_was_minted_and_others_do_not() {
-        let before = chrono::Utc::now().timestamp_millis();
-        let no = OutTradeNo::generate();
-        let at = no.minted_at().expect("ours").timestamp_millis();
-        assert!((before..=before + 1_000).contains(&at), "{at} vs {before}");
-        let lower = OutTradeNo::parse(&no.as_str().to_lowercase()).expect("valid number");
-        for other in [
-            "ORDER-42",
-            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
-            "01ARZ3NDEKTSV4RRFFQ69G5FA",
-            lower.as_str(),
-        ] {
-            let other = OutTradeNo::parse(other).expect("valid number");
-            assert_eq!(other.minted_at(), None, "{other}");
-        }
     }
 
     #[test]
