@@ -39,6 +39,28 @@ async fn pay_at_wechat(h: &Harness, no: &str) {
     assert!(paid.is_success(), "{paid}");
 }
 
+/// An order placed at WeChat by another system of the merchant's and paid
+/// there: this service never heard of it.
+async fn stranger_paid_at_wechat(h: &Harness, fee: i64) -> OutTradeNo {
+    let stranger = OutTradeNo::generate();
+    h.wechat
+        .unified_order(&UnifiedOrder {
+            out_trade_no: stranger.as_str(),
+            body: "another till",
+            total_fee: Fee::new(fee).expect("positive"),
+            attach: "",
+            spbill_create_ip: "127.0.0.1",
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            notify_url: "http://127.0.0.1:9/elsewhere",
+            time_expire: None,
+            sign_type: SignType::Md5,
+        })
+        .await
+        .expect("placed at WeChat");
+    pay_at_wechat(h, stranger.as_str()).await;
+    stranger
+}
+
 #[tokio::test]
 async fn a_day_with_a_lost_notification_a_silent_refund_and_a_stranger_reconciles() {
     let mut h = start(Options {
@@ -80,22 +102,7 @@ async fn a_day_with_a_lost_notification_a_silent_refund_and_a_stranger_reconcile
     assert!(settled.is_success(), "{settled}");
 
     // C: placed at WeChat by another system of the merchant's and paid; never here.
-    let stranger = OutTradeNo::generate();
-    h.wechat
-        .unified_order(&UnifiedOrder {
-            out_trade_no: stranger.as_str(),
-            body: "another till",
-            total_fee: Fee::new(300).expect("positive"),
-            attach: "",
-            spbill_create_ip: "127.0.0.1",
-            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-            notify_url: "http://127.0.0.1:9/elsewhere",
-            time_expire: None,
-            sign_type: SignType::Md5,
-        })
-        .await
-        .expect("placed at WeChat");
-    pay_at_wechat(&h, stranger.as_str()).await;
+    let stranger = stranger_paid_at_wechat(&h, 300).await;
 
     let today = (Utc::now() + chrono::Duration::hours(8)).date_naive();
     let report = h
@@ -258,22 +265,7 @@ async fn every_kind_of_discrepancy_is_found_reported_and_changes_nothing() {
     pay_at_wechat(&h, &unconfirmed).await;
     // missing_locally and refund_missing_locally: another system's order, paid
     // and partly refunded at WeChat, unknown here.
-    let stranger = OutTradeNo::generate();
-    h.wechat
-        .unified_order(&UnifiedOrder {
-            out_trade_no: stranger.as_str(),
-            body: "another till",
-            total_fee: Fee::new(300).expect("positive"),
-            attach: "",
-            spbill_create_ip: "127.0.0.1",
-            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-            notify_url: "http://127.0.0.1:9/elsewhere",
-            time_expire: None,
-            sign_type: SignType::Md5,
-        })
-        .await
-        .expect("placed at WeChat");
-    pay_at_wechat(&h, stranger.as_str()).await;
+    let stranger = stranger_paid_at_wechat(&h, 300).await;
     let stranger_refund = format!("{stranger}-r");
     h.wechat
         .refund(&payment_service::wechat::RefundRequest {
