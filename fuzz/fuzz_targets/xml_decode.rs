@@ -75,19 +75,22 @@ fuzz_target!(|data: &[u8]| {
 /// `text` without its CDATA sections and comments: where a declaration would be
 /// markup rather than text.
 fn outside_cdata(text: &str) -> String {
+    // Spans whose text is not markup: CDATA, comments, and processing
+    // instructions (the XML declaration included), whose content runs to the
+    // first `?>` whatever it holds (finding 3).
+    const SPANS: [(&str, &str); 3] = [("<![CDATA[", "]]>"), ("<!--", "-->"), ("<?", "?>")];
     let mut out = String::new();
     let mut rest = text;
     loop {
-        let cdata = rest.find("<![CDATA[").map(|i| (i, "]]>"));
-        let comment = rest.find("<!--").map(|i| (i, "-->"));
-        let next = match (cdata, comment) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        };
-        let Some((i, end)) = next else { break };
+        let next = SPANS
+            .iter()
+            .filter_map(|(open, close)| rest.find(open).map(|i| (i, *open, *close)))
+            .min_by_key(|(i, _, _)| *i);
+        let Some((i, open, close)) = next else { break };
         out.push_str(&rest[..i]);
-        rest = match rest[i + 4..].find(end) {
-            Some(j) => &rest[i + 4 + j + end.len()..],
+        let body = i + open.len();
+        rest = match rest[body..].find(close) {
+            Some(j) => &rest[body + j + close.len()..],
             None => "",
         };
     }
