@@ -12,8 +12,8 @@ mod refund;
 mod status;
 
 pub use ids::{
-    Attach, Caller, ClientIp, Description, IdempotencyKey, Nonce, OpenId, OutRefundNo, OutTradeNo,
-    RefundReason, TransactionId, ValidationError,
+    Attach, Caller, ClientIp, Description, IdempotencyKey, MerchantName, Nonce, OpenId,
+    OutRefundNo, OutTradeNo, ProductId, RefundReason, TransactionId, ValidationError,
 };
 pub use money::Fee;
 pub use order::{EventSource, NewOrder, Order, OrderEvent};

@@ -195,6 +195,96 @@ pub fn parse_merchants(
     Ok(entries)
 }
 
+impl MerchantEntry {
+    /// A direct merchant (no sub merchant, no certificate paths): what the
+    /// `WECHAT_*` variables define, as `default`.
+    pub fn direct(name: &str, merchant: Merchant, sign_type: SignType) -> Self {
+        Self {
+            name: name.to_owned(),
+            merchant,
+            sign_type,
+            sub_mch_id: None,
+            sub_app_id: None,
+            client_cert: None,
+            client_key: None,
+            client_p12: None,
+            client_p12_password: None,
+        }
+    }
+
+    /// Service-provider mode: orders are placed for a sub merchant.
+    pub fn is_service_provider(&self) -> bool {
+        self.sub_mch_id.is_some()
+    }
+
+    /// The merchant number the money goes to: the sub merchant's in
+    /// service-provider mode, else the merchant's own.
+    pub fn payee_mch_id(&self) -> &str {
+        self.sub_mch_id.as_deref().unwrap_or(&self.merchant.mch_id)
+    }
+}
+
+/// Every merchant a deployment acts for, found by name (a request's
+/// `merchant`) or by the numbers WeChat's messages carry (`mch_id` and, in
+/// service-provider mode, `sub_mch_id`). Built once at start-up; each pair of
+/// numbers names one merchant, so a message can only be checked with one key.
+#[derive(Debug, Clone)]
+pub struct MerchantBook {
+    entries: Vec<MerchantEntry>,
+}
+
+impl MerchantBook {
+    /// Refuses two merchants with one name, or with the same mch_id and
+    /// sub_mch_id (a notification for them could not be told apart).
+    pub fn new(entries: Vec<MerchantEntry>) -> Result<Self, MerchantsFileError> {
+        if entries.is_empty() {
+            return Err(MerchantsFileError::file("no merchant is configured"));
+        }
+        let mut names = HashSet::new();
+        let mut numbers = HashSet::new();
+        for e in &entries {
+            if !names.insert(e.name.as_str()) {
+                return Err(MerchantsFileError {
+                    merchant: Some(e.name.clone()),
+                    field: Some("name".to_owned()),
+                    reason: "is defined twice (the WECHAT_* variables define `default`)".to_owned(),
+                });
+            }
+            if !numbers.insert((e.merchant.mch_id.as_str(), e.sub_mch_id.as_deref())) {
+                return Err(MerchantsFileError {
+                    merchant: Some(e.name.clone()),
+                    field: Some(if e.sub_mch_id.is_some() { "sub_mch_id" } else { "mch_id" }.to_owned()),
+                    reason: "is another merchant's too: each mch_id (with its sub_mch_id) may appear once"
+                        .to_owned(),
+                });
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// The merchant a request names.
+    pub fn get(&self, name: &str) -> Option<&MerchantEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// The merchant a WeChat message is for, by its `mch_id` and `sub_mch_id`
+    /// (absent or empty: a direct merchant).
+    pub fn for_message(&self, mch_id: &str, sub_mch_id: Option<&str>) -> Option<&MerchantEntry> {
+        let sub = sub_mch_id.filter(|s| !s.is_empty());
+        self.entries
+            .iter()
+            .find(|e| e.merchant.mch_id == mch_id && e.sub_mch_id.as_deref() == sub)
+    }
+
+    pub fn entries(&self) -> &[MerchantEntry] {
+        &self.entries
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+}
+
 /// 1..=32 of `[A-Za-z0-9_-]`.
 fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
@@ -623,5 +713,69 @@ client_p12_password = "secret-pw"
         );
         assert!(refused(&single).reason.contains("array of tables"));
         assert!(refused("[[merchant]]\nname = ").reason.contains("TOML"));
+    }
+
+    #[test]
+    fn the_book_finds_a_message_by_its_numbers_and_refuses_ambiguity() {
+        let entries = parse_merchants(&sample(), env_b).expect("sample");
+        let default = MerchantEntry::direct(
+            "default",
+            Merchant {
+                app_id: "wxd".into(),
+                mch_id: "1900000200".into(),
+                api_key: ApiKey::parse(KEY_A).expect("key"),
+            },
+            SignType::Md5,
+        );
+        let mut all = entries.clone();
+        // The provider's own number as a direct merchant beside its sub merchant.
+        all.push(default.clone());
+        let book = MerchantBook::new(all).expect("distinct numbers");
+        assert_eq!(
+            book.get("tenant-1").map(|e| e.payee_mch_id()),
+            Some("1900000201")
+        );
+        assert_eq!(
+            book.for_message("1900000200", Some("1900000201"))
+                .map(|e| e.name.as_str()),
+            Some("tenant-1")
+        );
+        assert_eq!(
+            book.for_message("1900000200", None)
+                .map(|e| e.name.as_str()),
+            Some("default")
+        );
+        assert_eq!(
+            book.for_message("1900000200", Some(""))
+                .map(|e| e.name.as_str()),
+            Some("default")
+        );
+        assert!(book.for_message("1900000200", Some("1900000999")).is_none());
+        assert!(book.for_message("1900000109", Some("1900000201")).is_none());
+        assert_eq!(
+            book.for_message("1900000109", None)
+                .map(|e| e.name.as_str()),
+            Some("shop")
+        );
+
+        let mut twice = entries.clone();
+        twice.push(MerchantEntry {
+            name: "default".into(),
+            ..entries[0].clone()
+        });
+        assert_eq!(
+            MerchantBook::new(twice).unwrap_err().field.as_deref(),
+            Some("mch_id")
+        );
+        let mut same_name = entries.clone();
+        same_name.push(MerchantEntry {
+            merchant: default.merchant.clone(),
+            ..entries[0].clone()
+        });
+        assert_eq!(
+            MerchantBook::new(same_name).unwrap_err().field.as_deref(),
+            Some("name")
+        );
+        assert!(MerchantBook::new(Vec::new()).is_err());
     }
 }

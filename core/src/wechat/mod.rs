@@ -1,6 +1,7 @@
 //! The WeChat Pay v2 protocol: signing, the XML codec, `wx.requestPayment`
 //! parameters, the refund-notification cipher, Beijing time, the merchant
-//! whose key signs it all, and the merchants file that lists several. Pure
+//! whose key signs it all, the merchants file that lists several, and the
+//! trade types. Pure
 //! functions; the HTTP client lives in payment-service.
 
 pub mod bill;
@@ -10,9 +11,11 @@ pub mod merchants;
 pub mod pay_params;
 pub mod refund_crypto;
 pub mod sign;
+mod trade_type;
 pub mod xml;
 
 pub use merchant::Merchant;
-pub use merchants::{parse_merchants, MerchantEntry, MerchantsFileError};
+pub use merchants::{parse_merchants, MerchantBook, MerchantEntry, MerchantsFileError};
 pub use sign::{ApiKey, SignError, SignType};
+pub use trade_type::{TradeType, UnknownTradeType};
 pub use xml::{Fields, XmlError};

@@ -1,6 +1,8 @@
-//! The parameters of `wx.requestPayment`, signed with the order's key and sign type.
-//! Exactly `appId, nonceStr, package, signType, timeStamp` are signed, in that
-//! case; `timeStamp` is seconds, as a string.
+//! What the payer's side needs to pay a prepay_id, signed with the order's key
+//! and sign type: the parameters of `wx.requestPayment` (JSAPI: exactly `appId,
+//! nonceStr, package, signType, timeStamp` are signed, in that case; `timeStamp`
+//! is seconds, as a string) and those of the OpenSDK's PayReq (APP: `appid,
+//! partnerid, prepayid, package=Sign=WXPay, noncestr, timestamp`, all lowercase).
 
 use super::{sign, ApiKey, SignType};
 use crate::domain::Nonce;
@@ -64,6 +66,67 @@ pub fn verify(params: &PaymentParams, key: &ApiKey) -> bool {
     subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), params.pay_sign.as_bytes()).into()
 }
 
+/// What an app hands the OpenSDK's PayReq (APP orders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPaymentParams {
+    pub appid: String,
+    /// The merchant number the payment goes to (`mch_id`; the sub merchant's in
+    /// service-provider mode).
+    pub partnerid: String,
+    pub prepayid: String,
+    /// Always `Sign=WXPay`.
+    pub package: String,
+    pub noncestr: String,
+    /// Unix time in seconds, as a string.
+    pub timestamp: String,
+    pub sign: String,
+}
+
+/// The fixed `package` of an APP payment.
+pub const APP_PACKAGE: &str = "Sign=WXPay";
+
+/// Builds and signs an APP payment's parameters for `prepay_id` at `unix_seconds`.
+pub fn build_app(
+    appid: &str,
+    partnerid: &str,
+    prepay_id: &str,
+    key: &ApiKey,
+    sign_type: SignType,
+    unix_seconds: i64,
+    nonce: &Nonce,
+) -> AppPaymentParams {
+    let mut p = AppPaymentParams {
+        appid: appid.to_owned(),
+        partnerid: partnerid.to_owned(),
+        prepayid: prepay_id.to_owned(),
+        package: APP_PACKAGE.to_owned(),
+        noncestr: nonce.as_str().to_owned(),
+        timestamp: unix_seconds.to_string(),
+        sign: String::new(),
+    };
+    p.sign = sign::sign(app_fields(&p), key, sign_type);
+    p
+}
+
+/// Verifies APP parameters as WeChat's OpenSDK backend does.
+pub fn verify_app(params: &AppPaymentParams, key: &ApiKey, sign_type: SignType) -> bool {
+    let expected = sign::sign(app_fields(params), key, sign_type);
+    subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), params.sign.as_bytes()).into()
+}
+
+/// The six signed fields, under WeChat's APP names (no sign_type among them:
+/// the app reads the algorithm from its own configuration, as the order was placed).
+fn app_fields(p: &AppPaymentParams) -> [(&'static str, &str); 6] {
+    [
+        ("appid", p.appid.as_str()),
+        ("noncestr", p.noncestr.as_str()),
+        ("package", p.package.as_str()),
+        ("partnerid", p.partnerid.as_str()),
+        ("prepayid", p.prepayid.as_str()),
+        ("timestamp", p.timestamp.as_str()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +167,35 @@ mod tests {
         let mut tampered = p.clone();
         tampered.package = "prepay_id=wx124".into();
         assert!(!verify(&tampered, &key));
+    }
+
+    #[test]
+    fn app_params_sign_the_six_lowercase_fields() {
+        let key = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("vector key");
+        let nonce = Nonce::parse("abc123").expect("nonce");
+        let p = build_app(
+            "wxapp",
+            "1900000109",
+            "wx201",
+            &key,
+            SignType::Md5,
+            1_700_000_000,
+            &nonce,
+        );
+        assert_eq!(p.package, "Sign=WXPay");
+        // Independently: the string WeChat's docs describe, hashed by hand.
+        let plain = "appid=wxapp&noncestr=abc123&package=Sign=WXPay&partnerid=1900000109\
+                     &prepayid=wx201&timestamp=1700000000&key=qazwsxedcrfvtgbyhnujmikolp111111";
+        use md5::Digest as _;
+        let expected: String = md5::Md5::digest(plain.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(p.sign, expected);
+        assert!(verify_app(&p, &key, SignType::Md5));
+        assert!(!verify_app(&p, &key, SignType::HmacSha256));
+        let mut other = p.clone();
+        other.partnerid = "1900000110".into();
+        assert!(!verify_app(&other, &key, SignType::Md5));
     }
 }

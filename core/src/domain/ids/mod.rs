@@ -1,7 +1,8 @@
 //! Identifiers and bounded strings that WeChat limits: out_trade_no, nonce,
 //! description (`body`), attach, openid, idempotency keys and their callers,
 //! client IPs, and a
-//! refund's number and reason.
+//! refund's number and reason, and what places an order with a given merchant
+//! and trade type (merchant name, product id).
 //!
 //! The types are declared here, so their private field is visible only to this
 //! module's children: `newtype` (the macro, the error and the shared checks),
@@ -10,6 +11,7 @@
 
 mod generated;
 mod newtype;
+mod placement;
 mod received;
 
 pub use newtype::ValidationError;
@@ -62,4 +64,14 @@ string_newtype!(
 string_newtype!(
     /// The payer's IP address, as WeChat's `spbill_create_ip` wants it.
     ClientIp
+);
+string_newtype!(
+    /// Which configured merchant account an order is placed with (the name of
+    /// its `[[merchant]]` table, or `default`): 1..=32 of `[A-Za-z0-9_-]`.
+    MerchantName
+);
+string_newtype!(
+    /// A NATIVE order's `product_id`, the product its QR code is for: 1..=32 of
+    /// `[A-Za-z0-9_-]` (WeChat's String(32)).
+    ProductId
 );

@@ -28,17 +28,39 @@ impl Attach {
 
 impl OpenId {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_len("openid", s, 1, 128)?;
+        Self::parse_field("openid", s)
+    }
+
+    /// The same rule for another field that holds an openid (`sub_openid`).
+    pub fn parse_field(field: &'static str, s: &str) -> Result<Self, ValidationError> {
+        check_len(field, s, 1, 128)?;
+        Self::check_chars(field, s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// An openid that may be absent: NATIVE, APP and MWEB orders are placed
+    /// before anyone knows who will pay, so they store an empty one.
+    pub fn parse_optional(s: &str) -> Result<Self, ValidationError> {
+        check_len("openid", s, 0, 128)?;
+        Self::check_chars("openid", s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn check_chars(field: &'static str, s: &str) -> Result<(), ValidationError> {
         if !s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
         {
             return Err(ValidationError::new(
-                "openid",
+                field,
                 "may contain only letters, digits, _ and -",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 }
 
