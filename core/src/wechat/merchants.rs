@@ -28,6 +28,7 @@
 use std::{collections::HashSet, fmt};
 
 use super::{ApiKey, Merchant, SignType};
+use crate::domain::MerchantName;
 
 /// One `[[merchant]]` table.
 #[derive(Clone)]
@@ -212,11 +213,6 @@ impl MerchantEntry {
         }
     }
 
-    /// Service-provider mode: orders are placed for a sub merchant.
-    pub fn is_service_provider(&self) -> bool {
-        self.sub_mch_id.is_some()
-    }
-
     /// The merchant number the money goes to: the sub merchant's in
     /// service-provider mode, else the merchant's own.
     pub fn payee_mch_id(&self) -> &str {
@@ -279,18 +275,11 @@ impl MerchantBook {
     pub fn entries(&self) -> &[MerchantEntry] {
         &self.entries
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.name.as_str())
-    }
 }
 
-/// 1..=32 of `[A-Za-z0-9_-]`.
+/// The rule of a request's `merchant` ([`MerchantName`]).
 fn valid_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    MerchantName::parse(name).is_ok()
 }
 
 /// At most 32 ASCII letters and digits (WeChat's appid, as `WECHAT_APP_ID`).

@@ -1,8 +1,7 @@
 //! The WeChat Pay v2 protocol: signing, the XML codec, `wx.requestPayment`
 //! parameters, the refund-notification cipher, Beijing time, the merchant
 //! whose key signs it all, the merchants file that lists several, and the
-//! trade types. Pure
-//! functions; the HTTP client lives in payment-service.
+//! trade types. Pure functions; the HTTP client lives in payment-service.
 
 pub mod bill;
 pub mod china_time;

@@ -80,3 +80,23 @@ pub(super) fn check_no_control(field: &'static str, s: &str) -> Result<(), Valid
     }
     Ok(())
 }
+
+/// 1..=`max` of `[A-Za-z0-9_-]`: the rule of names (a caller, a merchant) and
+/// of a product id.
+pub(super) fn check_plain_word(
+    field: &'static str,
+    s: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
+    check_len(field, s, 1, max)?;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ValidationError::new(
+            field,
+            "may contain only letters, digits, '_' and '-'",
+        ));
+    }
+    Ok(())
+}

@@ -1,33 +1,17 @@
 //! The rules of the values that say where an order is placed: the merchant's
-//! name and a NATIVE order's product id. They come
-//! from the caller, are stored with the order and must repeat on a retry.
+//! name and a NATIVE order's product id. Both come from the caller.
 
 use super::{
-    newtype::{check_len, ValidationError},
+    newtype::{check_plain_word, ValidationError},
     MerchantName, ProductId,
 };
-
-/// `[A-Za-z0-9_-]` only: what a merchant name and a product id may hold.
-fn plain_word(field: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
-    check_len(field, s, 1, max)?;
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(ValidationError::new(
-            field,
-            "may contain only letters, digits, '_' and '-'",
-        ));
-    }
-    Ok(())
-}
 
 impl MerchantName {
     /// The merchant the `WECHAT_*` variables define, used when a request names none.
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        plain_word("merchant", s, 32)?;
+        check_plain_word("merchant", s, 32)?;
         Ok(Self(s.to_owned()))
     }
 
@@ -47,7 +31,7 @@ impl MerchantName {
 
 impl ProductId {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        plain_word("product_id", s, 32)?;
+        check_plain_word("product_id", s, 32)?;
         Ok(Self(s.to_owned()))
     }
 }

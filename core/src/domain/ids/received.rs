@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::{
-    newtype::{check_len, check_no_control, ValidationError},
+    newtype::{check_len, check_no_control, check_plain_word, ValidationError},
     Attach, Caller, ClientIp, Description, IdempotencyKey, OpenId, OutRefundNo, RefundReason,
     TransactionId,
 };
@@ -34,23 +34,6 @@ impl OpenId {
     /// The same rule for another field that holds an openid (`sub_openid`).
     pub fn parse_field(field: &'static str, s: &str) -> Result<Self, ValidationError> {
         check_len(field, s, 1, 128)?;
-        Self::check_chars(field, s)?;
-        Ok(Self(s.to_owned()))
-    }
-
-    /// An openid that may be absent: NATIVE, APP and MWEB orders are placed
-    /// before anyone knows who will pay, so they store an empty one.
-    pub fn parse_optional(s: &str) -> Result<Self, ValidationError> {
-        check_len("openid", s, 0, 128)?;
-        Self::check_chars("openid", s)?;
-        Ok(Self(s.to_owned()))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn check_chars(field: &'static str, s: &str) -> Result<(), ValidationError> {
         if !s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
@@ -60,7 +43,21 @@ impl OpenId {
                 "may contain only letters, digits, _ and -",
             ));
         }
-        Ok(())
+        Ok(Self(s.to_owned()))
+    }
+
+    /// An openid that may be absent: NATIVE, APP and MWEB orders are placed
+    /// before anyone knows who will pay, so they store an empty one.
+    pub fn parse_optional(s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() {
+            Ok(Self(String::new()))
+        } else {
+            Self::parse(s)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -112,16 +109,7 @@ impl Caller {
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_len("caller", s, 1, 32)?;
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(ValidationError::new(
-                "caller",
-                "may contain only letters, digits, '_' and '-'",
-            ));
-        }
+        check_plain_word("caller", s, 32)?;
         Ok(Self(s.to_owned()))
     }
 
