@@ -107,11 +107,12 @@ impl Store for CountingStore {
         &self,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        pay_url: Option<&str>,
         prepay_expires_at: DateTime<Utc>,
     ) -> Result<Order, StoreError> {
         let _t = self.tick();
         self.inner
-            .set_prepay(out_trade_no, prepay_id, prepay_expires_at)
+            .set_prepay(out_trade_no, prepay_id, pay_url, prepay_expires_at)
             .await
     }
     async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {

@@ -6,7 +6,10 @@ use wxpay_proto::v1 as pb;
 
 use crate::{
     domain::{BillReport, Order, OrderEvent, OrderStatus, Refund, RefundStatus},
-    wechat::pay_params::PaymentParams,
+    wechat::{
+        pay_params::{AppPaymentParams, PaymentParams},
+        TradeType,
+    },
 };
 
 pub fn status_to_pb(s: OrderStatus) -> pb::OrderStatus {
@@ -51,6 +54,28 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
         paid_at: o.paid_at.map(|t| t.timestamp_millis()).unwrap_or(0),
         expires_at: o.expires_at.map(|t| t.timestamp_millis()).unwrap_or(0),
         refunded_fee: o.refunded_fee,
+        merchant: o.placement.merchant.to_string(),
+        trade_type: trade_type_to_pb(o.placement.trade_type) as i32,
+    }
+}
+
+pub fn trade_type_to_pb(t: TradeType) -> pb::TradeType {
+    match t {
+        TradeType::Jsapi => pb::TradeType::Jsapi,
+        TradeType::Native => pb::TradeType::Native,
+        TradeType::App => pb::TradeType::App,
+        TradeType::Mweb => pb::TradeType::Mweb,
+    }
+}
+
+/// UNSPECIFIED is JSAPI (what every order was before the field existed);
+/// `None` for a number this build does not know.
+pub fn trade_type_from_pb(n: i32) -> Option<TradeType> {
+    match pb::TradeType::try_from(n).ok()? {
+        pb::TradeType::Unspecified | pb::TradeType::Jsapi => Some(TradeType::Jsapi),
+        pb::TradeType::Native => Some(TradeType::Native),
+        pb::TradeType::App => Some(TradeType::App),
+        pb::TradeType::Mweb => Some(TradeType::Mweb),
     }
 }
 
@@ -84,6 +109,18 @@ pub fn params_to_pb(p: PaymentParams) -> pb::PaymentParams {
         package: p.package,
         sign_type: p.sign_type.as_str().to_owned(),
         pay_sign: p.pay_sign,
+    }
+}
+
+pub fn app_params_to_pb(p: AppPaymentParams) -> pb::AppPaymentParams {
+    pb::AppPaymentParams {
+        appid: p.appid,
+        partnerid: p.partnerid,
+        prepayid: p.prepayid,
+        package: p.package,
+        noncestr: p.noncestr,
+        timestamp: p.timestamp,
+        sign: p.sign,
     }
 }
 
@@ -133,5 +170,14 @@ mod tests {
         }
         assert_eq!(status_from_pb(0), None);
         assert_eq!(status_from_pb(99), None);
+    }
+
+    #[test]
+    fn every_trade_type_round_trips_and_unset_is_jsapi() {
+        for t in TradeType::ALL {
+            assert_eq!(trade_type_from_pb(trade_type_to_pb(t) as i32), Some(t));
+        }
+        assert_eq!(trade_type_from_pb(0), Some(TradeType::Jsapi));
+        assert_eq!(trade_type_from_pb(99), None);
     }
 }

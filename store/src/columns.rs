@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 use wxpay_core::domain::{
-    Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, OpenId, Order, OrderEvent,
-    OutRefundNo, OutTradeNo, Refund, RefundReason,
+    Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, MerchantName, OpenId, Order,
+    OrderEvent, OutRefundNo, OutTradeNo, Placement, ProductId, Refund, RefundReason, SceneInfo,
 };
 
 pub(crate) struct OrderColumns {
@@ -30,6 +30,12 @@ pub(crate) struct OrderColumns {
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub refunded_fee: i64,
+    pub merchant: String,
+    pub trade_type: String,
+    pub sub_openid: String,
+    pub product_id: Option<String>,
+    pub scene_info: Option<String>,
+    pub pay_url: Option<String>,
 }
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -45,7 +51,7 @@ impl OrderColumns {
             idempotency_key: IdempotencyKey::parse(&self.idempotency_key).map_err(corrupt)?,
             status: self.status.parse().map_err(corrupt)?,
             version: self.version,
-            openid: OpenId::parse(&self.openid).map_err(corrupt)?,
+            openid: OpenId::parse_optional(&self.openid).map_err(corrupt)?,
             description: Description::parse(&self.description).map_err(corrupt)?,
             total_fee: Fee::new(self.total_fee).map_err(corrupt)?,
             attach: Attach::parse(&self.attach).map_err(corrupt)?,
@@ -60,6 +66,25 @@ impl OrderColumns {
             updated_at: self.updated_at,
             paid_at: self.paid_at,
             refunded_fee: refunded_fee(self.refunded_fee)?,
+            placement: Placement {
+                merchant: MerchantName::parse(&self.merchant).map_err(corrupt)?,
+                trade_type: self.trade_type.parse().map_err(corrupt)?,
+                sub_openid: OpenId::parse_field_optional("sub_openid", &self.sub_openid)
+                    .map_err(corrupt)?,
+                product_id: self
+                    .product_id
+                    .as_deref()
+                    .map(ProductId::parse)
+                    .transpose()
+                    .map_err(corrupt)?,
+                scene_info: self
+                    .scene_info
+                    .as_deref()
+                    .map(SceneInfo::parse)
+                    .transpose()
+                    .map_err(corrupt)?,
+            },
+            pay_url: self.pay_url,
         })
     }
 }

@@ -184,6 +184,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        pay_url: Option<&str>,
         prepay_expires_at: DateTime<Utc>,
     ) -> Result<Order, StoreError>;
 

@@ -13,10 +13,11 @@ use crate::{
 };
 use wxpay_core::{
     domain::{
-        Attach, Caller, ClientIp, Description, EventSource, Fee, IdempotencyKey, NewOrder, OpenId,
-        Order, OrderEvent, OrderStatus, OutTradeNo,
+        Attach, Caller, ClientIp, Description, EventSource, Fee, IdempotencyKey, MerchantName,
+        NewOrder, OpenId, Order, OrderEvent, OrderStatus, OutTradeNo, Placement, ProductId,
+        SceneInfo,
     },
-    wechat::SignType,
+    wechat::{SignType, TradeType},
 };
 
 /// A valid new order with a unique number and key.
@@ -33,6 +34,7 @@ pub fn new_order(fee: i64) -> NewOrder {
         client_ip: ClientIp::parse("203.0.113.7").expect("valid ip"),
         sign_type: SignType::HmacSha256,
         expires_at: Some(Utc::now() + chrono::Duration::minutes(30)),
+        placement: Placement::default(),
     }
 }
 
@@ -139,6 +141,7 @@ pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
         .set_prepay(
             &new.out_trade_no,
             "wx201410272009395522657a690389285100",
+            None,
             until,
         )
         .await
@@ -150,10 +153,67 @@ pub async fn prepay_ids_are_recorded(store: Arc<dyn Store>) {
     assert_eq!(o.version, 1, "recording a prepay_id is not a status change");
     assert!(matches!(
         store
-            .set_prepay(&OutTradeNo::generate(), "wx1", until)
+            .set_prepay(&OutTradeNo::generate(), "wx1", None, until)
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// Every order keeps the merchant and trade type it was placed with, and what
+/// that trade type needs: the later calls about it go to the same merchant.
+pub async fn each_order_keeps_its_merchant_and_trade_type(store: Arc<dyn Store>) {
+    let jsapi = new_order(1);
+    insert(store.as_ref(), &jsapi).await;
+    let read = store
+        .order(&jsapi.out_trade_no)
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(read.placement, Placement::default());
+    assert_eq!(read.placement.merchant.as_str(), "default");
+    assert_eq!(read.pay_url, None);
+
+    let mut native = new_order(2);
+    native.openid = OpenId::empty();
+    native.sign_type = SignType::Md5;
+    native.placement = Placement {
+        merchant: MerchantName::parse("shop-b").expect("name"),
+        trade_type: TradeType::Native,
+        sub_openid: OpenId::empty(),
+        product_id: Some(ProductId::parse("sku-9").expect("product")),
+        scene_info: None,
+    };
+    insert(store.as_ref(), &native).await;
+    let until = Utc::now() + chrono::Duration::minutes(115);
+    let code_url = "weixin://wxpay/bizpayurl?pr=abc123";
+    let placed = store
+        .set_prepay(&native.out_trade_no, "wx-native", Some(code_url), until)
+        .await
+        .expect("set");
+    assert_eq!(placed.placement, native.placement);
+    assert!(placed.openid.is_empty());
+    assert_eq!(placed.pay_url.as_deref(), Some(code_url));
+
+    let mut h5 = new_order(3);
+    h5.placement = Placement {
+        merchant: MerchantName::parse("platform").expect("name"),
+        trade_type: TradeType::Mweb,
+        sub_openid: OpenId::parse_field("sub_openid", "oSub-1").expect("sub openid"),
+        product_id: None,
+        scene_info: Some(
+            SceneInfo::parse(
+                r#"{"h5_info":{"type":"Wap","wap_url":"https://m.example","wap_name":"m"}}"#,
+            )
+            .expect("scene"),
+        ),
+    };
+    insert(store.as_ref(), &h5).await;
+    let read = store
+        .order(&h5.out_trade_no)
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(read.placement, h5.placement);
 }
 
 pub async fn a_payment_bumps_the_version_and_writes_one_event(store: Arc<dyn Store>) {
@@ -512,7 +572,7 @@ pub async fn prepay_ids_are_kept_only_for_unpaid_orders(store: Arc<dyn Store>) {
         .expect("close");
     let until = Utc::now() + chrono::Duration::minutes(115);
     let order = store
-        .set_prepay(&new.out_trade_no, "wx-late", until)
+        .set_prepay(&new.out_trade_no, "wx-late", None, until)
         .await
         .expect("set_prepay");
     assert_eq!(order.status, OrderStatus::Closed);
@@ -702,6 +762,7 @@ macro_rules! store_suite {
             a_taken_idempotency_key_returns_the_first_order,
             idempotency_keys_are_scoped_to_their_caller,
             prepay_ids_are_recorded,
+            each_order_keeps_its_merchant_and_trade_type,
             a_payment_bumps_the_version_and_writes_one_event,
             a_disallowed_transition_changes_nothing,
             concurrent_duplicate_payments_apply_once,

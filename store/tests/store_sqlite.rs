@@ -70,9 +70,10 @@ mod file_backed {
             &self,
             no: &OutTradeNo,
             prepay_id: &str,
+            pay_url: Option<&str>,
             until: DateTime<Utc>,
         ) -> Result<Order, StoreError> {
-            self.store.set_prepay(no, prepay_id, until).await
+            self.store.set_prepay(no, prepay_id, pay_url, until).await
         }
         async fn insert_refund(&self, r: &NewRefund) -> Result<RefundPlacement, StoreError> {
             self.store.insert_refund(r).await

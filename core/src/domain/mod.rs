@@ -13,10 +13,10 @@ mod status;
 
 pub use ids::{
     Attach, Caller, ClientIp, Description, IdempotencyKey, MerchantName, Nonce, OpenId,
-    OutRefundNo, OutTradeNo, ProductId, RefundReason, TransactionId, ValidationError,
+    OutRefundNo, OutTradeNo, ProductId, RefundReason, SceneInfo, TransactionId, ValidationError,
 };
 pub use money::Fee;
-pub use order::{EventSource, NewOrder, Order, OrderEvent};
+pub use order::{EventSource, NewOrder, Order, OrderEvent, Placement};
 pub use reconciliation::{BillReport, Discrepancy, DiscrepancyKind};
 pub use refund::{NewRefund, Refund, RefundStatus};
 pub use status::OrderStatus;

@@ -5,9 +5,41 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, OpenId, OrderStatus, OutTradeNo,
+    Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, MerchantName, OpenId, OrderStatus,
+    OutTradeNo, ProductId, SceneInfo,
 };
-use crate::wechat::SignType;
+use crate::wechat::{SignType, TradeType};
+
+/// Where and how an order is placed: the merchant account whose credentials
+/// place it, the trade type, and what that trade type needs. Fixed at creation:
+/// every later call about the order (orderquery, closeorder, refund, the bill)
+/// goes to the same merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub merchant: MerchantName,
+    pub trade_type: TradeType,
+    /// Service-provider mode: the payer's openid under the sub merchant's
+    /// `sub_app_id`; empty otherwise.
+    pub sub_openid: OpenId,
+    /// NATIVE: the product the QR code is for.
+    pub product_id: Option<ProductId>,
+    /// MWEB: the H5 scene WeChat asks for.
+    pub scene_info: Option<SceneInfo>,
+}
+
+impl Default for Placement {
+    /// A JSAPI order with the default merchant: what every order was before
+    /// merchants and trade types could be chosen.
+    fn default() -> Self {
+        Self {
+            merchant: MerchantName::default_merchant(),
+            trade_type: TradeType::Jsapi,
+            sub_openid: OpenId::empty(),
+            product_id: None,
+            scene_info: None,
+        }
+    }
+}
 
 /// A validated order about to be stored (status NOTPAY, version 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +57,7 @@ pub struct NewOrder {
     /// When WeChat stops accepting payment; `None` leaves WeChat's default (2 h).
     /// Fixed at creation so that every retry of unifiedorder sends the same `time_expire`.
     pub expires_at: Option<DateTime<Utc>>,
+    pub placement: Placement,
 }
 
 /// An order as stored.
@@ -50,6 +83,10 @@ pub struct Order {
     pub paid_at: Option<DateTime<Utc>>,
     /// Fen given back so far: the sum of this order's SUCCESS refunds (0 when none).
     pub refunded_fee: i64,
+    pub placement: Placement,
+    /// What NATIVE (`code_url`) and MWEB (`mweb_url`) orders are paid through,
+    /// kept with the prepay_id and reused as long as it is.
+    pub pay_url: Option<String>,
 }
 
 /// What caused a status change.

@@ -43,7 +43,8 @@ impl Default for PgOptions {
 
 const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
      total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
-     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee";
+     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee, merchant, trade_type, \
+     sub_openid, product_id, scene_info, pay_url";
 
 impl PgStore {
     /// Connects and applies the embedded migrations. sqlx takes a Postgres advisory

@@ -24,8 +24,9 @@ impl Store for PgStore {
     async fn insert_order(&self, o: &NewOrder) -> Result<InsertOutcome, StoreError> {
         let sql = format!(
             "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
-             attach, client_ip, sign_type, expires_at, caller) \
-             VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9, $10) \
+             attach, client_ip, sign_type, expires_at, caller, merchant, trade_type, sub_openid, \
+             product_id, scene_info) \
+             VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (caller, idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
         );
         let inserted = sqlx::query(&sql)
@@ -39,6 +40,11 @@ impl Store for PgStore {
             .bind(o.sign_type.as_str())
             .bind(o.expires_at)
             .bind(o.caller.as_str())
+            .bind(o.placement.merchant.as_str())
+            .bind(o.placement.trade_type.as_str())
+            .bind(o.placement.sub_openid.as_str())
+            .bind(o.placement.product_id.as_ref().map(|p| p.as_str()))
+            .bind(o.placement.scene_info.as_ref().map(|s| s.as_str()))
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
@@ -92,16 +98,18 @@ impl Store for PgStore {
         &self,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        pay_url: Option<&str>,
         prepay_expires_at: DateTime<Utc>,
     ) -> Result<Order, StoreError> {
         let sql = format!(
-            "UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, updated_at = now() \
+            "UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, pay_url = $4, updated_at = now() \
              WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING {ORDER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(out_trade_no.as_str())
             .bind(prepay_id)
             .bind(prepay_expires_at)
+            .bind(pay_url)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;

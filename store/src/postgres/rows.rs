@@ -44,6 +44,12 @@ pub(super) fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         paid_at: row.try_get("paid_at").map_err(map_err)?,
         refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
+        merchant: get("merchant")?,
+        trade_type: get("trade_type")?,
+        sub_openid: get("sub_openid")?,
+        product_id: row.try_get("product_id").map_err(map_err)?,
+        scene_info: row.try_get("scene_info").map_err(map_err)?,
+        pay_url: row.try_get("pay_url").map_err(map_err)?,
     }
     .into_order()
 }

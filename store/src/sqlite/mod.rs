@@ -53,7 +53,8 @@ const UNIQUE_VIOLATION_CODES: [&str; 2] = ["2067", "1555"];
 
 const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
      total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
-     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee";
+     transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee, merchant, trade_type, \
+     sub_openid, product_id, scene_info, pay_url";
 
 const EVENT_COLUMNS: &str =
     "id, out_trade_no, status, version, transaction_id, total_fee, source, occurred_at, refunded_fee";

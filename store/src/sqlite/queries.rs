@@ -25,8 +25,9 @@ impl Store for SqliteStore {
         let now = now_millis();
         let sql = format!(
             "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
-             attach, client_ip, sign_type, expires_at, created_at, updated_at, caller) \
-             VALUES (?1, ?2, 'NOTPAY', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
+             attach, client_ip, sign_type, expires_at, created_at, updated_at, caller, merchant, \
+             trade_type, sub_openid, product_id, scene_info) \
+             VALUES (?1, ?2, 'NOTPAY', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
              ON CONFLICT (caller, idempotency_key) DO NOTHING RETURNING {ORDER_COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
@@ -42,6 +43,11 @@ impl Store for SqliteStore {
             .bind(o.expires_at.map(|t| t.timestamp_millis()))
             .bind(now)
             .bind(o.caller.as_str())
+            .bind(o.placement.merchant.as_str())
+            .bind(o.placement.trade_type.as_str())
+            .bind(o.placement.sub_openid.as_str())
+            .bind(o.placement.product_id.as_ref().map(|p| p.as_str()))
+            .bind(o.placement.scene_info.as_ref().map(|s| s.as_str()))
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -78,10 +84,11 @@ impl Store for SqliteStore {
         &self,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        pay_url: Option<&str>,
         prepay_expires_at: DateTime<Utc>,
     ) -> Result<Order, StoreError> {
         let sql = format!(
-            "UPDATE orders SET prepay_id = ?2, prepay_expires_at = ?3, updated_at = ?4 \
+            "UPDATE orders SET prepay_id = ?2, prepay_expires_at = ?3, updated_at = ?4, pay_url = ?5 \
              WHERE out_trade_no = ?1 AND status = 'NOTPAY' RETURNING {ORDER_COLUMNS}"
         );
         let mut tx = self.begin_write().await?;
@@ -90,6 +97,7 @@ impl Store for SqliteStore {
             .bind(prepay_id)
             .bind(prepay_expires_at.timestamp_millis())
             .bind(now_millis())
+            .bind(pay_url)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;

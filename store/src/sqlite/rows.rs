@@ -73,6 +73,12 @@ pub(super) fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
         updated_at: time("updated_at")?,
         paid_at: opt_time("paid_at")?,
         refunded_fee: row.try_get("refunded_fee").map_err(map_err)?,
+        merchant: get("merchant")?,
+        trade_type: get("trade_type")?,
+        sub_openid: get("sub_openid")?,
+        product_id: row.try_get("product_id").map_err(map_err)?,
+        scene_info: row.try_get("scene_info").map_err(map_err)?,
+        pay_url: row.try_get("pay_url").map_err(map_err)?,
     }
     .into_order()
 }

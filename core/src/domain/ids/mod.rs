@@ -75,3 +75,9 @@ string_newtype!(
     /// `[A-Za-z0-9_-]` (WeChat's String(32)).
     ProductId
 );
+string_newtype!(
+    /// An MWEB (H5) order's `scene_info`: the JSON WeChat asks for, an object
+    /// with an `h5_info` object naming its `type` (`Wap`, `IOS`, `Android`), at
+    /// most 256 bytes.
+    SceneInfo
+);

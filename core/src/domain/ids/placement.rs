@@ -1,9 +1,10 @@
 //! The rules of the values that say where an order is placed: the merchant's
-//! name and a NATIVE order's product id. Both come from the caller.
+//! name, a NATIVE order's product id and an MWEB order's scene. All come from
+//! the caller.
 
 use super::{
-    newtype::{check_plain_word, ValidationError},
-    MerchantName, ProductId,
+    newtype::{check_len, check_plain_word, ValidationError},
+    MerchantName, ProductId, SceneInfo,
 };
 
 impl MerchantName {
@@ -36,6 +37,30 @@ impl ProductId {
     }
 }
 
+impl SceneInfo {
+    /// WeChat's String(256); its documentation shows `{"h5_info": {"type": "Wap",
+    /// "wap_url": ..., "wap_name": ...}}`, and unifiedorder refuses an MWEB
+    /// order whose scene it cannot read, so the shape is checked here, where the
+    /// caller can still be told which field is wrong.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        const FIELD: &str = "scene_info";
+        check_len(FIELD, s, 1, 256)?;
+        let value: serde_json::Value =
+            serde_json::from_str(s).map_err(|_| ValidationError::new(FIELD, "must be JSON"))?;
+        let kind = value
+            .get("h5_info")
+            .and_then(|h5| h5.get("type"))
+            .and_then(serde_json::Value::as_str);
+        match kind {
+            Some("Wap" | "IOS" | "Android") => Ok(Self(s.to_owned())),
+            _ => Err(ValidationError::new(
+                FIELD,
+                "must be an object with h5_info.type Wap, IOS or Android",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +80,31 @@ mod tests {
         assert!(ProductId::parse("sku-1").is_ok());
         assert_eq!(ProductId::parse("").unwrap_err().field, "product_id");
         assert_eq!(ProductId::parse("a/b").unwrap_err().field, "product_id");
+    }
+
+    #[test]
+    fn a_scene_is_wechats_h5_json() {
+        let wap =
+            r#"{"h5_info":{"type":"Wap","wap_url":"https://m.shop.example","wap_name":"shop"}}"#;
+        assert_eq!(SceneInfo::parse(wap).unwrap().as_str(), wap);
+        assert!(SceneInfo::parse(r#"{"h5_info":{"type":"IOS","app_name":"a"}}"#).is_ok());
+        for bad in [
+            "",
+            "Wap",
+            r#"{"h5_info":{}}"#,
+            r#"{"h5_info":{"type":"Desktop"}}"#,
+            r#"["h5_info"]"#,
+        ] {
+            assert_eq!(
+                SceneInfo::parse(bad).unwrap_err().field,
+                "scene_info",
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"h5_info":{{"type":"Wap","wap_name":"{}"}}}}"#,
+            "x".repeat(240)
+        );
+        assert!(SceneInfo::parse(&long).is_err());
     }
 }

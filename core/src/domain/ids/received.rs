@@ -49,11 +49,21 @@ impl OpenId {
     /// An openid that may be absent: NATIVE, APP and MWEB orders are placed
     /// before anyone knows who will pay, so they store an empty one.
     pub fn parse_optional(s: &str) -> Result<Self, ValidationError> {
+        Self::parse_field_optional("openid", s)
+    }
+
+    /// [`OpenId::parse_field`], with the empty value allowed.
+    pub fn parse_field_optional(field: &'static str, s: &str) -> Result<Self, ValidationError> {
         if s.is_empty() {
-            Ok(Self(String::new()))
+            Ok(Self::empty())
         } else {
-            Self::parse(s)
+            Self::parse_field(field, s)
         }
+    }
+
+    /// No openid: an order placed before anyone knows who will pay.
+    pub fn empty() -> Self {
+        Self(String::new())
     }
 
     pub fn is_empty(&self) -> bool {
