@@ -6,7 +6,10 @@ use std::{net::SocketAddr, str::FromStr};
 
 use secrecy::SecretString;
 
-use wxpay_core::wechat::{ApiKey, Merchant};
+use wxpay_core::{
+    domain::MerchantName,
+    wechat::{parse_merchants, ApiKey, Merchant, MerchantBook, MerchantEntry, SignType},
+};
 
 /// A configuration problem, naming the variable. Its Display is the one line printed at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +206,63 @@ pub fn merchant_from_env() -> Result<Merchant, ConfigError> {
         mch_id,
         api_key,
     })
+}
+
+/// `WECHAT_SIGN_TYPE`: how the `default` merchant's requests and payment
+/// parameters are signed (MD5 unless set).
+pub fn sign_type_from_env() -> Result<SignType, ConfigError> {
+    match optional("WECHAT_SIGN_TYPE")? {
+        None => Ok(SignType::Md5),
+        Some(s) => s
+            .parse()
+            .map_err(|_| ConfigError::new("WECHAT_SIGN_TYPE", "must be MD5 or HMAC-SHA256")),
+    }
+}
+
+/// The variables that define the `default` merchant.
+const WECHAT_MERCHANT_VARS: [&str; 3] = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECHAT_API_KEY"];
+
+/// Every merchant this deployment acts for: the `[[merchant]]` tables of
+/// `MERCHANTS_FILE`, and the `default` merchant the `WECHAT_*` variables define.
+/// Without a file the variables are required (one merchant, as before); with
+/// one they are optional, and a file that also names a `default` is refused
+/// rather than one silently winning. A bad file stops start-up with one line
+/// naming the file, the merchant and the field, never a value.
+pub fn merchants() -> Result<MerchantBook, ConfigError> {
+    const FILE: &str = "MERCHANTS_FILE";
+    let mut entries = match optional(FILE)? {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(FILE, format!("{path} cannot be read: {e}")))?;
+            parse_merchants(&text, |var| std::env::var(var).ok())
+                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))?
+        }
+    };
+    let wechat_set = WECHAT_MERCHANT_VARS
+        .into_iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+    if entries.is_empty() || wechat_set {
+        if let Some(file_default) = entries.iter().find(|e| e.name == MerchantName::DEFAULT) {
+            return Err(ConfigError::new(
+                FILE,
+                format!(
+                    "merchant {}: name is taken by the WECHAT_* variables, which define `default`: \
+                     rename the table or unset WECHAT_APP_ID, WECHAT_MCH_ID and WECHAT_API_KEY",
+                    file_default.name
+                ),
+            ));
+        }
+        entries.insert(
+            0,
+            MerchantEntry::direct(
+                MerchantName::DEFAULT,
+                merchant_from_env()?,
+                sign_type_from_env()?,
+            ),
+        );
+    }
+    MerchantBook::new(entries).map_err(|e| ConfigError::new(FILE, e.to_string()))
 }
 
 /// `WATCH_TOKEN_SECRET`: the secret payment-service signs watch tokens with and
