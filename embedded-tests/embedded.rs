@@ -57,6 +57,7 @@ async fn create_order(stack: &Stack, key: &str) -> CreateOrderResponse {
             attach: String::new(),
             client_ip: "127.0.0.1".into(),
             expire_seconds: 600,
+            ..Default::default()
         })
         .await
         .expect("CreateOrder succeeds against the sandbox")

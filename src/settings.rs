@@ -12,7 +12,10 @@ use std::{
 use payment_service::reconciler::ReconcilerConfig;
 use secrecy::SecretString;
 use wxpay_core::watch_token::WatchSecret;
-use wxpay_core::wechat::{ApiKey, Merchant, SignType};
+use wxpay_core::{
+    domain::MerchantName,
+    wechat::{ApiKey, Merchant, MerchantEntry, SignType},
+};
 use wxpay_runtime::config::{self, ConfigError};
 
 pub use crate::labels::{bus_label, redact_password, storage_label};
@@ -49,8 +52,13 @@ pub enum Bus {
 pub struct Settings {
     pub storage: Storage,
     pub bus: Bus,
+    /// The `default` merchant and its sign type.
     pub merchant: Merchant,
     pub sign_type: SignType,
+    /// Further merchants (`MERCHANTS_FILE`): the stack's sandbox hosts each
+    /// and issues each its own client certificate, which replaces the
+    /// certificate paths the file may give.
+    pub merchants: Vec<MerchantEntry>,
     pub payment_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
     pub poller_addr: SocketAddr,
@@ -98,12 +106,16 @@ impl Settings {
             Some(_) => gateway::config::merchant_from_env()?,
             None => test_merchant(),
         };
-        let sign_type = match config::optional("WECHAT_SIGN_TYPE")? {
-            None => SignType::Md5,
-            Some(s) => s
-                .parse()
-                .map_err(|_| ConfigError::new("WECHAT_SIGN_TYPE", "must be MD5 or HMAC-SHA256"))?,
-        };
+        let sign_type = config::sign_type_from_env()?;
+        let merchants = config::merchants_file()?;
+        if merchants.iter().any(|m| m.name == MerchantName::DEFAULT) {
+            // This process's `default` is the WECHAT_* merchant or WeChat's
+            // test merchant; a file's `default` would silently lose to it.
+            return Err(ConfigError::new(
+                "MERCHANTS_FILE",
+                "merchant default: name is the WECHAT_* (or test) merchant's here; rename the table",
+            ));
+        }
         let sandbox_time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
         if sandbox_time_factor == 0 {
             return Err(ConfigError::new(
@@ -123,6 +135,7 @@ impl Settings {
             bus,
             merchant,
             sign_type,
+            merchants,
             payment_addr,
             gateway_addr: config::addr("GATEWAY_ADDR", "127.0.0.1:8080")?,
             poller_addr,
@@ -158,6 +171,7 @@ impl Settings {
             bus: Bus::InProcess,
             merchant: test_merchant(),
             sign_type: SignType::Md5,
+            merchants: Vec::new(),
             payment_addr: any,
             gateway_addr: any,
             poller_addr: any,

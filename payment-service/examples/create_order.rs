@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             attach: "example".into(),
             client_ip: "127.0.0.1".into(),
             expire_seconds: 1800,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -82,14 +82,7 @@ impl Application {
             Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
         let publisher: Arc<dyn EventPublisher> =
             Arc::new(RedisPublisher::new(&settings.redis_url)?);
-        let wechat = WechatClient::new(
-            &settings.wechat.api_base,
-            settings.wechat.merchant.clone(),
-            ClientOptions {
-                tls: settings.wechat.client_tls.clone(),
-                ..ClientOptions::default()
-            },
-        )?;
+        let wechat = settings.wechat.clients(ClientOptions::default())?;
         let listener = TcpListener::bind(settings.addr).await?;
         let tls = settings.tls.clone();
         let watch_secret = settings.watch_secret.clone();
@@ -129,7 +122,7 @@ impl Application {
         listener: TcpListener,
         store: Arc<dyn Store>,
         publisher: Arc<dyn EventPublisher>,
-        wechat: WechatClient,
+        wechat: Vec<WechatClient>,
         wechat_config: &WechatConfig,
         api_tokens: impl Into<ApiTokens>,
         reconcile: ReconcilerConfig,
@@ -138,7 +131,6 @@ impl Application {
         let mut payments = Payments::new(
             Ledger::new(store, publisher),
             wechat,
-            wechat_config.sign_type,
             wechat_config.notify_url.clone(),
         );
         if let Some(url) = &wechat_config.refund_notify_url {

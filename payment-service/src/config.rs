@@ -1,13 +1,16 @@
-//! payment-service's own configuration: the merchant it acts for, its sign type,
-//! and how to reach WeChat. The shared readers (one line naming the variable on
+//! payment-service's own configuration: the merchants it acts for (each with
+//! its sign type and client certificate), and how to reach WeChat. The shared readers (one line naming the variable on
 //! a bad value, no secret echoed) are in `wxpay_runtime::config`.
 
 use std::time::Duration;
 
-use wxpay_core::wechat::{Merchant, SignType};
+use wxpay_core::{domain::MerchantName, wechat::MerchantEntry};
 use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
 
-use crate::{reconciler::ReconcilerConfig, wechat::ClientTls};
+use crate::{
+    reconciler::ReconcilerConfig,
+    wechat::{ClientOptions, ClientTls, WechatClient, WechatError},
+};
 
 impl ReconcilerConfig {
     /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60) and
@@ -31,18 +34,27 @@ impl ReconcilerConfig {
     }
 }
 
-/// The merchant and how to reach WeChat.
+/// One merchant this service acts for, and the client certificate its
+/// `/secapi/` calls (refunds) present.
+#[derive(Debug, Clone)]
+pub struct MerchantAccount {
+    pub entry: MerchantEntry,
+    /// The merchant's API client certificate and extra trusted CAs
+    /// (`WECHAT_CLIENT_*` for `default`, the table's `client_*` for the
+    /// file's merchants, `WECHAT_EXTRA_ROOT_CA` for all); `None` when none is set.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// The merchants and how to reach WeChat.
 #[derive(Debug, Clone)]
 pub struct WechatConfig {
-    pub merchant: Merchant,
-    pub sign_type: SignType,
+    /// Every merchant (MERCHANTS_FILE and the WECHAT_* variables), in the
+    /// order they were defined.
+    pub merchants: Vec<MerchantAccount>,
     pub api_base: String,
     pub notify_url: String,
     /// `WECHAT_REFUND_NOTIFY_URL`; unset: the gateway's refund path beside `notify_url`.
     pub refund_notify_url: Option<String>,
-    /// The merchant's API client certificate for `/secapi/` and extra trusted
-    /// CAs (`WECHAT_CLIENT_*`, `WECHAT_EXTRA_ROOT_CA`); `None` when none is set.
-    pub client_tls: Option<ClientTls>,
 }
 
 /// The production host of the v2 API.
@@ -50,13 +62,22 @@ pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
 
 impl WechatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let merchant = env::merchant_from_env()?;
-        let sign_type = match optional("WECHAT_SIGN_TYPE")? {
-            None => SignType::Md5,
-            Some(s) => s
-                .parse()
-                .map_err(|_| ConfigError::new("WECHAT_SIGN_TYPE", "must be MD5 or HMAC-SHA256"))?,
-        };
+        let book = env::merchants()?;
+        let mut merchants = Vec::with_capacity(book.entries().len());
+        for entry in book.entries() {
+            let from_file = entry.client_cert.is_some() || entry.client_p12.is_some();
+            // `default` without certificate paths of its own is the merchant
+            // of the WECHAT_* variables, whose certificate they give too.
+            let client_tls = if entry.name == MerchantName::DEFAULT && !from_file {
+                ClientTls::from_env(&entry.merchant.mch_id)?
+            } else {
+                ClientTls::for_entry(entry)?
+            };
+            merchants.push(MerchantAccount {
+                entry: entry.clone(),
+                client_tls,
+            });
+        }
         let api_base = url(
             "WECHAT_API_BASE",
             optional("WECHAT_API_BASE")?.unwrap_or_else(|| WECHAT_DEFAULT_API_BASE.to_owned()),
@@ -70,14 +91,31 @@ impl WechatConfig {
         let refund_notify_url = optional("WECHAT_REFUND_NOTIFY_URL")?
             .map(|u| url("WECHAT_REFUND_NOTIFY_URL", u, &["https", "http"]))
             .transpose()?;
-        let client_tls = ClientTls::from_env(&merchant.mch_id)?;
         Ok(Self {
-            merchant,
-            sign_type,
+            merchants,
             api_base,
             notify_url,
             refund_notify_url,
-            client_tls,
         })
+    }
+}
+
+impl WechatConfig {
+    /// One WeChat client per merchant, each with its own client certificate
+    /// (and `options`' timeouts and retries).
+    pub fn clients(&self, options: ClientOptions) -> Result<Vec<WechatClient>, WechatError> {
+        self.merchants
+            .iter()
+            .map(|account| {
+                WechatClient::new(
+                    &self.api_base,
+                    account.entry.clone(),
+                    ClientOptions {
+                        tls: account.client_tls.clone(),
+                        ..options.clone()
+                    },
+                )
+            })
+            .collect()
     }
 }

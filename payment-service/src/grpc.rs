@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use wxpay_proto::v1::{self as pb, payment_service_server::PaymentService};
 
 use wxpay_core::{
-    convert::{order_to_pb, params_to_pb, refund_to_pb, report_to_pb},
+    convert::{app_params_to_pb, order_to_pb, params_to_pb, refund_to_pb, report_to_pb},
     domain::{Caller, OutRefundNo, OutTradeNo},
 };
 
@@ -51,6 +51,11 @@ impl PaymentService for PaymentGrpc {
                 attach: r.attach,
                 client_ip: r.client_ip,
                 expire_seconds: r.expire_seconds,
+                merchant: r.merchant,
+                trade_type: r.trade_type,
+                product_id: r.product_id,
+                scene_info: r.scene_info,
+                sub_openid: r.sub_openid,
             })
             .await?;
         Ok(Response::new(pb::CreateOrderResponse {
@@ -60,6 +65,9 @@ impl PaymentService for PaymentGrpc {
                 .unwrap_or_default(),
             order: Some(order_to_pb(&created.order)),
             payment: created.payment.map(params_to_pb),
+            app_payment: created.app_payment.map(app_params_to_pb),
+            code_url: created.code_url.unwrap_or_default(),
+            mweb_url: created.mweb_url.unwrap_or_default(),
         }))
     }
 

@@ -12,7 +12,7 @@ use common::*;
 use payment_service::wechat::UnifiedOrder;
 use wxpay_core::{
     domain::{DiscrepancyKind, Fee, OutTradeNo},
-    wechat::SignType,
+    wechat::{SignType, TradeType},
 };
 use wxpay_proto::v1::{GetOrderRequest, OrderStatus, QueryOrderRequest, RefundOrderRequest};
 use wxpay_store::Store;
@@ -50,7 +50,11 @@ async fn stranger_paid_at_wechat(h: &Harness, fee: i64) -> OutTradeNo {
             total_fee: Fee::new(fee).expect("positive"),
             attach: "",
             spbill_create_ip: "127.0.0.1",
+            trade_type: TradeType::Jsapi,
             openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            sub_openid: "",
+            product_id: "",
+            scene_info: "",
             notify_url: "http://127.0.0.1:9/elsewhere",
             time_expire: None,
             sign_type: SignType::Md5,

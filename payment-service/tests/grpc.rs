@@ -8,13 +8,13 @@ use std::{sync::Arc, time::Duration};
 
 use payment_service::{
     application::Application,
-    config::WechatConfig,
-    wechat::{ClientOptions, WechatClient},
+    config::{MerchantAccount, WechatConfig},
+    wechat::ClientOptions,
 };
 use tonic::Code;
 use wxpay_core::wechat::{
     pay_params::{self, PaymentParams},
-    SignType,
+    MerchantEntry, SignType,
 };
 use wxpay_proto::v1::{
     payment_service_client::PaymentServiceClient, CloseOrderRequest, CreateOrderRequest,
@@ -512,16 +512,16 @@ async fn database_down_is_unavailable() {
     .expect("connect");
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis"));
-    let wechat = WechatClient::new("http://127.0.0.1:9", merchant(), ClientOptions::default())
-        .expect("client");
     let config = WechatConfig {
-        merchant: merchant(),
-        sign_type: SignType::Md5,
+        merchants: vec![MerchantAccount {
+            entry: MerchantEntry::direct("default", merchant(), SignType::Md5),
+            client_tls: None,
+        }],
         api_base: "http://127.0.0.1:9".into(),
         notify_url: "http://127.0.0.1:9/n".into(),
         refund_notify_url: None,
-        client_tls: None,
     };
+    let wechat = config.clients(ClientOptions::default()).expect("client");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -222,6 +222,21 @@ pub fn sign_type_from_env() -> Result<SignType, ConfigError> {
 /// The variables that define the `default` merchant.
 const WECHAT_MERCHANT_VARS: [&str; 3] = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECHAT_API_KEY"];
 
+/// The `[[merchant]]` tables of `MERCHANTS_FILE` (none when it is unset),
+/// each checked; the `WECHAT_*` merchant is not among them.
+pub fn merchants_file() -> Result<Vec<MerchantEntry>, ConfigError> {
+    const FILE: &str = "MERCHANTS_FILE";
+    match optional(FILE)? {
+        None => Ok(Vec::new()),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(FILE, format!("{path} cannot be read: {e}")))?;
+            parse_merchants(&text, |var| std::env::var(var).ok())
+                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))
+        }
+    }
+}
+
 /// Every merchant this deployment acts for: the `[[merchant]]` tables of
 /// `MERCHANTS_FILE`, and the `default` merchant the `WECHAT_*` variables define.
 /// Without a file the variables are required (one merchant, as before); with
@@ -230,15 +245,7 @@ const WECHAT_MERCHANT_VARS: [&str; 3] = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECH
 /// naming the file, the merchant and the field, never a value.
 pub fn merchants() -> Result<MerchantBook, ConfigError> {
     const FILE: &str = "MERCHANTS_FILE";
-    let mut entries = match optional(FILE)? {
-        None => Vec::new(),
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::new(FILE, format!("{path} cannot be read: {e}")))?;
-            parse_merchants(&text, |var| std::env::var(var).ok())
-                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))?
-        }
-    };
+    let mut entries = merchants_file()?;
     let wechat_set = WECHAT_MERCHANT_VARS
         .into_iter()
         .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));

@@ -110,6 +110,7 @@ async fn walk(
             attach: "demo".into(),
             client_ip: "127.0.0.1".into(),
             expire_seconds: 1800,
+            ..Default::default()
         })
         .await
         .map_err(|s| anyhow::anyhow!("step 2: CreateOrder failed: {:?} {}", s.code(), s.message()))?

@@ -14,13 +14,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use payment_service::{
-    config::WechatConfig,
-    wechat::{ClientOptions, ClientTls, WechatClient},
+    config::{MerchantAccount, WechatConfig},
+    wechat::{ClientOptions, ClientTls},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use wechat_sandbox::{Sandbox, SandboxConfig};
-use wxpay_core::watch_token::WatchSecret;
+use wxpay_core::{
+    domain::MerchantName,
+    watch_token::WatchSecret,
+    wechat::{MerchantBook, MerchantEntry},
+};
 use wxpay_store::{EventPublisher, LocalBus, RedisPublisher, SqliteStore, Store};
 
 mod parts;
@@ -78,7 +82,8 @@ impl Stack {
             time_factor: settings.sandbox_time_factor,
             refund_settle_after: settings.sandbox_refund_settle,
             ..SandboxConfig::new(settings.merchant.clone())
-        };
+        }
+        .with_merchants(&settings.merchants);
         let sandbox = Sandbox::build(sandbox_config, settings.sandbox_addr)
             .await
             .with_context(|| format!("cannot listen on SANDBOX_ADDR {}", settings.sandbox_addr))?;
@@ -100,26 +105,31 @@ impl Stack {
         };
 
         // The whole API over the sandbox's TLS listener, with the client
-        // certificate it issued for the merchant: refunds (/secapi/) work out
+        // certificate it issued for each merchant: refunds (/secapi/) work out
         // of the box, over real mutual TLS, as they would against WeChat.
-        let client_tls = sandbox_client_tls(&sandbox)?;
+        let default = MerchantEntry::direct(
+            MerchantName::DEFAULT,
+            settings.merchant.clone(),
+            settings.sign_type,
+        );
+        let mut merchants = Vec::with_capacity(1 + settings.merchants.len());
+        for entry in std::iter::once(&default).chain(&settings.merchants) {
+            merchants.push(MerchantAccount {
+                entry: entry.clone(),
+                client_tls: Some(sandbox_client_tls(&sandbox, &entry.merchant.mch_id)?),
+            });
+        }
+        let book = MerchantBook::new(merchants.iter().map(|m| m.entry.clone()).collect())
+            .map_err(|e| anyhow::anyhow!("MERCHANTS_FILE: {e}"))?;
         let wechat_config = WechatConfig {
-            merchant: settings.merchant.clone(),
-            sign_type: settings.sign_type,
+            merchants,
             api_base: sandbox.https_url(),
             notify_url: partial.notify_url(),
             refund_notify_url: None,
-            client_tls: Some(client_tls.clone()),
         };
-        let wechat = WechatClient::new(
-            &wechat_config.api_base,
-            wechat_config.merchant.clone(),
-            ClientOptions {
-                tls: Some(client_tls),
-                ..ClientOptions::default()
-            },
-        )
-        .context("cannot build the WeChat Pay client")?;
+        let wechat = wechat_config
+            .clients(ClientOptions::default())
+            .context("cannot build the WeChat Pay client")?;
         let payment = payment_service::Application::from_parts(
             payment_listener,
             store_for(Service::Payment),
@@ -134,7 +144,7 @@ impl Stack {
             gateway_listener,
             store_for(Service::Gateway),
             publisher.clone(),
-            settings.merchant.clone(),
+            book,
             None,
         );
         // One metrics registry for the process: the gateway installs it, and the
@@ -214,12 +224,12 @@ impl Stack {
 
 /// The merchant's client certificate the sandbox issued, with the sandbox's CA
 /// trusted for its TLS listener.
-fn sandbox_client_tls(sandbox: &Sandbox) -> anyhow::Result<ClientTls> {
+fn sandbox_client_tls(sandbox: &Sandbox, mch_id: &str) -> anyhow::Result<ClientTls> {
     use secrecy::ExposeSecret;
     let files = sandbox.tls_files();
     let client = files
-        .client()
-        .context("the sandbox issued no client certificate")?;
+        .client_for(mch_id)
+        .with_context(|| format!("the sandbox issued no client certificate for {mch_id}"))?;
     ClientTls::from_pem(
         client.cert_pem().as_bytes(),
         client.key_pem().expose_secret().as_bytes(),

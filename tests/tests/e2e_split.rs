@@ -33,6 +33,7 @@ async fn create_order(stack: &Stack, key: &str) -> (Order, wxpay_proto::v1::Paym
             attach: String::new(),
             client_ip: "127.0.0.1".to_owned(),
             expire_seconds: 1800,
+            ..Default::default()
         })
         .await
         .expect("CreateOrder")
@@ -340,6 +341,7 @@ async fn an_expired_order_is_closed_at_wechat_and_here() {
             attach: String::new(),
             client_ip: "127.0.0.1".to_owned(),
             expire_seconds: 1800,
+            ..Default::default()
         })
         .await
         .expect("a retry of the key returns the order")

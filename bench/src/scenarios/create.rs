@@ -188,6 +188,7 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
                             attach: String::new(),
                             client_ip: "127.0.0.1".into(),
                             expire_seconds: 0,
+                            ..Default::default()
                         })
                         .await?;
                     Ok(true)

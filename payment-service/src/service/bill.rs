@@ -180,74 +180,139 @@ impl Payments {
         self.reconcile_downloaded(day).await
     }
 
-    /// Downloads WeChat's bill of `day` and reconciles it, whatever the hour
-    /// (the sandbox serves a day's bill at once; WeChat may not have it yet).
+    /// Downloads every merchant's bill of `day` and reconciles them, whatever
+    /// the hour (the sandbox serves a day's bill at once; WeChat may not have
+    /// it yet). Each merchant's bill is asked for with its own credentials (a
+    /// sub merchant's with its sub_mch_id), and the day's report covers them all.
     pub async fn reconcile_downloaded(&self, day: NaiveDate) -> Result<BillReport, ApiError> {
-        let bill = self.wechat.download_bill(day, self.sign_type).await?;
-        self.reconcile_day(day, day_bill(bill)).await
+        let mut bills = Vec::with_capacity(self.merchants.len());
+        for wechat in &self.merchants {
+            let entry = wechat.entry();
+            let bill = wechat.download_bill(day, entry.sign_type).await?;
+            bills.push((entry.name.clone(), day_bill(bill)));
+        }
+        self.reconcile_bills(day, bills).await
     }
 
-    /// A new reconciliation of `bill` (WeChat's bill of `day`) against the
+    /// A new reconciliation of `bill` (WeChat's bill of `day` for the first
+    /// configured merchant, `default` when it is the only one) against the
     /// local state, stored as the day's report.
     pub async fn reconcile_day(
         &self,
         day: NaiveDate,
         bill: DayBill,
     ) -> Result<BillReport, ApiError> {
+        let name = self
+            .merchants
+            .first()
+            .map(|c| c.entry().name.clone())
+            .ok_or_else(|| ApiError::Internal("no merchant is configured".into()))?;
+        self.reconcile_bills(day, vec![(name, bill)]).await
+    }
+
+    /// The bills of `day`, one per merchant named, against the local orders
+    /// and refunds of those merchants. Order and refund numbers are unique
+    /// across merchants (this service makes every out_trade_no), so one set of
+    /// numbers serves all bills.
+    async fn reconcile_bills(
+        &self,
+        day: NaiveDate,
+        bills: Vec<(String, DayBill)>,
+    ) -> Result<BillReport, ApiError> {
         let mut tally = Tally {
             report: BillReport {
                 bill_date: day,
-                wechat_rows: bill.entries.len() as u64,
+                wechat_rows: bills.iter().map(|(_, b)| b.entries.len() as u64).sum(),
                 matched: 0,
                 repaired: 0,
                 discrepancies: Vec::new(),
                 reconciled_at: Utc::now(),
             },
         };
-        if let Some(problem) = &bill.summary_problem {
-            tally.differ("", "", DiscrepancyKind::SummaryMismatch, problem.clone());
-        }
+        // With one merchant, details read as before; with several each says whose.
+        let several = self.merchants.len() > 1;
+        let whose = |merchant: &str, detail: String| {
+            if several {
+                format!("merchant {merchant}: {detail}")
+            } else {
+                detail
+            }
+        };
+        let covered: HashSet<&str> = bills.iter().map(|(name, _)| name.as_str()).collect();
         let mut payments = HashSet::new();
         let mut refunds = HashSet::new();
-        for entry in &bill.entries {
-            match &entry.refund {
-                None => {
-                    payments.insert(entry.out_trade_no.clone());
-                    self.check_payment(entry, &mut tally).await?;
-                }
-                Some(refund) => {
-                    refunds.insert(refund.out_refund_no.clone());
-                    self.check_bill_refund(entry, refund, &mut tally).await?;
+        for (merchant, bill) in &bills {
+            if let Some(problem) = &bill.summary_problem {
+                tally.differ(
+                    "",
+                    "",
+                    DiscrepancyKind::SummaryMismatch,
+                    whose(merchant, problem.clone()),
+                );
+            }
+            for entry in &bill.entries {
+                match &entry.refund {
+                    None => {
+                        payments.insert(entry.out_trade_no.clone());
+                        self.check_payment(entry, &mut tally).await?;
+                    }
+                    Some(refund) => {
+                        refunds.insert(refund.out_refund_no.clone());
+                        self.check_bill_refund(entry, refund, &mut tally).await?;
+                    }
                 }
             }
         }
         let (from, to) = china_day(day);
         for order in self.store.orders_paid_between(from, to).await? {
-            if !payments.contains(order.out_trade_no.as_str()) {
-                tally.differ(
-                    order.out_trade_no.as_str(),
-                    "",
-                    DiscrepancyKind::MissingAtWechat,
+            let merchant = order.placement.merchant.as_str();
+            if !covered.contains(merchant) || payments.contains(order.out_trade_no.as_str()) {
+                continue;
+            }
+            tally.differ(
+                order.out_trade_no.as_str(),
+                "",
+                DiscrepancyKind::MissingAtWechat,
+                whose(
+                    merchant,
                     format!(
                         "paid here ({} fen, transaction {}) but not in WeChat's bill",
                         order.total_fee,
                         order.transaction_id.as_deref().unwrap_or("-")
                     ),
-                );
-            }
+                ),
+            );
         }
         for refund in self.store.refunds_succeeded_between(from, to).await? {
-            if !refunds.contains(refund.out_refund_no.as_str()) {
-                tally.differ(
-                    refund.out_trade_no.as_str(),
-                    refund.out_refund_no.as_str(),
-                    DiscrepancyKind::RefundMissingAtWechat,
-                    format!(
-                        "refunded here ({} fen) but not in WeChat's bill",
-                        refund.refund_fee
-                    ),
-                );
+            if refunds.contains(refund.out_refund_no.as_str()) {
+                continue;
             }
+            // Whose refund it is: its order's merchant, read only when there
+            // are several (one read per refund missing from the bills, which
+            // are few).
+            let merchant = if !several {
+                None
+            } else {
+                match self.store.order(&refund.out_trade_no).await? {
+                    Some(order) if covered.contains(order.placement.merchant.as_str()) => {
+                        Some(order.placement.merchant.to_string())
+                    }
+                    _ => continue,
+                }
+            };
+            let detail = format!(
+                "refunded here ({} fen) but not in WeChat's bill",
+                refund.refund_fee
+            );
+            tally.differ(
+                refund.out_trade_no.as_str(),
+                refund.out_refund_no.as_str(),
+                DiscrepancyKind::RefundMissingAtWechat,
+                match merchant {
+                    Some(m) => whose(&m, detail),
+                    None => detail,
+                },
+            );
         }
         let report = tally.report;
         self.store.save_bill_report(&report).await?;
@@ -398,8 +463,10 @@ impl Payments {
         let Ok(Some(order)) = self.store.order(&no).await else {
             return false;
         };
-        let Ok(Some(state)) = self
-            .wechat
+        let Ok(wechat) = self.wechat_for(&order) else {
+            return false;
+        };
+        let Ok(Some(state)) = wechat
             .refund_query(&billed.out_refund_no, order.sign_type)
             .await
         else {

@@ -1,12 +1,19 @@
-//! CreateOrder: validate, store the NOTPAY order first, place it with WeChat,
-//! sign the `wx.requestPayment` parameters. Idempotent by key; WeChat's rules on
+//! CreateOrder: validate, store the NOTPAY order first, place it with WeChat
+//! through the merchant the request names, and hand back what its trade type
+//! is paid with: signed `wx.requestPayment` parameters (JSAPI), signed OpenSDK
+//! parameters (APP), a QR code's content (NATIVE) or a link (MWEB). Idempotent by key; WeChat's rules on
 //! `time_expire` are checked here, so a request WeChat would refuse fails before
 //! it is sent, and an order that can no longer be paid gets no parameters.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::{
-    domain::{Caller, EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo},
-    wechat::pay_params::{self, PaymentParams},
+    domain::{
+        Caller, EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo, ValidationError,
+    },
+    wechat::{
+        pay_params::{self, AppPaymentParams, PaymentParams},
+        TradeType,
+    },
 };
 use wxpay_store::InsertOutcome;
 
@@ -15,17 +22,24 @@ use super::{
     terms::{ceil_to_second, Terms, DEFAULT_EXPIRE_SECONDS, MIN_EXPIRE_SECONDS},
     Payments,
 };
-use crate::{error::ApiError, wechat::UnifiedOrder};
+use crate::{
+    error::ApiError,
+    wechat::{UnifiedOrder, WechatClient},
+};
 
-/// A prepay_id is valid for 2 hours; we stop reusing it 5 minutes early so a
-/// payer never receives one that dies while the payment sheet is open.
-const PREPAY_REUSE_WINDOW: ChronoDuration = ChronoDuration::minutes(115);
-
-/// The result of CreateOrder: the order, and the requestPayment parameters while it can be paid.
+/// The result of CreateOrder: the order and, while it can be paid, what its
+/// trade type is paid with (one of the four; the others are `None`).
 #[derive(Debug, Clone)]
 pub struct Created {
     pub order: Order,
+    /// JSAPI: `wx.requestPayment`'s object.
     pub payment: Option<PaymentParams>,
+    /// APP: the OpenSDK's PayReq.
+    pub app_payment: Option<AppPaymentParams>,
+    /// NATIVE: the QR code's content.
+    pub code_url: Option<String>,
+    /// MWEB: where the payer's browser goes.
+    pub mweb_url: Option<String>,
 }
 
 impl Created {
@@ -33,6 +47,9 @@ impl Created {
         Self {
             order,
             payment: None,
+            app_payment: None,
+            code_url: None,
+            mweb_url: None,
         }
     }
 }
@@ -53,6 +70,21 @@ impl Payments {
     #[tracing::instrument(skip_all, fields(idempotency_key = %input.idempotency_key, out_trade_no))]
     pub async fn create_order(&self, input: CreateOrderInput) -> Result<Created, ApiError> {
         let (key, terms) = Terms::parse(&input)?;
+        let wechat = self.merchant(&terms.placement.merchant).ok_or_else(|| {
+            ApiError::InvalidArgument(ValidationError::new(
+                "merchant",
+                format!(
+                    "{} is not a configured merchant (configured: {})",
+                    terms.placement.merchant,
+                    self.merchants
+                        .iter()
+                        .map(|c| c.entry().name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        })?;
+        terms.check_merchant(wechat.entry())?;
         let now = Utc::now();
         // Insert first: a new key (the common case) costs one round trip, and a
         // taken key returns the order that holds it, checked like any retry.
@@ -65,15 +97,24 @@ impl Payments {
             total_fee: terms.total_fee,
             attach: terms.attach.clone(),
             client_ip: terms.client_ip.clone(),
-            sign_type: self.sign_type,
+            // The merchant's sign type, kept with the order: every later request
+            // about it, and its notifications, are signed the same way.
+            sign_type: wechat.entry().sign_type,
             // Rounded up to the whole second WeChat's time_expire carries, so the
             // order never promises less time than was asked for.
             expires_at: Some(ceil_to_second(
                 now + ChronoDuration::seconds(terms.expire_seconds),
             )),
+            placement: terms.placement.clone(),
         };
         let order = match self.store.insert_order(&new).await? {
-            InsertOutcome::Inserted(order) => order,
+            InsertOutcome::Inserted(order) => {
+                metrics::counter!("wxpay_orders_created_total",
+                    "merchant" => wechat.entry().name.clone(),
+                    "trade_type" => order.placement.trade_type.as_str())
+                .increment(1);
+                order
+            }
             InsertOutcome::KeyTaken(existing) => self.check_retry(existing, &terms)?,
         };
         tracing::Span::current().record("out_trade_no", order.out_trade_no.as_str());
@@ -103,7 +144,7 @@ impl Payments {
                         order.out_trade_no
                     )));
                 }
-                match self.place_with_wechat(&order, now).await? {
+                match self.place_with_wechat(wechat, &order, now).await? {
                     Placed::Ready(order) => order,
                     Placed::Settled(order) => return Ok(Created::unpayable(order)),
                 }
@@ -113,11 +154,7 @@ impl Payments {
             // Paid, failed or closed while WeChat was being asked: no parameters.
             return Ok(Created::unpayable(order));
         }
-        let payment = self.payment_params(&order)?;
-        Ok(Created {
-            order,
-            payment: Some(payment),
-        })
+        self.payable(wechat, order)
     }
 
     fn check_retry(&self, existing: Order, terms: &Terms) -> Result<Order, ApiError> {
@@ -132,25 +169,30 @@ impl Payments {
 
     async fn place_with_wechat(
         &self,
+        wechat: &WechatClient,
         order: &Order,
         now: DateTime<Utc>,
     ) -> Result<Placed, ApiError> {
-        let placed = self
-            .wechat
+        let placement = &order.placement;
+        let placed = wechat
             .unified_order(&UnifiedOrder {
                 out_trade_no: order.out_trade_no.as_str(),
                 body: order.description.as_str(),
                 total_fee: order.total_fee,
                 attach: order.attach.as_str(),
                 spbill_create_ip: order.client_ip.as_str(),
+                trade_type: placement.trade_type,
                 openid: order.openid.as_str(),
+                sub_openid: placement.sub_openid.as_str(),
+                product_id: placement.product_id.as_ref().map_or("", |p| p.as_str()),
+                scene_info: placement.scene_info.as_ref().map_or("", |s| s.as_str()),
                 notify_url: &self.notify_url,
                 time_expire: order.expires_at,
                 sign_type: order.sign_type,
             })
             .await;
-        let prepay_id = match placed {
-            Ok(prepay_id) => prepay_id,
+        let prepaid = match placed {
+            Ok(prepaid) => prepaid,
             Err(e) if e.code() == Some("ORDERPAID") => {
                 // WeChat already has the payment: record it instead of failing.
                 tracing::info!(out_trade_no = %order.out_trade_no, "unifiedorder: ORDERPAID; reconciling");
@@ -174,29 +216,80 @@ impl Payments {
             }
             Err(e) => return Err(e.into()),
         };
-        let until =
-            (now + PREPAY_REUSE_WINDOW).min(order.expires_at.unwrap_or(now + PREPAY_REUSE_WINDOW));
+        // A prepay_id (and a code_url) lives 2 hours, an mweb_url 5 minutes;
+        // each is reused until a margin before that, so a payer never receives
+        // one that dies while the payment sheet is open.
+        let window = placement.trade_type.reuse_window();
+        let until = (now + window).min(order.expires_at.unwrap_or(now + window));
         // Kept only while the order is NOTPAY: a close or a payment that raced
         // this call wins, and the caller then gets no parameters.
         Ok(Placed::Ready(
             self.store
-                .set_prepay(&order.out_trade_no, &prepay_id, until)
+                .set_prepay(
+                    &order.out_trade_no,
+                    &prepaid.prepay_id,
+                    prepaid.pay_url.as_deref(),
+                    until,
+                )
                 .await?,
         ))
     }
 
-    /// Fresh nonce, timestamp and paySign over the order's prepay_id.
-    fn payment_params(&self, order: &Order) -> Result<PaymentParams, ApiError> {
-        let prepay_id = order.prepay_id.as_deref().ok_or_else(|| {
-            ApiError::Internal("unpaid order without prepay_id after unifiedorder".into())
-        })?;
-        Ok(pay_params::build(
-            &self.wechat.merchant().app_id,
-            prepay_id,
-            &self.wechat.merchant().api_key,
-            order.sign_type,
-            Utc::now().timestamp(),
-            &Nonce::generate(),
-        ))
+    /// What the payer pays an unpaid order with, by its trade type: for JSAPI
+    /// and APP, parameters signed now (fresh nonce and timestamp) over the
+    /// prepay_id; for NATIVE and MWEB, the URL WeChat gave.
+    fn payable(&self, wechat: &WechatClient, order: Order) -> Result<Created, ApiError> {
+        let missing = |what: &str| {
+            ApiError::Internal(format!("unpaid order without {what} after unifiedorder"))
+        };
+        let prepay_id = order
+            .prepay_id
+            .clone()
+            .ok_or_else(|| missing("prepay_id"))?;
+        let entry = wechat.entry();
+        let key = &entry.merchant.api_key;
+        let (timestamp, nonce) = (Utc::now().timestamp(), Nonce::generate());
+        let mut created = Created::unpayable(order);
+        let order = &created.order;
+        match order.placement.trade_type {
+            TradeType::Jsapi => {
+                // Paid in the mini program whose user the openid names: the
+                // sub merchant's when the order was placed with a sub_openid.
+                let app_id = match (&entry.sub_app_id, order.placement.sub_openid.is_empty()) {
+                    (Some(sub_app_id), false) => sub_app_id,
+                    _ => &entry.merchant.app_id,
+                };
+                created.payment = Some(pay_params::build(
+                    app_id,
+                    &prepay_id,
+                    key,
+                    order.sign_type,
+                    timestamp,
+                    &nonce,
+                ));
+            }
+            TradeType::App => {
+                // The OpenSDK is registered to the app that pays (the sub
+                // merchant's in service-provider mode) and names the merchant
+                // that is paid.
+                let app_id = entry.sub_app_id.as_ref().unwrap_or(&entry.merchant.app_id);
+                created.app_payment = Some(pay_params::build_app(
+                    app_id,
+                    entry.payee_mch_id(),
+                    &prepay_id,
+                    key,
+                    order.sign_type,
+                    timestamp,
+                    &nonce,
+                ));
+            }
+            TradeType::Native => {
+                created.code_url = Some(order.pay_url.clone().ok_or_else(|| missing("code_url"))?);
+            }
+            TradeType::Mweb => {
+                created.mweb_url = Some(order.pay_url.clone().ok_or_else(|| missing("mweb_url"))?);
+            }
+        }
+        Ok(created)
     }
 }

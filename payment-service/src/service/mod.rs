@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use wxpay_core::{
-    domain::{EventSource, Order, OrderStatus, OutTradeNo},
+    domain::{EventSource, MerchantName, Order, OrderStatus, OutTradeNo},
     watch_token::WatchSecret,
-    wechat::SignType,
 };
 use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOutcome};
 
@@ -32,8 +31,9 @@ const WATCH_GRACE_MINUTES: i64 = 15;
 pub struct Payments {
     store: Arc<dyn Store>,
     ledger: Ledger,
-    wechat: WechatClient,
-    sign_type: SignType,
+    /// One client per configured merchant, in the order they were defined.
+    /// An order's calls go through the client of the merchant it was placed with.
+    merchants: Vec<WechatClient>,
     notify_url: String,
     /// Where WeChat sends refund results (`notify_url` of /secapi/pay/refund).
     refund_notify_url: String,
@@ -42,17 +42,11 @@ pub struct Payments {
 }
 
 impl Payments {
-    pub fn new(
-        ledger: Ledger,
-        wechat: WechatClient,
-        sign_type: SignType,
-        notify_url: String,
-    ) -> Self {
+    pub fn new(ledger: Ledger, merchants: Vec<WechatClient>, notify_url: String) -> Self {
         Self {
             store: ledger.store().clone(),
             ledger,
-            wechat,
-            sign_type,
+            merchants,
             refund_notify_url: refund_notify_url(&notify_url),
             notify_url,
             watch_secret: None,
@@ -87,6 +81,30 @@ impl Payments {
 
     pub fn refund_notify_url(&self) -> &str {
         &self.refund_notify_url
+    }
+
+    /// Every merchant's client, in the order they were configured.
+    pub fn merchants(&self) -> &[WechatClient] {
+        &self.merchants
+    }
+
+    /// The client of the merchant a request names.
+    fn merchant(&self, name: &MerchantName) -> Option<&WechatClient> {
+        self.merchants
+            .iter()
+            .find(|c| c.entry().name == name.as_str())
+    }
+
+    /// The client of the merchant `order` was placed with. An order whose
+    /// merchant is no longer configured cannot be asked about: WeChat would
+    /// not know it under any other merchant's numbers.
+    fn wechat_for(&self, order: &Order) -> Result<&WechatClient, ApiError> {
+        self.merchant(&order.placement.merchant).ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "order {} was placed with merchant {}, which is not configured",
+                order.out_trade_no, order.placement.merchant
+            ))
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

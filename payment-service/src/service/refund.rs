@@ -52,12 +52,17 @@ impl Payments {
             refund_fee: Fee::for_field("refund_fee", input.refund_fee)?,
             reason: RefundReason::parse(&input.reason)?,
         };
-        if !self.wechat.has_client_certificate() {
-            return Err(ApiError::FailedPrecondition(
-                "refunds need the merchant's API certificate: set WECHAT_CLIENT_CERT and \
-                 WECHAT_CLIENT_KEY, or WECHAT_CLIENT_P12"
-                    .into(),
-            ));
+        // Checked before anything is stored: a refund that cannot be sent
+        // would hold the order's money as PROCESSING for nothing.
+        let order = self.get_order(&new.out_trade_no).await?;
+        let wechat = self.wechat_for(&order)?;
+        if !wechat.has_client_certificate() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "refunds need merchant {}'s API certificate: set WECHAT_CLIENT_CERT and \
+                 WECHAT_CLIENT_KEY, or WECHAT_CLIENT_P12 (client_cert and client_key, or \
+                 client_p12, in its [[merchant]] table)",
+                wechat.entry().name
+            )));
         }
         let refund = match self.store.insert_refund(&new).await? {
             RefundPlacement::Placed(refund) => refund,
@@ -86,8 +91,10 @@ impl Payments {
                 )))
             }
         };
-        metrics::counter!("wxpay_refunds_requested_total").increment(1);
-        let order = self.get_order(&refund.out_trade_no).await?;
+        metrics::counter!("wxpay_refunds_requested_total", "merchant" => wechat.entry().name.clone())
+            .increment(1);
+        // What the request uses of the order (number, total, sign type,
+        // merchant) never changes, so the read above serves.
         self.send_refund(&order, refund).await
     }
 
@@ -102,7 +109,7 @@ impl Payments {
     /// returns the refund as it then stands, or WeChat's refusal.
     async fn send_refund(&self, order: &Order, refund: Refund) -> Result<Refund, ApiError> {
         let sent = self
-            .wechat
+            .wechat_for(order)?
             .refund(&RefundRequest {
                 out_trade_no: order.out_trade_no.as_str(),
                 out_refund_no: refund.out_refund_no.as_str(),
@@ -158,7 +165,7 @@ impl Payments {
     pub async fn check_refund(&self, due: &DueRefund) -> Result<RefundCheck, ApiError> {
         let DueRefund { refund, order, .. } = due;
         let state = self
-            .wechat
+            .wechat_for(order)?
             .refund_query(refund.out_refund_no.as_str(), order.sign_type)
             .await?;
         let Some(state) = state else {

@@ -21,7 +21,7 @@ impl Payments {
             return Ok(order);
         }
         let answer = match self
-            .wechat
+            .wechat_for(&order)?
             .order_query(order.out_trade_no.as_str(), order.sign_type)
             .await
         {
@@ -131,7 +131,7 @@ impl Payments {
     /// then stands.
     async fn close_at_wechat(&self, order: &Order) -> Result<Order, ApiError> {
         match self
-            .wechat
+            .wechat_for(order)?
             .close_order(order.out_trade_no.as_str(), order.sign_type)
             .await?
         {

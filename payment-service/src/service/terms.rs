@@ -1,10 +1,16 @@
 //! What a CreateOrder request asks for, validated once: the caller's input,
-//! WeChat's rules on `expire_seconds`, and the terms an idempotent retry must
-//! repeat exactly.
+//! WeChat's rules on `expire_seconds`, what each trade type needs (an openid
+//! for JSAPI, a product_id for NATIVE, a scene for MWEB) and refuses, and the
+//! terms an idempotent retry must repeat exactly.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use wxpay_core::domain::{
-    Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, OpenId, Order, ValidationError,
+use wxpay_core::{
+    convert::trade_type_from_pb,
+    domain::{
+        Attach, Caller, ClientIp, Description, Fee, IdempotencyKey, MerchantName, OpenId, Order,
+        Placement, ProductId, SceneInfo, ValidationError,
+    },
+    wechat::{MerchantEntry, TradeType},
 };
 
 /// A CreateOrder request as received (strings and numbers, not yet validated).
@@ -20,6 +26,13 @@ pub struct CreateOrderInput {
     pub attach: String,
     pub client_ip: String,
     pub expire_seconds: i64,
+    /// A configured merchant's name; empty: `default`.
+    pub merchant: String,
+    /// `wxpay.v1.TradeType` as sent; 0 (unset) is JSAPI.
+    pub trade_type: i32,
+    pub product_id: String,
+    pub scene_info: String,
+    pub sub_openid: String,
 }
 
 /// WeChat refuses a time_expire less than 5 minutes ahead for every trade type
@@ -39,6 +52,7 @@ pub(super) struct Terms {
     pub(super) attach: Attach,
     pub(super) client_ip: ClientIp,
     pub(super) expire_seconds: i64,
+    pub(super) placement: Placement,
 }
 
 impl Terms {
@@ -59,17 +73,84 @@ impl Terms {
                 ))
             }
         };
+        let trade_type = trade_type_from_pb(input.trade_type).ok_or_else(|| {
+            ValidationError::new("trade_type", "must be JSAPI, NATIVE, APP or MWEB")
+        })?;
+        let openid = OpenId::parse_optional(&input.openid)?;
+        let sub_openid = OpenId::parse_field_optional("sub_openid", &input.sub_openid)?;
+        let product_id = match (trade_type, input.product_id.as_str()) {
+            (TradeType::Native, id) => Some(ProductId::parse(id)?),
+            (_, "") => None,
+            _ => return Err(only_for("product_id", "NATIVE")),
+        };
+        let scene_info = match (trade_type, input.scene_info.as_str()) {
+            (TradeType::Mweb, scene) => Some(SceneInfo::parse(scene)?),
+            (_, "") => None,
+            _ => return Err(only_for("scene_info", "MWEB")),
+        };
+        match trade_type {
+            // wx.requestPayment pays as one user: WeChat takes the openid under
+            // the merchant's appid, or the sub_openid under the sub merchant's.
+            TradeType::Jsapi => {
+                match (openid.is_empty(), sub_openid.is_empty()) {
+                    (true, true) => return Err(ValidationError::new(
+                        "openid",
+                        "is required for a JSAPI order (or sub_openid in service-provider mode)",
+                    )),
+                    (false, false) => {
+                        return Err(ValidationError::new(
+                            "sub_openid",
+                            "cannot be given with openid: a JSAPI order is paid by one of them",
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            // Placed before anyone knows who will pay: an openid would be
+            // ignored by WeChat, so it is refused rather than stored as if it mattered.
+            _ => {
+                if !openid.is_empty() {
+                    return Err(only_for("openid", "JSAPI"));
+                }
+                if !sub_openid.is_empty() {
+                    return Err(only_for("sub_openid", "JSAPI"));
+                }
+            }
+        }
         Ok((
             key,
             Terms {
-                openid: OpenId::parse(&input.openid)?,
+                openid,
                 description: Description::parse(&input.description)?,
                 total_fee: Fee::new(input.total_fee)?,
                 attach: Attach::parse(&input.attach)?,
                 client_ip: ClientIp::parse(&input.client_ip)?,
                 expire_seconds,
+                placement: Placement {
+                    merchant: MerchantName::parse_or_default(&input.merchant)?,
+                    trade_type,
+                    sub_openid,
+                    product_id,
+                    scene_info,
+                },
             },
         ))
+    }
+
+    /// What the merchant must have for these terms: a sub_openid is an openid
+    /// under the sub merchant's appid, which only a merchant with `sub_app_id`
+    /// has.
+    pub(super) fn check_merchant(&self, entry: &MerchantEntry) -> Result<(), ValidationError> {
+        if !self.placement.sub_openid.is_empty() && entry.sub_app_id.is_none() {
+            return Err(ValidationError::new(
+                "sub_openid",
+                format!(
+                    "needs a merchant in service-provider mode with sub_app_id; {} has none",
+                    entry.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The first field in which a stored order differs from these terms.
@@ -86,10 +167,24 @@ impl Terms {
             Some("client_ip")
         } else if !same_expiry(order, self.expire_seconds) {
             Some("expire_seconds")
+        } else if order.placement.merchant != self.placement.merchant {
+            Some("merchant")
+        } else if order.placement.trade_type != self.placement.trade_type {
+            Some("trade_type")
+        } else if order.placement.sub_openid != self.placement.sub_openid {
+            Some("sub_openid")
+        } else if order.placement.product_id != self.placement.product_id {
+            Some("product_id")
+        } else if order.placement.scene_info != self.placement.scene_info {
+            Some("scene_info")
         } else {
             None
         }
     }
+}
+
+fn only_for(field: &'static str, trade_type: &str) -> ValidationError {
+    ValidationError::new(field, format!("is only for {trade_type} orders"))
 }
 
 /// expires_at was computed from our clock and created_at from the database's, so

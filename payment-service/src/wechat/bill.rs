@@ -28,7 +28,7 @@ impl WechatClient {
         fields.insert("bill_date".into(), day.format("%Y%m%d").to_string());
         fields.insert("bill_type".into(), "ALL".into());
         fields.insert("tar_type".into(), "GZIP".into());
-        sign::sign_fields(&mut fields, &self.merchant.api_key, sign_type);
+        sign::sign_fields(&mut fields, &self.merchant().api_key, sign_type);
         let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| WechatError::BadReply(format!("request could not be encoded: {e}")))?;
         let response = self

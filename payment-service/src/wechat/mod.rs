@@ -1,12 +1,15 @@
 //! The HTTP client for the v2 endpoints this product calls: unifiedorder,
-//! orderquery and closeorder here, refund and refundquery in [`refund`]. Every request is signed once and re-sent unchanged
+//! orderquery and closeorder here, refund and refundquery in [`refund`]. One
+//! client per configured merchant: it signs with that merchant's key and, in
+//! service-provider mode, names the sub merchant (`sub_mch_id`, `sub_appid`)
+//! in every request. Every request is signed once and re-sent unchanged
 //! on retry (same out_trade_no, same nonce, same parameters), every reply's
 //! signature is verified before anything in it is read, and WeChat's
 //! return_code / result_code / err_code become a typed [`WechatError`].
 
 use wxpay_core::{
     domain::{Fee, Nonce, OrderStatus},
-    wechat::{china_time, sign, xml, Fields, Merchant, SignType},
+    wechat::{china_time, sign, xml, Fields, Merchant, MerchantEntry, SignType, TradeType},
 };
 
 mod bill;
@@ -16,7 +19,7 @@ mod types;
 
 pub use tls::{ClientTls, TlsError, TlsInput};
 pub use types::{
-    ClientOptions, CloseOutcome, OrderQuery, RefundAccepted, RefundRequest, RefundState,
+    ClientOptions, CloseOutcome, OrderQuery, Prepaid, RefundAccepted, RefundRequest, RefundState,
     UnifiedOrder, WechatError,
 };
 
@@ -24,7 +27,9 @@ pub use types::{
 pub struct WechatClient {
     http: reqwest::Client,
     base: String,
-    merchant: Merchant,
+    /// The merchant this client acts for: its credentials, sign type and, in
+    /// service-provider mode, the sub merchant.
+    entry: MerchantEntry,
     options: ClientOptions,
 }
 
@@ -34,7 +39,7 @@ const MAX_REPLY_BYTES: usize = 64 * 1024;
 impl WechatClient {
     pub fn new(
         api_base: &str,
-        merchant: Merchant,
+        entry: MerchantEntry,
         options: ClientOptions,
     ) -> Result<Self, WechatError> {
         let mut builder = reqwest::Client::builder()
@@ -49,13 +54,19 @@ impl WechatClient {
         Ok(Self {
             http,
             base: api_base.trim_end_matches('/').to_owned(),
-            merchant,
+            entry,
             options,
         })
     }
 
+    /// The account that signs (the provider's in service-provider mode).
     pub fn merchant(&self) -> &Merchant {
-        &self.merchant
+        &self.entry.merchant
+    }
+
+    /// The configured merchant: its name, sign type and sub merchant.
+    pub fn entry(&self) -> &MerchantEntry {
+        &self.entry
     }
 
     /// Whether requests carry the merchant's API client certificate, without
@@ -67,9 +78,10 @@ impl WechatClient {
             .is_some_and(ClientTls::has_identity)
     }
 
-    /// Places a JSAPI order; returns the prepay_id.
-    #[tracing::instrument(skip_all, fields(out_trade_no = req.out_trade_no))]
-    pub async fn unified_order(&self, req: &UnifiedOrder<'_>) -> Result<String, WechatError> {
+    /// Places an order of any trade type; returns the prepay_id and, for
+    /// NATIVE and MWEB, the URL the payer pays through.
+    #[tracing::instrument(skip_all, fields(out_trade_no = req.out_trade_no, trade_type = %req.trade_type))]
+    pub async fn unified_order(&self, req: &UnifiedOrder<'_>) -> Result<Prepaid, WechatError> {
         let mut fields = self.base_fields();
         let total_fee = req.total_fee.to_string();
         for (k, v) in [
@@ -78,8 +90,11 @@ impl WechatClient {
             ("total_fee", total_fee.as_str()),
             ("spbill_create_ip", req.spbill_create_ip),
             ("notify_url", req.notify_url),
-            ("trade_type", "JSAPI"),
+            ("trade_type", req.trade_type.as_str()),
             ("openid", req.openid),
+            ("sub_openid", req.sub_openid),
+            ("product_id", req.product_id),
+            ("scene_info", req.scene_info),
             ("attach", req.attach),
         ] {
             if !v.is_empty() {
@@ -92,12 +107,23 @@ impl WechatClient {
         let reply = self
             .call("/pay/unifiedorder", fields, req.sign_type)
             .await?;
-        match reply.get("prepay_id") {
-            Some(id) if !id.is_empty() => Ok(id.clone()),
-            _ => Err(WechatError::BadReply(
-                "no prepay_id in a successful reply".into(),
-            )),
-        }
+        let present = |k: &str| reply.get(k).filter(|v| !v.is_empty()).cloned();
+        let prepay_id = present("prepay_id")
+            .ok_or_else(|| WechatError::BadReply("no prepay_id in a successful reply".into()))?;
+        // What the payer pays through: without it a NATIVE or MWEB order
+        // cannot be paid, so its absence is a reply we cannot use.
+        let pay_url = match req.trade_type {
+            TradeType::Native => Some(
+                present("code_url")
+                    .ok_or_else(|| WechatError::BadReply("no code_url in a NATIVE reply".into()))?,
+            ),
+            TradeType::Mweb => Some(
+                present("mweb_url")
+                    .ok_or_else(|| WechatError::BadReply("no mweb_url in an MWEB reply".into()))?,
+            ),
+            TradeType::Jsapi | TradeType::App => None,
+        };
+        Ok(Prepaid { prepay_id, pay_url })
     }
 
     #[tracing::instrument(skip(self))]
@@ -160,10 +186,18 @@ impl WechatClient {
         }
     }
 
+    /// What every request carries: the signing account and, in
+    /// service-provider mode, the sub merchant it acts for.
     fn base_fields(&self) -> Fields {
         let mut f = Fields::new();
-        f.insert("appid".into(), self.merchant.app_id.clone());
-        f.insert("mch_id".into(), self.merchant.mch_id.clone());
+        f.insert("appid".into(), self.entry.merchant.app_id.clone());
+        f.insert("mch_id".into(), self.entry.merchant.mch_id.clone());
+        if let Some(sub) = &self.entry.sub_mch_id {
+            f.insert("sub_mch_id".into(), sub.clone());
+        }
+        if let Some(sub_app) = &self.entry.sub_app_id {
+            f.insert("sub_appid".into(), sub_app.clone());
+        }
         f.insert("nonce_str".into(), Nonce::generate().as_str().into());
         f
     }
@@ -175,7 +209,7 @@ impl WechatClient {
         mut fields: Fields,
         sign_type: SignType,
     ) -> Result<Fields, WechatError> {
-        sign::sign_fields(&mut fields, &self.merchant.api_key, sign_type);
+        sign::sign_fields(&mut fields, &self.entry.merchant.api_key, sign_type);
         let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| WechatError::BadReply(format!("request could not be encoded: {e}")))?;
         let url = format!("{}{}", self.base, path);
@@ -232,13 +266,19 @@ impl WechatClient {
             let msg = reply.get("return_msg").cloned().unwrap_or_default();
             return Err(WechatError::Return(msg));
         }
-        sign::verify(&reply, &self.merchant.api_key, sign_type)
+        sign::verify(&reply, &self.entry.merchant.api_key, sign_type)
             .map_err(|e| WechatError::BadReply(e.to_string()))?;
         for (field, ours) in [
-            ("appid", &self.merchant.app_id),
-            ("mch_id", &self.merchant.mch_id),
+            ("appid", Some(&self.entry.merchant.app_id)),
+            ("mch_id", Some(&self.entry.merchant.mch_id)),
+            ("sub_mch_id", self.entry.sub_mch_id.as_ref()),
+            ("sub_appid", self.entry.sub_app_id.as_ref()),
         ] {
-            if reply.get(field).is_some_and(|v| v != ours) {
+            // A reply about another (sub) merchant is not about our request.
+            if reply
+                .get(field)
+                .is_some_and(|v| !v.is_empty() && Some(v) != ours)
+            {
                 return Err(WechatError::BadReply(format!("{field} is not ours")));
             }
         }

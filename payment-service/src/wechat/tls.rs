@@ -12,6 +12,7 @@ use std::{fmt, path::Path};
 use base64::Engine as _;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use secrecy::{zeroize::Zeroizing, ExposeSecret, SecretString};
+use wxpay_core::wechat::MerchantEntry;
 use wxpay_runtime::config::{optional, ConfigError};
 
 /// The merchant's client certificate and/or extra trusted CAs, checked and ready
@@ -194,6 +195,47 @@ impl ClientTls {
     /// and `WECHAT_EXTRA_ROOT_CA` (a PEM path). `None` when none is set.
     pub fn from_env(mch_id: &str) -> Result<Option<Self>, ConfigError> {
         Self::from_lookup(optional, mch_id)
+    }
+
+    /// The certificate a `[[merchant]]` table names (`client_cert` +
+    /// `client_key`, or `client_p12` + `client_p12_password`), read and checked
+    /// exactly as the `WECHAT_CLIENT_*` variables are, plus the deployment's
+    /// `WECHAT_EXTRA_ROOT_CA`. A problem names the file's merchant and field.
+    pub fn for_entry(entry: &MerchantEntry) -> Result<Option<Self>, ConfigError> {
+        let field = |input: TlsInput| match input {
+            TlsInput::ClientCert => Some(entry.client_cert.clone()),
+            TlsInput::ClientKey => Some(entry.client_key.clone()),
+            TlsInput::P12 => Some(entry.client_p12.clone()),
+            TlsInput::P12Password => Some(entry.client_p12_password.clone()),
+            TlsInput::ExtraRoot => None,
+        };
+        let inputs = [
+            (TlsInput::ClientCert, "client_cert"),
+            (TlsInput::ClientKey, "client_key"),
+            (TlsInput::P12, "client_p12"),
+            (TlsInput::P12Password, "client_p12_password"),
+            (TlsInput::ExtraRoot, TlsInput::ExtraRoot.env_var()),
+        ];
+        Self::from_lookup(
+            |var| match inputs.iter().find(|(input, _)| input.env_var() == var) {
+                Some((input, _)) => match field(*input) {
+                    Some(value) => Ok(value),
+                    None => optional(var),
+                },
+                None => optional(var),
+            },
+            &entry.merchant.mch_id,
+        )
+        .map_err(|e| {
+            let what = inputs
+                .iter()
+                .find(|(input, _)| input.env_var() == e.var)
+                .map_or(e.var, |(_, name)| *name);
+            ConfigError::new(
+                "MERCHANTS_FILE",
+                format!("merchant {}: {what} {}", entry.name, e.reason),
+            )
+        })
     }
 
     /// [`Self::from_env`] over any source of variables (tests pass a map).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use wxpay_core::{
     domain::{Fee, OrderStatus, RefundStatus},
-    wechat::{Fields, SignType},
+    wechat::{Fields, SignType, TradeType},
 };
 
 use super::tls::ClientTls;
@@ -73,7 +73,8 @@ impl WechatError {
     }
 }
 
-/// What unifiedorder needs for a JSAPI (mini program) order.
+/// What unifiedorder needs. Empty strings are left out of the request (an
+/// openid for NATIVE, a product_id for JSAPI, ...).
 #[derive(Debug, Clone)]
 pub struct UnifiedOrder<'a> {
     pub out_trade_no: &'a str,
@@ -81,10 +82,23 @@ pub struct UnifiedOrder<'a> {
     pub total_fee: Fee,
     pub attach: &'a str,
     pub spbill_create_ip: &'a str,
+    pub trade_type: TradeType,
     pub openid: &'a str,
+    /// Service-provider mode: the payer under the sub merchant's appid.
+    pub sub_openid: &'a str,
+    pub product_id: &'a str,
+    pub scene_info: &'a str,
     pub notify_url: &'a str,
     pub time_expire: Option<DateTime<Utc>>,
     pub sign_type: SignType,
+}
+
+/// unifiedorder's answer: the prepay_id, and the `code_url` (NATIVE) or
+/// `mweb_url` (MWEB) the payer pays through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepaid {
+    pub prepay_id: String,
+    pub pay_url: Option<String>,
 }
 
 /// orderquery's answer, the fields we act on plus everything WeChat sent.

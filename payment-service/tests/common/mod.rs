@@ -7,13 +7,13 @@ use std::{sync::Arc, time::Duration};
 
 use payment_service::{
     application::Application,
-    config::WechatConfig,
+    config::{MerchantAccount, WechatConfig},
     reconciler::ReconcilerConfig,
     wechat::{ClientOptions, ClientTls, WechatClient},
 };
 use secrecy::SecretString;
 use tonic::transport::Channel;
-use wxpay_core::wechat::{ApiKey, Merchant, SignType};
+use wxpay_core::wechat::{ApiKey, Merchant, MerchantEntry, SignType};
 use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, CreateOrderRequest};
 use wxpay_runtime::auth::ApiTokens;
 use wxpay_store::{testing, EventPublisher, PgStore, RedisPublisher, Store};
@@ -42,7 +42,11 @@ pub struct Harness {
 }
 
 pub struct Options {
+    /// The `default` merchant's sign type.
     pub sign_type: SignType,
+    /// Merchants besides `default` (as a merchants file would list them); the
+    /// sandbox hosts each, and issues each its own client certificate.
+    pub merchants: Vec<MerchantEntry>,
     pub api_token: Option<&'static str>,
     pub read_token: Option<&'static str>,
     pub reconcile: ReconcilerConfig,
@@ -69,6 +73,7 @@ impl Default for Options {
         sandbox.time_factor = 1000;
         Self {
             sign_type: SignType::Md5,
+            merchants: Vec::new(),
             api_token: None,
             read_token: None,
             reconcile: quiet_reconciler(),
@@ -80,10 +85,10 @@ impl Default for Options {
 }
 
 pub async fn start(opts: Options) -> Harness {
-    let sandbox = wechat_sandbox::spawn(opts.sandbox.clone()).await;
+    let sandbox = wechat_sandbox::spawn(opts.sandbox.clone().with_merchants(&opts.merchants)).await;
     let sandbox_url = sandbox.base_url().to_string();
     let tls = opts.client_tls.then(|| sandbox_tls(&sandbox));
-    let api_base = if tls.is_some() {
+    let api_base = if opts.client_tls {
         sandbox.https_url().to_string()
     } else {
         sandbox_url.clone()
@@ -92,27 +97,33 @@ pub async fn start(opts: Options) -> Harness {
     let store = Arc::new(testing::fresh_pg_store().await.expect("fresh database"));
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis url"));
-    let wechat = WechatClient::new(
-        &api_base,
-        merchant(),
-        ClientOptions {
-            request_timeout: Duration::from_millis(1500),
-            backoff: Duration::from_millis(10),
-            tls: tls.clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .expect("client");
-    let wechat_copy = wechat.clone();
+    let mut accounts = vec![MerchantAccount {
+        entry: MerchantEntry::direct("default", merchant(), opts.sign_type),
+        client_tls: tls,
+    }];
+    for entry in &opts.merchants {
+        accounts.push(MerchantAccount {
+            entry: entry.clone(),
+            client_tls: opts
+                .client_tls
+                .then(|| sandbox_tls_for(&sandbox, &entry.merchant.mch_id)),
+        });
+    }
     let config = WechatConfig {
-        merchant: merchant(),
-        sign_type: opts.sign_type,
+        merchants: accounts,
         api_base: api_base.clone(),
         // Nobody listens here; these tests check notifications are not needed for QueryOrder.
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
-        client_tls: None,
     };
+    let wechat = config
+        .clients(ClientOptions {
+            request_timeout: Duration::from_millis(1500),
+            backoff: Duration::from_millis(10),
+            ..ClientOptions::default()
+        })
+        .expect("clients");
+    let wechat_copy = wechat[0].clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -157,10 +168,15 @@ pub async fn start(opts: Options) -> Harness {
 
 /// The merchant's certificate the sandbox issued, its CA trusted.
 pub fn sandbox_tls(sandbox: &wechat_sandbox::SandboxHandle) -> ClientTls {
+    sandbox_tls_for(sandbox, &merchant().mch_id)
+}
+
+/// The certificate the sandbox issued to the account `mch_id`, its CA trusted.
+pub fn sandbox_tls_for(sandbox: &wechat_sandbox::SandboxHandle, mch_id: &str) -> ClientTls {
     use secrecy::ExposeSecret;
     let files = sandbox.tls_files();
     let client = files
-        .client()
+        .client_for(mch_id)
         .expect("the sandbox issued a client certificate");
     ClientTls::from_pem(
         client.cert_pem().as_bytes(),
@@ -179,6 +195,7 @@ pub fn request(key: &str, fee: i64) -> CreateOrderRequest {
         attach: "cart=7".into(),
         client_ip: "203.0.113.9".into(),
         expire_seconds: 1800,
+        ..CreateOrderRequest::default()
     }
 }
 
