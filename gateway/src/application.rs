@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use wxpay_core::wechat::Merchant;
+use wxpay_core::wechat::MerchantBook;
 use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store};
 
 use crate::{
@@ -49,24 +49,25 @@ impl Application {
             listener,
             store,
             publisher,
-            config.merchant,
+            config.merchants,
             config.cloudpay_secret,
         )
         .with_limits(config.limits)
         .with_retention(config.retention))
     }
 
-    /// Assembles the gateway from ready parts (the embedded mode passes SQLite and an in-process bus).
+    /// Assembles the gateway from ready parts (the embedded mode passes SQLite
+    /// and an in-process bus) and the merchants whose messages it accepts.
     pub fn from_parts(
         listener: TcpListener,
         store: Arc<dyn Store>,
         publisher: Arc<dyn EventPublisher>,
-        merchant: Merchant,
+        merchants: MerchantBook,
         cloudpay_secret: Option<CloudpaySecret>,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
         let retention = Retention::new(store.clone(), DEFAULT_RETENTION);
-        let state = AppState::new(store, publisher, merchant, cloudpay_secret);
+        let state = AppState::new(store, publisher, merchants, cloudpay_secret);
         Self {
             listener,
             state,

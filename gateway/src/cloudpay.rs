@@ -2,7 +2,10 @@
 //! A cloud function forwards WeChat's camelCase JSON callback with an
 //! HMAC-SHA256 (hex) of the raw body under `CLOUDPAY_CALLBACK_SECRET` in
 //! `X-Cloudpay-Signature`; nothing in the body is read before that HMAC checks.
-//! The result then goes through the same [`crate::settle`] as the XML notification.
+//! The HMAC proves the forwarder, not a merchant, so the merchant is the
+//! order's: once the order is loaded its merchant must still be configured and
+//! `subMchId` (when sent) must be that merchant's payee. The result then goes
+//! through the same [`crate::payment::settle`] as the XML notification.
 
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -16,8 +19,9 @@ use crate::{
     config::CloudpaySecret,
     payment::{self, PaymentReport, Reported},
     state::AppState,
-    verdict::{Kind, Verdict},
+    verdict::{Judged, Kind, Verdict},
 };
+use wxpay_store::AnomalyKind;
 
 /// The header carrying the forwarder's signature.
 pub const SIGNATURE_HEADER: &str = "x-cloudpay-signature";
@@ -93,25 +97,25 @@ pub async fn process(
     secret: &CloudpaySecret,
     signature: Option<&str>,
     body: &[u8],
-) -> Verdict {
+) -> Judged {
     if !verify(secret, body, signature) {
         // Not kept: unauthenticated bytes on a public endpoint are not worth a row.
         tracing::warn!(
             bytes = body.len(),
             "cloud-pay callback with a bad or missing signature refused"
         );
-        return Verdict::BadSignature;
+        return Judged::anonymous(Verdict::BadSignature);
     }
     let callback: Callback = match serde_json::from_slice(body) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "malformed cloud-pay callback refused");
-            return Verdict::Malformed;
+            return Judged::anonymous(Verdict::Malformed);
         }
     };
     let out_trade_no = callback.out_trade_no.clone();
-    let verdict = judge(state, callback).await;
-    tracing::info!(out_trade_no = out_trade_no.as_deref(), %verdict, "cloud-pay callback");
+    let (verdict, merchant) = judge(state, callback).await;
+    tracing::info!(out_trade_no = out_trade_no.as_deref(), merchant, %verdict, "cloud-pay callback");
     state
         .keep(
             Kind::Cloudpay,
@@ -121,27 +125,27 @@ pub async fn process(
             false,
         )
         .await;
-    verdict
+    Judged {
+        verdict,
+        merchant: merchant.map(str::to_owned),
+    }
 }
 
-async fn judge(state: &AppState, c: Callback) -> Verdict {
+/// The verdict, and the configured merchant of the callback's order once it is
+/// known.
+async fn judge(state: &AppState, c: Callback) -> (Verdict, Option<&str>) {
+    let anonymous = |v: Verdict| (v, None);
     if c.return_code.as_deref() != Some("SUCCESS") {
         // As for the XML notification: no business result to apply, and a retry
         // would bring the same nothing.
-        return Verdict::Ignored;
-    }
-    if c.sub_mch_id
-        .as_deref()
-        .is_some_and(|m| m != state.merchant.mch_id)
-    {
-        return Verdict::WrongMerchant;
+        return anonymous(Verdict::Ignored);
     }
     let Some(out_trade_no) = c
         .out_trade_no
         .as_deref()
         .and_then(|s| OutTradeNo::parse(s).ok())
     else {
-        return Verdict::Invalid;
+        return anonymous(Verdict::Invalid);
     };
     let result = match c.result_code.as_deref() {
         Some("SUCCESS") => {
@@ -150,7 +154,7 @@ async fn judge(state: &AppState, c: Callback) -> Verdict {
                 .as_deref()
                 .and_then(|s| TransactionId::parse(s).ok())
             else {
-                return Verdict::Invalid;
+                return anonymous(Verdict::Invalid);
             };
             Reported::Paid {
                 transaction_id: transaction_id.as_str().to_owned(),
@@ -159,11 +163,52 @@ async fn judge(state: &AppState, c: Callback) -> Verdict {
             }
         }
         Some("FAIL") => Reported::Failed,
-        _ => return Verdict::Invalid,
+        _ => return anonymous(Verdict::Invalid),
     };
     let order = match state.store.order(&out_trade_no).await {
         Ok(order) => order,
-        Err(e) => return payment::store_failure(out_trade_no.as_str(), e),
+        Err(e) => return anonymous(payment::store_failure(out_trade_no.as_str(), e)),
+    };
+    // The callback names no merchant we could look up first (its subMchId is
+    // the payee's number, which the forwarder sends for every merchant), so
+    // the order says whose it is. An unknown order has no merchant to check
+    // and is left to `settle`, which records it.
+    let merchant = match &order {
+        None => None,
+        Some(o) => {
+            let name = o.placement.merchant.as_str();
+            let Some(entry) = state.merchants.get(name) else {
+                // Placed under a merchant this deployment no longer serves:
+                // nothing here can say the money reached that account.
+                state
+                    .anomaly(
+                        AnomalyKind::WrongMerchant,
+                        out_trade_no.as_str(),
+                        format!("a cloud-pay callback for an order of merchant {name}, which is not configured"),
+                    )
+                    .await;
+                return anonymous(Verdict::WrongMerchant);
+            };
+            if let Some(sub) = c
+                .sub_mch_id
+                .as_deref()
+                .filter(|m| *m != entry.payee_mch_id())
+            {
+                // Paid to another account than the order's merchant's.
+                state
+                    .anomaly(
+                        AnomalyKind::WrongMerchant,
+                        out_trade_no.as_str(),
+                        format!(
+                            "a cloud-pay callback names subMchId {sub}; the order's merchant {name} is paid as {}",
+                            entry.payee_mch_id()
+                        ),
+                    )
+                    .await;
+                return (Verdict::WrongMerchant, Some(entry.name.as_str()));
+            }
+            Some(entry.name.as_str())
+        }
     };
     let report = PaymentReport {
         out_trade_no,
@@ -171,7 +216,10 @@ async fn judge(state: &AppState, c: Callback) -> Verdict {
         fee_type: c.fee_type,
         result,
     };
-    payment::settle(state, order, report, EventSource::Cloudpay).await
+    (
+        payment::settle(state, order, report, EventSource::Cloudpay).await,
+        merchant,
+    )
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! The gateway's configuration, read from the environment through
 //! `wxpay_runtime::config`'s helpers so a bad or missing value stops start-up
-//! with one line naming the variable. The gateway only verifies what WeChat
-//! sends, so it reads the merchant fields itself and does not require
-//! `WECHAT_SIGN_TYPE` or `WECHAT_NOTIFY_URL` (which `WechatConfig::from_env` does).
+//! with one line naming the variable (or the merchants file's merchant and
+//! field). The merchants are every account whose messages this deployment
+//! accepts: the `MERCHANTS_FILE` tables plus `default` from the `WECHAT_*`
+//! variables, read by `wxpay_runtime::config::merchants()`, the workspace's one
+//! reader of them, so every service agrees on which key belongs to which
+//! mch_id. The gateway only verifies what WeChat sends, so it does not require
+//! `WECHAT_NOTIFY_URL` (which `WechatConfig::from_env` does).
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use crate::connections::Limits;
 use secrecy::{ExposeSecret, SecretString};
-use wxpay_core::wechat::Merchant;
+use wxpay_core::wechat::MerchantBook;
 use wxpay_runtime::config::{self, ConfigError};
 
 /// The default listen address.
@@ -46,7 +50,10 @@ impl fmt::Debug for CloudpaySecret {
 pub struct GatewayConfig {
     pub database_url: String,
     pub redis_url: String,
-    pub merchant: Merchant,
+    /// Every merchant whose notifications are accepted, found by the mch_id
+    /// (and sub_mch_id) a message names; each message is verified with its
+    /// merchant's key only.
+    pub merchants: MerchantBook,
     pub addr: SocketAddr,
     /// `None` disables `POST /cloudpay/callback` (it answers 404).
     pub cloudpay_secret: Option<CloudpaySecret>,
@@ -88,7 +95,7 @@ impl GatewayConfig {
         Ok(Self {
             database_url: config::database_url()?,
             redis_url: config::redis_url()?,
-            merchant: config::merchant_from_env()?,
+            merchants: config::merchants()?,
             addr: config::addr("GATEWAY_ADDR", DEFAULT_ADDR)?,
             cloudpay_secret: config::optional("CLOUDPAY_CALLBACK_SECRET")?
                 .map(|s| CloudpaySecret::parse(&s))
@@ -100,7 +107,8 @@ impl GatewayConfig {
     }
 }
 
-/// The merchant, read and validated exactly as payment-service reads it.
+/// The `default` merchant alone, read and validated exactly as payment-service
+/// reads it (the embedded stack's settings use it).
 pub use wxpay_runtime::config::merchant_from_env;
 
 #[cfg(test)]

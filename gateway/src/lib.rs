@@ -2,7 +2,10 @@
 //! Pay's notifications (v2 payment XML, refund XML, the cloud-pay JSON
 //! callback), verifies them, applies each exactly once through the store's
 //! conditional transition (with its outbox event), and publishes the change
-//! after the commit. Decisions live in `notify`, `refund`, `cloudpay` and
+//! after the commit. One deployment serves every merchant in its
+//! [`MerchantBook`](wxpay_core::wechat::MerchantBook): each message is checked
+//! with the key of the merchant it names, and applied only to that merchant's
+//! orders. Decisions live in `notify`, `refund`, `cloudpay` and
 //! `payment`; `routes` is the thin HTTP layer; `connections` holds the edge's
 //! limits (timeouts, caps, load shedding); `application` runs it all.
 
@@ -25,4 +28,4 @@ pub use application::Application;
 pub use config::{CloudpaySecret, GatewayConfig};
 pub use routes::app;
 pub use state::AppState;
-pub use verdict::{Kind, Verdict};
+pub use verdict::{Judged, Kind, Verdict};

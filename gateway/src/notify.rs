@@ -1,12 +1,16 @@
 //! `POST /wechat/pay/notify`: WeChat's v2 payment result. Owns the order of
-//! checks for the XML message (well-formed, signed, our merchant) and hands the
-//! authenticated result to [`crate::payment`]. Nothing is read or written for a
-//! body that is not authentic (see [`crate::refusals`]); every authentic message
-//! is kept with its verdict, and the raw body is logged only without `sign`.
+//! checks for the XML message (well-formed, signed by the merchant it names,
+//! for that merchant's appid and order) and hands the authenticated result to
+//! [`crate::payment`]. The merchant is found from the message's `mch_id` and
+//! `sub_mch_id` before anything else, because its key is what proves the
+//! message; nothing is read or written for a body that is not authentic,
+//! including one naming a merchant this deployment does not serve (see
+//! [`crate::refusals`]). Every authentic message is kept with its verdict, and
+//! the raw body is logged only without `sign`.
 
 use wxpay_core::{
     domain::{EventSource, Fee, OutTradeNo, TransactionId},
-    wechat::{china_time, sign, xml, Fields, SignType},
+    wechat::{china_time, sign, xml, Fields, MerchantEntry, SignType},
 };
 use wxpay_store::AnomalyKind;
 
@@ -15,33 +19,48 @@ use crate::{
     payment::{self, PaymentReport, Reported},
     refusals,
     state::AppState,
-    verdict::{Kind, Verdict},
+    verdict::{Judged, Kind, Verdict},
 };
 
 /// Processes one payment notification body (already bounded in size).
-pub async fn process(state: &AppState, body: &[u8]) -> Verdict {
+pub async fn process(state: &AppState, body: &[u8]) -> Judged {
     let fields = match xml::decode(body) {
         Ok(fields) => fields,
         Err(_) => {
             // Not kept: a body that is not a message holds nothing to audit or replay.
             refusals::refused("pay", "malformed", body);
-            return Verdict::Malformed;
+            return Judged::anonymous(Verdict::Malformed);
         }
     };
-    let out_trade_no = fields.get("out_trade_no").map(String::as_str);
+    let get = |k: &str| fields.get(k).map(String::as_str);
+    let out_trade_no = get("out_trade_no");
     tracing::debug!(out_trade_no, body = %redacted(&fields), "pay notification received");
-    let (verdict, from_cache) = judge(state, &fields).await;
+    // Checked before anything touches the database: unsigned traffic costs nothing.
+    if get("sign").is_none_or(str::is_empty) {
+        refusals::refused("pay", "bad_signature", body);
+        return Judged::anonymous(Verdict::BadSignature);
+    }
+    let Some(entry) = get("mch_id").and_then(|m| state.merchants.for_message(m, get("sub_mch_id")))
+    else {
+        // No key here can verify it, so it is as unproven as a bad signature and
+        // refused the same way: counted, never stored, no database work (or a
+        // forger could fill the database by inventing mch_ids).
+        refusals::refused("pay", "unknown_merchant", body);
+        return Judged::anonymous(Verdict::BadSignature);
+    };
+    let (verdict, from_cache) = judge(state, entry, &fields).await;
     if verdict == Verdict::BadSignature {
         // Not from WeChat: nothing to audit, and storing it would let anyone
-        // fill the database.
+        // fill the database. Not counted under the merchant either: the
+        // message only claims to be its.
         refusals::refused("pay", "bad_signature", body);
-        return verdict;
+        return Judged::anonymous(verdict);
     }
-    tracing::info!(out_trade_no, %verdict, from_cache, "pay notification");
+    tracing::info!(out_trade_no, merchant = %entry.name, %verdict, from_cache, "pay notification");
     state
         .keep(Kind::Pay, out_trade_no, verdict, body, from_cache)
         .await;
-    verdict
+    Judged::for_merchant(verdict, &entry.name)
 }
 
 /// The message as XML without `sign`, for logs.
@@ -55,23 +74,23 @@ pub(crate) fn redacted(fields: &Fields) -> String {
     .unwrap_or_else(|_| "<unloggable>".to_owned())
 }
 
-/// The verdict, and whether it was reached from the settled cache without the database.
-async fn judge(state: &AppState, fields: &Fields) -> (Verdict, bool) {
-    let get = |k: &str| fields.get(k).map(String::as_str);
-    // Checked before anything touches the database: unsigned traffic costs nothing.
-    if get("sign").is_none_or(str::is_empty) {
-        return (Verdict::BadSignature, false);
-    }
-    let out_trade_no = get("out_trade_no").and_then(|s| OutTradeNo::parse(s).ok());
-    // An order this gateway already saw paid: its sign type and amount are known.
+/// The verdict about a signed message naming `entry`'s numbers, and whether it
+/// was reached from the settled cache without the database.
+async fn judge(state: &AppState, entry: &MerchantEntry, fields: &Fields) -> (Verdict, bool) {
+    let out_trade_no = fields
+        .get("out_trade_no")
+        .and_then(|s| OutTradeNo::parse(s).ok());
+    // An order this gateway already saw paid, for this merchant: its sign type
+    // and amount are known. Another merchant's copy is judged from the database.
     let cached = out_trade_no
         .as_ref()
-        .and_then(|no| state.settled.get(no.as_str()));
-    judge_with(state, fields, out_trade_no, cached.as_ref()).await
+        .and_then(|no| state.settled.get_for(no.as_str(), &entry.name));
+    judge_with(state, entry, fields, out_trade_no, cached.as_ref()).await
 }
 
 async fn judge_with(
     state: &AppState,
+    entry: &MerchantEntry,
     fields: &Fields,
     out_trade_no: Option<OutTradeNo>,
     cached: Option<&Settled>,
@@ -97,8 +116,10 @@ async fn judge_with(
     if cached.is_some_and(|c| c.sign_type != sign_type) {
         return plain(Verdict::BadSignature);
     }
-    if let Err(e) = sign::verify(fields, &state.merchant.api_key, sign_type) {
-        tracing::warn!(out_trade_no = get("out_trade_no"), error = %e, %sign_type, "pay notification signature refused");
+    // Only the named merchant's key: a message signed by one merchant cannot
+    // pass for another's by naming its mch_id.
+    if let Err(e) = sign::verify(fields, &entry.merchant.api_key, sign_type) {
+        tracing::warn!(out_trade_no = get("out_trade_no"), merchant = %entry.name, error = %e, %sign_type, "pay notification signature refused");
         return plain(Verdict::BadSignature);
     }
 
@@ -115,15 +136,17 @@ async fn judge_with(
         );
         return plain(Verdict::Ignored);
     }
-    if get("appid") != Some(state.merchant.app_id.as_str())
-        || get("mch_id") != Some(state.merchant.mch_id.as_str())
-    {
+    // The mch_id (and sub_mch_id) chose the entry; the appids must be its too.
+    if !apps_match(entry, get("appid"), get("sub_appid")) {
         if let Some(no) = get("out_trade_no") {
             state
                 .anomaly(
                     AnomalyKind::WrongMerchant,
                     no,
-                    "a notification signed with our key names another appid/mch_id".into(),
+                    format!(
+                        "a notification signed with merchant {}'s key names another appid/sub_appid",
+                        entry.name
+                    ),
                 )
                 .await;
         }
@@ -167,8 +190,27 @@ async fn judge_with(
         Ok(order) => order,
         Err(e) => return plain(payment::store_failure(out_trade_no.as_str(), e)),
     };
+    if let Some(o) = order
+        .as_ref()
+        .filter(|o| o.placement.merchant.as_str() != entry.name)
+    {
+        // Genuinely signed by one of our merchants, about another one's order:
+        // its money went to the signer's account, not to the order's, so
+        // marking the order paid would deliver goods nobody paid its merchant for.
+        state
+            .anomaly(
+                AnomalyKind::WrongMerchant,
+                out_trade_no.as_str(),
+                format!(
+                    "a notification signed with merchant {}'s key is about an order of merchant {}",
+                    entry.name, o.placement.merchant
+                ),
+            )
+            .await;
+        return plain(Verdict::WrongMerchant);
+    }
     if order.as_ref().is_some_and(|o| o.sign_type != sign_type) {
-        // Signed with our key but not the way this order was placed: not a
+        // Signed with its merchant's key but not the way this order was placed: not a
         // notification WeChat sends for it.
         tracing::warn!(out_trade_no = %out_trade_no, %sign_type, "pay notification signed unlike its order");
         return plain(Verdict::BadSignature);
@@ -177,6 +219,7 @@ async fn judge_with(
         (Some(o), Reported::Paid { transaction_id, .. }) => Some((
             out_trade_no.as_str().to_owned(),
             Settled {
+                merchant: o.placement.merchant.clone(),
                 sign_type: o.sign_type,
                 total_fee: o.total_fee,
                 transaction_id: transaction_id.clone(),
@@ -197,6 +240,26 @@ async fn judge_with(
     plain(verdict)
 }
 
+/// Whether a message's `appid` (and `sub_appid`, when both it and the entry
+/// have one) are the entry's. An empty `sub_appid` counts as absent, as an
+/// empty `sub_mch_id` does when the merchant is looked up. The refund
+/// notification's outer fields follow the same rule.
+pub(crate) fn apps_match(
+    entry: &MerchantEntry,
+    appid: Option<&str>,
+    sub_appid: Option<&str>,
+) -> bool {
+    let sub_matches = match (
+        entry.sub_app_id.as_deref(),
+        sub_appid.filter(|s| !s.is_empty()),
+    ) {
+        (Some(want), Some(got)) => want == got,
+        // WeChat sends sub_appid only when the order was placed with one.
+        _ => true,
+    };
+    appid == Some(entry.merchant.app_id.as_str()) && sub_matches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +276,29 @@ mod tests {
         let logged = redacted(&fields);
         assert!(logged.contains("A1"));
         assert!(!logged.contains("9A0A8659"));
+    }
+
+    #[test]
+    fn appids_are_the_entrys_and_sub_appid_only_counts_when_both_have_one() {
+        use wxpay_core::wechat::{ApiKey, Merchant};
+        let mut entry = MerchantEntry::direct(
+            "tenant",
+            Merchant {
+                app_id: "wxprovider".into(),
+                mch_id: "1900000200".into(),
+                api_key: ApiKey::parse("gatewaytestkey0123456789abcdefgh").expect("key"),
+            },
+            SignType::HmacSha256,
+        );
+        assert!(apps_match(&entry, Some("wxprovider"), Some("wxanything")));
+        assert!(!apps_match(&entry, Some("wxother"), None));
+        assert!(!apps_match(&entry, None, None));
+        entry.sub_mch_id = Some("1900000201".into());
+        entry.sub_app_id = Some("wxsub".into());
+        assert!(apps_match(&entry, Some("wxprovider"), Some("wxsub")));
+        assert!(apps_match(&entry, Some("wxprovider"), None));
+        assert!(apps_match(&entry, Some("wxprovider"), Some("")));
+        assert!(!apps_match(&entry, Some("wxprovider"), Some("wxother")));
+        assert!(!apps_match(&entry, Some("wxsub"), Some("wxsub")));
     }
 }

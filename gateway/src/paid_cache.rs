@@ -2,17 +2,25 @@
 //! duplicate notification (WeChat resends until it hears SUCCESS, sometimes from
 //! two servers at once) is answered without a database read.
 //!
-//! Only facts that never change once an order is paid are kept: its sign type,
-//! amount and transaction_id. A later refund does not change the answer to a
+//! Only facts that never change once an order is paid are kept: its merchant,
+//! sign type, amount and transaction_id. The merchant is there because a
+//! signature only proves which merchant's key made it: a copy signed by
+//! another configured merchant is not a duplicate of this payment, and must
+//! take the database path (where it is refused as another merchant's). A later refund does not change the answer to a
 //! duplicate payment notification (SUCCESS, nothing to do), so entries never go
 //! stale; a miss simply takes the normal path through the database.
 
 use std::{collections::HashMap, sync::Mutex};
 
-use wxpay_core::{domain::Fee, wechat::SignType};
+use wxpay_core::{
+    domain::{Fee, MerchantName},
+    wechat::SignType,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
+    /// The order's merchant (`order.placement.merchant`).
+    pub merchant: MerchantName,
     pub sign_type: SignType,
     pub total_fee: Fee,
     pub transaction_id: String,
@@ -39,6 +47,14 @@ impl SettledCache {
         self.lock().get(out_trade_no).cloned()
     }
 
+    /// The entry for `out_trade_no` if it was settled for `merchant` (the
+    /// configured merchant the message being judged names); any other
+    /// merchant's message about it is judged as if nothing were cached.
+    pub fn get_for(&self, out_trade_no: &str, merchant: &str) -> Option<Settled> {
+        self.get(out_trade_no)
+            .filter(|s| s.merchant.as_str() == merchant)
+    }
+
     pub fn insert(&self, out_trade_no: &str, settled: Settled) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(out_trade_no) {
@@ -61,6 +77,7 @@ mod tests {
 
     fn settled(txn: &str) -> Settled {
         Settled {
+            merchant: MerchantName::default_merchant(),
             sign_type: SignType::Md5,
             total_fee: Fee::new(100).expect("fee"),
             transaction_id: txn.into(),
@@ -77,5 +94,16 @@ mod tests {
         assert!(cache.lock().len() <= 2);
         assert_eq!(cache.get("C"), Some(settled("3")));
         assert_eq!(cache.get("Z"), None);
+    }
+
+    #[test]
+    fn an_entry_answers_only_for_its_merchant() {
+        let cache = SettledCache::new(4);
+        cache.insert("A", settled("1"));
+        assert_eq!(
+            cache.get_for("A", MerchantName::DEFAULT),
+            Some(settled("1"))
+        );
+        assert_eq!(cache.get_for("A", "tenant-b"), None);
     }
 }

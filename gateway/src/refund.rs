@@ -1,76 +1,120 @@
 //! `POST /wechat/refund/notify`: WeChat's refund result. The outer XML carries
 //! no signature; the proof that WeChat sent it is `req_info`, which only
-//! decrypts under our API key. The refund it describes is applied to its refund
-//! record once (amount, order and transaction checked against what is stored);
-//! the first successful refund moves the order to REFUND, and each adds to its
-//! `refunded_fee`.
+//! decrypts under the API key of the merchant the outer `mch_id` (and
+//! `sub_mch_id`) names. The refund it describes is applied to its refund record
+//! once, and only when its order is that merchant's (amount, order and
+//! transaction checked against what is stored); the first successful refund
+//! moves the order to REFUND, and each adds to its `refunded_fee`.
 
 use wxpay_core::{
     domain::{Fee, OrderStatus, OutRefundNo, OutTradeNo, RefundStatus},
-    wechat::{china_time, refund_crypto, xml, Fields},
+    wechat::{china_time, refund_crypto, xml, Fields, MerchantEntry},
 };
 use wxpay_store::{AnomalyKind, RefundOutcome, RefundUpdate};
 
 use crate::{
-    payment,
+    notify, payment,
     state::AppState,
-    verdict::{Kind, Verdict},
+    verdict::{Judged, Kind, Verdict},
 };
 
 /// Processes one refund notification body (already bounded in size).
-pub async fn process(state: &AppState, body: &[u8]) -> Verdict {
+pub async fn process(state: &AppState, body: &[u8]) -> Judged {
     let outer = match xml::decode(body) {
         Ok(fields) => fields,
         Err(e) => {
             tracing::warn!(error = %e, bytes = body.len(), "malformed refund notification refused");
-            return Verdict::Malformed;
+            return Judged::anonymous(Verdict::Malformed);
         }
     };
-    let (verdict, out_trade_no) = judge(state, &outer).await;
-    tracing::info!(out_trade_no = out_trade_no.as_deref(), %verdict, "refund notification");
+    let (verdict, out_trade_no, merchant) = judge(state, &outer).await;
+    tracing::info!(out_trade_no = out_trade_no.as_deref(), merchant, %verdict, "refund notification");
     state
         .keep(Kind::Refund, out_trade_no.as_deref(), verdict, body, false)
         .await;
-    verdict
+    Judged {
+        verdict,
+        merchant: merchant.map(str::to_owned),
+    }
 }
 
-/// The verdict, and the out_trade_no once it could be read from `req_info`.
-async fn judge(state: &AppState, outer: &Fields) -> (Verdict, Option<String>) {
+/// The verdict, the out_trade_no once it could be read from `req_info`, and
+/// the merchant once `req_info` decrypted under its key (before that the
+/// message only claims a merchant).
+async fn judge<'s>(
+    state: &'s AppState,
+    outer: &Fields,
+) -> (Verdict, Option<String>, Option<&'s str>) {
     let get = |k: &str| outer.get(k).map(String::as_str);
     if get("return_code") != Some("SUCCESS") {
         // Without req_info nothing in the message is authenticated, so it cannot be
         // told apart from a forgery: refuse it like any other unproven message.
-        return (Verdict::Invalid, None);
+        return (Verdict::Invalid, None, None);
     }
-    if get("appid") != Some(state.merchant.app_id.as_str())
-        || get("mch_id") != Some(state.merchant.mch_id.as_str())
-    {
-        return (Verdict::WrongMerchant, None);
-    }
-    let Some(req_info) = get("req_info") else {
-        return (Verdict::Invalid, None);
+    // The outer numbers say whose key req_info is under; an appid that is not
+    // that merchant's (or a merchant we do not serve) is refused before any
+    // decryption is attempted.
+    let entry = get("mch_id").and_then(|m| state.merchants.for_message(m, get("sub_mch_id")));
+    // The appid rule is the payment notification's.
+    let Some(entry) = entry.filter(|e| notify::apps_match(e, get("appid"), get("sub_appid")))
+    else {
+        return (Verdict::WrongMerchant, None, None);
     };
-    let inner = match refund_crypto::decrypt_req_info(req_info, &state.merchant.api_key) {
+    let Some(req_info) = get("req_info") else {
+        return (Verdict::Invalid, None, None);
+    };
+    let inner = match refund_crypto::decrypt_req_info(req_info, &entry.merchant.api_key) {
         Ok(inner) => inner,
         Err(e) => {
-            tracing::warn!(error = %e, "refund req_info refused");
-            return (Verdict::BadSignature, None);
+            tracing::warn!(merchant = %entry.name, error = %e, "refund req_info refused");
+            return (Verdict::BadSignature, None, None);
         }
     };
+    // Authentic from here on: only this merchant's key opens req_info.
+    let merchant = Some(entry.name.as_str());
     let iget = |k: &str| inner.get(k).map(String::as_str);
     let raw_no = iget("out_trade_no").map(str::to_owned);
     let Some(out_trade_no) = iget("out_trade_no").and_then(|s| OutTradeNo::parse(s).ok()) else {
-        return (Verdict::Invalid, raw_no);
+        return (Verdict::Invalid, raw_no, merchant);
     };
-    let verdict = apply(state, &out_trade_no, &inner).await;
-    (verdict, raw_no)
+    let verdict = apply(state, entry, &out_trade_no, &inner).await;
+    (verdict, raw_no, merchant)
 }
 
-async fn apply(state: &AppState, out_trade_no: &OutTradeNo, inner: &Fields) -> Verdict {
+async fn apply(
+    state: &AppState,
+    entry: &MerchantEntry,
+    out_trade_no: &OutTradeNo,
+    inner: &Fields,
+) -> Verdict {
     let no = out_trade_no.as_str();
     let Some(update) = read_update(out_trade_no, inner) else {
         return Verdict::Invalid;
     };
+    // The ledger applies a refund without returning its order first, so the
+    // order's merchant is read here, once, before anything changes. It is fixed
+    // at the order's creation, so nothing can change it between this read and
+    // the refund's transaction. A missing order is left to the ledger, which
+    // reports it (and its anomaly) as for any merchant.
+    match state.store.order(out_trade_no).await {
+        Ok(Some(order)) if order.placement.merchant.as_str() != entry.name => {
+            // Decrypted under one merchant's key, about another one's order: that
+            // merchant's refund cannot give back this order's money.
+            state
+                .anomaly(
+                    AnomalyKind::WrongMerchant,
+                    no,
+                    format!(
+                        "a refund notification under merchant {}'s key is about an order of merchant {}",
+                        entry.name, order.placement.merchant
+                    ),
+                )
+                .await;
+            return Verdict::WrongMerchant;
+        }
+        Ok(_) => {}
+        Err(e) => return payment::store_failure(no, e),
+    }
     let outcome = match state.ledger.apply_refund(&update).await {
         Ok(outcome) => outcome,
         Err(e) => return payment::store_failure(no, e),

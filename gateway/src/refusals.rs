@@ -1,5 +1,6 @@
 //! Bodies refused before any database work (unsigned, a signature that does not
-//! verify, not a message at all): counted by reason, logged in a truncated,
+//! verify, a merchant this deployment does not serve and so holds no key to
+//! verify with, not a message at all): counted by reason, logged in a truncated,
 //! rate-limited line, and never stored. A flood of forged notifications costs a
 //! signature check each, not a row.
 

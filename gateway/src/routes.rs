@@ -17,7 +17,7 @@ use wxpay_core::wechat::xml;
 use crate::{
     cloudpay, metrics, notify, refund,
     state::AppState,
-    verdict::{Kind, Verdict},
+    verdict::{Judged, Kind, Verdict},
 };
 
 /// WeChat's messages are a few KiB; anything over this is refused with 413 before parsing.
@@ -36,7 +36,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Reads the body, runs `work` on the task tracker, and counts the verdict.
+/// Reads the body, runs `work` on the task tracker, and counts the verdict
+/// under the merchant it was judged for.
 ///
 /// The work runs as its own task so that graceful shutdown waits for it and a
 /// sender that hangs up mid-request cannot cancel a notification half-way
@@ -49,15 +50,15 @@ async fn tracked<F, Fut>(
 ) -> Verdict
 where
     F: FnOnce(AppState, Bytes) -> Fut,
-    Fut: Future<Output = Verdict> + Send + 'static,
+    Fut: Future<Output = Judged> + Send + 'static,
 {
     let started = Instant::now();
-    let verdict = match body {
+    let judged = match body {
         Ok(body) => match state.tasks.spawn(work(state.clone(), body)).await {
-            Ok(verdict) => verdict,
+            Ok(judged) => judged,
             Err(e) => {
                 tracing::error!(error = %e, kind = kind.as_str(), "notification task failed");
-                Verdict::Unavailable
+                Judged::anonymous(Verdict::Unavailable)
             }
         },
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -65,15 +66,20 @@ where
                 kind = kind.as_str(),
                 "notification body over the size limit refused"
             );
-            Verdict::TooLarge
+            Judged::anonymous(Verdict::TooLarge)
         }
         Err(rejection) => {
             tracing::warn!(kind = kind.as_str(), error = %rejection.body_text(), "notification body unreadable");
-            Verdict::Malformed
+            Judged::anonymous(Verdict::Malformed)
         }
     };
-    metrics::record_notification(kind, verdict, started.elapsed());
-    verdict
+    metrics::record_notification(
+        kind,
+        judged.verdict,
+        judged.merchant.as_deref(),
+        started.elapsed(),
+    );
+    judged.verdict
 }
 
 fn status_of(verdict: Verdict) -> StatusCode {

@@ -1,13 +1,14 @@
 //! The state every handler shares: storage and the event bus behind their
 //! traits (Postgres and Redis here; SQLite and an in-process bus in the embedded
-//! mode), the merchant whose messages we accept, and the task tracker that lets
-//! shutdown wait for in-flight notifications and their publishes.
+//! mode), the merchants whose messages we accept (each message is checked with
+//! the key of the one it names), and the task tracker that lets shutdown wait
+//! for in-flight notifications and their publishes.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
-use wxpay_core::wechat::Merchant;
+use wxpay_core::wechat::MerchantBook;
 use wxpay_store::{Anomaly, AnomalyKind, EventPublisher, Ledger, NotificationRecord, Store};
 
 use crate::{
@@ -24,7 +25,9 @@ pub struct AppState {
     pub publisher: Arc<dyn EventPublisher>,
     /// Transition, then publish: the one way this service changes an order.
     pub ledger: Ledger,
-    pub merchant: Arc<Merchant>,
+    /// Every configured merchant: a message is judged for the one its mch_id
+    /// (and sub_mch_id) names, and only against that merchant's orders.
+    pub merchants: Arc<MerchantBook>,
     /// `None`: the cloud-pay callback is disabled.
     pub cloudpay_secret: Option<Arc<CloudpaySecret>>,
     pub metrics: PrometheusHandle,
@@ -40,13 +43,13 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         publisher: Arc<dyn EventPublisher>,
-        merchant: Merchant,
+        merchants: MerchantBook,
         cloudpay_secret: Option<CloudpaySecret>,
     ) -> Self {
         Self {
             ledger: Ledger::new(store.clone(), publisher.clone()),
             publisher,
-            merchant: Arc::new(merchant),
+            merchants: Arc::new(merchants),
             cloudpay_secret: cloudpay_secret.map(Arc::new),
             metrics: crate::metrics::prometheus(),
             tasks: TaskTracker::new(),

@@ -1,6 +1,7 @@
 //! What the gateway decided about one notification, and what that means for the
 //! reply: WeChat (or the cloud-pay forwarder) is told SUCCESS only when there is
-//! nothing left for it to retry, and every verdict is counted under one name.
+//! nothing left for it to retry, and every verdict is counted under one name
+//! (with the merchant it was for, once one is known: see [`Judged`]).
 
 use std::fmt;
 
@@ -104,6 +105,35 @@ impl Verdict {
                 Verdict::BadSignature => "SIGNERROR",
                 _ => self.as_str(),
             }
+        }
+    }
+}
+
+/// A verdict and the configured merchant (its name in the
+/// [`MerchantBook`](wxpay_core::wechat::MerchantBook)) the message was judged
+/// for: what the notification counter is labelled with. `None` when the
+/// message was refused before a merchant was known (unparseable, unsigned, an
+/// mch_id this deployment does not serve).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub merchant: Option<String>,
+}
+
+impl Judged {
+    /// A verdict reached before any merchant was known.
+    pub fn anonymous(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            merchant: None,
+        }
+    }
+
+    /// A verdict about a message for the merchant named `merchant`.
+    pub fn for_merchant(verdict: Verdict, merchant: &str) -> Self {
+        Self {
+            verdict,
+            merchant: Some(merchant.to_owned()),
         }
     }
 }

@@ -8,13 +8,12 @@ use common::*;
 use gateway::{cloudpay, CloudpaySecret};
 use wxpay_core::{
     domain::{
-        EventSource, Fee, NewRefund, Order, OrderStatus, OutRefundNo, RefundReason, RefundStatus,
+        EventSource, Fee, MerchantName, NewRefund, Order, OrderStatus, OutRefundNo, RefundReason,
+        RefundStatus,
     },
-    wechat::{refund_crypto, ApiKey, Fields, SignType},
+    wechat::{ApiKey, SignType},
 };
-use wxpay_store::{
-    testing, RefundPlacement, {Store, Transition, TransitionOutcome},
-};
+use wxpay_store::{testing, RefundPlacement, Store};
 
 fn cloudpay_body(order: &Order, total_fee: i64, transaction_id: &str) -> String {
     serde_json::json!({
@@ -159,26 +158,8 @@ async fn the_cloudpay_callback_is_not_found_without_a_secret() {
 }
 
 async fn paid_order(app: &TestApp, fen: i64) -> Order {
-    let order = app.create_order(fen, SignType::Md5).await;
-    let t = Transition {
-        out_trade_no: order.out_trade_no.clone(),
-        to: OrderStatus::Success,
-        transaction_id: Some(transaction_id()),
-        cash_fee: Some(fen),
-        paid_at: None,
-        source: EventSource::Notify,
-    };
-    match app.store.transition(&t).await.expect("paid") {
-        TransitionOutcome::Applied { order, event, .. } => {
-            // As if the payment's event had gone out long ago: only the refund's is news.
-            app.store
-                .mark_published(&[event.id])
-                .await
-                .expect("marked published");
-            order
-        }
-        TransitionOutcome::Unchanged { .. } => panic!("order was not payable"),
-    }
+    app.paid_order_for(fen, SignType::Md5, MerchantName::DEFAULT)
+        .await
 }
 
 fn refund_body(order: &Order, refund_fee: i64, key: &ApiKey) -> String {
@@ -198,37 +179,14 @@ fn refund_body_for(
     transaction_id: &str,
     key: &ApiKey,
 ) -> String {
-    let inner: Fields = [
-        ("out_trade_no", order.out_trade_no.to_string()),
-        ("transaction_id", transaction_id.to_owned()),
-        ("out_refund_no", out_refund_no.to_owned()),
-        ("refund_id", format!("5000{out_refund_no}")),
-        ("total_fee", order.total_fee.fen().to_string()),
-        ("refund_fee", refund_fee.to_string()),
-        ("settlement_refund_fee", refund_fee.to_string()),
-        ("refund_status", "SUCCESS".to_owned()),
-        ("success_time", "2024-01-02 15:04:05".to_owned()),
-        ("refund_recv_accout", "支付用户零钱".to_owned()),
-        ("refund_account", "REFUND_SOURCE_RECHARGE_FUNDS".to_owned()),
-        ("refund_request_source", "API".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let outer: Fields = [
-        ("return_code", "SUCCESS".to_owned()),
-        ("appid", APP_ID.to_owned()),
-        ("mch_id", MCH_ID.to_owned()),
-        ("nonce_str", "TeqClE3i0mvn3DrK".to_owned()),
-        (
-            "req_info",
-            refund_crypto::encrypt_req_info(&inner, key).expect("encrypts"),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    encode(&outer)
+    refund_notification(
+        order,
+        out_refund_no,
+        refund_fee,
+        transaction_id,
+        &default_merchant(),
+        key,
+    )
 }
 
 #[tokio::test]

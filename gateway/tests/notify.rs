@@ -313,7 +313,9 @@ async fn refused_notifications_get_fail_and_change_nothing() {
         Refused { name: "amount -1 fen", body: md5(with("total_fee", "999".into())), status: 200, anomaly: true },
         Refused { name: "fee_type USD", body: md5(with("fee_type", "USD".into())), status: 200, anomaly: true },
         Refused { name: "wrong appid", body: md5(with("appid", "wx0000000000000000".into())), status: 200, anomaly: true },
-        Refused { name: "wrong mch_id", body: md5(with("mch_id", "19999999".into())), status: 200, anomaly: true },
+        // A merchant this deployment does not serve: refused before any database work.
+        Refused { name: "wrong mch_id", body: md5(with("mch_id", "19999999".into())), status: 200, anomaly: false },
+        Refused { name: "a sub_mch_id nobody configured", body: md5(with("sub_mch_id", "19999998".into())), status: 200, anomaly: false },
         Refused {
             name: "unknown out_trade_no",
             body: md5(with("out_trade_no", unknown.to_string())),
@@ -399,7 +401,8 @@ async fn health_readiness_and_metrics_are_served() {
     let (status, text) = app.get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
-        "wxpay_gateway_notifications_total{kind=\"pay\",verdict=\"applied\"}",
+        // Counted under the merchant it was for (the one the WECHAT_* variables define).
+        "wxpay_gateway_notifications_total{kind=\"pay\",verdict=\"applied\",merchant=\"default\"}",
         "wxpay_gateway_notification_duration_seconds_bucket",
         "wxpay_gateway_outbox_backlog",
         "wxpay_gateway_outbox_oldest_age_seconds",
@@ -428,17 +431,13 @@ async fn the_router_answers_without_a_socket() {
 
     use axum::body::{to_bytes, Body};
     use tower::ServiceExt;
-    use wxpay_core::wechat::Merchant;
+    use wxpay_core::wechat::MerchantBook;
     use wxpay_store::{events::RedisPublisher, testing::fresh_pg_store};
 
     let store = fresh_pg_store().await.expect("store");
     let publisher = RedisPublisher::new(&common_redis()).expect("publisher");
-    let merchant = Merchant {
-        app_id: APP_ID.into(),
-        mch_id: MCH_ID.into(),
-        api_key: key(),
-    };
-    let state = gateway::AppState::new(Arc::new(store), Arc::new(publisher), merchant, None);
+    let merchants = MerchantBook::new(vec![default_merchant()]).expect("one merchant");
+    let state = gateway::AppState::new(Arc::new(store), Arc::new(publisher), merchants, None);
     let router = gateway::app(state);
 
     let res = router

@@ -1,5 +1,7 @@
 //! Test support shared by the gateway's integration tests: a gateway on port 0
-//! over a fresh Postgres database, orders, signed notifications, a Redis
+//! over a fresh Postgres database, its merchants (`default`, and a second one in
+//! service-provider mode for the tests that need two), orders, signed payment
+//! and encrypted refund notifications, a Redis
 //! subscriber, a private redis-server child, and a cuttable TCP proxy in front of
 //! Postgres. Not every test binary uses every helper.
 #![allow(dead_code)]
@@ -18,13 +20,15 @@ use gateway::{Application, CloudpaySecret, GatewayConfig};
 use tokio::{net::TcpListener, process::Child, sync::oneshot, task::JoinHandle};
 use wxpay_core::{
     domain::{
-        Attach, ClientIp, Description, Fee, IdempotencyKey, NewOrder, OpenId, Order, OrderEvent,
-        OutTradeNo,
+        Attach, ClientIp, Description, EventSource, Fee, IdempotencyKey, MerchantName, NewOrder,
+        OpenId, Order, OrderEvent, OrderStatus, OutTradeNo, Placement,
     },
-    wechat::{sign, xml, ApiKey, Fields, Merchant, SignType},
+    wechat::{
+        refund_crypto, sign, xml, ApiKey, Fields, Merchant, MerchantBook, MerchantEntry, SignType,
+    },
 };
 use wxpay_store::{
-    testing, {InsertOutcome, PgStore, Store},
+    testing, {InsertOutcome, PgStore, Store, Transition, TransitionOutcome},
 };
 
 pub const APP_ID: &str = "wxd930ea5d5a258f4f";
@@ -36,6 +40,49 @@ pub fn key() -> ApiKey {
     ApiKey::parse(API_KEY).expect("test key is valid")
 }
 
+/// The second merchant, `tenant-b`: a sub merchant placed through a service
+/// provider, whose own appid, mch_id and key sign (HMAC-SHA256) its messages.
+pub const B_NAME: &str = "tenant-b";
+pub const B_APP_ID: &str = "wx2421b1c4370ec43b";
+pub const B_MCH_ID: &str = "1900000200";
+pub const B_API_KEY: &str = "providerkey0123456789abcdefghijk";
+pub const B_SUB_MCH_ID: &str = "1900000201";
+pub const B_SUB_APP_ID: &str = "wx1111111111111111";
+
+pub fn b_key() -> ApiKey {
+    ApiKey::parse(B_API_KEY).expect("B's key is valid")
+}
+
+/// `default`: the direct MD5 merchant every single-merchant test uses.
+pub fn default_merchant() -> MerchantEntry {
+    MerchantEntry::direct(
+        MerchantName::DEFAULT,
+        Merchant {
+            app_id: APP_ID.into(),
+            mch_id: MCH_ID.into(),
+            api_key: key(),
+        },
+        SignType::Md5,
+    )
+}
+
+/// `tenant-b`, in service-provider mode with a sub_mch_id and sub_app_id.
+pub fn tenant_b() -> MerchantEntry {
+    MerchantEntry {
+        sub_mch_id: Some(B_SUB_MCH_ID.into()),
+        sub_app_id: Some(B_SUB_APP_ID.into()),
+        ..MerchantEntry::direct(
+            B_NAME,
+            Merchant {
+                app_id: B_APP_ID.into(),
+                mch_id: B_MCH_ID.into(),
+                api_key: b_key(),
+            },
+            SignType::HmacSha256,
+        )
+    }
+}
+
 /// How to start a gateway.
 pub struct Setup {
     pub redis_url: String,
@@ -43,6 +90,8 @@ pub struct Setup {
     pub db_proxy: Option<SocketAddr>,
     pub cloudpay: bool,
     pub limits: gateway::connections::Limits,
+    /// The merchants the gateway serves (`default` alone unless a test says).
+    pub merchants: Vec<MerchantEntry>,
 }
 
 impl Default for Setup {
@@ -52,6 +101,7 @@ impl Default for Setup {
             db_proxy: None,
             cloudpay: true,
             limits: Default::default(),
+            merchants: vec![default_merchant()],
         }
     }
 }
@@ -82,11 +132,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let config = GatewayConfig {
         database_url: gateway_db_url,
         redis_url: setup.redis_url,
-        merchant: Merchant {
-            app_id: APP_ID.into(),
-            mch_id: MCH_ID.into(),
-            api_key: key(),
-        },
+        merchants: MerchantBook::new(setup.merchants).expect("distinct merchants"),
         addr: "127.0.0.1:0".parse().expect("addr"),
         cloudpay_secret: setup
             .cloudpay
@@ -138,6 +184,12 @@ pub fn authority_of(url: &str) -> String {
 
 impl TestApp {
     pub async fn create_order(&self, fen: i64, sign_type: SignType) -> Order {
+        self.create_order_for(fen, sign_type, MerchantName::DEFAULT)
+            .await
+    }
+
+    /// A NOTPAY order placed with the merchant named `merchant`.
+    pub async fn create_order_for(&self, fen: i64, sign_type: SignType, merchant: &str) -> Order {
         let no = OutTradeNo::generate();
         let new = NewOrder {
             caller: wxpay_core::domain::Caller::default_caller(),
@@ -150,10 +202,38 @@ impl TestApp {
             client_ip: ClientIp::parse("127.0.0.1").expect("ip"),
             sign_type,
             expires_at: None,
+            placement: Placement {
+                merchant: MerchantName::parse(merchant).expect("merchant name"),
+                ..Placement::default()
+            },
         };
         match self.store.insert_order(&new).await.expect("insert order") {
             InsertOutcome::Inserted(order) => order,
             InsertOutcome::KeyTaken(_) => panic!("fresh key taken"),
+        }
+    }
+
+    /// An order of `merchant` already paid (as if by an earlier notification
+    /// whose event went out long ago: only what follows is news).
+    pub async fn paid_order_for(&self, fen: i64, sign_type: SignType, merchant: &str) -> Order {
+        let order = self.create_order_for(fen, sign_type, merchant).await;
+        let t = Transition {
+            out_trade_no: order.out_trade_no.clone(),
+            to: OrderStatus::Success,
+            transaction_id: Some(transaction_id()),
+            cash_fee: Some(fen),
+            paid_at: None,
+            source: EventSource::Notify,
+        };
+        match self.store.transition(&t).await.expect("paid") {
+            TransitionOutcome::Applied { order, event, .. } => {
+                self.store
+                    .mark_published(&[event.id])
+                    .await
+                    .expect("marked published");
+                order
+            }
+            TransitionOutcome::Unchanged { .. } => panic!("order was not payable"),
         }
     }
 
@@ -219,6 +299,23 @@ impl TestApp {
             .expect("count anomalies")
     }
 
+    /// Every row of `table` (`notifications`, `anomalies`, ...), whatever it is about.
+    pub async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count rows")
+    }
+
+    /// The kinds of the anomalies recorded about `no`, oldest first.
+    pub async fn anomaly_kinds(&self, no: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT kind FROM anomalies WHERE out_trade_no = $1 ORDER BY id")
+            .bind(no)
+            .fetch_all(self.store.pool())
+            .await
+            .expect("read anomalies")
+    }
+
     pub async fn notifications(&self, no: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT verdict FROM notifications WHERE out_trade_no = $1 ORDER BY id")
             .bind(no)
@@ -255,14 +352,21 @@ impl TestApp {
     }
 }
 
-/// The fields of a genuine successful payment notification for `order`.
+/// The fields of a genuine successful payment notification for `order`, from
+/// the `default` merchant.
 pub fn pay_fields(order: &Order, transaction_id: &str) -> Fields {
+    pay_fields_for(order, transaction_id, &default_merchant())
+}
+
+/// The same, naming `merchant`'s numbers (and, in service-provider mode, its
+/// sub_mch_id and sub_appid, as WeChat sends them).
+pub fn pay_fields_for(order: &Order, transaction_id: &str, merchant: &MerchantEntry) -> Fields {
     let fee = order.total_fee.fen().to_string();
-    [
+    let mut fields: Fields = [
         ("return_code", "SUCCESS"),
         ("result_code", "SUCCESS"),
-        ("appid", APP_ID),
-        ("mch_id", MCH_ID),
+        ("appid", merchant.merchant.app_id.as_str()),
+        ("mch_id", merchant.merchant.mch_id.as_str()),
         ("nonce_str", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS"),
         ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
         ("is_subscribe", "N"),
@@ -279,7 +383,63 @@ pub fn pay_fields(order: &Order, transaction_id: &str) -> Fields {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    .collect();
+    if let Some(sub) = &merchant.sub_mch_id {
+        fields.insert("sub_mch_id".into(), sub.clone());
+    }
+    if let Some(sub) = &merchant.sub_app_id {
+        fields.insert("sub_appid".into(), sub.clone());
+    }
+    fields
+}
+
+/// A refund notification for `order` as WeChat sends it for `merchant` (its
+/// numbers outside), with `req_info` encrypted under `key`.
+pub fn refund_notification(
+    order: &Order,
+    out_refund_no: &str,
+    refund_fee: i64,
+    transaction_id: &str,
+    merchant: &MerchantEntry,
+    key: &ApiKey,
+) -> String {
+    let inner: Fields = [
+        ("out_trade_no", order.out_trade_no.to_string()),
+        ("transaction_id", transaction_id.to_owned()),
+        ("out_refund_no", out_refund_no.to_owned()),
+        ("refund_id", format!("5000{out_refund_no}")),
+        ("total_fee", order.total_fee.fen().to_string()),
+        ("refund_fee", refund_fee.to_string()),
+        ("settlement_refund_fee", refund_fee.to_string()),
+        ("refund_status", "SUCCESS".to_owned()),
+        ("success_time", "2024-01-02 15:04:05".to_owned()),
+        ("refund_recv_accout", "支付用户零钱".to_owned()),
+        ("refund_account", "REFUND_SOURCE_RECHARGE_FUNDS".to_owned()),
+        ("refund_request_source", "API".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut outer: Fields = [
+        ("return_code", "SUCCESS".to_owned()),
+        ("appid", merchant.merchant.app_id.clone()),
+        ("mch_id", merchant.merchant.mch_id.clone()),
+        ("nonce_str", "TeqClE3i0mvn3DrK".to_owned()),
+        (
+            "req_info",
+            refund_crypto::encrypt_req_info(&inner, key).expect("encrypts"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(sub) = &merchant.sub_mch_id {
+        outer.insert("sub_mch_id".into(), sub.clone());
+    }
+    if let Some(sub) = &merchant.sub_app_id {
+        outer.insert("sub_appid".into(), sub.clone());
+    }
+    encode(&outer)
 }
 
 /// Signs (adding sign_type for HMAC, as WeChat does) and encodes.
