@@ -26,6 +26,9 @@ pub struct StackOptions {
     /// `REDIS_URL` for every binary; `None`: the shared test Redis. A test that
     /// kills or stops Redis gives its own ([`crate::PrivateRedis`]).
     pub redis_url: Option<String>,
+    /// `MERCHANTS_FILE` for the sandbox, payment-service and the gateway:
+    /// merchants besides the harness's `default`.
+    pub merchants_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -40,6 +43,7 @@ impl Default for StackOptions {
                 ..ReconcilerConfig::default()
             },
             redis_url: None,
+            merchants_file: None,
         }
     }
 }

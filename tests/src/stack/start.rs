@@ -31,6 +31,10 @@ impl Stack {
             bus: wxpay::Bus::Redis(redis_url),
             merchant: merchant(),
             sign_type: SignType::HmacSha256,
+            // The binaries read the file themselves; only the embedded stack
+            // hosts parsed entries.
+            merchants: Vec::new(),
+            merchants_file: options.merchants_file.clone(),
             payment_addr: local(payment_port),
             gateway_addr: local(gateway_port),
             poller_addr: local(poller_port),
