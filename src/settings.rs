@@ -59,6 +59,9 @@ pub struct Settings {
     /// and issues each its own client certificate, which replaces the
     /// certificate paths the file may give.
     pub merchants: Vec<MerchantEntry>,
+    /// Where `merchants` were read from: the split deployment hands the file
+    /// itself to the sandbox, payment-service and the gateway.
+    pub merchants_file: Option<PathBuf>,
     pub payment_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
     pub poller_addr: SocketAddr,
@@ -136,6 +139,7 @@ impl Settings {
             merchant,
             sign_type,
             merchants,
+            merchants_file: config::optional("MERCHANTS_FILE")?.map(PathBuf::from),
             payment_addr,
             gateway_addr: config::addr("GATEWAY_ADDR", "127.0.0.1:8080")?,
             poller_addr,
@@ -172,6 +176,7 @@ impl Settings {
             merchant: test_merchant(),
             sign_type: SignType::Md5,
             merchants: Vec::new(),
+            merchants_file: None,
             payment_addr: any,
             gateway_addr: any,
             poller_addr: any,

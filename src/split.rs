@@ -48,7 +48,7 @@ impl Settings {
             );
         }
         let url = |addr| format!("http://{}", reachable_addr(addr));
-        let merchant: Env = vec![
+        let mut merchant: Env = vec![
             ("WECHAT_APP_ID", self.merchant.app_id.clone()),
             ("WECHAT_MCH_ID", self.merchant.mch_id.clone()),
             (
@@ -56,6 +56,10 @@ impl Settings {
                 self.merchant.api_key.expose_secret().to_owned(),
             ),
         ];
+        // Every binary that signs or verifies reads the same merchants file.
+        if let Some(path) = &self.merchants_file {
+            merchant.push(("MERCHANTS_FILE", path.display().to_string()));
+        }
         let mut backing: Env = vec![
             ("DATABASE_URL", database_url.clone()),
             ("REDIS_URL", redis_url.clone()),
