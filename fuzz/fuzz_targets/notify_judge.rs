@@ -1,8 +1,9 @@
 //! Fuzzes the pure part of the gateway's payment-notification judge
 //! (gateway/src/notify.rs, mirrored store-free in `wxpay_fuzz::judge`):
-//! XML decode → `sign` present → sign type (the message's `sign_type`, else
+//! XML decode → `sign` present → the merchant its mch_id/sub_mch_id name →
+//! sign type (the message's `sign_type`, else
 //! the signature's length: 32 MD5, 64 HMAC-SHA256) → `sign::verify` →
-//! return_code, appid/mch_id, out_trade_no, result_code, transaction_id,
+//! return_code, appid, out_trade_no, result_code, transaction_id,
 //! `Fee::parse_wire(total_fee)`, cash_fee, `china_time::parse(time_end)` → the
 //! order's recorded sign type.
 //!
@@ -12,7 +13,8 @@
 //!   any database read;
 //! - re-signed with the official test key (under its own `sign_type`, or, when
 //!   it names none, under MD5 or HMAC-SHA256 as the input picks), it is judged
-//!   authentic, and `sign::verify` refuses it under the other algorithm, under
+//!   authentic if it names the configured merchant and refused unheard
+//!   (BadSignature) if it names any other, and `sign::verify` refuses it under the other algorithm, under
 //!   another key, with any single hex digit of `sign` changed, lowercased,
 //!   truncated, extended, emptied or removed, with any signed value changed,
 //!   or with a field added (an empty one is, by the specification, not signed
@@ -31,7 +33,7 @@ use libfuzzer_sys::fuzz_target;
 use wxpay_core::wechat::{sign, xml, Fields, SignType};
 use wxpay_fuzz::{
     check_signature_properties, check_value, decoder_refuses_value, judge, judge_fields, key,
-    message_sign_type, pairs, Judged,
+    message_sign_type, names_our_merchant, pairs, Judged,
 };
 
 fn other(st: SignType) -> SignType {
@@ -79,6 +81,11 @@ fuzz_target!(|data: &[u8]| {
     check_signature_properties(&signed, &key, st, pick);
 
     let verdict = judge_fields(&signed, &key, None);
+    if !names_our_merchant(&signed) {
+        // No configured key could prove it, whoever signed it.
+        assert_eq!(verdict, Judged::BadSignature, "an unknown merchant's message was heard");
+        return;
+    }
     assert!(
         verdict.authentic(),
         "a correctly signed message was refused: {verdict:?}"

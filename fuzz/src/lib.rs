@@ -176,16 +176,26 @@ impl Judged {
 /// order the gateway has not cached: decode, refuse an empty `sign`, take the
 /// message's `sign_type`, or else the one the signature's length names (32 hex
 /// digits MD5, 64 HMAC-SHA256, any other length refused), verify, then
-/// return_code, appid/mch_id, out_trade_no, result_code, transaction_id, and,
+/// return_code, appid, out_trade_no, result_code, transaction_id, and,
 /// where the gateway loads the order, refuse a message signed unlike the
 /// order was placed (`order_sign_type`, which the gateway reads from the store;
-/// `None` for an unknown order). Kept in step with that file by hand (as of
-/// commit 59dfed5).
+/// `None` for an unknown order). The merchant is found by `mch_id` and
+/// `sub_mch_id` right after the `sign` check: this mirror serves one direct
+/// merchant ([`MCH_ID`], [`APP_ID`], [`KEY`]), and a message naming any other
+/// is refused as unproven (BadSignature) before its signature is looked at.
+/// Kept in step with that file by hand (as of issue 15's gateway change).
 pub fn judge(body: &[u8], key: &ApiKey, order_sign_type: Option<SignType>) -> Judged {
     match xml::decode(body) {
         Ok(fields) => judge_fields(&fields, key, order_sign_type),
         Err(_) => Judged::Malformed,
     }
+}
+
+/// Whether the message's `mch_id` and `sub_mch_id` (absent or empty: a direct
+/// merchant) name the mirror's one merchant.
+pub fn names_our_merchant(fields: &Fields) -> bool {
+    fields.get("mch_id").map(String::as_str) == Some(MCH_ID)
+        && fields.get("sub_mch_id").is_none_or(|s| s.is_empty())
 }
 
 /// The sign type the gateway verifies a message with, before any database read.
@@ -205,6 +215,9 @@ pub fn judge_fields(fields: &Fields, key: &ApiKey, order_sign_type: Option<SignT
     if get("sign").is_none_or(str::is_empty) {
         return Judged::BadSignature;
     }
+    if !names_our_merchant(fields) {
+        return Judged::BadSignature;
+    }
     let out_trade_no = get("out_trade_no").and_then(|s| OutTradeNo::parse(s).ok());
     let Some(sign_type) = message_sign_type(fields) else {
         return Judged::BadSignature;
@@ -215,7 +228,7 @@ pub fn judge_fields(fields: &Fields, key: &ApiKey, order_sign_type: Option<SignT
     if get("return_code") != Some("SUCCESS") {
         return Judged::Ignored;
     }
-    if get("appid") != Some(APP_ID) || get("mch_id") != Some(MCH_ID) {
+    if get("appid") != Some(APP_ID) {
         return Judged::WrongMerchant;
     }
     let Some(out_trade_no) = out_trade_no else {

@@ -283,7 +283,7 @@ async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
     };
     let client = payment_service::wechat::WechatClient::new(
         &format!("http://127.0.0.1:{port}"),
-        merchant,
+        wxpay_core::wechat::MerchantEntry::direct("default", merchant, SignType::Md5),
         Default::default(),
     )
     .expect("client");

@@ -255,7 +255,8 @@ async fn process_then_timeout_places_the_order_though_the_client_hears_nothing()
     let retry = client(&sandbox)
         .unified_order(&order(&no, 42, NOTIFY, SignType::Md5))
         .await
-        .expect("a retry with the same parameters");
+        .expect("a retry with the same parameters")
+        .prepay_id;
 
     assert_eq!(lost, Err(WechatError::Timeout));
     assert_eq!((placed.status.as_str(), placed.total_fee), ("NOTPAY", 42));

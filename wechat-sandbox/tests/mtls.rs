@@ -207,7 +207,11 @@ async fn the_product_client_places_orders_over_https_trusting_the_sandbox_ca() {
     let with = |tls: Option<ClientTls>| {
         WechatClient::new(
             sandbox.https_url(),
-            sandbox.merchant().clone(),
+            wxpay_core::wechat::MerchantEntry::direct(
+                "default",
+                sandbox.merchant().clone(),
+                SignType::Md5,
+            ),
             ClientOptions {
                 tls,
                 max_attempts: 1,

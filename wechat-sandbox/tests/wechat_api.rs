@@ -10,7 +10,7 @@ use payment_service::wechat::{ClientOptions, CloseOutcome, WechatClient, WechatE
 use wechat_sandbox::{Faults, PayOptions, SandboxConfig};
 use wxpay_core::{
     domain::OrderStatus,
-    wechat::{sign, xml, ApiKey, Fields, Merchant, SignType},
+    wechat::{sign, xml, ApiKey, Fields, Merchant, MerchantEntry, SignType},
 };
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
@@ -24,11 +24,13 @@ async fn unifiedorder_returns_a_prepay_id_and_the_same_one_for_a_repeat() {
     let first = client
         .unified_order(&order(&no, 101, NOTIFY, SignType::Md5))
         .await
-        .expect("placed");
+        .expect("placed")
+        .prepay_id;
     let again = client
         .unified_order(&order(&no, 101, NOTIFY, SignType::Md5))
         .await
-        .expect("repeat");
+        .expect("repeat")
+        .prepay_id;
 
     assert!(first.starts_with("wx") && first.len() > 16, "{first}");
     assert_eq!(first, again);
@@ -325,8 +327,9 @@ async fn a_request_signed_with_the_wrong_key_is_a_signerror() {
     let sandbox = sandbox().await;
     let mut merchant = sandbox.merchant().clone();
     merchant.api_key = ApiKey::parse("wrongkeywrongkeywrongkeywrongkey").expect("valid shape");
+    let entry = MerchantEntry::direct("default", merchant, SignType::Md5);
     let client =
-        WechatClient::new(sandbox.base_url(), merchant, ClientOptions::default()).expect("client");
+        WechatClient::new(sandbox.base_url(), entry, ClientOptions::default()).expect("client");
     let no = new_out_trade_no();
 
     let err = client

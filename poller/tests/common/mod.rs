@@ -281,6 +281,7 @@ pub async fn create_order_of(store: &dyn Store, fen: i64) -> OutTradeNo {
         client_ip: ClientIp::parse("127.0.0.1").unwrap(),
         sign_type: SignType::Md5,
         expires_at: None,
+        placement: wxpay_core::domain::Placement::default(),
     };
     store.insert_order(&order).await.expect("insert order");
     out_trade_no

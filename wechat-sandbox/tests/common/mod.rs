@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use wechat_sandbox::{SandboxConfig, SandboxHandle};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
-    wechat::{sign, xml, Fields, SignType},
+    wechat::{sign, xml, Fields, MerchantEntry, SignType, TradeType},
 };
 
 pub async fn sandbox() -> SandboxHandle {
@@ -34,8 +34,8 @@ pub fn client(sandbox: &SandboxHandle) -> WechatClient {
 }
 
 pub fn client_with(sandbox: &SandboxHandle, options: ClientOptions) -> WechatClient {
-    WechatClient::new(sandbox.base_url(), sandbox.merchant().clone(), options)
-        .expect("client builds")
+    let entry = MerchantEntry::direct("default", sandbox.merchant().clone(), SignType::Md5);
+    WechatClient::new(sandbox.base_url(), entry, options).expect("client builds")
 }
 
 /// What a merchant configures for `/secapi/`: the client certificate the
@@ -77,7 +77,11 @@ pub fn order<'a>(
         total_fee: Fee::new(fee).expect("positive"),
         attach: "cart=42",
         spbill_create_ip: "127.0.0.1",
+        trade_type: TradeType::Jsapi,
         openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        sub_openid: "",
+        product_id: "",
+        scene_info: "",
         notify_url,
         time_expire: None,
         sign_type,
