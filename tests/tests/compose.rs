@@ -285,9 +285,9 @@ fn shared_config() -> SharedConfig {
             for (helper, var, _) in helper_calls(&body, &helpers) {
                 used.read(&var, helper == "required");
             }
-            if !used.vars.is_empty() {
-                readers.push((marker, used));
-            }
+            // Kept even when it reads nothing itself: it may only call readers
+            // (`merchants()` calls `merchant_from_env()` and `merchants_file()`).
+            readers.push((marker, used));
         }
     };
     for line in code.lines() {
