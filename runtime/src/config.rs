@@ -95,8 +95,38 @@ pub fn database_url() -> Result<String, ConfigError> {
     )
 }
 
+/// Where order events go: `REDIS_CLUSTER_URLS` (comma-separated `redis://host:port`
+/// seed nodes of a Redis Cluster) when set, else `REDIS_URL` (`redis://`,
+/// `rediss://`, or `redis+cluster://host:port,host:port` for a cluster). A
+/// cluster comes back as one `redis+cluster://` URL, which the publisher and
+/// the poller's feed read as "sharded pub/sub over these seeds".
 pub fn redis_url() -> Result<String, ConfigError> {
-    url("REDIS_URL", required("REDIS_URL")?, &["redis", "rediss"])
+    if let Some(seeds) = optional("REDIS_CLUSTER_URLS")? {
+        let mut nodes = Vec::new();
+        for seed in seeds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let node = seed.strip_prefix("redis://").unwrap_or_default();
+            let host_port = node.trim_end_matches('/');
+            let valid = host_port
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(ConfigError::new(
+                    "REDIS_CLUSTER_URLS",
+                    "must be comma-separated redis://host:port seed nodes",
+                ));
+            }
+            nodes.push(host_port.to_owned());
+        }
+        if nodes.is_empty() {
+            return Err(ConfigError::new("REDIS_CLUSTER_URLS", "names no seed node"));
+        }
+        return Ok(format!("redis+cluster://{}", nodes.join(",")));
+    }
+    url(
+        "REDIS_URL",
+        required("REDIS_URL")?,
+        &["redis", "rediss", "redis+cluster"],
+    )
 }
 
 /// `RETENTION_DAYS` (90): how long published events, audit rows of received

@@ -1,6 +1,7 @@
 //! The event bus seen from both ends: [`EventPublisher`] (where committed events
 //! go) and [`EventFeed`] + [`EventSink`] (how a subscriber such as the poller's
-//! hub receives them), the per-order channel naming, the Redis publisher, and
+//! hub receives them), the per-order channel naming, the Redis publisher (one
+//! server with `PUBLISH`, or a Redis Cluster with sharded `SPUBLISH`), and
 //! publish-after-commit.
 //!
 //! Delivery is at-least-once: the outbox relay may publish an event that was also
@@ -22,6 +23,26 @@ pub fn channel(out_trade_no: &str) -> String {
 
 /// The prefix of every order channel (for pattern tools such as `PSUBSCRIBE wxpay:order:*`).
 pub const CHANNEL_PREFIX: &str = "wxpay:order:";
+
+/// The scheme of a Redis Cluster's URL: `redis+cluster://host:port,host:port`
+/// (what `REDIS_CLUSTER_URLS` becomes). Events then use sharded pub/sub: each
+/// order's channel lives on the shard that owns its slot, so the channels, and
+/// their traffic, spread over the cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// The seed nodes of a cluster URL as `redis://host:port` URLs; `None` for a
+/// single server's URL.
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let seeds = url.strip_prefix(CLUSTER_SCHEME)?;
+    Some(
+        seeds
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/'))
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("redis://{s}"))
+            .collect(),
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -66,17 +87,49 @@ pub trait EventSink: Send + Sync + 'static {
     fn resync(&self);
 }
 
-/// Publishes to Redis through a reconnecting multiplexed connection. Timeouts
-/// are short so that a dead Redis costs a publish a second at most; the relay
-/// catches up once it is back.
+/// Publishes to Redis through a reconnecting multiplexed connection, or to a
+/// Redis Cluster through a cluster connection that follows slot moves and
+/// failovers. Timeouts are short so that a dead Redis costs a publish a second
+/// at most; the relay catches up once it is back.
 #[derive(Clone)]
 pub struct RedisPublisher {
-    conn: ConnectionManager,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Single(ConnectionManager),
+    /// Connected on first use (a process starts while the cluster is down); a
+    /// failed connect leaves it empty for the next publish to try again.
+    Cluster(std::sync::Arc<ClusterTarget>),
+}
+
+/// The cluster's client and its connection once made (boxed behind an `Arc`:
+/// the client is large and the publisher is cloned into every task).
+struct ClusterTarget {
+    client: redis::cluster::ClusterClient,
+    conn: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
 }
 
 impl RedisPublisher {
     /// Does not connect yet: the first publish does, so a process can start while Redis is down.
     pub fn new(url: &str) -> Result<Self, PublishError> {
+        if let Some(nodes) = cluster_nodes(url) {
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(Duration::from_secs(1))
+                .response_timeout(Duration::from_secs(1))
+                // A failover takes a few seconds: a publish gives up sooner and
+                // leaves the event to the relay rather than hold the caller.
+                .retries(2)
+                .build()
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            return Ok(Self {
+                target: Target::Cluster(std::sync::Arc::new(ClusterTarget {
+                    client,
+                    conn: tokio::sync::OnceCell::new(),
+                })),
+            });
+        }
         let client =
             redis::Client::open(url).map_err(|e| PublishError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
@@ -86,7 +139,31 @@ impl RedisPublisher {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-        Ok(Self { conn })
+        Ok(Self {
+            target: Target::Single(conn),
+        })
+    }
+
+    /// Runs `cmd` on the server, or on the cluster node its first argument's
+    /// slot says.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, PublishError> {
+        let unavailable = |e: redis::RedisError| PublishError::Unavailable(e.to_string());
+        match &self.target {
+            Target::Single(conn) => cmd
+                .query_async(&mut conn.clone())
+                .await
+                .map_err(unavailable),
+            Target::Cluster(cluster) => {
+                let conn = cluster
+                    .conn
+                    .get_or_try_init(|| cluster.client.get_async_connection())
+                    .await
+                    .map_err(unavailable)?;
+                cmd.query_async(&mut conn.clone())
+                    .await
+                    .map_err(unavailable)
+            }
+        }
     }
 }
 
@@ -95,22 +172,20 @@ impl EventPublisher for RedisPublisher {
     async fn publish(&self, event: &OrderEvent) -> Result<(), PublishError> {
         let payload =
             serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let _receivers: i64 = redis::cmd("PUBLISH")
-            .arg(channel(event.out_trade_no.as_str()))
-            .arg(payload)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        // On a cluster, a sharded message goes to the one shard that owns the
+        // channel's slot, where the poller's SSUBSCRIBE is.
+        let verb = match self.target {
+            Target::Single(_) => "PUBLISH",
+            Target::Cluster(_) => "SPUBLISH",
+        };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(channel(event.out_trade_no.as_str())).arg(payload);
+        let _receivers: i64 = self.query(cmd).await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), PublishError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let _: String = self.query(redis::cmd("PING")).await?;
         Ok(())
     }
 }
@@ -134,5 +209,22 @@ pub async fn publish_committed(
             metrics::counter!("wxpay_events_publish_failed_total").increment(1);
             tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "publish failed; the outbox relay will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://127.0.0.1:7000,10.0.0.2:7001/"),
+            Some(vec![
+                "redis://127.0.0.1:7000".to_owned(),
+                "redis://10.0.0.2:7001".to_owned()
+            ])
+        );
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379"), None);
     }
 }

@@ -12,11 +12,12 @@
 //! Laid out as: `binaries` (finding and building them), `ports`, `process` (the
 //! guard around one child), `probes` (connecting and the readiness checks) and
 //! `stack` (the four services together), `redis` (a private redis-server for
-//! tests that kill it) and `tools` (the Node and Python clients some tests
+//! tests that kill it), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
 //! drive the stack with). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
+mod cluster;
 mod ports;
 mod probes;
 mod process;
@@ -27,6 +28,7 @@ mod tools;
 use wxpay_core::wechat::{ApiKey, Merchant};
 
 pub use binaries::{binary, build_binaries, workspace_root, BINARIES};
+pub use cluster::RedisCluster;
 pub use ports::{free_port, free_ports};
 pub use process::Process;
 pub use redis::PrivateRedis;

@@ -162,7 +162,7 @@ impl Connection {
 }
 
 /// A `message` push is `[channel, payload]`; the payload is an `OrderEvent` as JSON.
-fn deliver(sink: &FeedSink, data: Vec<Value>) {
+pub(super) fn deliver(sink: &FeedSink, data: Vec<Value>) {
     let Some(Value::BulkString(payload)) = data.into_iter().nth(1) else {
         tracing::warn!("redis message without a payload");
         return;

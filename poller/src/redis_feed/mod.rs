@@ -11,12 +11,16 @@
 //! resubscribes every channel and asks the hub to make every watcher re-read its
 //! snapshot, so a change published during the outage still reaches it.
 //!
+//! With a Redis Cluster (`redis+cluster://` URL, from `REDIS_CLUSTER_URLS`) the
+//! feed uses sharded pub/sub instead, over one cluster connection: see `cluster`.
+//!
 //! This module is the handle and its settings: [`RedisFeedConfig`] and the
 //! [`RedisFeed`] the hub holds, which only queues commands for the task. The
 //! task itself (connecting, pinging, reconnecting, handing messages to the hub)
-//! is `connection`'s; which channels are wanted and which Redis has is
-//! `subscriptions`'. Nothing here touches Redis except to build the client.
+//! is `connection`'s (or `cluster`'s); which channels are wanted and which Redis
+//! has is `subscriptions`'. Nothing here touches Redis except to build the client.
 
+mod cluster;
 mod connection;
 mod subscriptions;
 
@@ -68,9 +72,21 @@ pub struct RedisFeed {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+/// What the feed connects to: one server, or a cluster's seed nodes.
+pub enum FeedClient {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
 impl RedisFeed {
     /// A RESP3 client for `config.url` (pub/sub messages arrive as push frames).
-    pub fn client(config: &RedisFeedConfig) -> Result<redis::Client, FeedConfigError> {
+    pub fn client(config: &RedisFeedConfig) -> Result<FeedClient, FeedConfigError> {
+        if let Some(nodes) = events::cluster_nodes(&config.url) {
+            if nodes.is_empty() {
+                return Err(FeedConfigError("a cluster URL without seed nodes".into()));
+            }
+            return Ok(FeedClient::Cluster(nodes));
+        }
         let client =
             redis::Client::open(config.url.as_str()).map_err(|e| FeedConfigError(e.to_string()))?;
         let info = client.get_connection_info().clone();
@@ -79,19 +95,27 @@ impl RedisFeed {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         redis::Client::open(info.set_redis_settings(resp3))
+            .map(FeedClient::Single)
             .map_err(|e| FeedConfigError(e.to_string()))
     }
 
     /// Spawns the connection task (it connects in the background and keeps trying,
     /// so the poller starts while Redis is down). It stops when `shutdown` is cancelled.
     pub fn start(
-        client: redis::Client,
+        client: FeedClient,
         config: RedisFeedConfig,
         sink: FeedSink,
         shutdown: CancellationToken,
     ) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Connection::new(client, config, sink).run(rx, shutdown));
+        match client {
+            FeedClient::Single(client) => {
+                tokio::spawn(Connection::new(client, config, sink).run(rx, shutdown));
+            }
+            FeedClient::Cluster(nodes) => {
+                tokio::spawn(cluster::ClusterTask::new(nodes, config, sink).run(rx, shutdown));
+            }
+        }
         Self { commands }
     }
 }

@@ -68,5 +68,8 @@ pub struct Stack {
     pub poller_url: String,
     /// The poller's WebSocket / SSE side (`POLLER_HTTP_ADDR`), `http://…`.
     pub poller_http_url: String,
+    /// Each binary's environment as started, for a test that starts more
+    /// replicas of one (with its own addresses).
+    pub env: wxpay::SplitEnv,
     http: reqwest::Client,
 }

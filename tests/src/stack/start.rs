@@ -57,6 +57,7 @@ impl Stack {
             reconcile: options.reconcile.clone(),
         };
         let env = settings.split_env()?;
+        let split = env.clone();
         let with_logs = |mut env: Vec<(&'static str, String)>| {
             env.push(("RUST_LOG", "info".to_owned()));
             env
@@ -88,6 +89,7 @@ impl Stack {
             gateway_url,
             poller_url,
             poller_http_url,
+            env: split,
             http,
         };
         stack.until_ready().await?;
