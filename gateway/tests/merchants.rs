@@ -12,7 +12,7 @@ use wxpay_core::{
     domain::{MerchantName, Order, OrderStatus},
     wechat::{xml, ApiKey, SignType},
 };
-use wxpay_store::{testing, Store};
+use wxpay_store::testing;
 
 async fn two_merchant_app() -> TestApp {
     spawn_app_with(Setup {
@@ -316,20 +316,8 @@ async fn refund_notifications_decrypt_under_the_named_merchants_key_for_its_own_
             ("FAIL", msg),
             "{name}: {reply}"
         );
-        let now = app.order(&order.out_trade_no).await;
-        assert_eq!(
-            (now.status, now.refunded_fee, now.version),
-            (OrderStatus::Success, 0, 2),
-            "{name}: order changed"
-        );
-        assert!(
-            app.store
-                .refunds_of(&order.out_trade_no)
-                .await
-                .expect("list")
-                .is_empty(),
-            "{name}: a refund was recorded"
-        );
+        app.assert_no_refund_applied(&order.out_trade_no, name)
+            .await;
     }
     // The two genuine messages about another merchant's order are anomalies.
     for order in [&order_a, &order_b] {

@@ -12,9 +12,7 @@ use chrono::Utc;
 use common::*;
 use tonic::Code;
 use wxpay_core::wechat::{ApiKey, Merchant, MerchantEntry, SignType};
-use wxpay_proto::v1::{
-    CreateOrderRequest, OrderStatus, QueryOrderRequest, RefundOrderRequest, RefundStatus, TradeType,
-};
+use wxpay_proto::v1::{CreateOrderRequest, RefundOrderRequest, RefundStatus, TradeType};
 
 const PROVIDER_KEY: &str = "providerkey0123456789abcdefghijk";
 const SUB_MCH_ID: &str = "1900000401";
@@ -44,8 +42,8 @@ async fn harness() -> Harness {
     .await
 }
 
-/// Creates an order, pays it in the sandbox (its notification dropped: nobody
-/// listens) and learns the payment through QueryOrder. Returns out_trade_no.
+/// Creates an order, pays it in the sandbox and has the service learn it
+/// through QueryOrder (with that order's merchant). Returns out_trade_no.
 async fn paid(h: &mut Harness, req: CreateOrderRequest) -> String {
     let reply = h
         .client
@@ -54,22 +52,7 @@ async fn paid(h: &mut Harness, req: CreateOrderRequest) -> String {
         .expect("created")
         .into_inner();
     let order = reply.order.expect("order");
-    let paid = h
-        .control(
-            &format!("/sandbox/orders/{}/pay", order.out_trade_no),
-            serde_json::json!({"delivery": "drop"}),
-        )
-        .await;
-    assert!(paid.is_success(), "{paid}");
-    let queried = h
-        .client
-        .query_order(QueryOrderRequest {
-            out_trade_no: order.out_trade_no.clone(),
-        })
-        .await
-        .expect("query")
-        .into_inner();
-    assert_eq!(queried.status, OrderStatus::Success as i32);
+    h.pay_and_query(&order.out_trade_no).await;
     order.out_trade_no
 }
 

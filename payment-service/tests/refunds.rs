@@ -12,8 +12,7 @@ use common::*;
 use payment_service::reconciler::ReconcilerConfig;
 use tonic::Code;
 use wxpay_proto::v1::{
-    GetOrderRequest, GetRefundRequest, OrderStatus, QueryOrderRequest, RefundOrderRequest,
-    RefundStatus,
+    GetOrderRequest, GetRefundRequest, OrderStatus, RefundOrderRequest, RefundStatus,
 };
 
 fn refund(out_trade_no: &str, out_refund_no: &str, fee: i64) -> RefundOrderRequest {
@@ -78,22 +77,7 @@ async fn paid(h: &mut Harness, key: &str, fee: i64) -> String {
         .into_inner()
         .order
         .expect("order");
-    let paid = h
-        .control(
-            &format!("/sandbox/orders/{}/pay", order.out_trade_no),
-            serde_json::json!({}),
-        )
-        .await;
-    assert!(paid.is_success(), "{paid}");
-    let now = h
-        .client
-        .query_order(QueryOrderRequest {
-            out_trade_no: order.out_trade_no.clone(),
-        })
-        .await
-        .expect("query")
-        .into_inner();
-    assert_eq!(now.status, OrderStatus::Success as i32);
+    h.pay_and_query(&order.out_trade_no).await;
     order.out_trade_no
 }
 

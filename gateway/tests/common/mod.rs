@@ -237,6 +237,21 @@ impl TestApp {
         }
     }
 
+    /// After a refused refund notification: the paid order (version 2, after its
+    /// payment) is as it was and has no refund.
+    pub async fn assert_no_refund_applied(&self, no: &OutTradeNo, name: &str) {
+        let now = self.order(no).await;
+        assert_eq!(
+            (now.status, now.refunded_fee, now.version),
+            (OrderStatus::Success, 0, 2),
+            "{name}: order changed"
+        );
+        assert!(
+            self.store.refunds_of(no).await.expect("list").is_empty(),
+            "{name}: a refund was recorded"
+        );
+    }
+
     pub async fn order(&self, no: &OutTradeNo) -> Order {
         self.store
             .order(no)

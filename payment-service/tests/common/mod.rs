@@ -200,6 +200,27 @@ pub fn request(key: &str, fee: i64) -> CreateOrderRequest {
 }
 
 impl Harness {
+    /// Pays `out_trade_no` in the sandbox (its notification dropped: nobody
+    /// listens here) and has the service learn it through QueryOrder.
+    pub async fn pay_and_query(&mut self, out_trade_no: &str) {
+        let paid = self
+            .control(
+                &format!("/sandbox/orders/{out_trade_no}/pay"),
+                serde_json::json!({"delivery": "drop"}),
+            )
+            .await;
+        assert!(paid.is_success(), "{paid}");
+        let now = self
+            .client
+            .query_order(wxpay_proto::v1::QueryOrderRequest {
+                out_trade_no: out_trade_no.to_owned(),
+            })
+            .await
+            .expect("query")
+            .into_inner();
+        assert_eq!(now.status, wxpay_proto::v1::OrderStatus::Success as i32);
+    }
+
     pub async fn control(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
         self.http
             .post(format!("{}{path}", self.sandbox))
