@@ -525,3 +525,81 @@ async fn a_mini_program_watches_its_order_over_a_websocket_with_its_token() {
     assert!(refused.is_err(), "another order's token opened the watch");
     stack.stop().await.expect("a clean shutdown");
 }
+
+/// `cargo run` with a merchants file: its sandbox hosts the file's merchants
+/// and issued each a client certificate, so a service-provider merchant's NATIVE
+/// order is placed, paid (as a scan), notified through the gateway under that
+/// merchant's key, and refunded over its own certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchants_file_merchant_pays_and_refunds_in_the_embedded_stack() {
+    use wxpay_core::wechat::{ApiKey, Merchant, MerchantEntry};
+    let db = TempDb::new();
+    let tenant = MerchantEntry {
+        sub_mch_id: Some("1900000501".into()),
+        sub_app_id: Some("wx3333333333333333".into()),
+        ..MerchantEntry::direct(
+            "tenant",
+            Merchant {
+                app_id: "wxabcabcabcabcabca".into(),
+                mch_id: "1900000500".into(),
+                api_key: ApiKey::parse("tenantkey0123456789abcdefghijklm").expect("key"),
+            },
+            SignType::HmacSha256,
+        )
+    };
+    let stack = Stack::start(Settings {
+        merchants: vec![tenant],
+        ..Settings::ephemeral(db.0.clone())
+    })
+    .await
+    .expect("the stack starts with a second merchant");
+    let a = *stack.addresses();
+    let mut payments = PaymentServiceClient::connect(a.payment_url())
+        .await
+        .expect("connect");
+    let reply = payments
+        .create_order(CreateOrderRequest {
+            idempotency_key: format!("tenant-{}", ulid::Ulid::new()),
+            description: "扫码支付".into(),
+            total_fee: 250,
+            client_ip: "127.0.0.1".into(),
+            merchant: "tenant".into(),
+            trade_type: wxpay_proto::v1::TradeType::Native as i32,
+            product_id: "sku-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a NATIVE order for the tenant")
+        .into_inner();
+    assert!(
+        reply.code_url.starts_with("weixin://"),
+        "{}",
+        reply.code_url
+    );
+    let order = reply.order.expect("order");
+    assert_eq!(order.merchant, "tenant");
+    let no = order.out_trade_no.clone();
+    sandbox_control(
+        &stack,
+        &format!("/sandbox/orders/{no}/pay"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        status_within(&stack, &no, OrderStatus::Success).await,
+        OrderStatus::Success,
+        "the notification verified under the tenant's key"
+    );
+    let refund = payments
+        .refund_order(RefundOrderRequest {
+            out_trade_no: no.clone(),
+            out_refund_no: format!("{no}-r"),
+            refund_fee: 100,
+            reason: String::new(),
+        })
+        .await
+        .expect("a refund over the tenant's own certificate")
+        .into_inner();
+    assert_eq!(refund.status, RefundStatus::Processing as i32);
+    assert!(!refund.refund_id.is_empty());
+}
