@@ -42,7 +42,12 @@ fn command(program: &str, args: &[&str]) -> String {
 
 /// Redis' version from `INFO server`, spoken in raw RESP to avoid a client dependency.
 async fn redis_version(redis_url: &str) -> String {
+    // A cluster URL (`redis+cluster://a:1,b:2`): its first seed answers for all.
     let hostport = redis_url
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .next()
+        .unwrap_or_default()
         .trim_start_matches("redis://")
         .trim_end_matches('/')
         .rsplit('@')
@@ -90,7 +95,14 @@ impl Machine {
                 .join(" "),
             rustc: command("rustc", &["--version"]),
             postgres,
-            redis: redis_version(redis_url).await,
+            redis: match wxpay_store::events::cluster_nodes(redis_url) {
+                Some(seeds) => format!(
+                    "{} (a Redis Cluster: {} seed nodes, sharded pub/sub)",
+                    redis_version(redis_url).await,
+                    seeds.len()
+                ),
+                None => redis_version(redis_url).await,
+            },
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         }
     }
