@@ -208,14 +208,19 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
             let no = format!("{tag}R{i}");
             let key = format!("{tag}-raw-{i}");
             async move {
-                // The statement PgStore::insert_order runs, with the same RETURNING.
+                // The statement PgStore::insert_order runs, with the same conflict
+                // target (keys are unique per caller since migration 0005) and the
+                // same RETURNING (every order column, placement included).
                 sqlx::query(
                     "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, total_fee, \
-                     attach, client_ip, sign_type, expires_at) \
-                     VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (idempotency_key) DO NOTHING RETURNING out_trade_no, idempotency_key, status, \
-                     version, openid, description, total_fee, attach, client_ip, sign_type, expires_at, prepay_id, \
-                     prepay_expires_at, transaction_id, cash_fee, created_at, updated_at, paid_at",
+                     attach, client_ip, sign_type, expires_at, caller, merchant, trade_type, sub_openid, \
+                     product_id, scene_info) \
+                     VALUES ($1, $2, 'NOTPAY', $3, $4, $5, $6, $7, $8, $9, 'default', 'default', 'JSAPI', '', \
+                     NULL, NULL) \
+                     ON CONFLICT (caller, idempotency_key) DO NOTHING RETURNING out_trade_no, idempotency_key, \
+                     status, version, openid, description, total_fee, attach, client_ip, sign_type, expires_at, \
+                     prepay_id, prepay_expires_at, transaction_id, cash_fee, created_at, updated_at, paid_at, \
+                     refunded_fee, merchant, trade_type, sub_openid, product_id, scene_info, pay_url",
                 )
                 .bind(no)
                 .bind(key)

@@ -26,7 +26,8 @@ const TRANSITION: &str = "WITH updated AS ( \
     WHERE out_trade_no = $1 AND status = ANY($4) \
     RETURNING out_trade_no, idempotency_key, status, version, openid, description, total_fee, attach, \
         client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, transaction_id, cash_fee, \
-        created_at, updated_at, paid_at \
+        created_at, updated_at, paid_at, refunded_fee, merchant, trade_type, sub_openid, product_id, \
+        scene_info, pay_url \
  ), ev AS ( \
     INSERT INTO order_events (out_trade_no, status, version, transaction_id, total_fee, source) \
     SELECT out_trade_no, status, version, transaction_id, total_fee, 'NOTIFY' FROM updated \
