@@ -41,6 +41,19 @@ impl Default for PgOptions {
     }
 }
 
+/// A one-row FROM item that makes the statement's own (implicit) transaction
+/// commit without waiting for its WAL to reach the disk
+/// (`synchronous_commit = off`, local to that transaction, so the connection
+/// goes back to the pool as it came). Only for writes whose loss in a Postgres
+/// crash something else repairs (bench/ANALYSIS.md, "Which writes are
+/// durable before the reply"): a prepay_id (unifiedorder with the same
+/// out_trade_no returns it again), a `published_at` mark (the relay publishes
+/// the event again; watchers drop duplicates by version) and the audit copy of
+/// a notification. The order row, the transition and its outbox row, and
+/// refunds always commit durably. A crash of the service itself loses nothing:
+/// the commit is done in Postgres before the statement returns.
+const ASYNC_COMMIT: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
+
 const ORDER_COLUMNS: &str = "out_trade_no, idempotency_key, status, version, openid, description, \
      total_fee, attach, client_ip, sign_type, expires_at, prepay_id, prepay_expires_at, \
      transaction_id, cash_fee, created_at, updated_at, paid_at, refunded_fee, merchant, trade_type, \

@@ -103,6 +103,7 @@ impl Store for PgStore {
     ) -> Result<Order, StoreError> {
         let sql = format!(
             "UPDATE orders SET prepay_id = $2, prepay_expires_at = $3, pay_url = $4, updated_at = now() \
+             FROM {ASYNC_COMMIT} \
              WHERE out_trade_no = $1 AND status = 'NOTPAY' RETURNING {ORDER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -234,11 +235,14 @@ impl Store for PgStore {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("UPDATE order_events SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL")
-            .bind(ids)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(&format!(
+            "UPDATE order_events SET published_at = now() FROM {ASYNC_COMMIT} \
+             WHERE id = ANY($1) AND published_at IS NULL"
+        ))
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 
@@ -317,14 +321,17 @@ impl Store for PgStore {
     }
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) VALUES ($1, $2, $3, $4)")
-            .bind(&n.kind)
-            .bind(n.out_trade_no.as_deref())
-            .bind(&n.verdict)
-            .bind(&n.raw_body)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) \
+             SELECT $1, $2, $3, $4 FROM {ASYNC_COMMIT}"
+        ))
+        .bind(&n.kind)
+        .bind(n.out_trade_no.as_deref())
+        .bind(&n.verdict)
+        .bind(&n.raw_body)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 
@@ -337,10 +344,11 @@ impl Store for PgStore {
         let nos: Vec<Option<&str>> = rows.iter().map(|n| n.out_trade_no.as_deref()).collect();
         let verdicts: Vec<&str> = rows.iter().map(|n| n.verdict.as_str()).collect();
         let bodies: Vec<&[u8]> = rows.iter().map(|n| n.raw_body.as_slice()).collect();
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])",
-        )
+             SELECT k, n, v, b FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+             AS u(k, n, v, b), {ASYNC_COMMIT}"
+        ))
         .bind(&kinds)
         .bind(&nos)
         .bind(&verdicts)
