@@ -252,10 +252,12 @@ pub fn sign_type_from_env() -> Result<SignType, ConfigError> {
 /// The variables that define the `default` merchant.
 const WECHAT_MERCHANT_VARS: [&str; 3] = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECHAT_API_KEY"];
 
+/// The variable naming the merchants file.
+const FILE: &str = "MERCHANTS_FILE";
+
 /// The `[[merchant]]` tables of `MERCHANTS_FILE` (none when it is unset),
 /// each checked; the `WECHAT_*` merchant is not among them.
 pub fn merchants_file() -> Result<Vec<MerchantEntry>, ConfigError> {
-    const FILE: &str = "MERCHANTS_FILE";
     match optional(FILE)? {
         None => Ok(Vec::new()),
         Some(path) => {
@@ -274,7 +276,6 @@ pub fn merchants_file() -> Result<Vec<MerchantEntry>, ConfigError> {
 /// rather than one silently winning. A bad file stops start-up with one line
 /// naming the file, the merchant and the field, never a value.
 pub fn merchants() -> Result<MerchantBook, ConfigError> {
-    const FILE: &str = "MERCHANTS_FILE";
     let mut entries = merchants_file()?;
     let wechat_set = WECHAT_MERCHANT_VARS
         .into_iter()
