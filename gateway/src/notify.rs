@@ -9,14 +9,14 @@
 //! the raw body is logged only without `sign`.
 
 use wxpay_core::{
-    domain::{EventSource, Fee, OutTradeNo, TransactionId},
+    domain::{EventSource, Fee, MerchantName, Order, OutTradeNo, TransactionId},
     wechat::{china_time, sign, xml, Fields, MerchantEntry, SignType},
 };
-use wxpay_store::AnomalyKind;
+use wxpay_store::{AnomalyKind, Guard};
 
 use crate::{
     paid_cache::Settled,
-    payment::{self, PaymentReport, Reported},
+    payment::{self, Guarded, PaymentReport, Reported},
     refusals,
     state::AppState,
     verdict::{Judged, Kind, Verdict},
@@ -186,10 +186,70 @@ async fn judge_with(
             return (Verdict::Duplicate, true);
         }
     }
-    let order = match state.store.order(&out_trade_no).await {
-        Ok(order) => order,
-        Err(e) => return plain(payment::store_failure(out_trade_no.as_str(), e)),
+    let report = PaymentReport {
+        total_fee,
+        fee_type,
+        out_trade_no,
+        result,
     };
+    // A readable CNY amount, with the merchant and sign type already known from
+    // the verified message, is all the order must agree with: the transition
+    // checks it in its own statement and the order is read only when it does
+    // not agree (or does not exist), to say why.
+    let guard = match (report.total_fee, report.fee_type.as_deref()) {
+        (Some(total_fee), None | Some("CNY")) => {
+            MerchantName::parse(&entry.name).ok().map(|merchant| Guard {
+                merchant,
+                sign_type,
+                total_fee,
+            })
+        }
+        _ => None,
+    };
+    let order = match guard {
+        Some(guard) => {
+            match payment::settle_guarded(state, &guard, &report, EventSource::Notify).await {
+                Guarded::Settled(verdict) => {
+                    if let (
+                        Verdict::Applied | Verdict::Duplicate,
+                        Reported::Paid { transaction_id, .. },
+                    ) = (verdict, &report.result)
+                    {
+                        let settled = Settled {
+                            merchant: guard.merchant,
+                            sign_type,
+                            total_fee: guard.total_fee,
+                            transaction_id: transaction_id.clone(),
+                        };
+                        state.settled.insert(report.out_trade_no.as_str(), settled);
+                    }
+                    return plain(verdict);
+                }
+                Guarded::Disagrees(order) => order.map(|o| *o),
+            }
+        }
+        None => match state.store.order(&report.out_trade_no).await {
+            Ok(order) => order,
+            Err(e) => return plain(payment::store_failure(report.out_trade_no.as_str(), e)),
+        },
+    };
+    plain(refuse_or_settle(state, entry, sign_type, order, report).await)
+}
+
+/// The checks the guarded transition makes, one by one against the order as
+/// read, so a message that does not fit its order is refused for the right
+/// reason: another merchant's order, another sign type, then (in
+/// [`payment::settle`]) a missing order or another amount. A message that
+/// passes them all (its amount was unreadable, so nothing was guarded) is
+/// settled unguarded; `settle` refuses it on the amount.
+async fn refuse_or_settle(
+    state: &AppState,
+    entry: &MerchantEntry,
+    sign_type: SignType,
+    order: Option<Order>,
+    report: PaymentReport,
+) -> Verdict {
+    let out_trade_no = report.out_trade_no.as_str();
     if let Some(o) = order
         .as_ref()
         .filter(|o| o.placement.merchant.as_str() != entry.name)
@@ -200,44 +260,22 @@ async fn judge_with(
         state
             .anomaly(
                 AnomalyKind::WrongMerchant,
-                out_trade_no.as_str(),
+                out_trade_no,
                 format!(
                     "a notification signed with merchant {}'s key is about an order of merchant {}",
                     entry.name, o.placement.merchant
                 ),
             )
             .await;
-        return plain(Verdict::WrongMerchant);
+        return Verdict::WrongMerchant;
     }
     if order.as_ref().is_some_and(|o| o.sign_type != sign_type) {
         // Signed with its merchant's key but not the way this order was placed: not a
         // notification WeChat sends for it.
-        tracing::warn!(out_trade_no = %out_trade_no, %sign_type, "pay notification signed unlike its order");
-        return plain(Verdict::BadSignature);
+        tracing::warn!(out_trade_no, %sign_type, "pay notification signed unlike its order");
+        return Verdict::BadSignature;
     }
-    let paid = match (&order, &result) {
-        (Some(o), Reported::Paid { transaction_id, .. }) => Some((
-            out_trade_no.as_str().to_owned(),
-            Settled {
-                merchant: o.placement.merchant.clone(),
-                sign_type: o.sign_type,
-                total_fee: o.total_fee,
-                transaction_id: transaction_id.clone(),
-            },
-        )),
-        _ => None,
-    };
-    let report = PaymentReport {
-        total_fee,
-        fee_type,
-        out_trade_no,
-        result,
-    };
-    let verdict = payment::settle(state, order, report, EventSource::Notify).await;
-    if let (Verdict::Applied | Verdict::Duplicate, Some((no, settled))) = (verdict, paid) {
-        state.settled.insert(&no, settled);
-    }
-    plain(verdict)
+    payment::settle(state, order, report, EventSource::Notify).await
 }
 
 /// Whether a message's `appid` (and `sub_appid`, when both it and the entry

@@ -2,11 +2,14 @@
 //! notification and the cloud-pay callback: the order must exist and the amount
 //! must match, then one conditional transition (with its outbox event) decides
 //! whether this message changed anything. Callers verify authenticity and the
-//! merchant first; nothing here looks at the wire format.
+//! merchant first; nothing here looks at the wire format. The XML notification
+//! knows the merchant, sign type and amount from the message itself, so it
+//! settles guarded ([`settle_guarded`]): the transition checks them against
+//! the row, and the order is read only when they disagree.
 
 use chrono::{DateTime, Utc};
 use wxpay_core::domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo};
-use wxpay_store::{AnomalyKind, StoreError, Transition, TransitionOutcome};
+use wxpay_store::{AnomalyKind, Guard, StoreError, Transition, TransitionOutcome};
 
 use crate::{state::AppState, verdict::Verdict};
 
@@ -45,6 +48,46 @@ pub(crate) fn store_failure(out_trade_no: &str, e: StoreError) -> Verdict {
             tracing::error!(out_trade_no, error = %e, "storage refused the notification");
             Verdict::Unavailable
         }
+    }
+}
+
+/// What a guarded settle did.
+#[derive(Debug)]
+pub(crate) enum Guarded {
+    /// The transition ran (or found the order already moved): the verdict.
+    Settled(Verdict),
+    /// The order is not what the message says (or does not exist): nothing
+    /// changed, and the caller refuses the message for the reason the order
+    /// shows.
+    Disagrees(Option<Box<Order>>),
+}
+
+/// Applies `report` without reading its order first: the transition is made
+/// only if the order is `guard`'s (merchant, sign type, amount).
+pub(crate) async fn settle_guarded(
+    state: &AppState,
+    guard: &Guard,
+    report: &PaymentReport,
+    source: EventSource,
+) -> Guarded {
+    match &report.result {
+        Reported::Paid {
+            transaction_id,
+            cash_fee,
+            paid_at,
+        } => {
+            pay(
+                state,
+                &report.out_trade_no,
+                transaction_id.clone(),
+                *cash_fee,
+                *paid_at,
+                source,
+                Some(guard),
+            )
+            .await
+        }
+        Reported::Failed => fail(state, &report.out_trade_no, source, Some(guard)).await,
     }
 }
 
@@ -91,7 +134,7 @@ pub(crate) async fn settle(
         return Verdict::AmountMismatch;
     }
 
-    match report.result {
+    let settled = match report.result {
         Reported::Paid {
             transaction_id,
             cash_fee,
@@ -104,10 +147,17 @@ pub(crate) async fn settle(
                 cash_fee,
                 paid_at,
                 source,
+                None,
             )
             .await
         }
-        Reported::Failed => fail(state, &report.out_trade_no, source).await,
+        Reported::Failed => fail(state, &report.out_trade_no, source, None).await,
+    };
+    match settled {
+        Guarded::Settled(verdict) => verdict,
+        // Unguarded, nothing disagrees; should it, the message is answered
+        // "retry later", which changes nothing.
+        Guarded::Disagrees(_) => Verdict::Unavailable,
     }
 }
 
@@ -118,7 +168,8 @@ async fn pay(
     cash_fee: Option<i64>,
     paid_at: Option<DateTime<Utc>>,
     source: EventSource,
-) -> Verdict {
+    guard: Option<&Guard>,
+) -> Guarded {
     let no = out_trade_no.as_str();
     let t = Transition {
         out_trade_no: out_trade_no.clone(),
@@ -127,8 +178,13 @@ async fn pay(
         cash_fee,
         paid_at,
         source,
+        guard: guard.cloned(),
     };
-    match state.ledger.apply(&t).await {
+    let outcome = state.ledger.apply(&t).await;
+    if let Some(disagrees) = disagreement(guard, &outcome) {
+        return disagrees;
+    }
+    Guarded::Settled(match outcome {
         Ok(TransitionOutcome::Applied {
             order, previous, ..
         }) => {
@@ -190,10 +246,31 @@ async fn pay(
             Verdict::Conflict
         }
         Err(e) => store_failure(no, e),
+    })
+}
+
+/// A guarded transition that changed nothing because the order is not the
+/// guard's, or does not exist: the caller explains it from the order.
+fn disagreement(
+    guard: Option<&Guard>,
+    outcome: &Result<TransitionOutcome, StoreError>,
+) -> Option<Guarded> {
+    let guard = guard?;
+    match outcome {
+        Ok(TransitionOutcome::Unchanged { order }) if !guard.admits(order) => {
+            Some(Guarded::Disagrees(Some(Box::new(order.clone()))))
+        }
+        Err(StoreError::NotFound) => Some(Guarded::Disagrees(None)),
+        _ => None,
     }
 }
 
-async fn fail(state: &AppState, out_trade_no: &OutTradeNo, source: EventSource) -> Verdict {
+async fn fail(
+    state: &AppState,
+    out_trade_no: &OutTradeNo,
+    source: EventSource,
+    guard: Option<&Guard>,
+) -> Guarded {
     let no = out_trade_no.as_str();
     let t = Transition {
         out_trade_no: out_trade_no.clone(),
@@ -202,8 +279,13 @@ async fn fail(state: &AppState, out_trade_no: &OutTradeNo, source: EventSource) 
         cash_fee: None,
         paid_at: None,
         source,
+        guard: guard.cloned(),
     };
-    match state.ledger.apply(&t).await {
+    let outcome = state.ledger.apply(&t).await;
+    if let Some(disagrees) = disagreement(guard, &outcome) {
+        return disagrees;
+    }
+    Guarded::Settled(match outcome {
         Ok(TransitionOutcome::Applied { order, .. }) => {
             tracing::info!(out_trade_no = no, version = order.version, "payment failed");
             Verdict::Applied
@@ -217,5 +299,5 @@ async fn fail(state: &AppState, out_trade_no: &OutTradeNo, source: EventSource) 
             Verdict::Ignored
         }
         Err(e) => store_failure(no, e),
-    }
+    })
 }

@@ -10,9 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use wxpay_core::domain::{
-    BillReport, Caller, EventSource, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent,
-    OrderStatus, OutRefundNo, OutTradeNo, Refund,
+use wxpay_core::{
+    domain::{
+        BillReport, Caller, EventSource, Fee, IdempotencyKey, MerchantName, NewOrder, NewRefund,
+        Order, OrderEvent, OrderStatus, OutRefundNo, OutTradeNo, Refund,
+    },
+    wechat::SignType,
 };
 
 use crate::refunds::{DueRefund, RefundOutcome, RefundPlacement, RefundUpdate};
@@ -50,6 +53,31 @@ pub struct Transition {
     /// When the payment happened (WeChat's time_end); used for paid_at on SUCCESS.
     pub paid_at: Option<DateTime<Utc>>,
     pub source: EventSource,
+    /// What the message asking for this move says the order is. The move is
+    /// made only if the row agrees, in the same statement, so a notification
+    /// needs no read of its order before the transition; when the row does
+    /// not agree the outcome is `Unchanged` with the order as it is, for the
+    /// caller to say which part differed.
+    pub guard: Option<Guard>,
+}
+
+/// The order's fixed facts a verified message states: whose it is, how it was
+/// signed, and how much it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub merchant: MerchantName,
+    pub sign_type: SignType,
+    pub total_fee: Fee,
+}
+
+impl Guard {
+    /// Whether `order` is what the guard says (the statement's own check,
+    /// for a caller explaining an `Unchanged`).
+    pub fn admits(&self, order: &Order) -> bool {
+        order.placement.merchant == self.merchant
+            && order.sign_type == self.sign_type
+            && order.total_fee == self.total_fee
+    }
 }
 
 /// What `transition` did.

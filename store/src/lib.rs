@@ -33,7 +33,7 @@ pub mod testing;
 
 pub use events::{EventFeed, EventPublisher, EventSink, PublishError, RedisPublisher};
 pub use interface::{
-    Anomaly, AnomalyKind, DueOrder, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
+    Anomaly, AnomalyKind, DueOrder, Guard, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
     StoreError, Transition, TransitionOutcome,
 };
 pub use ledger::Ledger;

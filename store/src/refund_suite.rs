@@ -28,6 +28,7 @@ async fn paid_order(store: &dyn Store, fee: i64) -> Order {
         cash_fee: Some(fee),
         paid_at: Some(Utc::now()),
         source: EventSource::Notify,
+        guard: None,
     };
     match store.transition(&t).await.expect("pay") {
         TransitionOutcome::Applied { order, .. } => order,

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 
 use crate::{
-    Anomaly, AnomalyKind, InsertOutcome, NotificationRecord, Store, StoreError, Transition,
+    Anomaly, AnomalyKind, Guard, InsertOutcome, NotificationRecord, Store, StoreError, Transition,
     TransitionOutcome,
 };
 use wxpay_core::{
@@ -46,6 +46,7 @@ fn pay(no: &OutTradeNo, txn: &str) -> Transition {
         cash_fee: Some(101),
         paid_at: Some(Utc::now()),
         source: EventSource::Notify,
+        guard: None,
     }
 }
 
@@ -291,6 +292,74 @@ pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn a_guarded_transition_moves_only_the_order_it_describes(store: Arc<dyn Store>) {
+    let new = new_order(250);
+    insert(store.as_ref(), &new).await;
+    let right = Guard {
+        merchant: new.placement.merchant.clone(),
+        sign_type: new.sign_type,
+        total_fee: new.total_fee,
+    };
+    let wrong = [
+        Guard {
+            merchant: MerchantName::parse("another").expect("valid name"),
+            ..right.clone()
+        },
+        Guard {
+            sign_type: SignType::Md5,
+            ..right.clone()
+        },
+        Guard {
+            total_fee: Fee::new(25).expect("valid fee"),
+            ..right.clone()
+        },
+    ];
+    for guard in wrong {
+        let t = Transition {
+            guard: Some(guard.clone()),
+            ..pay(&new.out_trade_no, "4200000250")
+        };
+        match store.transition(&t).await.expect("transition") {
+            TransitionOutcome::Unchanged { order } => {
+                assert_eq!(order.status, OrderStatus::NotPay, "{guard:?}");
+                assert_eq!(order.version, 1);
+                assert_eq!(order.transaction_id, None);
+                assert!(!guard.admits(&order));
+            }
+            TransitionOutcome::Applied { .. } => {
+                panic!("{guard:?} moved an order it does not describe")
+            }
+        }
+    }
+    assert!(
+        store
+            .unpublished_events(Duration::ZERO, 100)
+            .await
+            .expect("events")
+            .is_empty(),
+        "a refused guard wrote an event"
+    );
+    let t = Transition {
+        guard: Some(right.clone()),
+        ..pay(&new.out_trade_no, "4200000250")
+    };
+    match store.transition(&t).await.expect("transition") {
+        TransitionOutcome::Applied { order, .. } => {
+            assert_eq!(order.status, OrderStatus::Success);
+            assert!(right.admits(&order));
+        }
+        TransitionOutcome::Unchanged { order } => panic!("the right guard was refused: {order:?}"),
+    }
+    let missing = Transition {
+        guard: Some(right),
+        ..pay(&OutTradeNo::generate(), "4200000251")
+    };
+    assert!(matches!(
+        store.transition(&missing).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 pub async fn concurrent_duplicate_payments_apply_once(store: Arc<dyn Store>) {
     let new = new_order(300);
     insert(store.as_ref(), &new).await;
@@ -530,6 +599,7 @@ fn close(no: &OutTradeNo) -> Transition {
         cash_fee: None,
         paid_at: None,
         source: EventSource::Close,
+        guard: None,
         ..pay(no, "")
     }
 }
@@ -765,6 +835,7 @@ macro_rules! store_suite {
             each_order_keeps_its_merchant_and_trade_type,
             a_payment_bumps_the_version_and_writes_one_event,
             a_disallowed_transition_changes_nothing,
+            a_guarded_transition_moves_only_the_order_it_describes,
             concurrent_duplicate_payments_apply_once,
             a_transaction_id_belongs_to_one_order,
             transitions_of_unknown_orders_are_not_found,

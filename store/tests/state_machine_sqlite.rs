@@ -544,6 +544,7 @@ async fn run_sequence(steps: &[Step], cov: &mut Coverage) -> Result<(), TestCase
                     cash_fee: r.txn.map(|_| FEE),
                     paid_at: (r.to == OrderStatus::Success).then(Utc::now),
                     source: r.source,
+                    guard: None,
                 };
                 match store.transition(&t).await.map_err(fail)? {
                     TransitionOutcome::Applied {

@@ -83,6 +83,7 @@ async fn asynchronous_commits_never_leak_into_the_next_statement() {
             cash_fee: Some(100),
             paid_at: None,
             source: EventSource::Notify,
+            guard: None,
         })
         .await
         .expect("transition");

@@ -220,6 +220,7 @@ fn payment(no: &OutTradeNo) -> Transition {
         cash_fee: Some(101),
         paid_at: Some(Utc::now()),
         source: EventSource::Notify,
+        guard: None,
     }
 }
 

@@ -224,6 +224,7 @@ impl TestApp {
             cash_fee: Some(fen),
             paid_at: None,
             source: EventSource::Notify,
+            guard: None,
         };
         match self.store.transition(&t).await.expect("paid") {
             TransitionOutcome::Applied { order, event, .. } => {

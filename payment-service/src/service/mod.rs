@@ -143,6 +143,7 @@ impl Payments {
                 cash_fee,
                 paid_at,
                 source,
+                guard: None,
             })
             .await?;
         match outcome {

@@ -301,6 +301,7 @@ pub async fn pay_in_db(
             cash_fee: Some(1),
             paid_at: Some(chrono::Utc::now()),
             source,
+            guard: None,
         })
         .await
         .expect("transition")

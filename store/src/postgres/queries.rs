@@ -126,10 +126,15 @@ impl Store for PgStore {
         let sql = format!(
             // `prev` locks the row and reads the status it moves from; FOR UPDATE
             // re-reads a row changed concurrently, so `previous` is the status
-            // the UPDATE really replaced.
+            // the UPDATE really replaced. The guard's columns never change
+            // after the INSERT, so checking them here is as good as a read
+            // before the statement, without the round trip.
             "WITH prev AS ( \
                 SELECT out_trade_no AS prev_no, status AS previous FROM orders \
-                WHERE out_trade_no = $1 AND status = ANY($6) FOR UPDATE \
+                WHERE out_trade_no = $1 AND status = ANY($6) \
+                    AND ($8::text IS NULL OR merchant = $8) \
+                    AND ($9::text IS NULL OR sign_type = $9) \
+                    AND ($10::bigint IS NULL OR total_fee = $10) FOR UPDATE \
              ), updated AS ( \
                 UPDATE orders SET status = $2, version = version + 1, \
                     transaction_id = COALESCE($3, transaction_id), \
@@ -153,6 +158,9 @@ impl Store for PgStore {
             .bind(t.paid_at)
             .bind(&allowed)
             .bind(t.source.as_str())
+            .bind(t.guard.as_ref().map(|g| g.merchant.as_str()))
+            .bind(t.guard.as_ref().map(|g| g.sign_type.as_str()))
+            .bind(t.guard.as_ref().map(|g| g.total_fee.fen()))
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;

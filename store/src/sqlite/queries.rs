@@ -122,6 +122,9 @@ impl Store for SqliteStore {
                  paid_at = CASE WHEN ?2 = 'SUCCESS' THEN COALESCE(?5, ?7) ELSE paid_at END, \
                  updated_at = ?7 \
              WHERE out_trade_no = ?1 AND status IN (SELECT value FROM json_each(?6)) \
+                 AND (?8 IS NULL OR merchant = ?8) \
+                 AND (?9 IS NULL OR sign_type = ?9) \
+                 AND (?10 IS NULL OR total_fee = ?10) \
              RETURNING {ORDER_COLUMNS}"
         );
         // The status check and the change are one statement inside a transaction
@@ -140,6 +143,9 @@ impl Store for SqliteStore {
             .bind(t.paid_at.map(|p| p.timestamp_millis()))
             .bind(allowed)
             .bind(now)
+            .bind(t.guard.as_ref().map(|g| g.merchant.as_str()))
+            .bind(t.guard.as_ref().map(|g| g.sign_type.as_str()))
+            .bind(t.guard.as_ref().map(|g| g.total_fee.fen()))
             .fetch_optional(&mut *tx)
             .await
             // A transaction_id already used by another order is a unique violation
