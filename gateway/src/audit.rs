@@ -1,9 +1,11 @@
-//! Where the gateway keeps every notification it receives. Messages that may
-//! change an order are kept synchronously, before the reply. Duplicates answered
-//! from the [`SettledCache`](crate::paid_cache::SettledCache) are kept in batches by a
-//! background writer, so the hot path of WeChat's resends costs no database
-//! round trip; the batch is flushed at shutdown, and when the writer falls
-//! behind a row is written synchronously instead (never dropped).
+//! Where the gateway keeps every notification it receives. Refused messages
+//! are kept synchronously, before the reply. Payments applied (or found
+//! already applied) are durable in their order row and event before the
+//! reply, so their audit copies are kept in batches by a background writer,
+//! and neither a payment nor WeChat's resends cost a round trip for them; the
+//! batch is flushed at shutdown, and when the writer falls behind a row is
+//! written synchronously instead. A crash loses at most the batch in memory:
+//! copies of messages whose effect is already committed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -80,8 +82,8 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
 }
 
 /// Writes a batch, retrying a few times while the database is away; the rows
-/// only record duplicates of payments already stored, so after that they are
-/// logged and let go rather than holding memory forever.
+/// only copy payments already stored, so after that they are logged and let
+/// go rather than holding memory forever.
 async fn write(store: &dyn Store, rows: &mut Vec<NotificationRecord>) {
     if rows.is_empty() {
         return;

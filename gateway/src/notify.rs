@@ -57,8 +57,14 @@ pub async fn process(state: &AppState, body: &[u8]) -> Judged {
         return Judged::anonymous(verdict);
     }
     tracing::info!(out_trade_no, merchant = %entry.name, %verdict, from_cache, "pay notification");
+    // An applied payment or its copy is already durable in the order row and
+    // its event, so its audit copy joins the background batch instead of
+    // costing a round trip before the reply (bench/ANALYSIS.md, "Which writes
+    // are durable before the reply"). A refusal is kept before the reply:
+    // it is what someone investigating will look for.
+    let batched = from_cache || matches!(verdict, Verdict::Applied | Verdict::Duplicate);
     state
-        .keep(Kind::Pay, out_trade_no, verdict, body, from_cache)
+        .keep(Kind::Pay, out_trade_no, verdict, body, batched)
         .await;
     Judged::for_merchant(verdict, &entry.name)
 }

@@ -74,16 +74,16 @@ impl AppState {
         }
     }
 
-    /// Keeps the notification as received, for audit and replay. Duplicates
-    /// answered from the settled cache are batched; everything else is written
-    /// before the reply.
+    /// Keeps the notification as received, for audit and replay: in the
+    /// background batch when `batched` (what it says is durable elsewhere),
+    /// else before the reply.
     pub(crate) async fn keep(
         &self,
         kind: Kind,
         out_trade_no: Option<&str>,
         verdict: Verdict,
         raw_body: &[u8],
-        from_cache: bool,
+        batched: bool,
     ) {
         let row = NotificationRecord {
             kind: kind.as_str().to_owned(),
@@ -91,7 +91,7 @@ impl AppState {
             verdict: verdict.as_str().to_owned(),
             raw_body: raw_body.to_vec(),
         };
-        if from_cache {
+        if batched {
             self.audit.keep_batched(row).await;
         } else {
             self.audit.keep(row).await;

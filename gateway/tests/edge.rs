@@ -21,11 +21,20 @@ async fn database_bytes(app: &TestApp) -> i64 {
         .expect("database size")
 }
 
+/// Rows in `notifications` once there is at least one (an applied payment's
+/// copy is kept in the background batch, a moment after the reply).
 async fn notification_rows(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM notifications")
-        .fetch_one(app.store.pool())
-        .await
-        .expect("count")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+            .fetch_one(app.store.pool())
+            .await
+            .expect("count");
+        if n > 0 || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A well-formed notification with a made-up signature and 60 KiB of padding.

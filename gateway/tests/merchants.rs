@@ -59,8 +59,10 @@ async fn two_merchants_each_pay_their_own_orders_under_their_own_keys() {
             (OrderStatus::Success, 2, Some(tx.as_str()))
         );
         assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
+        // An applied payment's audit copy is kept in the background batch.
         assert_eq!(
-            app.notifications(order.out_trade_no.as_str()).await,
+            app.notifications_eventually(order.out_trade_no.as_str(), 1)
+                .await,
             vec!["applied"]
         );
         assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 0);

@@ -197,17 +197,26 @@ pub async fn publish_committed(
     publisher: &dyn EventPublisher,
     event: &OrderEvent,
 ) {
+    if publish_direct(publisher, event).await {
+        if let Err(e) = store.mark_published(&[event.id]).await {
+            // Harmless: the relay will publish it again and watchers drop the duplicate.
+            tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "could not mark event published");
+        }
+    }
+}
+
+/// Publishes a committed event straight away; whether it went out (when it did
+/// not, the outbox relay sends it).
+pub(crate) async fn publish_direct(publisher: &dyn EventPublisher, event: &OrderEvent) -> bool {
     match publisher.publish(event).await {
         Ok(()) => {
             metrics::counter!("wxpay_events_published_total", "path" => "direct").increment(1);
-            if let Err(e) = store.mark_published(&[event.id]).await {
-                // Harmless: the relay will publish it again and watchers drop the duplicate.
-                tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "could not mark event published");
-            }
+            true
         }
         Err(e) => {
             metrics::counter!("wxpay_events_publish_failed_total").increment(1);
             tracing::warn!(out_trade_no = %event.out_trade_no, error = %e, "publish failed; the outbox relay will retry");
+            false
         }
     }
 }

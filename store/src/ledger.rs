@@ -5,16 +5,17 @@
 //! exists once.
 //!
 //! The caller's reply never waits for the bus: if the publish fails, the event is
-//! safe in the outbox and the relay sends it. [`Ledger::drain`] lets shutdown wait
-//! for publishes still in flight.
+//! safe in the outbox and the relay sends it. A published event's outbox mark is
+//! batched with others ([`crate::marks`]). [`Ledger::drain`] lets shutdown wait
+//! for publishes and marks still in flight.
 
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    events::publish_committed, EventPublisher, RefundOutcome, RefundUpdate, Store, StoreError,
-    Transition, TransitionOutcome,
+    events::publish_direct, marks::PublishedMarks, EventPublisher, RefundOutcome, RefundUpdate,
+    Store, StoreError, Transition, TransitionOutcome,
 };
 use wxpay_core::domain::OrderEvent;
 
@@ -24,11 +25,13 @@ pub struct Ledger {
     store: Arc<dyn Store>,
     publisher: Arc<dyn EventPublisher>,
     publishes: TaskTracker,
+    marks: PublishedMarks,
 }
 
 impl Ledger {
     pub fn new(store: Arc<dyn Store>, publisher: Arc<dyn EventPublisher>) -> Self {
         Self {
+            marks: PublishedMarks::new(store.clone()),
             store,
             publisher,
             publishes: TaskTracker::new(),
@@ -64,19 +67,23 @@ impl Ledger {
     }
 
     fn publish(&self, event: &OrderEvent) {
-        let store = self.store.clone();
+        let marks = self.marks.clone();
         let publisher = self.publisher.clone();
         let event = event.clone();
         self.publishes.spawn(async move {
-            publish_committed(store.as_ref(), publisher.as_ref(), &event).await;
+            if publish_direct(publisher.as_ref(), &event).await {
+                marks.mark(event.id).await;
+            }
         });
     }
 
-    /// Waits for every publish started so far (shutdown). New applies after this
-    /// still publish; the relay's final flush covers anything left.
+    /// Waits for every publish started so far and its mark (shutdown). New
+    /// applies after this still publish; the relay's final flush covers
+    /// anything left.
     pub async fn drain(&self) {
         self.publishes.close();
         self.publishes.wait().await;
         self.publishes.reopen();
+        self.marks.flush().await;
     }
 }

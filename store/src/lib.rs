@@ -18,6 +18,7 @@ pub mod events;
 pub mod interface;
 pub mod ledger;
 pub mod local_bus;
+mod marks;
 pub mod postgres;
 pub mod refunds;
 pub mod relay;

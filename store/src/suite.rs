@@ -392,6 +392,55 @@ pub async fn concurrent_duplicate_payments_apply_once(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn the_ledger_marks_every_event_it_published(store: Arc<dyn Store>) {
+    // 300 payments at once through the ledger: each event is published
+    // straight away and its mark goes into a batch; after drain none is left
+    // for the relay, and each order's event reached the bus exactly once.
+    struct Received(std::sync::Mutex<Vec<String>>);
+    impl crate::EventSink for Arc<Received> {
+        fn deliver(&self, event: OrderEvent) {
+            if let Ok(mut r) = self.0.lock() {
+                r.push(event.out_trade_no.to_string());
+            }
+        }
+        fn resync(&self) {}
+    }
+    let bus = Arc::new(crate::LocalBus::new());
+    let received = Arc::new(Received(std::sync::Mutex::new(Vec::new())));
+    let sink = received.clone();
+    let feed = bus.feed(sink);
+    let ledger = crate::Ledger::new(store.clone(), bus.clone());
+    let mut orders = Vec::new();
+    for _ in 0..300 {
+        let new = new_order(3);
+        insert(store.as_ref(), &new).await;
+        crate::EventFeed::subscribe(&feed, new.out_trade_no.as_str()).await;
+        orders.push(new.out_trade_no);
+    }
+    let applies = orders.iter().enumerate().map(|(i, no)| {
+        let ledger = ledger.clone();
+        let t = pay(no, &format!("42000{i:05}"));
+        async move { ledger.apply(&t).await }
+    });
+    for outcome in futures::future::join_all(applies).await {
+        assert!(
+            matches!(outcome, Ok(TransitionOutcome::Applied { .. })),
+            "{outcome:?}"
+        );
+    }
+    ledger.drain().await;
+    let left = store
+        .unpublished_events(Duration::ZERO, 1000)
+        .await
+        .expect("events");
+    assert!(left.is_empty(), "{} events left unmarked", left.len());
+    let mut got = received.0.lock().map(|r| r.clone()).unwrap_or_default();
+    got.sort();
+    let mut want: Vec<String> = orders.iter().map(|o| o.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 pub async fn a_transaction_id_belongs_to_one_order(store: Arc<dyn Store>) {
     let a = new_order(1);
     let b = new_order(1);
@@ -837,6 +886,7 @@ macro_rules! store_suite {
             a_disallowed_transition_changes_nothing,
             a_guarded_transition_moves_only_the_order_it_describes,
             concurrent_duplicate_payments_apply_once,
+            the_ledger_marks_every_event_it_published,
             a_transaction_id_belongs_to_one_order,
             transitions_of_unknown_orders_are_not_found,
             the_outbox_hands_out_unpublished_events_until_marked,

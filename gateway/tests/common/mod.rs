@@ -340,8 +340,8 @@ impl TestApp {
             .expect("read notifications")
     }
 
-    /// The verdicts kept for `no`, once at least `n` are there (duplicates
-    /// answered from the settled cache are kept in batches, a moment later).
+    /// The verdicts kept for `no`, once at least `n` are there (applied
+    /// payments and their duplicates are kept in batches, a moment later).
     pub async fn notifications_eventually(&self, no: &str, n: usize) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
