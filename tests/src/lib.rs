@@ -12,13 +12,15 @@
 //! Laid out as: `binaries` (finding and building them), `ports`, `process` (the
 //! guard around one child), `probes` (connecting and the readiness checks) and
 //! `stack` (the four services together), `redis` (a private redis-server for
-//! tests that kill it), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
+//! tests that kill it), `postgres` (a private PostgreSQL server for the tests
+//! that crash the database), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
 //! drive the stack with). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
 mod cluster;
 mod ports;
+mod postgres;
 mod probes;
 mod process;
 mod redis;
@@ -30,6 +32,7 @@ use wxpay_core::wechat::{ApiKey, Merchant};
 pub use binaries::{binary, build_binaries, workspace_root, BINARIES};
 pub use cluster::RedisCluster;
 pub use ports::{free_port, free_ports};
+pub use postgres::PrivatePostgres;
 pub use process::Process;
 pub use redis::PrivateRedis;
 pub use stack::{Stack, StackOptions};

@@ -29,6 +29,10 @@ pub struct StackOptions {
     /// `MERCHANTS_FILE` for the sandbox, payment-service and the gateway:
     /// merchants besides the harness's `default`.
     pub merchants_file: Option<std::path::PathBuf>,
+    /// `DATABASE_URL` for every binary; `None`: a fresh database on the
+    /// shared test server. A test that crashes Postgres gives its own
+    /// ([`crate::PrivatePostgres`]).
+    pub database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -44,6 +48,7 @@ impl Default for StackOptions {
             },
             redis_url: None,
             merchants_file: None,
+            database_url: None,
         }
     }
 }

@@ -16,7 +16,10 @@ impl Stack {
     /// returns once each reports ready.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         build_binaries()?;
-        let database_url = wxpay_store::testing::fresh_database_url().await?;
+        let database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => wxpay_store::testing::fresh_database_url().await?,
+        };
         let redis_url = options
             .redis_url
             .clone()
