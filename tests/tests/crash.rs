@@ -340,3 +340,100 @@ async fn retried_create(
     }
     panic!("CreateOrder {key} kept failing after the crash")
 }
+
+/// kill -9 of payment-service between its two steps of CreateOrder: the
+/// NOTPAY row is committed and WeChat has placed the order, but the reply
+/// (and with it the prepay_id) never arrived. What brings it back is the
+/// caller's retry with the same idempotency key on a restarted service: the
+/// same out_trade_no, WeChat's same prepay_id, one order at WeChat, and the
+/// order pays normally.
+#[tokio::test]
+async fn a_create_order_cut_by_kill_9_after_wechat_placed_it_completes_on_retry() {
+    let mut stack = Stack::start(StackOptions::default())
+        .await
+        .expect("the stack starts");
+    stack
+        .sandbox_faults(serde_json::json!({ "process_then_timeout": 1 }))
+        .await
+        .expect("faults");
+    let mut caller = stack.payments().await.expect("payment-service");
+    let cut = tokio::spawn(async move {
+        caller
+            .create_order(order_request("kill-9-mid-create"))
+            .await
+    });
+    // The row is there before WeChat is called; wait for WeChat to have it too.
+    let mut db = sqlx::PgConnection::connect(&stack.database_url)
+        .await
+        .expect("the stack's database");
+    let mut no = None;
+    for _ in 0..300 {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT out_trade_no, prepay_id FROM orders WHERE idempotency_key = 'kill-9-mid-create'",
+        )
+        .fetch_optional(&mut db)
+        .await
+        .expect("read");
+        if let Some((found, prepay)) = row {
+            assert_eq!(prepay, None, "no reply from WeChat yet");
+            if stack
+                .sandbox_get(&format!("/sandbox/orders/{found}"))
+                .await
+                .is_ok()
+            {
+                no = Some(found);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let no = no.expect("the order reached WeChat");
+    stack.payment.kill_9().expect("kill -9 payment-service");
+    assert!(
+        cut.await.expect("the caller's task").is_err(),
+        "the cut call was answered"
+    );
+    let at_wechat = stack
+        .sandbox_get(&format!("/sandbox/orders/{no}"))
+        .await
+        .expect("WeChat's order");
+
+    stack
+        .restart_payment()
+        .await
+        .expect("payment-service restarts");
+    let mut payments = stack.payments().await.expect("payment-service");
+    let again = payments
+        .create_order(order_request("kill-9-mid-create"))
+        .await
+        .expect("the retried CreateOrder")
+        .into_inner();
+    assert_eq!(
+        again.order.as_ref().map(|o| o.out_trade_no.as_str()),
+        Some(no.as_str())
+    );
+    let package = again.payment.expect("payment params").package;
+    assert_eq!(
+        Some(package.as_str()),
+        at_wechat["prepay_id"]
+            .as_str()
+            .map(|p| format!("prepay_id={p}"))
+            .as_deref(),
+        "WeChat's prepay_id, not a second order"
+    );
+    stack
+        .sandbox_post(&no, "pay", serde_json::json!({}))
+        .await
+        .expect("the payer pays");
+    eventually("the payment recorded", || {
+        let mut payments = payments.clone();
+        let no = no.clone();
+        async move {
+            payments
+                .get_order(wxpay_proto::v1::GetOrderRequest { out_trade_no: no })
+                .await
+                .is_ok_and(|o| o.into_inner().status() == OrderStatus::Success)
+        }
+    })
+    .await;
+}

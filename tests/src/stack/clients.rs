@@ -64,4 +64,16 @@ impl Stack {
             .error_for_status()?;
         Ok(res.json().await?)
     }
+
+    /// `POST /sandbox/faults`: the faults the next WeChat API calls get
+    /// (`{"process_then_timeout": 1}`: do it, then hang and drop the reply).
+    pub async fn sandbox_faults(&self, faults: serde_json::Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/sandbox/faults", self.sandbox_url))
+            .json(&faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
 }

@@ -26,4 +26,17 @@ impl Stack {
             .wait_ready(|| grpc_serving(&poller_url, "wxpay.v1.OrderStatusService"))
             .await
     }
+
+    /// Starts payment-service again with the environment it first had (after
+    /// a test killed it) and waits until it serves.
+    pub async fn restart_payment(&mut self) -> anyhow::Result<()> {
+        let _ = self.payment.kill_9();
+        let mut env = self.env.payment.clone();
+        env.push(("RUST_LOG", "info".to_owned()));
+        self.payment = crate::Process::spawn("payment-service", &env)?;
+        let payment_url = self.payment_url.clone();
+        self.payment
+            .wait_ready(|| grpc_serving(&payment_url, "wxpay.v1.PaymentService"))
+            .await
+    }
 }
