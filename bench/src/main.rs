@@ -51,7 +51,8 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
         match a.as_str() {
             "--smoke" => mode = Mode::Smoke,
             "--out" => out = Some(it.next().context("--out needs a path")?.into()),
-            // Profiling aid: only these parts of create/notify (service|ceiling, distinct|ceiling|duplicates).
+            // Profiling aid: only these parts of create/notify (service|ceiling,
+            // distinct|ceiling|duplicates), or these client counts of delivery (100,1000).
             "--only" => wxpay_bench::set_only(
                 it.next()
                     .context("--only needs parts, e.g. service or distinct,duplicates")?

@@ -108,14 +108,32 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it): 100k
-/// streams over ~700 connections need more sockets than the usual 1024.
+/// Raises RLIMIT_NOFILE as far as allowed (children inherit it): 100k streams
+/// over ~700 connections need more sockets than the usual 1024, and 10,000
+/// WebSocket clients in this process hold 20,000 (both ends), exactly a
+/// common hard limit, leaving the notification sender none. Root may raise the
+/// hard limit itself, up to the kernel's `fs.nr_open`; anyone else gets the
+/// soft limit raised to the hard one.
 pub fn raise_nofile() -> u64 {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
+        }
+        let wanted = nr_open.min(4 * 1024 * 1024);
+        if wanted > lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: wanted,
+                rlim_max: wanted,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return wanted;
+            }
         }
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

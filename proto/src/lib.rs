@@ -4,6 +4,9 @@
 
 #![allow(clippy::all, missing_docs)]
 
+#[cfg(feature = "grpc")]
+pub mod codec;
+
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/wxpay.v1.rs"));
 }

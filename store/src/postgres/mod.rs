@@ -41,6 +41,9 @@ impl Default for PgOptions {
     }
 }
 
+/// A pooled connection unused for this long is pinged before it is handed out.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// A one-row FROM item that makes the statement's own (implicit) transaction
 /// commit without waiting for its WAL to reach the disk
 /// (`synchronous_commit = off`, local to that transaction, so the connection
@@ -70,6 +73,21 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings every connection it hands out by default: one more
+            // round trip per statement, on every hot path. Only a connection
+            // idle for a while is checked (one left behind by a database
+            // restart is found before use); a busy one proves itself by its
+            // last statement, and a failure on it is an error like any other
+            // (the caller retries).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(map_err)?;

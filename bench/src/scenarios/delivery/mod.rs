@@ -108,7 +108,8 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
     ));
 
     let mut results = Vec::new();
-    for &n in sizes {
+    // `--only 100` (or `100,1000`) measures only those client counts.
+    for &n in sizes.iter().filter(|n| crate::runs(&n.to_string())) {
         for way in [Way::Timer, Way::Watch, Way::WebSocket] {
             let o = one(stack, &mut commits, n, way, &plan).await?;
             let per_client = ((o.calls_per_s - idle.calls_per_s) / n as f64).max(0.0);
@@ -168,6 +169,9 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
         };
         let (wl, tl) = (&w.2.from_post, &t.2.from_post);
         let (w_all, t_all) = (w.2.seen == n, t.2.seen == n);
+        // Issue 13: 1 ms at 100 clients (one commit of ~0.15 ms fdatasync plus
+        // a few loopback hops is the floor), 2 ms at 1,000 and 10,000.
+        let p50_target = Duration::from_millis(if n <= 100 { 1 } else { 2 });
         let seen_note = |all: bool, o: &Outcome| {
             if all {
                 String::new()
@@ -176,14 +180,17 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
             }
         };
         section.target(
-            format!("{n} clients: WatchOrder p50 ≤ 2 ms (from the POST)"),
+            format!(
+                "{n} clients: WatchOrder p50 ≤ {} ms (from the POST)",
+                p50_target.as_millis()
+            ),
             format!(
                 "{} ms (from the reply {} ms){}",
                 ms(wl.p50),
                 ms(w.2.from_reply.p50),
                 seen_note(w_all, &w.2)
             ),
-            w_all && wl.p50 <= Duration::from_millis(2),
+            w_all && wl.p50 <= p50_target,
         );
         section.target(
             format!("{n} clients: WatchOrder p99 ≤ 10 ms (from the POST)"),
