@@ -18,8 +18,7 @@ pub struct PrivatePostgres {
     port: u16,
     dir: PathBuf,
     bin: PathBuf,
-    /// The postmaster's process group (its pid: it is started as the group's
-    /// leader), so one signal reaches every backend and the WAL writer.
+    /// The postmaster (this process's own child, so it is reaped here).
     child: Option<std::process::Child>,
 }
 
@@ -62,18 +61,29 @@ impl PrivatePostgres {
         self.dir.join("data")
     }
 
-    /// SIGKILL to the whole process group: no checkpoint, no WAL flush, no
+    /// SIGKILL to the postmaster and every child of it: no checkpoint, no WAL flush, no
     /// goodbye to clients. What was not yet written to the WAL is gone.
     pub fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let pid = child.id();
+            // Stopped first, so it forks nothing new while its backends die;
+            // then every child (backends, WAL writer, checkpointer) and itself.
+            signal("-STOP", pid);
+            let children = children_of(pid);
+            for c in &children {
+                signal("-KILL", *c);
+            }
+            signal("-KILL", pid);
             let _ = child.kill();
             let _ = child.wait();
+            // The restart refuses to start while any of them still holds the
+            // shared memory: wait until each is gone (or a zombie, detached).
+            for _ in 0..200 {
+                if children.iter().all(|c| !alive(*c)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -153,6 +163,38 @@ impl Drop for PrivatePostgres {
         self.kill_9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Running (not exited, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 fn is_root() -> bool {

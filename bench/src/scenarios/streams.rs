@@ -76,7 +76,19 @@ pub async fn run(stack: &Stack, mode: Mode, command: &str) -> anyhow::Result<Sec
     let top = *levels.last().unwrap_or(&0);
     let orders = Arc::new(stack.seed(&super::prefix("S"), top).await?);
 
-    let (program, args, shown) = poller_program(mode)?;
+    let (mut program, mut args, shown) = poller_program(mode)?;
+    // Profiling aid: WXPAY_BENCH_POLLER_WRAP="heaptrack -o /tmp/poller" runs the
+    // poller under that command, to see where each stream's bytes go (the RSS
+    // column is then the wrapper's, not the poller's).
+    if let Ok(wrap) = std::env::var("WXPAY_BENCH_POLLER_WRAP") {
+        let mut words = wrap.split_whitespace().map(str::to_owned);
+        if let Some(first) = words.next() {
+            let mut wrapped: Vec<String> = words.collect();
+            wrapped.push(program.display().to_string());
+            wrapped.extend(args);
+            (program, args) = (first.into(), wrapped);
+        }
+    }
     let (port, metrics_port) = (free_port()?, free_port()?);
     let mut child = tokio::process::Command::new(&program)
         .args(&args)
