@@ -70,6 +70,16 @@ pub(crate) async fn settle_guarded(
     report: &PaymentReport,
     source: EventSource,
 ) -> Guarded {
+    apply_report(state, report, source, Some(guard)).await
+}
+
+/// The transition `report` asks for (SUCCESS or PAYERROR), guarded or not.
+async fn apply_report(
+    state: &AppState,
+    report: &PaymentReport,
+    source: EventSource,
+    guard: Option<&Guard>,
+) -> Guarded {
     match &report.result {
         Reported::Paid {
             transaction_id,
@@ -83,11 +93,11 @@ pub(crate) async fn settle_guarded(
                 *cash_fee,
                 *paid_at,
                 source,
-                Some(guard),
+                guard,
             )
             .await
         }
-        Reported::Failed => fail(state, &report.out_trade_no, source, Some(guard)).await,
+        Reported::Failed => fail(state, &report.out_trade_no, source, guard).await,
     }
 }
 
@@ -134,25 +144,7 @@ pub(crate) async fn settle(
         return Verdict::AmountMismatch;
     }
 
-    let settled = match report.result {
-        Reported::Paid {
-            transaction_id,
-            cash_fee,
-            paid_at,
-        } => {
-            pay(
-                state,
-                &report.out_trade_no,
-                transaction_id,
-                cash_fee,
-                paid_at,
-                source,
-                None,
-            )
-            .await
-        }
-        Reported::Failed => fail(state, &report.out_trade_no, source, None).await,
-    };
+    let settled = apply_report(state, &report, source, None).await;
     match settled {
         Guarded::Settled(verdict) => verdict,
         // Unguarded, nothing disagrees; should it, the message is answered

@@ -53,15 +53,7 @@ async fn a_payment_committed_but_not_published_survives_kill_9_of_the_gateway() 
         .payments()
         .await
         .expect("payment-service")
-        .create_order(CreateOrderRequest {
-            idempotency_key: "e2e-kill-9".into(),
-            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
-            description: "会员充值".into(),
-            total_fee: 1,
-            client_ip: "127.0.0.1".into(),
-            expire_seconds: 1800,
-            ..Default::default()
-        })
+        .create_order(order_request("e2e-kill-9"))
         .await
         .expect("CreateOrder")
         .into_inner()
