@@ -1,4 +1,4 @@
-//! Exponential backoff, used by the fallback query and the Redis feed's reconnects.
+//! Exponential backoff, used by the Redis feed's reconnects (the fallback's queue doubles its own delays).
 
 use std::time::Duration;
 

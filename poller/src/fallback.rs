@@ -1,22 +1,29 @@
 //! The lost-notification fallback: while an order is watched and still pending,
 //! ask payment-service to query WeChat (`QueryOrder`) after a short delay, then
-//! backing off. The hub runs one of these per watched order, never per watcher.
+//! backing off. One queue per poller holds every watched order's next query: one
+//! query per order, never per watcher.
 //!
 //! The poller never writes to the database: a payment found this way goes through
 //! payment-service's normal transition and event path and reaches the watchers on
 //! the event feed like any other change.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::watch;
+use futures::{stream::FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::time::DelayQueue;
 use wxpay_core::domain::{OrderStatus, OutTradeNo};
 use wxpay_proto::v1::{payment_service_client::PaymentServiceClient, QueryOrderRequest};
 
 use wxpay_core::convert;
 
-use crate::{backoff::Backoff, metrics as m, order_state::OrderState};
+use crate::{metrics as m, order_state::OrderCell};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -45,26 +52,112 @@ pub struct Fallback {
 }
 
 impl Fallback {
-    /// Queries until the order is terminal; the hub aborts it when the order's last
-    /// watcher leaves.
-    pub(crate) async fn run(self, out_trade_no: OutTradeNo, state: watch::Receiver<OrderState>) {
-        let mut backoff = Backoff::new(self.delay, self.max_delay);
+    /// Starts the queue's one task; the hub hands it each newly watched order.
+    pub(crate) fn start(self) -> FallbackQueue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let first = self.delay;
+        tokio::spawn(self.run(rx));
+        FallbackQueue { tx, first }
+    }
+
+    /// Every watched pending order's next query, in one timer queue: a task per
+    /// order cost half a kilobyte each, and the queue's entry costs a few words.
+    /// Queries run concurrently, at most [`IN_FLIGHT`] at once, so a burst of
+    /// orders coming due together waits here, not at payment-service or WeChat.
+    async fn run(self, mut added: mpsc::UnboundedReceiver<Due>) {
+        let mut queue: DelayQueue<Due> = DelayQueue::new();
+        let mut ready: VecDeque<Due> = VecDeque::new();
+        let mut asking = FuturesUnordered::new();
         loop {
-            tokio::time::sleep(backoff.next_delay()).await;
-            let known = state.borrow().latest().map(|e| e.status);
-            if known.is_some_and(OrderStatus::is_terminal) {
-                return;
+            while asking.len() < IN_FLIGHT {
+                let Some(due) = ready.pop_front() else { break };
+                asking.push(self.ask(due));
             }
-            metrics::counter!(m::FALLBACK_QUERIES).increment(1);
-            match self.querier.query(&out_trade_no).await {
-                Ok(status) if status.is_terminal() => {
-                    tracing::info!(%out_trade_no, %status, "fallback query found a final status");
-                    return;
+            tokio::select! {
+                got = added.recv() => match got {
+                    Some(due) => {
+                        let delay = due.delay;
+                        queue.insert(due, delay);
+                    }
+                    // Every handle is gone: so is the hub.
+                    None => return,
+                },
+                Some(expired) = queue.next(), if !queue.is_empty() => {
+                    let due = expired.into_inner();
+                    if due.pending() {
+                        ready.push_back(due);
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%out_trade_no, error = %e, "fallback query failed"),
+                Some(again) = asking.next(), if !asking.is_empty() => {
+                    if let Some(mut due) = again {
+                        due.delay = (due.delay * 2).min(self.max_delay);
+                        let delay = due.delay;
+                        queue.insert(due, delay);
+                    }
+                }
             }
         }
+    }
+
+    /// One query; the order back when it should be asked again.
+    async fn ask(&self, due: Due) -> Option<Due> {
+        // Not holding the cell across the call: an order whose watchers all left
+        // meanwhile is freed now, not when the query returns.
+        let out_trade_no = due.cell.upgrade()?.out_trade_no().clone();
+        metrics::counter!(m::FALLBACK_QUERIES).increment(1);
+        match self.querier.query(&out_trade_no).await {
+            Ok(status) if status.is_terminal() => {
+                // Its event comes over the feed, like any other change.
+                tracing::info!(%out_trade_no, %status, "fallback query found a final status");
+                None
+            }
+            Ok(_) => Some(due),
+            Err(e) => {
+                tracing::warn!(%out_trade_no, error = %e, "fallback query failed");
+                Some(due)
+            }
+        }
+    }
+}
+
+/// At most this many fallback queries at once.
+const IN_FLIGHT: usize = 64;
+
+/// The hub's handle on the fallback's queue.
+#[derive(Clone)]
+pub(crate) struct FallbackQueue {
+    tx: mpsc::UnboundedSender<Due>,
+    first: Duration,
+}
+
+impl FallbackQueue {
+    /// Queues the first query of a newly watched order. It is asked while any
+    /// watcher holds the cell and its known status is not final.
+    pub(crate) fn add(&self, cell: &Arc<OrderCell>) {
+        let _ = self.tx.send(Due {
+            cell: Arc::downgrade(cell),
+            delay: self.first,
+        });
+    }
+}
+
+/// One watched order in the queue.
+struct Due {
+    /// Weak: the queue never keeps an unwatched order's state alive.
+    cell: Weak<OrderCell>,
+    /// The wait before this query; doubled after each, up to `max_delay`.
+    delay: Duration,
+}
+
+impl Due {
+    /// Still watched, and not known to be final.
+    fn pending(&self) -> bool {
+        self.cell.upgrade().is_some_and(|cell| {
+            !cell
+                .lock()
+                .latest()
+                .is_some_and(|e| e.status.is_terminal())
+        })
     }
 }
 

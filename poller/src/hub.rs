@@ -4,10 +4,10 @@
 //!
 //! It owns the table of watched orders: the first watcher of an order makes the
 //! feed subscribe its channel, the last one to leave makes it unsubscribe. Each
-//! order's state is a `tokio::sync::watch` holding the few newest events, so a
-//! watcher that falls behind reads the latest status instead of a backlog, and
-//! nothing grows per watcher. It also runs the per-order fallback query (one
-//! task per watched pending order, never per watcher). It does no database I/O.
+//! order's state is an [`OrderCell`] holding the few newest events, so a watcher
+//! that falls behind reads the latest status instead of a backlog, and nothing
+//! grows per watcher. Each newly watched order goes to the fallback's queue (one
+//! entry per order, never per watcher). It does no database I/O.
 
 use std::{
     collections::HashMap,
@@ -15,25 +15,21 @@ use std::{
 };
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::{sync::watch, task::AbortHandle};
 use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_store::{EventFeed, EventSink};
 
-use crate::{fallback::Fallback, metrics as m, order_state::OrderState};
+use crate::{
+    fallback::{Fallback, FallbackQueue},
+    metrics as m,
+    order_state::{OrderCell, OrderState},
+};
 
 struct Entry {
     watchers: usize,
-    state: watch::Sender<OrderState>,
-    subscribed: Shared<BoxFuture<'static, ()>>,
-    fallback: Option<AbortHandle>,
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        if let Some(task) = &self.fallback {
-            task.abort();
-        }
-    }
+    cell: Arc<OrderCell>,
+    /// The feed's confirmation that the channel is subscribed, for the watchers
+    /// that arrive before it; dropped once it has come (nothing to wait for then).
+    subscribed: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
 #[derive(Default)]
@@ -58,9 +54,14 @@ pub struct FeedSink {
 impl EventSink for FeedSink {
     /// Hands an event to the watchers of its order (if it has any).
     fn deliver(&self, event: OrderEvent) {
-        let orders = self.table.lock();
-        if let Some(entry) = orders.get(event.out_trade_no.as_str()) {
-            entry.state.send_if_modified(|s| s.offer(event));
+        let cell = self
+            .table
+            .lock()
+            .get(event.out_trade_no.as_str())
+            .map(|e| e.cell.clone());
+        // Outside the table's lock: waking an order's many watchers holds up no other order.
+        if let Some(cell) = cell {
+            cell.update(|s| s.offer(event));
         }
     }
 
@@ -69,7 +70,7 @@ impl EventSink for FeedSink {
     fn resync(&self) {
         let orders = self.table.lock();
         for entry in orders.values() {
-            entry.state.send_modify(OrderState::bump_epoch);
+            entry.cell.update(OrderState::bump_epoch);
         }
         tracing::info!(
             orders = orders.len(),
@@ -78,16 +79,21 @@ impl EventSink for FeedSink {
     }
 }
 
-/// The per-process hub. Cheap to clone.
+struct Inner {
+    table: Arc<Table>,
+    feed: Box<dyn EventFeed>,
+    fallback: Option<FallbackQueue>,
+}
+
+/// The per-process hub. Cheap to clone: one pointer, which each watcher holds.
 #[derive(Clone)]
 pub struct Hub {
-    table: Arc<Table>,
-    feed: Arc<dyn EventFeed>,
-    fallback: Option<Fallback>,
+    inner: Arc<Inner>,
 }
 
 impl Hub {
     /// Builds the hub and its feed; `make_feed` gets the sink the feed delivers to.
+    /// With a fallback, starts its queue (call it inside the runtime).
     pub fn new<F: EventFeed>(
         fallback: Option<Fallback>,
         make_feed: impl FnOnce(FeedSink) -> F,
@@ -97,44 +103,59 @@ impl Hub {
             table: table.clone(),
         });
         Self {
-            table,
-            feed: Arc::new(feed),
-            fallback,
+            inner: Arc::new(Inner {
+                table,
+                feed: Box::new(feed),
+                fallback: fallback.map(Fallback::start),
+            }),
         }
+    }
+
+    fn table(&self) -> &Table {
+        &self.inner.table
     }
 
     /// Registers a watcher of `out_trade_no` and returns once its events are
     /// subscribed (see [`EventFeed::subscribe`]): read the snapshot after this.
     pub async fn watch(&self, out_trade_no: &OutTradeNo) -> Watch {
-        let key = out_trade_no.as_str().to_owned();
-        let (rx, subscribed) = {
-            let mut orders = self.table.lock();
-            let entry = orders.entry(key.clone()).or_insert_with(|| {
-                let (state, _) = watch::channel(OrderState::default());
-                let subscribed = self.feed.subscribe(&key).shared();
-                let fallback = self.fallback.clone().map(|f| {
-                    tokio::spawn(f.run(out_trade_no.clone(), state.subscribe())).abort_handle()
+        let (cell, subscribed) = {
+            let mut orders = self.table().lock();
+            let entry = orders
+                .entry(out_trade_no.as_str().to_owned())
+                .or_insert_with(|| {
+                    let cell = Arc::new(OrderCell::new(out_trade_no.clone()));
+                    if let Some(queue) = &self.inner.fallback {
+                        queue.add(&cell);
+                    }
+                    Entry {
+                        watchers: 0,
+                        subscribed: Some(self.inner.feed.subscribe(out_trade_no.as_str()).shared()),
+                        cell,
+                    }
                 });
-                Entry {
-                    watchers: 0,
-                    state,
-                    subscribed,
-                    fallback,
-                }
-            });
             entry.watchers += 1;
-            let rx = entry.state.subscribe();
-            let subscribed = entry.subscribed.clone();
+            let got = (entry.cell.clone(), entry.subscribed.clone());
             metrics::gauge!(m::WATCHED_ORDERS).set(orders.len() as f64);
-            (rx, subscribed)
+            got
         };
         // The guard exists before the await, so a caller that gives up still leaves.
+        let seen = cell.lock().changes();
         let watch = Watch {
             hub: self.clone(),
-            key,
-            rx,
+            cell,
+            seen,
         };
-        subscribed.await;
+        if let Some(subscribed) = subscribed {
+            subscribed.await;
+            // Done: later watchers need not wait, and an idle order should not
+            // keep the future. `peek` is only `Some` for the one that completed,
+            // so a newer entry of the same order keeps its own.
+            if let Some(entry) = self.table().lock().get_mut(out_trade_no.as_str()) {
+                if entry.subscribed.as_ref().is_some_and(|s| s.peek().is_some()) {
+                    entry.subscribed = None;
+                }
+            }
+        }
         watch
     }
 
@@ -142,53 +163,31 @@ impl Hub {
     /// that its other watchers and its fallback see it too.
     pub fn offer(&self, event: OrderEvent) {
         FeedSink {
-            table: self.table.clone(),
+            table: self.inner.table.clone(),
         }
         .deliver(event);
     }
 
-    /// Claims the snapshot re-read of `epoch` for the order's watchers: true for
-    /// the one watcher that should read, false for the others (its offer wakes them).
-    pub fn claim_resync(&self, out_trade_no: &str, epoch: u64) -> bool {
-        let orders = self.table.lock();
-        let Some(entry) = orders.get(out_trade_no) else {
-            return false;
-        };
-        let mut claimed = false;
-        // Not a change watchers need to be woken for: the closure says so.
-        entry.state.send_if_modified(|s| {
-            claimed = s.claim_resync(epoch);
-            false
-        });
-        claimed
-    }
-
-    /// Gives back a claimed re-read that failed, for another watcher to take.
-    pub fn release_resync(&self, out_trade_no: &str, epoch: u64) {
-        if let Some(entry) = self.table.lock().get(out_trade_no) {
-            entry.state.send_if_modified(|s| {
-                s.release_resync(epoch);
-                false
-            });
-        }
-    }
-
     /// How many orders are watched now.
     pub fn watched_orders(&self) -> usize {
-        self.table.lock().len()
+        self.table().lock().len()
     }
 
     /// How many events the hub holds for `out_trade_no` (0 when unwatched). For
     /// diagnostics and tests: it never exceeds [`RETAINED_EVENTS`].
+    ///
+    /// [`RETAINED_EVENTS`]: crate::order_state::RETAINED_EVENTS
     pub fn retained_events(&self, out_trade_no: &str) -> usize {
-        self.table
+        let cell = self
+            .table()
             .lock()
             .get(out_trade_no)
-            .map_or(0, |e| e.state.borrow().retained())
+            .map(|e| e.cell.clone());
+        cell.map_or(0, |c| c.lock().retained())
     }
 
     fn leave(&self, key: &str) {
-        let mut orders = self.table.lock();
+        let mut orders = self.table().lock();
         let Some(entry) = orders.get_mut(key) else {
             return;
         };
@@ -196,23 +195,64 @@ impl Hub {
         if entry.watchers == 0 {
             orders.remove(key);
             // Under the lock, so a new watcher's subscribe is queued after this.
-            self.feed.unsubscribe(key);
+            self.inner.feed.unsubscribe(key);
         }
         metrics::gauge!(m::WATCHED_ORDERS).set(orders.len() as f64);
     }
 }
 
-/// One watcher's registration; leaving is dropping it.
+/// One watcher's registration; leaving is dropping it. Three words: the hub,
+/// the order's cell and the change count this watcher has looked at.
 pub struct Watch {
     hub: Hub,
-    key: String,
-    rx: watch::Receiver<OrderState>,
+    cell: Arc<OrderCell>,
+    seen: u64,
 }
 
 impl Watch {
-    /// The order's shared state; `changed()` wakes on every new event or resync.
-    pub fn state(&mut self) -> &mut watch::Receiver<OrderState> {
-        &mut self.rx
+    pub fn out_trade_no(&self) -> &OutTradeNo {
+        self.cell.out_trade_no()
+    }
+
+    /// The order's shared state and wake-up.
+    pub fn cell(&self) -> &Arc<OrderCell> {
+        &self.cell
+    }
+
+    /// Reads the state and marks its changes as seen.
+    pub fn read<R>(&mut self, f: impl FnOnce(&OrderState) -> R) -> R {
+        let state = self.cell.lock();
+        self.seen = state.changes();
+        f(&state)
+    }
+
+    /// Whether the state changed since this watcher last read it.
+    pub fn has_changed(&self) -> bool {
+        self.cell.lock().changes() != self.seen
+    }
+
+    /// Waits until the state changes after this watcher's last read (at once if
+    /// it already has).
+    pub async fn changed(&self) {
+        loop {
+            let wake = self.cell.notified();
+            if self.has_changed() {
+                return;
+            }
+            wake.await;
+        }
+    }
+
+    /// Claims the snapshot re-read of `epoch` for the order's watchers: true for
+    /// the one watcher that should read, false for the others (its offer wakes them).
+    pub fn claim_resync(&self, epoch: u64) -> bool {
+        let mut state = self.cell.lock();
+        state.claim_resync(epoch)
+    }
+
+    /// Gives back a claimed re-read that failed, for another watcher to take.
+    pub fn release_resync(&self, epoch: u64) {
+        self.cell.lock().release_resync(epoch);
     }
 
     pub fn hub(&self) -> &Hub {
@@ -222,6 +262,6 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.hub.leave(&self.key);
+        self.hub.leave(self.cell.out_trade_no().as_str());
     }
 }

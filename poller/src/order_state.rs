@@ -1,8 +1,17 @@
 //! What the hub knows about one watched order: its newest events and the epoch
-//! that tells watchers to re-read their snapshot. Shared by the hub (which writes
-//! it) and the fallback (which reads it), so neither imports the other.
+//! that tells watchers to re-read their snapshot ([`OrderState`]), and the
+//! [`OrderCell`] that holds it with the wake-up its watchers wait on. Shared by
+//! the hub (which writes it), the watchers and the fallback (which read it), so
+//! none of them imports another.
+//!
+//! A cell is what every idle stream of an order costs beyond its own watcher, so
+//! it is kept small: one mutex, one `Notify`, the events in a vector sized to what
+//! it holds (a pending order holds one, its snapshot).
 
-use wxpay_core::domain::OrderEvent;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{futures::Notified, Notify};
+use wxpay_core::domain::{OrderEvent, OutTradeNo};
 
 /// How many of an order's newest events the hub keeps. An order changes status a
 /// handful of times in its life (NOTPAY, USERPAYING, SUCCESS, REFUND), so a reader
@@ -22,6 +31,9 @@ pub struct OrderState {
     /// order's watchers: one database read per order after a reconnect, not one
     /// per watcher.
     resync_claimed: u64,
+    /// Counts the changes watchers must look at (a kept event, a new epoch): a
+    /// watcher compares it with the count it last saw.
+    changes: u64,
 }
 
 impl OrderState {
@@ -39,8 +51,14 @@ impl OrderState {
         self.epoch
     }
 
-    pub(crate) fn bump_epoch(&mut self) {
+    /// How many changes watchers were woken for so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    pub(crate) fn bump_epoch(&mut self) -> bool {
         self.epoch += 1;
+        true
     }
 
     /// Takes the re-read of `epoch` if nobody has; false when another watcher has.
@@ -74,11 +92,72 @@ impl OrderState {
         {
             return false;
         }
+        // Exactly one more slot, not `Vec`'s doubling: a pending order holds one
+        // event for as long as it is watched, and a million of them add up.
+        if self.events.len() == self.events.capacity() && self.events.len() < RETAINED_EVENTS {
+            self.events.reserve_exact(1);
+        }
         self.events.push(event);
         if self.events.len() > RETAINED_EVENTS {
             self.events.remove(0);
         }
         true
+    }
+}
+
+/// One watched order's shared state and the wake-up of its watchers. The hub's
+/// table holds one per watched order; each watcher holds it too, and the
+/// fallback's queue a weak reference (it never keeps an unwatched order alive).
+pub struct OrderCell {
+    out_trade_no: OutTradeNo,
+    state: Mutex<OrderState>,
+    /// Woken (`notify_waiters`) after every change; a waiter that registered
+    /// before reading the state cannot miss one.
+    changed: Notify,
+}
+
+impl OrderCell {
+    pub(crate) fn new(out_trade_no: OutTradeNo) -> Self {
+        Self {
+            out_trade_no,
+            state: Mutex::new(OrderState::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn out_trade_no(&self) -> &OutTradeNo {
+        &self.out_trade_no
+    }
+
+    /// The state, locked. Held for a few field reads or one event's copy.
+    pub fn lock(&self) -> MutexGuard<'_, OrderState> {
+        // A panic while holding the lock leaves at worst one event unapplied; the
+        // next event or re-read repairs it, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `change`; when it says watchers must look (true), counts the
+    /// change and wakes every waiting watcher, after the lock is released.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut OrderState) -> bool) -> bool {
+        let changed = {
+            let mut state = self.lock();
+            let changed = change(&mut state);
+            if changed {
+                state.changes += 1;
+            }
+            changed
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
+        changed
+    }
+
+    /// A wake-up for the next change. Create it *before* reading the state:
+    /// `notify_waiters` reaches it from its creation on, so a change between the
+    /// read and the wait still wakes it.
+    pub fn notified(&self) -> Notified<'_> {
+        self.changed.notified()
     }
 }
 
@@ -111,6 +190,15 @@ mod tests {
         assert!(!s.offer(event(2, "USERPAYING")), "late arrival");
         assert_eq!(s.next_after(1).map(|e| e.version), Some(3));
         assert_eq!(s.next_after(3), None);
+    }
+
+    #[test]
+    fn a_pending_order_holds_room_for_exactly_its_events() {
+        let mut s = OrderState::default();
+        s.offer(event(1, "NOTPAY"));
+        assert_eq!(s.events.capacity(), 1, "not Vec's default of four");
+        s.offer(event(2, "USERPAYING"));
+        assert_eq!(s.events.capacity(), 2);
     }
 
     #[test]

@@ -193,6 +193,32 @@ async fn lost_notification_reaches_every_watcher_through_one_fallback_query() {
 }
 
 #[tokio::test]
+async fn many_lost_notifications_at_once_are_each_found_by_one_query() {
+    // More orders coming due together than the fallback asks about at once: the
+    // rest wait in its queue, and none is asked twice or forgotten.
+    let app = spawn_app(Options {
+        fallback_delay: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..300 {
+        let no = app.create_order().await;
+        // Paid at WeChat; the notification never arrives.
+        app.querier.pay_at_wechat(&no);
+        let mut s = app.watch(no.as_str()).await.expect("watch");
+        next(&mut s).await.expect("snapshot");
+        streams.push(s);
+    }
+    for mut s in streams {
+        let paid = next(&mut s).await.expect("SUCCESS via the fallback");
+        assert_eq!(paid.status(), OrderStatus::Success);
+        assert!(paid.terminal);
+    }
+    assert_eq!(app.querier.calls(), 300, "one query per order");
+}
+
+#[tokio::test]
 async fn fallback_keeps_asking_with_backoff_while_the_order_is_unpaid() {
     let app = spawn_app(Options {
         fallback_delay: Duration::from_millis(100),

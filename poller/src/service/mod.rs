@@ -105,14 +105,12 @@ impl WatchService {
             self.unknown.remember(out_trade_no);
             return Err(WatchError::NotFound);
         };
-        let snapshot = OrderEvent::snapshot(&order);
-        // Shared, so the order's other watchers and its fallback know it too.
-        self.hub.offer(snapshot.clone());
+        // Into the shared state, where this watcher's first message reads it and
+        // the order's other watchers and its fallback see it too.
+        self.hub.offer(OrderEvent::snapshot(&order));
         Ok(Watcher::new(
             self.store.clone(),
-            out_trade_no,
             watch,
-            snapshot,
             Ends {
                 deadline,
                 include_refunds: request.include_refunds,

@@ -3,13 +3,13 @@
 //! snapshot re-read after the feed reconnects, and the end at a terminal status
 //! (with `include_refunds`, once nothing more can be refunded), the deadline or
 //! shutdown. It never registers with the hub or reads the request:
-//! `WatchService::open` hands it a ready watch and snapshot.
+//! `WatchService::open` hands it a ready watch whose cell holds the snapshot.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
-use wxpay_core::domain::{OrderEvent, OrderStatus, OutTradeNo};
+use wxpay_core::domain::{OrderEvent, OrderStatus};
 use wxpay_proto::v1::OrderStatusEvent;
 use wxpay_store::Store;
 
@@ -23,14 +23,12 @@ pub(super) struct Ends {
     pub include_refunds: bool,
 }
 
-/// One stream's progress.
+/// One stream's progress. Every idle stream holds one, so it is kept to a few
+/// words: the order's number and state live in the hub's cell, not here.
 pub(super) struct Watcher {
     store: Arc<dyn Store>,
-    out_trade_no: OutTradeNo,
     watch: Watch,
-    /// The snapshot, until it is sent.
-    first: Option<OrderEvent>,
-    /// The version of the last message sent.
+    /// The version of the last message sent; 0 until the first (the snapshot).
     sent: i64,
     /// The hub epoch this watcher last synced with.
     epoch: u64,
@@ -39,8 +37,9 @@ pub(super) struct Watcher {
     deadline: Instant,
     /// `include_refunds`: the stream goes on past SUCCESS with each refund change.
     include_refunds: bool,
-    shutdown: CancellationToken,
+    started: bool,
     done: bool,
+    shutdown: CancellationToken,
     _active: ActiveStream,
     /// The stream's place under `POLLER_MAX_STREAMS`, given back when it ends.
     _slot: OwnedSemaphorePermit,
@@ -63,11 +62,11 @@ impl Drop for ActiveStream {
 }
 
 impl Watcher {
+    /// `watch`'s cell already holds the snapshot (or something newer), which the
+    /// first message sends.
     pub(super) fn new(
         store: Arc<dyn Store>,
-        out_trade_no: OutTradeNo,
         mut watch: Watch,
-        snapshot: OrderEvent,
         ends: Ends,
         shutdown: CancellationToken,
         slot: OwnedSemaphorePermit,
@@ -77,19 +76,18 @@ impl Watcher {
             include_refunds,
         } = ends;
         // The snapshot was read after this epoch began, so it already covers it.
-        let epoch = watch.state().borrow_and_update().epoch();
+        let epoch = watch.read(|s| s.epoch());
         Self {
             store,
-            out_trade_no,
             watch,
-            first: Some(snapshot),
             sent: 0,
             epoch,
             resync_at: None,
             deadline,
             include_refunds,
-            shutdown,
+            started: false,
             done: false,
+            shutdown,
             _active: ActiveStream::new(),
             _slot: slot,
         }
@@ -100,19 +98,28 @@ impl Watcher {
         if self.done {
             return None;
         }
-        if let Some(snapshot) = self.first.take() {
-            return Some(Ok(self.emit(&snapshot)));
+        if !self.started {
+            self.started = true;
+            // The newest known: the snapshot just offered, or a change that beat it.
+            if let Some(first) = self.watch.read(|s| s.latest().cloned()) {
+                return Some(Ok(self.emit(&first)));
+            }
         }
+        let cell = self.watch.cell().clone();
         loop {
+            // Registered before the read, so a change in between still wakes it.
+            let wake = cell.notified();
             let newer = {
-                let state = self.watch.state().borrow_and_update();
-                if state.epoch() != self.epoch {
-                    self.epoch = state.epoch();
+                let (epoch, newer) = self
+                    .watch
+                    .read(|s| (s.epoch(), s.next_after(self.sent).cloned()));
+                if epoch != self.epoch {
+                    self.epoch = epoch;
                     // Spread over RESYNC_SPREAD: after a reconnect every order
                     // re-reads at once otherwise, against a small pool.
                     self.resync_at = Some(Instant::now() + jitter());
                 }
-                state.next_after(self.sent).cloned()
+                newer
             };
             if let Some(event) = newer {
                 return Some(Ok(self.emit(&event)));
@@ -121,21 +128,17 @@ impl Watcher {
                 self.resync().await;
                 continue;
             }
-            let resync_at = self.resync_at.unwrap_or(self.deadline);
+            // One timer for both the re-read and the deadline: each costs a
+            // hundred bytes in every idle stream.
+            let wake_at = self.resync_at.map_or(self.deadline, |at| at.min(self.deadline));
             tokio::select! {
-                changed = self.watch.state().changed() => {
-                    if changed.is_err() {
-                        // The hub dropped the order: only happens if the process is
-                        // going down; let the client reconnect elsewhere.
+                _ = wake => {}
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if Instant::now() >= self.deadline {
+                        // Deadline: a clean end of stream, without a terminal message.
                         self.done = true;
-                        return Some(Err(tonic::Status::unavailable("the poller is shutting down")));
+                        return None;
                     }
-                }
-                _ = tokio::time::sleep_until(resync_at), if self.resync_at.is_some() => {}
-                _ = tokio::time::sleep_until(self.deadline) => {
-                    // Deadline: a clean end of stream, without a terminal message.
-                    self.done = true;
-                    return None;
                 }
                 _ = self.shutdown.cancelled() => {
                     self.done = true;
@@ -149,13 +152,13 @@ impl Watcher {
     /// watcher that claims the epoch reads and offers it to all (the others are
     /// woken by that offer); a failed read is given back and tried again in a second.
     async fn resync(&mut self) {
-        let no = self.out_trade_no.as_str();
-        if !self.watch.hub().claim_resync(no, self.epoch) {
+        if !self.watch.claim_resync(self.epoch) {
             self.resync_at = None;
             return;
         }
         metrics::counter!(m::SNAPSHOT_REREADS).increment(1);
-        match self.store.order(&self.out_trade_no).await {
+        let out_trade_no = self.watch.out_trade_no();
+        match self.store.order(out_trade_no).await {
             Ok(Some(order)) => {
                 self.resync_at = None;
                 // Through the hub, so the order's other watchers and its fallback see it too.
@@ -163,8 +166,8 @@ impl Watcher {
             }
             Ok(None) => self.resync_at = None,
             Err(e) => {
-                tracing::warn!(out_trade_no = %self.out_trade_no, error = %e, "snapshot re-read failed; retrying");
-                self.watch.hub().release_resync(no, self.epoch);
+                tracing::warn!(%out_trade_no, error = %e, "snapshot re-read failed; retrying");
+                self.watch.release_resync(self.epoch);
                 self.resync_at = Some(Instant::now() + Duration::from_secs(1));
             }
         }
@@ -206,7 +209,7 @@ fn ends_refund_watch(event: &OrderEvent) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use wxpay_core::domain::{EventSource, Fee};
+    use wxpay_core::domain::{EventSource, Fee, OutTradeNo};
 
     use super::*;
 
