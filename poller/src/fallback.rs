@@ -14,8 +14,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use futures::{stream::FuturesUnordered, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::time::DelayQueue;
 use wxpay_core::domain::{OrderStatus, OutTradeNo};
@@ -152,12 +152,9 @@ struct Due {
 impl Due {
     /// Still watched, and not known to be final.
     fn pending(&self) -> bool {
-        self.cell.upgrade().is_some_and(|cell| {
-            !cell
-                .lock()
-                .latest()
-                .is_some_and(|e| e.status.is_terminal())
-        })
+        self.cell
+            .upgrade()
+            .is_some_and(|cell| !cell.lock().latest().is_some_and(|e| e.status.is_terminal()))
     }
 }
 

@@ -151,7 +151,11 @@ impl Hub {
             // keep the future. `peek` is only `Some` for the one that completed,
             // so a newer entry of the same order keeps its own.
             if let Some(entry) = self.table().lock().get_mut(out_trade_no.as_str()) {
-                if entry.subscribed.as_ref().is_some_and(|s| s.peek().is_some()) {
+                if entry
+                    .subscribed
+                    .as_ref()
+                    .is_some_and(|s| s.peek().is_some())
+                {
                     entry.subscribed = None;
                 }
             }

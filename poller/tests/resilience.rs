@@ -95,6 +95,53 @@ async fn thousand_watchers_each_get_exactly_their_success_over_one_redis_connect
 }
 
 #[tokio::test]
+async fn redis_holds_exactly_the_watched_channels_through_leaves_reconnects_and_returns() {
+    let redis_url = wxpay_store::testing::redis_url();
+    let app = spawn_app(Options::default()).await;
+    let mut orders = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        let no = app.create_order().await;
+        let mut s = app.watch(no.as_str()).await.expect("watch");
+        next(&mut s).await.expect("snapshot");
+        orders.push(no);
+        streams.push(Some(s));
+    }
+    assert_eq!(app.hub_connections(&redis_url).await, vec![40]);
+    // Every third watcher leaves.
+    for s in streams.iter_mut().step_by(3) {
+        s.take();
+    }
+    eventually("the left orders unsubscribed", async || {
+        app.hub_connections(&redis_url).await == vec![26]
+    })
+    .await;
+    // A new connection subscribes what is watched, not what ever was.
+    app.kill_hub_connection(&redis_url).await;
+    eventually("resubscribed after the reconnect", async || {
+        app.hub_connections(&redis_url).await == vec![26]
+    })
+    .await;
+    // A left order watched again is subscribed again, and its payment arrives.
+    let back = &orders[0];
+    let mut s = app.watch(back.as_str()).await.expect("watch again");
+    next(&mut s).await.expect("snapshot");
+    assert_eq!(app.hub_connections(&redis_url).await, vec![27]);
+    app.pay(back).await;
+    let paid = next(&mut s).await.expect("SUCCESS");
+    assert_eq!(paid.status(), OrderStatus::Success);
+    for (no, s) in orders.iter().zip(streams).skip(1) {
+        if let Some(mut s) = s {
+            app.pay(no).await;
+            assert_eq!(
+                next(&mut s).await.expect("SUCCESS").status(),
+                OrderStatus::Success
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn watchers_get_success_when_redis_restarts_and_payments_happen_during_the_outage() {
     let mut redis = RedisServer::start().await;
     let app = spawn_app(Options {

@@ -130,7 +130,9 @@ impl Watcher {
             }
             // One timer for both the re-read and the deadline: each costs a
             // hundred bytes in every idle stream.
-            let wake_at = self.resync_at.map_or(self.deadline, |at| at.min(self.deadline));
+            let wake_at = self
+                .resync_at
+                .map_or(self.deadline, |at| at.min(self.deadline));
             tokio::select! {
                 _ = wake => {}
                 _ = tokio::time::sleep_until(wake_at) => {
