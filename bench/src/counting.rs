@@ -95,6 +95,10 @@ impl Store for CountingStore {
         let _t = self.tick();
         self.inner.order(out_trade_no).await
     }
+    async fn orders(&self, out_trade_nos: &[OutTradeNo]) -> Result<Vec<Order>, StoreError> {
+        let _t = self.tick();
+        self.inner.orders(out_trade_nos).await
+    }
     async fn order_by_idempotency_key(
         &self,
         caller: &Caller,

@@ -54,6 +54,8 @@ async fn thousand_watchers_each_get_exactly_their_success_over_one_redis_connect
                     .await
                     .expect("watch");
                 let first = next(&mut s).await.expect("snapshot");
+                // Its own order's row, though the reads were batched with others'.
+                assert_eq!(first.out_trade_no, no.as_str());
                 assert_eq!((first.status(), first.version), (OrderStatus::Notpay, 1));
                 s
             }

@@ -198,6 +198,22 @@ pub trait Store: Send + Sync + 'static {
 
     async fn order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
 
+    /// Those of `out_trade_nos` that exist, each once, in no particular order:
+    /// many point reads in one statement (the poller's snapshot reads while
+    /// streams open by the thousand). The default reads them one by one.
+    async fn orders(&self, out_trade_nos: &[OutTradeNo]) -> Result<Vec<Order>, StoreError> {
+        let mut found: Vec<Order> = Vec::with_capacity(out_trade_nos.len());
+        for no in out_trade_nos {
+            if found.iter().any(|o| &o.out_trade_no == no) {
+                continue;
+            }
+            if let Some(order) = self.order(no).await? {
+                found.push(order);
+            }
+        }
+        Ok(found)
+    }
+
     /// The order `caller` placed under `key` (keys are unique per caller).
     async fn order_by_idempotency_key(
         &self,

@@ -292,6 +292,38 @@ pub async fn a_disallowed_transition_changes_nothing(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn many_orders_read_in_one_call(store: Arc<dyn Store>) {
+    let a = new_order(100);
+    let b = new_order(200);
+    insert(store.as_ref(), &a).await;
+    insert(store.as_ref(), &b).await;
+    let unknown = OutTradeNo::generate();
+    let asked = [
+        a.out_trade_no.clone(),
+        unknown,
+        b.out_trade_no.clone(),
+        a.out_trade_no.clone(),
+    ];
+    let mut got: Vec<(String, i64)> = store
+        .orders(&asked)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|o| (o.out_trade_no.to_string(), o.total_fee.fen()))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (a.out_trade_no.to_string(), 100),
+        (b.out_trade_no.to_string(), 200),
+    ];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "each existing order once, the unknown one left out"
+    );
+    assert!(store.orders(&[]).await.expect("read").is_empty());
+}
+
 pub async fn a_guarded_transition_moves_only_the_order_it_describes(store: Arc<dyn Store>) {
     let new = new_order(250);
     insert(store.as_ref(), &new).await;
@@ -885,6 +917,7 @@ macro_rules! store_suite {
             a_payment_bumps_the_version_and_writes_one_event,
             a_disallowed_transition_changes_nothing,
             a_guarded_transition_moves_only_the_order_it_describes,
+            many_orders_read_in_one_call,
             concurrent_duplicate_payments_apply_once,
             the_ledger_marks_every_event_it_published,
             a_transaction_id_belongs_to_one_order,

@@ -13,6 +13,7 @@
 //! `watcher`'s; this module never decides either. A number the database just
 //! said is unknown is refused before it costs a subscription or a read (`unknown`).
 
+mod snapshots;
 mod unknown;
 mod watcher;
 
@@ -29,6 +30,7 @@ use wxpay_proto::v1::{
 use wxpay_store::Store;
 
 use crate::{error::WatchError, hub::Hub};
+use snapshots::Snapshots;
 use unknown::UnknownOrders;
 use watcher::{Ends, Watcher};
 
@@ -53,7 +55,8 @@ impl Deadlines {
 
 #[derive(Clone)]
 pub struct WatchService {
-    store: Arc<dyn Store>,
+    /// Snapshot reads, batched across the streams opening at once.
+    snapshots: Snapshots,
     hub: Hub,
     deadlines: Deadlines,
     /// One permit per open stream: past `POLLER_MAX_STREAMS` a watch is refused
@@ -76,7 +79,7 @@ impl WatchService {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            store,
+            snapshots: Snapshots::start(store),
             hub,
             deadlines,
             slots: Arc::new(Semaphore::new(max_streams)),
@@ -101,7 +104,7 @@ impl WatchService {
             .map_err(|_| WatchError::TooManyStreams(self.max_streams))?;
         let deadline = Instant::now() + self.deadlines.for_request(request.timeout_seconds);
         let watch = self.hub.watch(&out_trade_no).await;
-        let Some(order) = self.store.order(&out_trade_no).await? else {
+        let Some(order) = self.snapshots.order(&out_trade_no).await? else {
             self.unknown.remember(out_trade_no);
             return Err(WatchError::NotFound);
         };
@@ -109,7 +112,7 @@ impl WatchService {
         // the order's other watchers and its fallback see it too.
         self.hub.offer(OrderEvent::snapshot(&order));
         Ok(Watcher::new(
-            self.store.clone(),
+            self.snapshots.clone(),
             watch,
             Ends {
                 deadline,

@@ -5,16 +5,16 @@
 //! shutdown. It never registers with the hub or reads the request:
 //! `WatchService::open` hands it a ready watch whose cell holds the snapshot.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
 use wxpay_core::domain::{OrderEvent, OrderStatus};
 use wxpay_proto::v1::OrderStatusEvent;
-use wxpay_store::Store;
 
 use wxpay_core::convert;
 
+use super::snapshots::Snapshots;
 use crate::{hub::Watch, metrics as m};
 
 /// Where a stream ends: its deadline, and whether it goes on past SUCCESS.
@@ -26,7 +26,7 @@ pub(super) struct Ends {
 /// One stream's progress. Every idle stream holds one, so it is kept to a few
 /// words: the order's number and state live in the hub's cell, not here.
 pub(super) struct Watcher {
-    store: Arc<dyn Store>,
+    snapshots: Snapshots,
     watch: Watch,
     /// The version of the last message sent; 0 until the first (the snapshot).
     sent: i64,
@@ -65,7 +65,7 @@ impl Watcher {
     /// `watch`'s cell already holds the snapshot (or something newer), which the
     /// first message sends.
     pub(super) fn new(
-        store: Arc<dyn Store>,
+        snapshots: Snapshots,
         mut watch: Watch,
         ends: Ends,
         shutdown: CancellationToken,
@@ -78,7 +78,7 @@ impl Watcher {
         // The snapshot was read after this epoch began, so it already covers it.
         let epoch = watch.read(|s| s.epoch());
         Self {
-            store,
+            snapshots,
             watch,
             sent: 0,
             epoch,
@@ -160,7 +160,7 @@ impl Watcher {
         }
         metrics::counter!(m::SNAPSHOT_REREADS).increment(1);
         let out_trade_no = self.watch.out_trade_no();
-        match self.store.order(out_trade_no).await {
+        match self.snapshots.order(out_trade_no).await {
             Ok(Some(order)) => {
                 self.resync_at = None;
                 // Through the hub, so the order's other watchers and its fallback see it too.

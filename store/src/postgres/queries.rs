@@ -75,6 +75,19 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn orders(&self, out_trade_nos: &[OutTradeNo]) -> Result<Vec<Order>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE out_trade_no = ANY($1)");
+        let nos: Vec<&str> = out_trade_nos.iter().map(OutTradeNo::as_str).collect();
+        sqlx::query(&sql)
+            .bind(nos)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
     async fn order_by_idempotency_key(
         &self,
         caller: &Caller,
