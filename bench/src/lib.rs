@@ -34,3 +34,10 @@ pub fn set_only(parts: Vec<String>) {
 pub fn runs(part: &str) -> bool {
     ONLY.get().is_none_or(|p| p.iter().any(|x| x == part))
 }
+
+/// The numbers among `--only`'s parts (client counts, stream levels), if any.
+pub fn only_numbers() -> Option<Vec<usize>> {
+    let mut n: Vec<usize> = ONLY.get()?.iter().filter_map(|p| p.parse().ok()).collect();
+    n.sort_unstable();
+    (!n.is_empty()).then_some(n)
+}
