@@ -15,6 +15,10 @@ use anyhow::{bail, Context};
 use wxpay_bench::{machine::Machine, report, scenarios, stack::Stack, Mode};
 
 const SCENARIOS: [&str; 5] = ["delivery", "streams", "create", "notify", "micro"];
+/// The order `all` runs them in: the throughput rows first, on a small database;
+/// the open-streams scenario, which seeds a million orders (and leaves Postgres
+/// vacuuming and checkpointing behind it), last. The document keeps `SCENARIOS`' order.
+const RUN_ORDER: [&str; 5] = ["create", "notify", "micro", "delivery", "streams"];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,7 +64,7 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
                     .map(str::to_owned)
                     .collect(),
             ),
-            "all" => chosen.extend(SCENARIOS.iter().map(|s| s.to_string())),
+            "all" => chosen.extend(RUN_ORDER.iter().map(|s| s.to_string())),
             s if SCENARIOS.contains(&s) => chosen.push(s.to_owned()),
             "-h" | "--help" => {
                 println!(
@@ -100,9 +104,11 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
         }
         .with_context(|| format!("scenario {name}"))?;
         println!("{}", section.markdown());
-        sections.push(section);
+        sections.push((name.clone(), section));
     }
     stack.stop().await;
+    sections.sort_by_key(|(name, _)| SCENARIOS.iter().position(|s| s == name));
+    let sections: Vec<_> = sections.into_iter().map(|(_, s)| s).collect();
 
     if let Some(path) = out {
         let command = if whole {

@@ -185,6 +185,24 @@ impl Stack {
         if let Err(e) = self.stack.stop().await {
             eprintln!("stopping the stack: {e:#}");
         }
+        self.pool.close().await;
+        // A run leaves no database behind: a million seeded orders are half a gigabyte.
+        let dropped = async {
+            let mut admin = PgConnection::connect(&testing::admin_url()).await?;
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.database_name.replace('"', "")
+            ))
+            .execute(&mut admin)
+            .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = dropped.await {
+            eprintln!(
+                "dropping the benchmark database {}: {e:#}",
+                self.database_name
+            );
+        }
     }
 }
 
