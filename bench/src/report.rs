@@ -92,7 +92,10 @@ pub fn document(machine: &Machine, command: &str, sections: &[Section], epilogue
         "# Benchmarks\n\n\
          Written by the benchmark driver (`bench/`, crate `wxpay-bench`); do not edit by hand.\n\
          Everything compared in a table was measured side by side in the same run, on \
-         loopback, so the ratios hold even where the absolute figures depend on the machine.\n\n",
+         loopback, so the ratios hold even where the absolute figures depend on the machine. \
+         `all` runs the scenarios in the order create, notify, micro, delivery, streams (the \
+         million-stream one seeds a million orders, last), each after a `CHECKPOINT`, so that one \
+         scenario's WAL does not set off a checkpoint inside the next one's windows.\n\n",
     );
     out.push_str(&format!("Command: `{command}`\n\n"));
     out.push_str(&machine.markdown());
