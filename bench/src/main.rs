@@ -94,10 +94,10 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
     for name in &chosen {
         let command = command_for(name);
         eprintln!("== {name} ==");
-        // The previous scenario's WAL must not trigger a checkpoint inside this
-        // one's windows: a spread checkpoint's writes stalled commits by 200-400 ms
-        // (seen in the 1,000-client delivery row of two runs), which is the disk's
-        // weather, not the service's. Superuser only; without it the run goes on.
+        // Each scenario starts without the previous one's dirty buffers (a spread
+        // checkpoint overlapped the rows that stalled in two runs; see
+        // bench/ANALYSIS.md, which says why that is not the whole story).
+        // Superuser only; without it the run goes on.
         if let Err(e) = sqlx::query("CHECKPOINT").execute(&stack.pool).await {
             eprintln!("CHECKPOINT before {name} failed (the run goes on): {e}");
         }
