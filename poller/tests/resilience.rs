@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use common::{next, spawn_app, Options, RedisServer};
 use futures::{stream, StreamExt};
 use poller::order_state::RETAINED_EVENTS;
-use wxpay_core::domain::{EventSource, Fee, OrderEvent};
+use wxpay_core::domain::{EventSource, Fee, OrderEvent, OutTradeNo};
 use wxpay_proto::v1::{OrderStatus, OrderStatusEvent};
 use wxpay_store::events::EventPublisher;
 
@@ -18,6 +18,23 @@ async fn drain(mut s: tonic::Streaming<OrderStatusEvent>) -> Vec<OrderStatusEven
         all.push(e);
     }
     all
+}
+
+/// `n` new orders, each watched by one stream that has read its snapshot.
+async fn watched(
+    app: &common::TestApp,
+    n: usize,
+) -> (Vec<OutTradeNo>, Vec<tonic::Streaming<OrderStatusEvent>>) {
+    let mut orders = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let no = app.create_order().await;
+        let mut s = app.watch(no.as_str()).await.expect("watch");
+        next(&mut s).await.expect("snapshot");
+        orders.push(no);
+        streams.push(s);
+    }
+    (orders, streams)
 }
 
 /// Polls `f` until it returns true or 10 s pass.
@@ -100,15 +117,8 @@ async fn thousand_watchers_each_get_exactly_their_success_over_one_redis_connect
 async fn redis_holds_exactly_the_watched_channels_through_leaves_reconnects_and_returns() {
     let redis_url = wxpay_store::testing::redis_url();
     let app = spawn_app(Options::default()).await;
-    let mut orders = Vec::new();
-    let mut streams = Vec::new();
-    for _ in 0..40 {
-        let no = app.create_order().await;
-        let mut s = app.watch(no.as_str()).await.expect("watch");
-        next(&mut s).await.expect("snapshot");
-        orders.push(no);
-        streams.push(Some(s));
-    }
+    let (orders, streams) = watched(&app, 40).await;
+    let mut streams: Vec<_> = streams.into_iter().map(Some).collect();
     assert_eq!(app.hub_connections(&redis_url).await, vec![40]);
     // Every third watcher leaves.
     for s in streams.iter_mut().step_by(3) {
@@ -183,15 +193,7 @@ async fn watchers_get_success_when_redis_restarts_and_payments_happen_during_the
 async fn watchers_get_success_when_the_hub_connection_is_killed() {
     let redis_url = wxpay_store::testing::redis_url();
     let app = spawn_app(Options::default()).await;
-    let mut orders = Vec::new();
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        let no = app.create_order().await;
-        let mut s = app.watch(no.as_str()).await.expect("watch");
-        next(&mut s).await.expect("snapshot");
-        orders.push(no);
-        streams.push(s);
-    }
+    let (orders, streams) = watched(&app, 3).await;
     // Paid while the connection is going away: the events are never published
     // (as when the publish hit the outage), so only the re-read can find them.
     for no in &orders {
