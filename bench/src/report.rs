@@ -93,7 +93,7 @@ pub fn document(machine: &Machine, command: &str, sections: &[Section], epilogue
          Written by the benchmark driver (`bench/`, crate `wxpay-bench`); do not edit by hand.\n\
          Everything compared in a table was measured side by side in the same run, on \
          loopback, so the ratios hold even where the absolute figures depend on the machine. \
-         `all` runs the scenarios in the order delivery, create, notify, micro, streams (the \
+         `all` runs the scenarios in the order create, notify, micro, delivery, streams (the \
          million-stream one seeds a million orders, last), each after a `CHECKPOINT`, so that each \
          starts without the previous one's dirty buffers.\n\n",
     );
