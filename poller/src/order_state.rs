@@ -92,15 +92,15 @@ impl OrderState {
         {
             return false;
         }
-        // Exactly one more slot, not `Vec`'s doubling: a pending order holds one
-        // event for as long as it is watched, and a million of them add up.
-        if self.events.len() == self.events.capacity() && self.events.len() < RETAINED_EVENTS {
+        // Full: the oldest goes first, so the vector never grows past what it keeps.
+        // Otherwise exactly one more slot, not `Vec`'s doubling: a pending order
+        // holds one event for as long as it is watched, and a million add up.
+        if self.events.len() == RETAINED_EVENTS {
+            self.events.remove(0);
+        } else if self.events.len() == self.events.capacity() {
             self.events.reserve_exact(1);
         }
         self.events.push(event);
-        if self.events.len() > RETAINED_EVENTS {
-            self.events.remove(0);
-        }
         true
     }
 }

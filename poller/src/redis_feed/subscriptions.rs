@@ -120,7 +120,8 @@ impl Subscriptions {
     }
 
     /// Records Redis's answer for `channel`; a channel that is then neither
-    /// wanted nor subscribed is forgotten.
+    /// wanted nor subscribed is forgotten. (Nothing can change what is wanted
+    /// meanwhile: `apply` needs `&mut self`, which the sync holds.)
     fn mark(&mut self, channel: &str, subscribed: bool) {
         let Some(have) = self.channels.get_mut(channel) else {
             return;
@@ -135,9 +136,6 @@ impl Subscriptions {
         }
         if !have.wanted && !have.subscribed {
             self.channels.remove(channel);
-        } else if have.wanted != have.subscribed {
-            // Changed while the command was in flight (left or came back).
-            self.dirty.insert(channel.to_owned());
         }
     }
 
