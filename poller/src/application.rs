@@ -15,13 +15,26 @@ use wxpay_store::{postgres::PgOptions, EventFeed, PgStore, Store};
 
 use crate::{
     config::Config,
+    confirm::Confirmer,
     fallback::{Fallback, GrpcQuerier, OrderQuerier},
     http_watch::HttpWatch,
     hub::{FeedSink, Hub},
     metrics,
     redis_feed::{RedisFeed, RedisFeedConfig},
     service::WatchService,
+    snapshots::Snapshots,
 };
+
+/// Whether the events a feed delivers are believed as they come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedTrust {
+    /// Only this process publishes on it (the in-process bus): every event is
+    /// a transition this process committed.
+    Trusted,
+    /// Others can publish on it (Redis): a watcher is told a status only once
+    /// the database confirms it (see [`crate::confirm`]).
+    Confirmed,
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -59,20 +72,27 @@ impl Application {
         let feed_config =
             RedisFeedConfig::new(config.redis_url.clone(), config.redis_client_name.clone());
         let client = RedisFeed::client(&feed_config).context("REDIS_URL")?;
-        Self::build_with_feed(config, store, querier, |sink, shutdown| {
-            RedisFeed::start(client, feed_config, sink, shutdown)
-        })
+        // Whoever reaches Redis can publish on it: its events are confirmed.
+        Self::build_with_feed(
+            config,
+            store,
+            querier,
+            FeedTrust::Confirmed,
+            |sink, shutdown| RedisFeed::start(client, feed_config, sink, shutdown),
+        )
         .await
     }
 
     /// Like [`build_with`](Self::build_with) with the event feed given too: the
-    /// embedded single-process mode passes [`crate::local_feed::LocalBus`]'s feed
-    /// instead of Redis. `make_feed` gets the hub's sink and the token cancelled
-    /// at shutdown (`config.redis_url` is not used).
+    /// embedded single-process mode passes `wxpay_store::LocalBus`'s feed
+    /// instead of Redis, which only this process publishes on
+    /// ([`FeedTrust::Trusted`]). `make_feed` gets the hub's sink and the token
+    /// cancelled at shutdown (`config.redis_url` is not used).
     pub async fn build_with_feed<F: EventFeed>(
         config: Config,
         store: Arc<dyn Store>,
         querier: Arc<dyn OrderQuerier>,
+        trust: FeedTrust,
         make_feed: impl FnOnce(FeedSink, CancellationToken) -> F,
     ) -> anyhow::Result<Self> {
         let listener = bind(config.addr).await?;
@@ -87,9 +107,17 @@ impl Application {
             delay: config.fallback_delay,
             max_delay: config.fallback_max_delay,
         };
-        let hub = Hub::new(Some(fallback), |sink| make_feed(sink, shutdown.clone()));
+        // One batching reader for snapshots and confirmations alike.
+        let snapshots = Snapshots::start(store);
+        let confirm = match trust {
+            FeedTrust::Trusted => None,
+            FeedTrust::Confirmed => Some(Confirmer::new(snapshots.clone())),
+        };
+        let hub = Hub::new(Some(fallback), confirm, |sink| {
+            make_feed(sink, shutdown.clone())
+        });
         let service = WatchService::new(
-            store,
+            snapshots,
             hub.clone(),
             config.deadlines,
             config.max_streams,

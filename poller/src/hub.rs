@@ -7,7 +7,8 @@
 //! order's state is an [`OrderCell`] holding the few newest events, so a watcher
 //! that falls behind reads the latest status instead of a backlog, and nothing
 //! grows per watcher. Each newly watched order goes to the fallback's queue (one
-//! entry per order, never per watcher). It does no database I/O.
+//! entry per order, never per watcher). It does no database I/O itself: events
+//! from an untrusted feed (Redis) go through the [`Confirmer`] first.
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,7 @@ use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_store::{EventFeed, EventSink};
 
 use crate::{
+    confirm::Confirmer,
     fallback::{Fallback, FallbackQueue},
     metrics as m,
     order_state::{OrderCell, OrderState},
@@ -43,25 +45,36 @@ impl Table {
         // that matters more than losing every stream, so keep serving.
         self.orders.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The cell of a watched order.
+    fn cell(&self, out_trade_no: &str) -> Option<Arc<OrderCell>> {
+        self.lock().get(out_trade_no).map(|e| e.cell.clone())
+    }
 }
 
 /// The feed's handle on the hub: where events and resync requests go.
 #[derive(Clone)]
 pub struct FeedSink {
     table: Arc<Table>,
+    /// `None`: the feed is trusted (the in-process bus, whose only publishers
+    /// are this process's own committed transitions). Otherwise every event is
+    /// a claim the database must confirm before a watcher sees it.
+    confirm: Option<Arc<Confirmer>>,
 }
 
 impl EventSink for FeedSink {
-    /// Hands an event to the watchers of its order (if it has any).
+    /// Hands an event to the watchers of its order (if it has any), once the
+    /// database confirms it when the feed is not trusted.
     fn deliver(&self, event: OrderEvent) {
-        let cell = self
-            .table
-            .lock()
-            .get(event.out_trade_no.as_str())
-            .map(|e| e.cell.clone());
         // Outside the table's lock: waking an order's many watchers holds up no other order.
-        if let Some(cell) = cell {
-            cell.update(|s| s.offer(event));
+        let Some(cell) = self.table.cell(event.out_trade_no.as_str()) else {
+            return;
+        };
+        match &self.confirm {
+            Some(confirmer) => confirmer.check(cell, event),
+            None => {
+                cell.update(|s| s.offer(event));
+            }
         }
     }
 
@@ -92,15 +105,19 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Builds the hub and its feed; `make_feed` gets the sink the feed delivers to.
-    /// With a fallback, starts its queue (call it inside the runtime).
+    /// Builds the hub and its feed; `make_feed` gets the sink the feed delivers
+    /// to. With a confirmer, every event the feed delivers is checked against
+    /// the database first (see [`crate::confirm`]); without one the feed is
+    /// trusted. With a fallback, starts its queue (call it inside the runtime).
     pub fn new<F: EventFeed>(
         fallback: Option<Fallback>,
+        confirm: Option<Arc<Confirmer>>,
         make_feed: impl FnOnce(FeedSink) -> F,
     ) -> Self {
         let table = Arc::new(Table::default());
         let feed = make_feed(FeedSink {
             table: table.clone(),
+            confirm,
         });
         Self {
             inner: Arc::new(Inner {
@@ -163,13 +180,12 @@ impl Hub {
         watch
     }
 
-    /// Offers an event read elsewhere (a snapshot) to the order's shared state, so
-    /// that its other watchers and its fallback see it too.
+    /// Offers an event read from the database (a snapshot) to the order's
+    /// shared state, so that its other watchers and its fallback see it too.
     pub fn offer(&self, event: OrderEvent) {
-        FeedSink {
-            table: self.inner.table.clone(),
+        if let Some(cell) = self.table().cell(event.out_trade_no.as_str()) {
+            cell.update(|s| s.offer(event));
         }
-        .deliver(event);
     }
 
     /// How many orders are watched now.
@@ -182,12 +198,9 @@ impl Hub {
     ///
     /// [`RETAINED_EVENTS`]: crate::order_state::RETAINED_EVENTS
     pub fn retained_events(&self, out_trade_no: &str) -> usize {
-        let cell = self
-            .table()
-            .lock()
-            .get(out_trade_no)
-            .map(|e| e.cell.clone());
-        cell.map_or(0, |c| c.lock().retained())
+        self.table()
+            .cell(out_trade_no)
+            .map_or(0, |c| c.lock().retained())
     }
 
     fn leave(&self, key: &str) {

@@ -9,6 +9,7 @@ pub mod application;
 mod backoff;
 pub mod client;
 pub mod config;
+pub mod confirm;
 pub mod error;
 pub mod fallback;
 pub mod http_watch;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod order_state;
 pub mod redis_feed;
 pub mod service;
+mod snapshots;
 
 pub use application::Application;
 pub use config::Config;

@@ -19,6 +19,12 @@ pub const FALLBACK_QUERIES: &str = "poller_fallback_queries_total";
 pub const REDIS_RECONNECTS: &str = "poller_redis_reconnects_total";
 /// Snapshot re-reads after a reconnect: one per watched order, not per watcher.
 pub const SNAPSHOT_REREADS: &str = "poller_snapshot_rereads_total";
+/// Counter: database reads that confirmed bus events (one per event per
+/// poller at most, never per watcher).
+pub const CONFIRMING_READS: &str = "poller_confirming_reads_total";
+/// Counter: bus events dropped because the database does not hold them
+/// (forged, or for an order that does not exist).
+pub const EVENTS_UNCONFIRMED: &str = "poller_events_unconfirmed_total";
 /// Gauge: 1 while the pub/sub connection is up.
 pub const REDIS_CONNECTED: &str = "poller_redis_connected";
 

@@ -30,7 +30,7 @@ fn order(s: &str) -> OutTradeNo {
 }
 
 fn hub_on(bus: &LocalBus) -> Hub {
-    Hub::new(None, |sink| bus.feed(sink))
+    Hub::new(None, None, |sink| bus.feed(sink))
 }
 
 #[tokio::test]

@@ -475,3 +475,62 @@ async fn one_connection_holds_at_most_its_share_of_streams_and_the_rest_wait() {
         .expect("its snapshot");
     assert_eq!(snapshot.status, OrderStatus::Notpay as i32);
 }
+
+/// Whoever can publish on Redis (compose runs it without a password) is not
+/// the database: a SUCCESS published by hand, raw on the order's channel, for
+/// an unpaid order reaches none of its watchers, whether it names a version
+/// the row never reached or reuses the row's own; the real payment after it
+/// still does, with its own source and version.
+#[tokio::test]
+async fn a_status_published_on_redis_by_hand_reaches_no_watcher() {
+    let redis_url = wxpay_store::testing::redis_url();
+    let app = spawn_app(Options::default()).await;
+    let no = app.create_order().await;
+    let mut stream = app.watch(no.as_str()).await.expect("watch");
+    assert_eq!(
+        next(&mut stream).await.expect("snapshot").status(),
+        OrderStatus::Notpay
+    );
+
+    let client = redis::Client::open(redis_url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    for version in [1, 2, 3, 99] {
+        let forged = serde_json::json!({
+            "id": 1, "out_trade_no": no.as_str(), "status": "SUCCESS", "version": version,
+            "transaction_id": "4200000000000000000000000001", "total_fee": 1,
+            "occurred_at": 0, "source": "NOTIFY", "refunded_fee": 0,
+        });
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(wxpay_store::events::channel(no.as_str()))
+            .arg(forged.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("publish");
+        assert_eq!(receivers, 1, "the poller is subscribed and receives it");
+    }
+    let shown = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+    assert!(
+        shown.is_err(),
+        "a forged status reached the watcher: {shown:?}"
+    );
+
+    app.pay(&no).await;
+    let paid = next(&mut stream).await.expect("the real payment");
+    assert_eq!(
+        (paid.status(), paid.version, paid.source.as_str()),
+        (OrderStatus::Success, 2, "NOTIFY")
+    );
+    let metrics = reqwest::get(&app.metrics_url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("poller_events_unconfirmed_total"),
+        "forged events are counted"
+    );
+}

@@ -162,6 +162,8 @@ impl Stack {
                     poller_config,
                     poller_store,
                     querier,
+                    // Only this process publishes on the in-process bus.
+                    poller::application::FeedTrust::Trusted,
                     |sink, _| local_bus.feed(sink),
                 )
                 .await

@@ -13,7 +13,6 @@
 //! `watcher`'s; this module never decides either. A number the database just
 //! said is unknown is refused before it costs a subscription or a read (`unknown`).
 
-mod snapshots;
 mod unknown;
 mod watcher;
 
@@ -27,10 +26,9 @@ use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_proto::v1::{
     order_status_service_server::OrderStatusService, OrderStatusEvent, WatchOrderRequest,
 };
-use wxpay_store::Store;
 
+use crate::snapshots::Snapshots;
 use crate::{error::WatchError, hub::Hub};
-use snapshots::Snapshots;
 use unknown::UnknownOrders;
 use watcher::{Ends, Watcher};
 
@@ -71,15 +69,15 @@ pub struct WatchService {
 }
 
 impl WatchService {
-    pub fn new(
-        store: Arc<dyn Store>,
+    pub(crate) fn new(
+        snapshots: Snapshots,
         hub: Hub,
         deadlines: Deadlines,
         max_streams: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            snapshots: Snapshots::start(store),
+            snapshots,
             hub,
             deadlines,
             slots: Arc::new(Semaphore::new(max_streams)),

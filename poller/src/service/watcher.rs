@@ -14,7 +14,7 @@ use wxpay_proto::v1::OrderStatusEvent;
 
 use wxpay_core::convert;
 
-use super::snapshots::Snapshots;
+use crate::snapshots::Snapshots;
 use crate::{hub::Watch, metrics as m};
 
 /// Where a stream ends: its deadline, and whether it goes on past SUCCESS.

@@ -1,5 +1,6 @@
-//! The snapshot reads of watchers, batched: every stream that opens (and every
-//! re-read after the feed reconnects) needs its order's row, and thousands of
+//! The order reads of the poller, batched: every stream that opens (and every
+//! re-read after the feed reconnects, and every event the feed confirms, see
+//! [`crate::confirm`]) needs its order's row, and thousands of
 //! them a second as one-row SELECTs cost Postgres more than everything else the
 //! poller does. Reads queue here and go out as one `orders` call per batch, a
 //! few batches at a time; a lone read goes out at once, with no wait to fill a
@@ -18,7 +19,7 @@ const IN_FLIGHT: usize = 4;
 
 /// The handle watchers read through. Cheap to clone.
 #[derive(Clone)]
-pub(super) struct Snapshots {
+pub(crate) struct Snapshots {
     asks: mpsc::UnboundedSender<Ask>,
 }
 
@@ -29,14 +30,14 @@ struct Ask {
 
 impl Snapshots {
     /// Starts the batching task (inside the runtime).
-    pub(super) fn start(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn start(store: Arc<dyn Store>) -> Self {
         let (asks, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, rx));
         Self { asks }
     }
 
     /// The order's row now, as `Store::order` would read it.
-    pub(super) async fn order(
+    pub(crate) async fn order(
         &self,
         out_trade_no: &OutTradeNo,
     ) -> Result<Option<Order>, StoreError> {
