@@ -95,38 +95,76 @@ pub fn database_url() -> Result<String, ConfigError> {
     )
 }
 
-/// Where order events go: `REDIS_CLUSTER_URLS` (comma-separated `redis://host:port`
-/// seed nodes of a Redis Cluster) when set, else `REDIS_URL` (`redis://`,
-/// `rediss://`, or `redis+cluster://host:port,host:port` for a cluster). A
-/// cluster comes back as one `redis+cluster://` URL, which the publisher and
-/// the poller's feed read as "sharded pub/sub over these seeds".
+/// Where order events go: `REDIS_CLUSTER_URLS` (comma-separated seed nodes of
+/// a Redis Cluster, `redis://[user:password@]host:port` or `rediss://…` for
+/// TLS) when set, else `REDIS_URL` (`redis://`, `rediss://`, with credentials
+/// as `redis://[user]:password@host:port`, or
+/// `redis+cluster://[user:password@]host:port,host:port` / `rediss+cluster://…`
+/// for a cluster). A cluster comes back as one `redis+cluster://` (or
+/// `rediss+cluster://`) URL, which the publisher and the poller's feed read as
+/// "sharded pub/sub over these seeds". A TLS server's certificate is checked
+/// against the system's roots, or the PEM file `SSL_CERT_FILE` names.
 pub fn redis_url() -> Result<String, ConfigError> {
     if let Some(seeds) = optional("REDIS_CLUSTER_URLS")? {
-        let mut nodes = Vec::new();
-        for seed in seeds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let node = seed.strip_prefix("redis://").unwrap_or_default();
-            let host_port = node.trim_end_matches('/');
-            let valid = host_port
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(ConfigError::new(
-                    "REDIS_CLUSTER_URLS",
-                    "must be comma-separated redis://host:port seed nodes",
-                ));
-            }
-            nodes.push(host_port.to_owned());
-        }
-        if nodes.is_empty() {
-            return Err(ConfigError::new("REDIS_CLUSTER_URLS", "names no seed node"));
-        }
-        return Ok(format!("redis+cluster://{}", nodes.join(",")));
+        return cluster_url(&seeds);
     }
     url(
         "REDIS_URL",
         required("REDIS_URL")?,
-        &["redis", "rediss", "redis+cluster"],
+        &["redis", "rediss", "redis+cluster", "rediss+cluster"],
     )
+}
+
+/// `REDIS_CLUSTER_URLS`' seeds as one cluster URL. Every seed must use the same
+/// scheme and credentials (the cluster's nodes share them); an error never
+/// repeats a seed, which may hold a password.
+fn cluster_url(seeds: &str) -> Result<String, ConfigError> {
+    const VAR: &str = "REDIS_CLUSTER_URLS";
+    let bad = || {
+        ConfigError::new(
+            VAR,
+            "must be comma-separated redis://[user:password@]host:port (or rediss://) seed nodes",
+        )
+    };
+    let mut shared: Option<(&str, &str)> = None;
+    let mut nodes = Vec::new();
+    for seed in seeds.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (scheme, rest) = seed.split_once("://").ok_or_else(bad)?;
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(bad());
+        }
+        let (auth, host_port) = match rest.rsplit_once('@') {
+            Some((auth, host_port)) => (auth, host_port),
+            None => ("", rest),
+        };
+        let host_port = host_port.trim_end_matches('/');
+        let valid = host_port
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(bad());
+        }
+        match shared {
+            None => shared = Some((scheme, auth)),
+            Some(first) if first == (scheme, auth) => {}
+            Some(_) => {
+                return Err(ConfigError::new(
+                    VAR,
+                    "seeds must all use the same scheme (redis:// or rediss://) and credentials",
+                ))
+            }
+        }
+        nodes.push(host_port);
+    }
+    let Some((scheme, auth)) = shared else {
+        return Err(ConfigError::new(VAR, "names no seed node"));
+    };
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    Ok(format!("{scheme}+cluster://{auth}{}", nodes.join(",")))
 }
 
 /// `RETENTION_DAYS` (90): how long published events, audit rows of received
@@ -343,6 +381,28 @@ mod tests {
         std::env::set_var("ALLOW_UNAUTHENTICATED", "1");
         assert!(require_token_off_loopback("PAYMENT_ADDR", lan, None).is_ok());
         std::env::remove_var("ALLOW_UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn cluster_seeds_keep_tls_and_credentials_and_never_echo_them() {
+        assert_eq!(
+            cluster_url("redis://10.0.0.1:7000, redis://10.0.0.2:7001/").ok(),
+            Some("redis+cluster://10.0.0.1:7000,10.0.0.2:7001".to_owned())
+        );
+        assert_eq!(
+            cluster_url("rediss://app:pw@a:7000,rediss://app:pw@b:7001").ok(),
+            Some("rediss+cluster://app:pw@a:7000,b:7001".to_owned())
+        );
+        let mixed = cluster_url("rediss://:s3cret@a:1,redis://:s3cret@b:2").expect_err("mixed");
+        assert!(
+            mixed.reason.contains("same scheme") && !mixed.reason.contains("s3cret"),
+            "{}",
+            mixed.reason
+        );
+        let bad = cluster_url("http://:s3cret@a:1").expect_err("not redis");
+        assert!(!bad.reason.contains("s3cret"));
+        assert!(cluster_url("redis://a").is_err(), "no port");
+        assert!(cluster_url(" , ").is_err(), "no seed");
     }
 
     #[test]

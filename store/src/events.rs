@@ -30,16 +30,32 @@ pub const CHANNEL_PREFIX: &str = "wxpay:order:";
 /// their traffic, spread over the cluster.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// The seed nodes of a cluster URL as `redis://host:port` URLs; `None` for a
-/// single server's URL.
+/// The same over TLS: every node is reached as `rediss://`.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
+
+/// The seed nodes of a cluster URL as single-node URLs; `None` for a single
+/// server's URL. Credentials before the hosts
+/// (`rediss+cluster://user:password@a:1,b:2`) go with every seed: a cluster's
+/// nodes share one ACL, and the client authenticates to each node it meets
+/// with the first seed's credentials anyway.
 pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
-    let seeds = url.strip_prefix(CLUSTER_SCHEME)?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        ("redis", rest)
+    } else {
+        ("rediss", url.strip_prefix(TLS_CLUSTER_SCHEME)?)
+    };
+    // The last `@` ends the credentials (a password's own `@` is percent-encoded
+    // in a URL, and host lists have none).
+    let (auth, seeds) = match rest.rsplit_once('@') {
+        Some((auth, seeds)) => (format!("{auth}@"), seeds),
+        None => (String::new(), rest),
+    };
     Some(
         seeds
             .split(',')
             .map(|s| s.trim().trim_end_matches('/'))
             .filter(|s| !s.is_empty())
-            .map(|s| format!("redis://{s}"))
+            .map(|s| format!("{scheme}://{auth}{s}"))
             .collect(),
     )
 }
@@ -235,5 +251,21 @@ mod tests {
             ])
         );
         assert_eq!(cluster_nodes("redis://127.0.0.1:6379"), None);
+        assert_eq!(cluster_nodes("rediss://127.0.0.1:6379"), None);
+    }
+
+    #[test]
+    fn a_cluster_url_keeps_its_tls_and_credentials_for_every_seed() {
+        assert_eq!(
+            cluster_nodes("rediss+cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2:7001"),
+            Some(vec![
+                "rediss://app:p%40ss@10.0.0.1:7000".to_owned(),
+                "rediss://app:p%40ss@10.0.0.2:7001".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("redis+cluster://:secret@h:1"),
+            Some(vec!["redis://:secret@h:1".to_owned()])
+        );
     }
 }

@@ -351,3 +351,61 @@ async fn an_expired_order_is_closed_at_wechat_and_here() {
         "a closed order got payment parameters"
     );
 }
+
+/// Redis on a shared network runs with a password and TLS: every binary
+/// reaches it as `rediss://:password@host:port`, trusting its CA through
+/// `SSL_CERT_FILE`, and the payment still reaches the watcher through it.
+/// A client without the password is refused by that server, so the events
+/// travelled the authenticated, encrypted way.
+#[tokio::test]
+async fn events_travel_through_a_redis_that_needs_tls_and_a_password() {
+    let redis = e2e_tests::PrivateRedis::start_secured()
+        .await
+        .expect("a TLS-only redis-server with a password");
+    let ca = redis.ca_file().expect("a secured server has a CA");
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(redis.url()),
+        extra_env: vec![("SSL_CERT_FILE", ca.display().to_string())],
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts on the secured Redis");
+
+    let (order, _) = create_order(&stack, "e2e-redis-tls").await;
+    let mut stream = watch(&stack, &order.out_trade_no).await;
+    assert_eq!(
+        next(&mut stream).await.expect("snapshot").status(),
+        OrderStatus::Notpay
+    );
+    stack
+        .sandbox_post(&order.out_trade_no, "pay", serde_json::json!({}))
+        .await
+        .expect("the payer pays");
+    let event = next(&mut stream).await.expect("the payment is pushed");
+    assert_eq!(
+        (event.status(), event.source.as_str()),
+        (OrderStatus::Success, "NOTIFY"),
+        "pushed by the gateway through the secured Redis"
+    );
+
+    // The same server, over the same TLS, refuses a client without the password.
+    let open = redis.url_without_password().expect("secured");
+    let ca_pem = std::fs::read(&ca).expect("the CA file");
+    let refused = async {
+        let client = redis::Client::build_with_tls(
+            open.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca_pem),
+            },
+        )?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    }
+    .await;
+    let err = refused.expect_err("a client without the password was served");
+    assert!(
+        err.to_string().contains("NOAUTH") || err.to_string().contains("uthentication"),
+        "refused for another reason than the password: {err}"
+    );
+}

@@ -33,6 +33,9 @@ pub struct StackOptions {
     /// shared test server. A test that crashes Postgres gives its own
     /// ([`crate::PrivatePostgres`]).
     pub database_url: Option<String>,
+    /// More variables for every binary (`SSL_CERT_FILE` naming a private
+    /// Redis's CA, say).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +52,7 @@ impl Default for StackOptions {
             redis_url: None,
             merchants_file: None,
             database_url: None,
+            extra_env: Vec::new(),
         }
     }
 }

@@ -63,6 +63,7 @@ impl Stack {
         let split = env.clone();
         let with_logs = |mut env: Vec<(&'static str, String)>| {
             env.push(("RUST_LOG", "info".to_owned()));
+            env.extend(options.extra_env.iter().cloned());
             env
         };
         let url = |port| format!("http://127.0.0.1:{port}");
