@@ -74,7 +74,8 @@ pub struct RedisFeed {
 
 /// What the feed connects to: one server, or a cluster's seed nodes.
 pub enum FeedClient {
-    Single(redis::Client),
+    /// Boxed: with TLS support the client is ten times the size of a seed list.
+    Single(Box<redis::Client>),
     Cluster(Vec<String>),
 }
 
@@ -95,7 +96,7 @@ impl RedisFeed {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         redis::Client::open(info.set_redis_settings(resp3))
-            .map(FeedClient::Single)
+            .map(|client| FeedClient::Single(Box::new(client)))
             .map_err(|e| FeedConfigError(e.to_string()))
     }
 
@@ -110,7 +111,7 @@ impl RedisFeed {
         let (commands, rx) = mpsc::unbounded_channel();
         match client {
             FeedClient::Single(client) => {
-                tokio::spawn(Connection::new(client, config, sink).run(rx, shutdown));
+                tokio::spawn(Connection::new(*client, config, sink).run(rx, shutdown));
             }
             FeedClient::Cluster(nodes) => {
                 tokio::spawn(cluster::ClusterTask::new(nodes, config, sink).run(rx, shutdown));
