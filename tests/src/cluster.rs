@@ -22,11 +22,24 @@ type Master = (u16, Vec<(u16, u16)>);
 pub struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<(u16, Option<Child>)>,
+    /// TLS only, between nodes too, and a password: `None` for a plain cluster.
+    password: Option<String>,
 }
 
 impl RedisCluster {
     /// Starts six nodes, creates the cluster and waits until every slot is served.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// The same cluster reachable only over TLS (clients and the cluster bus;
+    /// certificates from a fresh CA: [`ca_file`](Self::ca_file)) and only with
+    /// a password, as one on a shared network runs.
+    pub async fn start_secured() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(secured: bool) -> anyhow::Result<Self> {
         let ports = cluster_ports()?;
         let dir = std::env::temp_dir().join(format!(
             "wxpay-redis-cluster-{}-{}",
@@ -37,10 +50,45 @@ impl RedisCluster {
         let mut cluster = Self {
             dir,
             nodes: Vec::new(),
+            password: secured.then(|| format!("pw-{}", ulid::Ulid::new())),
         };
+        if secured {
+            let ca = wechat_sandbox::TestCa::new("wxpay test Redis Cluster CA")?;
+            let node = ca.issue_server(&["localhost", "127.0.0.1"])?;
+            // A node dials the others' cluster bus and its replica's master
+            // as a TLS client, and they check its certificate: one for that.
+            let peer = ca.issue_client("redis-cluster-node")?;
+            std::fs::write(cluster.dir.join("ca.pem"), ca.cert_pem())?;
+            for (name, cert) in [("node", &node), ("peer", &peer)] {
+                std::fs::write(cluster.dir.join(format!("{name}.pem")), cert.cert_pem())?;
+                std::fs::write(
+                    cluster.dir.join(format!("{name}.key")),
+                    secrecy::ExposeSecret::expose_secret(&cert.key_pem()),
+                )?;
+            }
+        }
         for port in ports {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            let mut command = Command::new("redis-server");
+            match &cluster.password {
+                None => command.args(["--port", &port.to_string()]),
+                Some(password) => command
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .arg("--tls-cert-file")
+                    .arg(cluster.dir.join("node.pem"))
+                    .arg("--tls-key-file")
+                    .arg(cluster.dir.join("node.key"))
+                    .arg("--tls-client-cert-file")
+                    .arg(cluster.dir.join("peer.pem"))
+                    .arg("--tls-client-key-file")
+                    .arg(cluster.dir.join("peer.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(cluster.dir.join("ca.pem"))
+                    .args(["--tls-auth-clients", "no"])
+                    .args(["--requirepass", password, "--masterauth", password]),
+            };
+            let child = command
+                .args(["--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
@@ -59,7 +107,7 @@ impl RedisCluster {
         for port in ports {
             wait_listening(port).await?;
         }
-        let mut create = Command::new("redis-cli");
+        let mut create = cluster.redis_cli();
         create.args(["--cluster", "create"]);
         for port in ports {
             create.arg(format!("127.0.0.1:{port}"));
@@ -81,20 +129,58 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// `redis+cluster://` with every node as a seed (what `REDIS_CLUSTER_URLS` becomes).
+    /// `redis+cluster://` with every node as a seed (what `REDIS_CLUSTER_URLS`
+    /// becomes); `rediss+cluster://:PASSWORD@…` for a secured cluster.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
             .iter()
             .map(|(port, _)| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        match &self.password {
+            None => format!("redis+cluster://{}", seeds.join(",")),
+            Some(password) => format!("rediss+cluster://:{password}@{}", seeds.join(",")),
+        }
+    }
+
+    /// The PEM file of the CA a secured cluster's certificates chain to.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.password.as_ref().map(|_| self.dir.join("ca.pem"))
+    }
+
+    /// `redis-cli` with what this cluster asks of a client, given a minute at
+    /// most (`--cluster create` waits for ever for nodes that cannot meet).
+    fn redis_cli(&self) -> Command {
+        let mut command = Command::new("timeout");
+        command.args(["60", "redis-cli"]);
+        if let Some(password) = &self.password {
+            command
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(self.dir.join("ca.pem"))
+                .args(["-a", password, "--no-auth-warning"]);
+        }
+        command
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .redis_cli()
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .context("cannot run redis-cli")?;
+        if !out.status.success() {
+            bail!("redis-cli {args:?} failed");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The port of the master that serves `key`'s slot (a sharded channel's too).
     pub fn master_of(&self, key: &str) -> anyhow::Result<u16> {
         let port = self.any_alive()?;
-        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])?
+        let slot: u16 = self
+            .cli(port, &["CLUSTER", "KEYSLOT", key])?
             .trim()
             .parse()
             .context("CLUSTER KEYSLOT")?;
@@ -139,7 +225,7 @@ impl RedisCluster {
         loop {
             let mut synced = 0;
             for port in self.alive() {
-                let info = cli(port, &["INFO", "replication"])?;
+                let info = self.cli(port, &["INFO", "replication"])?;
                 if info.contains("role:master") || info.contains("master_link_status:up") {
                     synced += 1;
                 }
@@ -156,7 +242,10 @@ impl RedisCluster {
 
     fn served(&self) -> anyhow::Result<bool> {
         let port = self.any_alive()?;
-        if !cli(port, &["CLUSTER", "INFO"])?.contains("cluster_state:ok") {
+        if !self
+            .cli(port, &["CLUSTER", "INFO"])?
+            .contains("cluster_state:ok")
+        {
             return Ok(false);
         }
         let alive: Vec<u16> = self.alive().collect();
@@ -171,7 +260,7 @@ impl RedisCluster {
 
     /// Each master's port and slot ranges, from `CLUSTER NODES` (failed ones left out).
     fn masters(&self) -> anyhow::Result<Vec<Master>> {
-        let nodes = cli(self.any_alive()?, &["CLUSTER", "NODES"])?;
+        let nodes = self.cli(self.any_alive()?, &["CLUSTER", "NODES"])?;
         let mut masters = Vec::new();
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -252,18 +341,6 @@ fn cluster_ports() -> anyhow::Result<[u16; 6]> {
         }
     }
     bail!("no six free port pairs for a Redis Cluster")
-}
-
-fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .context("cannot run redis-cli")?;
-    if !out.status.success() {
-        bail!("redis-cli {args:?} failed");
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn wait_listening(port: u16) -> anyhow::Result<()> {

@@ -280,3 +280,68 @@ async fn two_gateways_and_two_pollers_lose_nothing_when_a_master_dies() {
     drop(poller2);
     drop(gateway2);
 }
+
+/// A cluster on a shared network: TLS only (clients, replication and the
+/// cluster bus) and a password. The binaries reach it as
+/// `rediss+cluster://:password@seed,seed,…` trusting its CA through
+/// `SSL_CERT_FILE`; every payment still reaches its watcher through sharded
+/// pub/sub on it.
+#[tokio::test]
+async fn the_stack_runs_on_a_cluster_that_needs_tls_and_a_password() {
+    let cluster = RedisCluster::start_secured()
+        .await
+        .expect("a TLS-only Redis Cluster with a password");
+    let ca = cluster.ca_file().expect("a secured cluster has a CA");
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(cluster.url()),
+        extra_env: vec![("SSL_CERT_FILE", ca.display().to_string())],
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts on the secured cluster");
+    let mut payments = stack.payments().await.expect("payment-service");
+    let mut watcher = stack.watcher().await.expect("the poller");
+    let mut streams = Vec::new();
+    for i in 0..4 {
+        let order = payments
+            .create_order(CreateOrderRequest {
+                idempotency_key: format!("secured-cluster-{}-{i}", std::process::id()),
+                openid: format!("oSecuredClusterPayer{i}"),
+                description: "cluster".into(),
+                total_fee: 100 + i,
+                client_ip: "127.0.0.1".into(),
+                expire_seconds: 1800,
+                ..Default::default()
+            })
+            .await
+            .expect("CreateOrder")
+            .into_inner()
+            .order
+            .expect("order");
+        let mut stream = watcher
+            .watch_order(WatchOrderRequest {
+                out_trade_no: order.out_trade_no.clone(),
+                timeout_seconds: 60,
+                include_refunds: false,
+            })
+            .await
+            .expect("WatchOrder")
+            .into_inner();
+        let snapshot = next(&mut stream).await.expect("snapshot");
+        assert_eq!(snapshot.status(), OrderStatus::Notpay);
+        streams.push((order.out_trade_no, stream));
+    }
+    for (no, stream) in &mut streams {
+        stack
+            .sandbox_post(no, "pay", serde_json::json!({}))
+            .await
+            .expect("the payer pays");
+        let event = next(stream).await.expect("the payment is pushed");
+        assert_eq!(
+            (event.status(), event.source.as_str()),
+            (OrderStatus::Success, "NOTIFY"),
+            "{no}: {}",
+            logs(&[&stack.gateway, &stack.poller])
+        );
+    }
+}
