@@ -57,8 +57,9 @@ ENTRYPOINT ["/usr/local/bin/payment-service"]
 
 FROM runtime AS gateway
 COPY --from=builder /app/target/release/gateway /usr/local/bin/gateway
-ENV GATEWAY_ADDR=0.0.0.0:8080
-EXPOSE 8080
+# Metrics on their own port, for a scraper inside the network; publish only 8080.
+ENV GATEWAY_ADDR=0.0.0.0:8080 GATEWAY_METRICS_ADDR=0.0.0.0:9090
+EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/gateway"]
 
 FROM runtime AS poller

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 pub struct Addresses {
     pub payment: SocketAddr,
     pub gateway: SocketAddr,
+    /// The gateway's `/metrics`, off its public port.
+    pub gateway_metrics: SocketAddr,
     pub poller: SocketAddr,
     pub poller_metrics: SocketAddr,
     /// The WebSocket / SSE watch.

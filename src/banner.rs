@@ -42,8 +42,8 @@ pub fn render(stack: &Stack) -> String {
             a.poller_http
         ),
         format!(
-            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/refund/notify, /healthz, /metrics",
-            a.gateway
+            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/refund/notify, /healthz, /readyz (metrics http://{}/metrics)",
+            a.gateway, a.gateway_metrics
         ),
         format!(
             "  sandbox          http://{}    WeChat Pay v2 simulator, control API under /sandbox/",

@@ -64,6 +64,8 @@ pub struct Settings {
     pub merchants_file: Option<PathBuf>,
     pub payment_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
+    /// The gateway's Prometheus `/metrics` (`GATEWAY_METRICS_ADDR`), off its public port.
+    pub gateway_metrics_addr: SocketAddr,
     pub poller_addr: SocketAddr,
     pub poller_metrics_addr: SocketAddr,
     /// The poller's WebSocket / SSE watch for mini programs (`POLLER_HTTP_ADDR`).
@@ -142,6 +144,10 @@ impl Settings {
             merchants_file: config::optional("MERCHANTS_FILE")?.map(PathBuf::from),
             payment_addr,
             gateway_addr: config::addr("GATEWAY_ADDR", "127.0.0.1:8080")?,
+            gateway_metrics_addr: config::addr(
+                "GATEWAY_METRICS_ADDR",
+                gateway::config::DEFAULT_METRICS_ADDR,
+            )?,
             poller_addr,
             poller_metrics_addr: config::addr("POLLER_METRICS_ADDR", "127.0.0.1:9091")?,
             poller_http_addr: config::addr("POLLER_HTTP_ADDR", "127.0.0.1:8081")?,
@@ -179,6 +185,7 @@ impl Settings {
             merchants_file: None,
             payment_addr: any,
             gateway_addr: any,
+            gateway_metrics_addr: any,
             poller_addr: any,
             poller_metrics_addr: any,
             poller_http_addr: any,

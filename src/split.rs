@@ -39,6 +39,7 @@ impl Settings {
             ("SANDBOX_ADDR", self.sandbox_addr),
             ("PAYMENT_ADDR", self.payment_addr),
             ("GATEWAY_ADDR", self.gateway_addr),
+            ("GATEWAY_METRICS_ADDR", self.gateway_metrics_addr),
             ("POLLER_ADDR", self.poller_addr),
             ("POLLER_METRICS_ADDR", self.poller_metrics_addr),
         ] {
@@ -100,7 +101,13 @@ impl Settings {
 
         let mut gateway = merchant;
         gateway.extend(backing.clone());
-        gateway.push(("GATEWAY_ADDR", self.gateway_addr.to_string()));
+        gateway.extend([
+            ("GATEWAY_ADDR", self.gateway_addr.to_string()),
+            (
+                "GATEWAY_METRICS_ADDR",
+                self.gateway_metrics_addr.to_string(),
+            ),
+        ]);
 
         // The poller signs nothing and verifies nothing: no merchant key for it.
         let mut poller = backing;

@@ -99,6 +99,7 @@ impl Stack {
             bus: wxpay::Bus::Redis(redis_url.clone()),
             payment_addr: loopback,
             gateway_addr: loopback,
+            gateway_metrics_addr: loopback,
             poller_addr: loopback,
             poller_metrics_addr: loopback,
             sandbox_addr: loopback,

@@ -1,18 +1,23 @@
 //! Builds and runs the gateway: connects storage and the event bus, binds the
-//! listener, serves [`crate::app`], runs the outbox relay beside it, and shuts
-//! down gracefully (stop accepting, finish in-flight notifications and their
-//! publishes, flush the relay).
+//! public listener and the metrics one, serves [`crate::app`] through the
+//! shared accept loop, runs the outbox relay and the readiness check beside it,
+//! and shuts down gracefully (stop accepting, finish in-flight notifications
+//! and their publishes, flush the relay).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use wxpay_core::wechat::MerchantBook;
+use wxpay_runtime::http_edge::{self, ConnectionLimits};
 use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store};
 
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
     connections::{self, Limits},
+    metrics,
+    readiness::Readiness,
     routes::app,
     state::AppState,
 };
@@ -23,8 +28,13 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// How long in-flight requests and tasks get once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Scrapers of the metrics listener at once, at most (it is internal).
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
 pub struct Application {
     listener: TcpListener,
+    /// `GATEWAY_METRICS_ADDR`; `None`: no metrics listener.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     relay: Relay,
     limits: Limits,
@@ -45,6 +55,14 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on GATEWAY_ADDR {}", config.addr))?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on GATEWAY_METRICS_ADDR {}",
+                    config.metrics_addr
+                )
+            })?;
         Ok(Self::from_parts(
             listener,
             store,
@@ -53,7 +71,8 @@ impl Application {
             config.cloudpay_secret,
         )
         .with_limits(config.limits)
-        .with_retention(config.retention))
+        .with_retention(config.retention)
+        .with_metrics_listener(metrics_listener))
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite
@@ -70,6 +89,7 @@ impl Application {
         let state = AppState::new(store, publisher, merchants, cloudpay_secret);
         Self {
             listener,
+            metrics_listener: None,
             state,
             relay,
             limits: Limits::default(),
@@ -87,6 +107,20 @@ impl Application {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Serves Prometheus `GET /metrics` on `listener` (only there).
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// The metrics listener's port, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn port(&self) -> u16 {
@@ -111,27 +145,55 @@ impl Application {
             let _ = stop_relay_rx.await;
         }));
 
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
+        let stopping = CancellationToken::new();
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
         };
+        let readiness = Readiness::default();
+        let readiness_task = tokio::spawn(readiness.clone().run(
+            self.state.store.clone(),
+            self.state.publisher.clone(),
+            stopping.clone(),
+        ));
         tracing::info!(port = self.port(), limits = ?self.limits, "gateway listening");
-        let router = connections::limited(app(self.state.clone()), &self.limits);
-        let server = connections::serve(self.listener, router, self.limits.clone(), signal);
+        let metrics_task = self.metrics_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "gateway metrics listening");
+            let router = metrics::router(self.state.metrics.clone(), self.state.store.clone());
+            let limits = ConnectionLimits {
+                max_connections: METRICS_MAX_CONNECTIONS,
+                ..ConnectionLimits::default()
+            };
+            tokio::spawn(http_edge::serve(
+                listener,
+                router,
+                limits,
+                stopping.clone().cancelled_owned(),
+            ))
+        });
+        let router = connections::limited(app(self.state.clone(), readiness), &self.limits);
+        let server = http_edge::serve(self.listener, router, self.limits.connections(), signal);
         tokio::pin!(server);
         // Accepting stops at once and open connections finish; a sender that
         // never finishes its request gets DRAIN_TIMEOUT, not forever.
         let served: anyhow::Result<()> = tokio::select! {
             () = &mut server => Ok(()),
             _ = async {
-                let _ = stopping_rx.await;
+                stopping.cancelled().await;
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
             } => {
                 tracing::warn!("drain timed out; exiting with requests in flight");
                 Ok(())
             }
         };
+        // The server can only end after the signal, so both have stopped too.
+        let _ = readiness_task.await;
+        if let Some(task) = metrics_task {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
+        }
 
         // Notifications whose sender hung up still run on the tracker; then the
         // publishes their transitions started.

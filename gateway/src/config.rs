@@ -18,6 +18,9 @@ use wxpay_runtime::config::{self, ConfigError};
 /// The default listen address.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
 
+/// The default metrics address: loopback, never the public port.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
+
 /// The shared secret the cloud-pay forwarder signs its requests with.
 /// Its `Debug` never shows it.
 #[derive(Clone)]
@@ -55,10 +58,12 @@ pub struct GatewayConfig {
     /// merchant's key only.
     pub merchants: MerchantBook,
     pub addr: SocketAddr,
+    /// `GATEWAY_METRICS_ADDR`: Prometheus `GET /metrics`, off the public port.
+    pub metrics_addr: SocketAddr,
     /// `None` disables `POST /cloudpay/callback` (it answers 404).
     pub cloudpay_secret: Option<CloudpaySecret>,
     /// `GATEWAY_HEADER_TIMEOUT_MS`, `GATEWAY_REQUEST_TIMEOUT_MS`,
-    /// `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
+    /// `GATEWAY_IDLE_TIMEOUT_MS`, `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
     pub limits: Limits,
     /// `RETENTION_DAYS` (90).
     pub retention: Duration,
@@ -85,6 +90,10 @@ fn limits_from_env() -> Result<Limits, ConfigError> {
             "GATEWAY_REQUEST_TIMEOUT_MS",
             d.request_timeout.as_millis() as u64,
         )?),
+        idle_timeout: Duration::from_millis(positive(
+            "GATEWAY_IDLE_TIMEOUT_MS",
+            d.idle_timeout.as_millis() as u64,
+        )?),
         max_connections: count("GATEWAY_MAX_CONNECTIONS", d.max_connections)?,
         max_in_flight: count("GATEWAY_MAX_IN_FLIGHT", d.max_in_flight)?,
     })
@@ -97,6 +106,7 @@ impl GatewayConfig {
             redis_url: config::redis_url()?,
             merchants: config::merchants()?,
             addr: config::addr("GATEWAY_ADDR", DEFAULT_ADDR)?,
+            metrics_addr: config::addr("GATEWAY_METRICS_ADDR", DEFAULT_METRICS_ADDR)?,
             cloudpay_secret: config::optional("CLOUDPAY_CALLBACK_SECRET")?
                 .map(|s| CloudpaySecret::parse(&s))
                 .transpose()

@@ -7,7 +7,8 @@
 //! with the key of the merchant it names, and applied only to that merchant's
 //! orders. Decisions live in `notify`, `refund`, `cloudpay` and
 //! `payment`; `routes` is the thin HTTP layer; `connections` holds the edge's
-//! limits (timeouts, caps, load shedding); `application` runs it all.
+//! limits (timeouts, caps, load shedding); `readiness` the probe's background
+//! check; `application` runs it all.
 
 pub mod application;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod notify;
 pub mod paid_cache;
 pub mod payment;
+pub mod readiness;
 pub mod refund;
 pub mod refusals;
 pub mod routes;
@@ -26,6 +28,7 @@ pub mod verdict;
 
 pub use application::Application;
 pub use config::{CloudpaySecret, GatewayConfig};
+pub use readiness::Readiness;
 pub use routes::app;
 pub use state::AppState;
 pub use verdict::{Judged, Kind, Verdict};

@@ -1,8 +1,20 @@
 //! The gateway's Prometheus metrics: the names, the process-wide recorder, and
 //! the `/metrics` rendering (which also samples the outbox backlog, so the gauge
-//! is as fresh as the scrape).
+//! is as fresh as the scrape), served by [`router`] on its own listener
+//! (`GATEWAY_METRICS_ADDR`), never on the public port.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use wxpay_store::Store;
@@ -100,4 +112,25 @@ pub async fn render(handle: &PrometheusHandle, store: &dyn Store) -> String {
     }
     handle.run_upkeep();
     handle.render()
+}
+
+/// `GET /metrics` alone, for the metrics listener.
+pub fn router(handle: PrometheusHandle, store: Arc<dyn Store>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state((handle, store))
+}
+
+async fn metrics_text(
+    State((handle, store)): State<(PrometheusHandle, Arc<dyn Store>)>,
+) -> Response {
+    let text = render(&handle, store.as_ref()).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

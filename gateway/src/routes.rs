@@ -1,6 +1,8 @@
-//! The HTTP surface: the router, its size limit, and the thin handlers that
-//! turn a body into a verdict (via `notify`, `refund`, `cloudpay`) and a verdict
-//! into the reply each sender expects. No decision is made here.
+//! The HTTP surface of the public port: the router, its size limit, and the
+//! thin handlers that turn a body into a verdict (via `notify`, `refund`,
+//! `cloudpay`) and a verdict into the reply each sender expects. No decision is
+//! made here. Only WeChat's paths and the probes are public; `/metrics` has its
+//! own listener (`metrics::router`).
 
 use std::{future::Future, time::Instant};
 
@@ -15,7 +17,9 @@ use axum::{
 use wxpay_core::wechat::xml;
 
 use crate::{
-    cloudpay, metrics, notify, refund,
+    cloudpay, metrics, notify,
+    readiness::Readiness,
+    refund,
     state::AppState,
     verdict::{Judged, Kind, Verdict},
 };
@@ -23,15 +27,15 @@ use crate::{
 /// WeChat's messages are a few KiB; anything over this is refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = xml::MAX_XML_BYTES;
 
-/// The gateway's routes, testable without a socket.
-pub fn app(state: AppState) -> Router {
+/// The gateway's public routes, testable without a socket. `/readyz` reads
+/// `readiness`, which [`Readiness::run`] keeps fresh.
+pub fn app(state: AppState, readiness: Readiness) -> Router {
     Router::new()
         .route("/wechat/pay/notify", post(pay_notify))
         .route("/wechat/refund/notify", post(refund_notify))
         .route("/cloudpay/callback", post(cloudpay_callback))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/readyz", get(readyz).with_state(readiness))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -153,38 +157,14 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The database and the event bus are reachable (bounded, so a hung dependency
-/// makes the probe fail rather than hang).
-async fn readyz(State(state): State<AppState>) -> Response {
-    let limit = std::time::Duration::from_secs(2);
-    let db = matches!(
-        tokio::time::timeout(limit, state.store.ping()).await,
-        Ok(Ok(()))
-    );
-    let bus = matches!(
-        tokio::time::timeout(limit, state.publisher.ping()).await,
-        Ok(Ok(()))
-    );
-    match (db, bus) {
-        (true, true) => (StatusCode::OK, "ready").into_response(),
-        (false, true) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response(),
-        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable").into_response(),
-        (false, false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database and redis unavailable",
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    let text = metrics::render(&state.metrics, state.store.as_ref()).await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+/// The database and the event bus answered the last background check: no
+/// query per request, so probing the public port costs the database nothing.
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let ready = readiness.get();
+    let status = if ready.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, ready.as_str()).into_response()
 }

@@ -155,3 +155,113 @@ async fn past_its_in_flight_cap_the_gateway_answers_503_at_once() {
     );
     drop(holder);
 }
+
+/// How long until the gateway closes `stream`, or `None` if it is still open after `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_left_idle_is_closed_after_the_idle_timeout() {
+    let app = spawn_app_with(Setup {
+        limits: Limits {
+            // Longer than the idle timeout, so only the idle timeout can close it.
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(authority_of(&app.base))
+        .await
+        .expect("connect");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.expect("reply");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let took = closed_within(&mut conn, Duration::from_secs(10))
+        .await
+        .expect("closed while idle");
+    eprintln!("an idle keep-alive connection was closed {took:?} after its reply");
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_prior_knowledge_http2_connection_without_a_request_is_closed_at_the_header_timeout() {
+    let app = spawn_app_with(Setup {
+        limits: Limits {
+            header_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(authority_of(&app.base))
+        .await
+        .expect("connect");
+    // The HTTP/2 client preface and an empty SETTINGS frame, then silence.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+
+    let took = closed_within(&mut conn, Duration::from_secs(10)).await;
+    eprintln!("a silent HTTP/2 connection was closed after {took:?}");
+    assert!(took.is_some(), "still open 10 s later");
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_cut_long_before_the_request_timeout() {
+    let request_timeout = Duration::from_secs(10);
+    let app = spawn_app_with(Setup {
+        limits: Limits {
+            request_timeout,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let conn = TcpStream::connect(authority_of(&app.base))
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = conn.into_split();
+    writer
+        .write_all(
+            b"POST /wechat/pay/notify HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n<xml>",
+        )
+        .await
+        .expect("head");
+    let started = Instant::now();
+    // One byte every 100 ms: 4000 bytes would take 400 s.
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let answered = tokio::time::timeout(request_timeout, reader.read(&mut buf)).await;
+    let took = started.elapsed();
+    trickle.abort();
+    eprintln!("a trickled 4000-byte body lost its slot after {took:?}");
+    assert!(answered.is_ok(), "held for the whole request timeout");
+    // The default minimum rate: 1 s plus 4000 bytes at 32 KiB/s, about 1.1 s.
+    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+}

@@ -68,7 +68,7 @@ async fn two_merchants_each_pay_their_own_orders_under_their_own_keys() {
         assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 0);
     }
     // Counted under the merchant each was for.
-    let (_, metrics) = app.get("/metrics").await;
+    let (_, metrics) = app.metrics().await;
     for series in [
         "wxpay_gateway_notifications_total{kind=\"pay\",verdict=\"applied\",merchant=\"default\"}",
         "wxpay_gateway_notifications_total{kind=\"pay\",verdict=\"applied\",merchant=\"tenant-b\"}",
@@ -270,7 +270,7 @@ async fn a_notification_for_an_unconfigured_merchant_writes_nothing_and_reads_no
     assert_eq!(app.rows("anomalies").await, 0);
     let unpaid = app.order(&order.out_trade_no).await;
     assert_eq!((unpaid.status, unpaid.version), (OrderStatus::NotPay, 1));
-    let (_, metrics) = app.get("/metrics").await;
+    let (_, metrics) = app.metrics().await;
     for series in [
         "wxpay_gateway_refused_total{kind=\"pay\",reason=\"unknown_merchant\"}",
         "wxpay_gateway_notifications_total{kind=\"pay\",verdict=\"bad_signature\",merchant=\"unknown\"}",

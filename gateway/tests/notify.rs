@@ -397,8 +397,10 @@ async fn health_readiness_and_metrics_are_served() {
     .await;
 
     assert_eq!(app.get("/healthz").await.0, 200);
-    assert_eq!(app.get("/readyz").await, (200, "ready".to_owned()));
-    let (status, text) = app.get("/metrics").await;
+    assert_eq!(app.readyz_settled(200).await, (200, "ready".to_owned()));
+    // Metrics have their own listener; the public port does not serve them.
+    assert_eq!(app.get("/metrics").await.0, 404);
+    let (status, text) = app.metrics().await;
     assert_eq!(status, 200);
     for name in [
         // Counted under the merchant it was for (the one the WECHAT_* variables define).
@@ -420,7 +422,7 @@ async fn readiness_fails_when_redis_is_unreachable() {
     })
     .await;
 
-    let (status, body) = app.get("/readyz").await;
+    let (status, body) = app.readyz_settled(503).await;
 
     assert_eq!((status, body.as_str()), (503, "redis unavailable"));
 }
@@ -438,7 +440,7 @@ async fn the_router_answers_without_a_socket() {
     let publisher = RedisPublisher::new(&common_redis()).expect("publisher");
     let merchants = MerchantBook::new(vec![default_merchant()]).expect("one merchant");
     let state = gateway::AppState::new(Arc::new(store), Arc::new(publisher), merchants, None);
-    let router = gateway::app(state);
+    let router = gateway::app(state, gateway::Readiness::default());
 
     let res = router
         .clone()

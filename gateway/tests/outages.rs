@@ -116,7 +116,7 @@ async fn with_the_database_down_replies_fail_and_the_next_retry_succeeds() {
         (200, "FAIL"),
         "{reply}"
     );
-    assert_eq!(app.get("/readyz").await.0, 503);
+    assert_eq!(app.readyz_settled(503).await.0, 503);
     let unpaid = app.order(&order.out_trade_no).await;
     assert_eq!((unpaid.status, unpaid.version), (OrderStatus::NotPay, 1));
     assert_eq!(app.event_rows(&order.out_trade_no).await, 0);

@@ -1,7 +1,8 @@
 //! Wiring: the store, the hub with its Redis feed and fallback, the gRPC server
 //! (WatchOrder behind the bearer-token check, health, reflection v1 and v1alpha, HTTP/2
-//! keepalive) and the metrics server, bound in `build` (port 0 works for tests)
-//! and run by `run_until_stopped`.
+//! keepalive), the WebSocket / SSE watch (on the shared accept loop of
+//! `wxpay_runtime::http_edge`) and the metrics server, bound in `build` (port 0
+//! works for tests) and run by `run_until_stopped`.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -221,13 +222,14 @@ impl Application {
                 };
                 let router = HttpWatch::new(self.service.clone(), secret, origin).router();
                 tracing::info!(addr = ?listener.local_addr().ok(), "WebSocket / SSE watch listening");
-                let server = axum::serve(listener, router)
-                    .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
-                Some(tokio::spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::error!(error = %e, "HTTP watch server failed");
-                    }
-                }))
+                // The gateway's accept loop: header timeout, connection cap
+                // with the idlest closed to make room, idle close.
+                Some(tokio::spawn(wxpay_runtime::http_edge::serve(
+                    listener,
+                    router,
+                    self.config.http_limits.clone(),
+                    self.shutdown.clone().cancelled_owned(),
+                )))
             }
             _ => {
                 tracing::info!("no WATCH_TOKEN_SECRET: the WebSocket / SSE watch is off");

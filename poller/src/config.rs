@@ -7,6 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use secrecy::SecretString;
 use wxpay_runtime::{
     config::{self as env, ConfigError},
+    http_edge::ConnectionLimits,
     tls::ServerTls,
 };
 
@@ -53,6 +54,10 @@ pub struct Config {
     /// `POLLER_HTTP_ADDR` (default `0.0.0.0:8081`): the WebSocket / SSE watch
     /// for mini programs; served only with a `watch_secret`.
     pub http_addr: SocketAddr,
+    /// The HTTP watch's connections: `POLLER_HTTP_MAX_CONNECTIONS` (20000; past
+    /// it the idlest idle connection is closed), `POLLER_HTTP_IDLE_TIMEOUT_MS`
+    /// (60000) and `POLLER_HTTP_HEADER_TIMEOUT_MS` (5000).
+    pub http_limits: ConnectionLimits,
     /// `WATCH_TOKEN_SECRET`: checks the watch tokens payment-service issues.
     /// `None`: no HTTP watch (there is nothing to check tokens with).
     pub watch_secret: Option<WatchSecret>,
@@ -110,6 +115,7 @@ impl Config {
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
             tls: ServerTls::from_env()?,
             http_addr: env::addr("POLLER_HTTP_ADDR", "0.0.0.0:8081")?,
+            http_limits: http_limits()?,
             watch_secret: env::watch_secret()?,
             sse_allow_origin: env::optional("POLLER_SSE_ALLOW_ORIGIN")?,
             max_streams_per_connection: u32::try_from(positive(
@@ -128,6 +134,23 @@ impl Config {
                 .map_err(|_| ConfigError::new("POLLER_MAX_STREAMS", "is too large"))?,
         })
     }
+}
+
+/// `POLLER_HTTP_MAX_CONNECTIONS`' default.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u64 = 20_000;
+
+fn http_limits() -> Result<ConnectionLimits, ConfigError> {
+    let max_connections = usize::try_from(positive(
+        "POLLER_HTTP_MAX_CONNECTIONS",
+        DEFAULT_HTTP_MAX_CONNECTIONS,
+    )?)
+    .map_err(|_| ConfigError::new("POLLER_HTTP_MAX_CONNECTIONS", "is too large"))?;
+    Ok(ConnectionLimits {
+        header_timeout: Duration::from_millis(positive("POLLER_HTTP_HEADER_TIMEOUT_MS", 5000)?),
+        idle_timeout: Duration::from_millis(positive("POLLER_HTTP_IDLE_TIMEOUT_MS", 60_000)?),
+        max_connections,
+        ..ConnectionLimits::default()
+    })
 }
 
 fn positive(var: &'static str, default: u64) -> Result<u64, ConfigError> {
@@ -157,6 +180,7 @@ mod tests {
         assert_eq!(ok.max_streams, 200_000);
         assert_eq!(ok.deadlines.default, Duration::from_secs(300));
         assert_eq!(ok.fallback_delay, Duration::from_millis(5000));
+        assert_eq!(ok.http_limits.max_connections, 20_000);
 
         std::env::set_var("POLLER_MAX_TIMEOUT_SECONDS", "soon");
         let err = Config::from_env().expect_err("not a number");

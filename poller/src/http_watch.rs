@@ -10,10 +10,19 @@
 //!
 //! The credential is the order's watch token (`wxpay_core::watch_token`), checked
 //! before any upgrade or subscription: a bad, expired or other order's token is a
-//! 401 and costs nothing else. The stream caps are the gRPC side's (one
-//! `WatchService`).
+//! 401 and costs nothing else. One token holds at most [`STREAMS_PER_TOKEN`]
+//! streams at once (more: 429, also before any upgrade or subscription), so a
+//! leaked token cannot take the poller's global cap, which is the gRPC side's
+//! (one `WatchService`). A client sends nothing the watch needs: a WebSocket
+//! message over [`MAX_CLIENT_MESSAGE`] closes the socket with 1009 before it is
+//! buffered.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     extract::{
@@ -30,6 +39,7 @@ use axum::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio_tungstenite::tungstenite;
 use wxpay_core::{convert, watch_token::WatchSecret};
 use wxpay_proto::v1::OrderStatusEvent;
 
@@ -41,10 +51,22 @@ use crate::{
 /// WebSocket pings: well inside the idle timeouts of WeChat's and most proxies.
 const PING_EVERY: Duration = Duration::from_secs(20);
 
+/// Open streams one watch token may hold at once: a page reloaded a few times
+/// over, not a fleet.
+pub const STREAMS_PER_TOKEN: usize = 4;
+
+/// The largest WebSocket message (and frame) taken from a client: the watch
+/// reads nothing from it, so anything bigger is refused unread (1009).
+pub const MAX_CLIENT_MESSAGE: usize = 1024;
+
+/// WebSocket close code "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
+
 #[derive(Clone)]
 pub struct HttpWatch {
     service: WatchService,
     secret: WatchSecret,
+    per_token: TokenStreams,
     /// `POLLER_SSE_ALLOW_ORIGIN`: the `Access-Control-Allow-Origin` of the SSE endpoint.
     allow_origin: Option<HeaderValue>,
 }
@@ -58,6 +80,7 @@ impl HttpWatch {
         Self {
             service,
             secret,
+            per_token: TokenStreams::new(STREAMS_PER_TOKEN),
             allow_origin,
         }
     }
@@ -69,8 +92,14 @@ impl HttpWatch {
             .with_state(self)
     }
 
-    /// Checks the token, then opens the watch (subscription and snapshot).
-    async fn open(&self, out_trade_no: &str, q: &WatchQuery) -> Result<WatchStream, Response> {
+    /// Checks the token and its share of streams, then opens the watch
+    /// (subscription and snapshot). The stream counts against its token
+    /// until the returned [`TokenSlot`] drops.
+    async fn open(
+        &self,
+        out_trade_no: &str,
+        q: &WatchQuery,
+    ) -> Result<(WatchStream, TokenSlot), Response> {
         if let Err(e) = self
             .secret
             .verify(out_trade_no, &q.token, chrono::Utc::now())
@@ -82,11 +111,74 @@ impl HttpWatch {
             )
                 .into_response());
         }
-        self.service
+        let Some(slot) = self.per_token.take(&q.token) else {
+            tracing::debug!(out_trade_no, "watch token at its stream limit");
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "this watch token has too many open streams",
+            )
+                .into_response());
+        };
+        let stream = self
+            .service
             .open_stream(out_trade_no, q.timeout_seconds, q.include_refunds)
             .await
-            .map_err(refusal)
+            .map_err(refusal)?;
+        Ok((stream, slot))
     }
+}
+
+/// Open streams per watch token (verified tokens only, so the map holds at
+/// most one entry per open stream).
+#[derive(Clone)]
+struct TokenStreams {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream of a token; dropping it gives the place back.
+struct TokenSlot {
+    token: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl TokenStreams {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn take(&self, token: &str) -> Option<TokenSlot> {
+        let mut open = lock(&self.open);
+        let count = open.entry(token.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(TokenSlot {
+            token: token.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for TokenSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        if let Some(count) = open.get_mut(&self.token) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+fn lock(open: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    // A panic while counting leaves the counts themselves usable.
+    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,11 +229,13 @@ async fn server_sent_events(
     Path(out_trade_no): Path<String>,
     Query(q): Query<WatchQuery>,
 ) -> Response {
-    let stream = match state.open(&out_trade_no, &q).await {
-        Ok(stream) => stream,
+    let (stream, slot) = match state.open(&out_trade_no, &q).await {
+        Ok(opened) => opened,
         Err(refused) => return refused,
     };
-    let events = stream.map(|item| {
+    // The closure owns the slot, so the token's count drops with the stream.
+    let events = stream.map(move |item| {
+        let _open = &slot;
         Ok::<_, Infallible>(match item {
             Ok(event) => Event::default().data(event_json(&event)),
             // Shutdown or a failed stream: said, then the stream ends.
@@ -166,15 +260,19 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Refused before the upgrade: a plain HTTP answer the client can read.
-    let stream = match state.open(&out_trade_no, &q).await {
-        Ok(stream) => stream,
+    let (stream, slot) = match state.open(&out_trade_no, &q).await {
+        Ok(opened) => opened,
         Err(refused) => return refused,
     };
-    upgrade.on_upgrade(move |socket| pump(socket, stream))
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| pump(socket, stream, slot))
 }
 
-/// Forwards the watch to the socket until it ends, the client goes, or shutdown.
-async fn pump(mut socket: WebSocket, mut stream: WatchStream) {
+/// Forwards the watch to the socket until it ends, the client goes, or
+/// shutdown; the token's slot is held until then.
+async fn pump(mut socket: WebSocket, mut stream: WatchStream, _slot: TokenSlot) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -203,9 +301,51 @@ async fn pump(mut socket: WebSocket, mut stream: WatchStream) {
             }
             incoming = socket.recv() => match incoming {
                 // The client closed or vanished: its watch ends with it.
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
+                    if is_too_big(e) {
+                        let frame = CloseFrame {
+                            code: CLOSE_TOO_BIG,
+                            reason: "message too big".into(),
+                        };
+                        let _ = socket.send(Message::Close(Some(frame))).await;
+                    }
+                    return;
+                }
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+/// Whether a receive failed on the size limit (tungstenite refuses the frame
+/// from its header, before reading its payload).
+fn is_too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_holds_at_most_its_share_of_streams_and_gets_them_back() {
+        let streams = TokenStreams::new(2);
+        let a1 = streams.take("a").expect("first");
+        let _a2 = streams.take("a").expect("second");
+        assert!(streams.take("a").is_none(), "third refused");
+        let _b = streams.take("b").expect("another token is counted apart");
+        drop(a1);
+        assert!(streams.take("a").is_some(), "a place came back");
+    }
+
+    #[test]
+    fn a_token_with_no_open_stream_leaves_no_entry() {
+        let streams = TokenStreams::new(4);
+        drop(streams.take("a").expect("one"));
+        assert!(lock(&streams.open).is_empty());
     }
 }

@@ -189,3 +189,90 @@ async fn a_bad_expired_or_foreign_token_is_401_before_any_upgrade() {
     .expect("answered");
     assert_eq!(sse.status(), 404);
 }
+
+/// The close frame the server ends `socket` with (skipping events and pings).
+async fn close_code<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match next_message(socket).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_message_over_1_kib_closes_the_socket_with_1009() {
+    let app = app().await;
+    let no = app.create_order().await;
+    let http = app.http_url.clone().expect("the HTTP watch is served");
+    let url = format!(
+        "ws://{http}/v1/orders/{no}/ws?token={}",
+        token(no.as_str(), chrono::Duration::minutes(10))
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgraded");
+    assert!(matches!(
+        next_message(&mut socket).await,
+        Some(Ok(Message::Text(_)))
+    ));
+    // A small message is read and ignored; the socket stays open.
+    futures::SinkExt::send(&mut socket, Message::text("hello"))
+        .await
+        .expect("sent");
+    futures::SinkExt::send(&mut socket, Message::text("x".repeat(1025)))
+        .await
+        .expect("sent");
+
+    assert_eq!(close_code(&mut socket).await, Some(1009));
+}
+
+#[tokio::test]
+async fn a_fifth_open_stream_with_one_token_is_429_until_one_of_them_ends() {
+    let app = app().await;
+    let no = app.create_order().await;
+    let http = app.http_url.clone().expect("the HTTP watch is served");
+    let token = token(no.as_str(), chrono::Duration::minutes(10));
+    let url = format!("ws://{http}/v1/orders/{no}/ws?token={token}");
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("upgraded");
+        assert!(matches!(
+            next_message(&mut socket).await,
+            Some(Ok(Message::Text(_)))
+        ));
+        open.push(socket);
+    }
+    // SSE counts against the same token, and is refused the same way.
+    let sse = reqwest::get(format!("http://{http}/v1/orders/{no}/events?token={token}"))
+        .await
+        .expect("answered");
+    assert_eq!(sse.status(), 429);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a fifth stream was not refused: {other:?}"),
+    }
+
+    let mut first = open.remove(0);
+    first.close(None).await.expect("closed");
+    drop(first);
+    // The server notices the close at once; give it a moment to count.
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "no stream opened after one of four ended"
+    );
+}

@@ -1,12 +1,15 @@
 //! wxpay-runtime: what every binary of the product needs around its own work:
 //! configuration readers (one clear line naming a bad variable, secrets never
 //! echoed), telemetry, the shutdown signal, and (with the `grpc` feature) the
-//! bearer-token check of the gRPC servers and their optional TLS.
+//! bearer-token check of the gRPC servers and their optional TLS, and (with `http`)
+//! the accept loop of the public HTTP listeners.
 
 #[cfg(feature = "grpc")]
 pub mod auth;
 pub mod callers;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http_edge;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "grpc")]

@@ -88,10 +88,13 @@ impl Stack {
             .await
             .with_context(|| format!("cannot listen on SANDBOX_ADDR {}", settings.sandbox_addr))?;
         let gateway_listener = bind("GATEWAY_ADDR", settings.gateway_addr).await?;
+        let gateway_metrics_listener =
+            bind("GATEWAY_METRICS_ADDR", settings.gateway_metrics_addr).await?;
         let payment_listener = bind("PAYMENT_ADDR", settings.payment_addr).await?;
         let partial = Addresses {
             payment: reachable(&payment_listener)?,
             gateway: reachable(&gateway_listener)?,
+            gateway_metrics: reachable(&gateway_metrics_listener)?,
             poller: settings.poller_addr,
             poller_metrics: settings.poller_metrics_addr,
             poller_http: settings.poller_http_addr,
@@ -146,7 +149,8 @@ impl Stack {
             publisher.clone(),
             book,
             None,
-        );
+        )
+        .with_metrics_listener(gateway_metrics_listener);
         // One metrics registry for the process: the gateway installs it, and the
         // poller's /metrics renders the same one instead of an empty registry.
         poller::metrics::use_installed(gateway.state().metrics.clone());

@@ -87,6 +87,10 @@ pub(super) fn poller_config(
         tls: None,
         payment_service_ca: None,
         http_addr: settings.poller_http_addr,
+        http_limits: wxpay_runtime::http_edge::ConnectionLimits {
+            max_connections: poller::config::DEFAULT_HTTP_MAX_CONNECTIONS as usize,
+            ..Default::default()
+        },
         watch_secret: Some(watch_secret),
         sse_allow_origin: None,
         max_streams_per_connection: 1000,

@@ -157,7 +157,11 @@ async fn two_gateways_and_two_pollers_lose_nothing_when_a_master_dies() {
         &["POLLER_ADDR", "POLLER_METRICS_ADDR", "POLLER_HTTP_ADDR"],
     );
     let poller2_url = format!("http://{}", addr_of(&poller2_env, "POLLER_ADDR"));
-    let (gateway2, gateway2_env) = replica("gateway", &stack.env.gateway, &["GATEWAY_ADDR"]);
+    let (gateway2, gateway2_env) = replica(
+        "gateway",
+        &stack.env.gateway,
+        &["GATEWAY_ADDR", "GATEWAY_METRICS_ADDR"],
+    );
     let gateway2_addr = addr_of(&gateway2_env, "GATEWAY_ADDR");
     let http = reqwest::Client::new();
 

@@ -108,6 +108,8 @@ impl Default for Setup {
 
 pub struct TestApp {
     pub base: String,
+    /// The metrics listener (`GATEWAY_METRICS_ADDR`).
+    pub metrics_base: String,
     /// A direct connection to the gateway's database, for arranging and asserting.
     pub store: PgStore,
     pub database_url: String,
@@ -134,6 +136,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         redis_url: setup.redis_url,
         merchants: MerchantBook::new(setup.merchants).expect("distinct merchants"),
         addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         cloudpay_secret: setup
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
@@ -142,12 +145,17 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     };
     let app = Application::build(config).await.expect("gateway builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_base = format!(
+        "http://127.0.0.1:{}",
+        app.metrics_port().expect("a metrics listener")
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         base,
+        metrics_base,
         store,
         database_url,
         http: reqwest::Client::new(),
@@ -287,6 +295,32 @@ impl TestApp {
             .expect("request sent");
         let status = res.status().as_u16();
         (status, res.text().await.expect("reply body"))
+    }
+
+    /// `GET /metrics` on the metrics listener.
+    pub async fn metrics(&self) -> (u16, String) {
+        let res = self
+            .http
+            .get(format!("{}/metrics", self.metrics_base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.text().await.expect("reply body"))
+    }
+
+    /// `/readyz` once it says something other than `starting` and, within
+    /// a few of its background refreshes, what `expected` is.
+    pub async fn readyz_settled(&self, expected: u16) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            if (status == expected && body != "starting") || tokio::time::Instant::now() > deadline
+            {
+                return (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn event_rows(&self, no: &OutTradeNo) -> i64 {

@@ -43,6 +43,8 @@ pub struct Options {
     pub max_streams_per_connection: u32,
     /// Serve the WebSocket / SSE watch, checking tokens with this secret.
     pub watch_secret: Option<&'static str>,
+    /// The WebSocket / SSE watch's connection limits.
+    pub http_limits: wxpay_runtime::http_edge::ConnectionLimits,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             max_streams: 200_000,
             tls: None,
             max_streams_per_connection: 1000,
+            http_limits: wxpay_runtime::http_edge::ConnectionLimits::default(),
             watch_secret: None,
         }
     }
@@ -103,6 +106,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         tls: options.tls.clone(),
         payment_service_ca: None,
         http_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        http_limits: options.http_limits.clone(),
         watch_secret: options
             .watch_secret
             .map(|s| wxpay_core::watch_token::WatchSecret::new(s).expect("a long secret")),

@@ -24,7 +24,7 @@ impl Stack {
             .redis_url
             .clone()
             .unwrap_or_else(wxpay_store::testing::redis_url);
-        let [sandbox_port, payment_port, gateway_port, poller_port, metrics_port, poller_http_port] =
+        let [sandbox_port, payment_port, gateway_port, gateway_metrics_port, poller_port, metrics_port, poller_http_port] =
             free_ports()?;
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         // The same settings type the single-process stack runs from: which binary
@@ -40,6 +40,7 @@ impl Stack {
             merchants_file: options.merchants_file.clone(),
             payment_addr: local(payment_port),
             gateway_addr: local(gateway_port),
+            gateway_metrics_addr: local(gateway_metrics_port),
             poller_addr: local(poller_port),
             poller_metrics_addr: local(metrics_port),
             // Watch tokens and the poller's WebSocket / SSE watch, as a
