@@ -13,6 +13,7 @@ use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Sto
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
     connections::{self, Limits},
+    orderquery::OrderQuery,
     routes::app,
     state::AppState,
 };
@@ -45,7 +46,7 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("cannot listen on GATEWAY_ADDR {}", config.addr))?;
-        Ok(Self::from_parts(
+        Self::from_parts(
             listener,
             store,
             publisher,
@@ -53,7 +54,8 @@ impl Application {
             config.cloudpay_secret,
         )
         .with_limits(config.limits)
-        .with_retention(config.retention))
+        .with_retention(config.retention)
+        .with_wechat_api(&config.wechat_api_base)
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite
@@ -75,6 +77,14 @@ impl Application {
             limits: Limits::default(),
             retention,
         }
+    }
+
+    /// Where a cloud-pay SUCCESS is confirmed (WeChat's orderquery) before it
+    /// is applied.
+    pub fn with_wechat_api(mut self, api_base: &str) -> anyhow::Result<Self> {
+        self.state.orderquery =
+            Some(OrderQuery::new(api_base).context("cannot build the orderquery client")?);
+        Ok(self)
     }
 
     /// How long published events, audit rows and anomalies are kept.
