@@ -100,7 +100,11 @@ impl Settings {
 
         let mut gateway = merchant;
         gateway.extend(backing.clone());
-        gateway.push(("GATEWAY_ADDR", self.gateway_addr.to_string()));
+        gateway.extend([
+            ("GATEWAY_ADDR", self.gateway_addr.to_string()),
+            // Where a cloud-pay SUCCESS is confirmed with orderquery.
+            ("WECHAT_API_BASE", url(self.sandbox_addr)),
+        ]);
 
         // The poller signs nothing and verifies nothing: no merchant key for it.
         let mut poller = backing;

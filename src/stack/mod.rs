@@ -146,7 +146,10 @@ impl Stack {
             publisher.clone(),
             book,
             None,
-        );
+        )
+        // The sandbox answers orderquery as WeChat would (over plain HTTP: the
+        // gateway presents no client certificate).
+        .with_wechat_api(&sandbox.base_url())?;
         // One metrics registry for the process: the gateway installs it, and the
         // poller's /metrics renders the same one instead of an empty registry.
         poller::metrics::use_installed(gateway.state().metrics.clone());

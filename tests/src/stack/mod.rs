@@ -33,6 +33,8 @@ pub struct StackOptions {
     /// shared test server. A test that crashes Postgres gives its own
     /// ([`crate::PrivatePostgres`]).
     pub database_url: Option<String>,
+    /// `CLOUDPAY_CALLBACK_SECRET` for the gateway; `None`: the callback is off.
+    pub cloudpay_secret: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +51,7 @@ impl Default for StackOptions {
             redis_url: None,
             merchants_file: None,
             database_url: None,
+            cloudpay_secret: None,
         }
     }
 }
