@@ -267,3 +267,139 @@ pub fn cloudpay(
         body: body.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wxpay_core::wechat::{ApiKey, Merchant};
+
+    const KEY: &str = "gatewaytestkey0123456789abcdefgh";
+
+    fn book() -> MerchantBook {
+        MerchantBook::new(vec![MerchantEntry::direct(
+            "default",
+            Merchant {
+                app_id: "wxd930ea5d5a258f4f".into(),
+                mch_id: "10000100".into(),
+                api_key: ApiKey::parse(KEY).expect("key"),
+            },
+            SignType::Md5,
+        )])
+        .expect("one merchant")
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn body(f: &Fields) -> Bytes {
+        Bytes::from(xml::encode(f.iter().map(|(k, v)| (k.as_str(), v.as_str()))).expect("xml"))
+    }
+
+    fn reason<T: std::fmt::Debug>(r: Result<Proven<T>, Refused>) -> &'static str {
+        match r {
+            Ok(p) => panic!("proven: {p:?}"),
+            Err(refused) => refused.reason,
+        }
+    }
+
+    #[test]
+    fn a_pay_message_is_proven_by_either_algorithm_of_its_merchants_key_and_says_which() {
+        let key = ApiKey::parse(KEY).expect("key");
+        for st in [SignType::Md5, SignType::HmacSha256] {
+            let mut f = fields(&[("mch_id", "10000100"), ("out_trade_no", "A1")]);
+            sign::sign_fields(&mut f, &key, st);
+            let proven = pay(&book(), &body(&f)).expect("proven");
+            assert_eq!(proven.sign_type(), Some(st));
+            assert_eq!(proven.merchant().map(|e| e.name.as_str()), Some("default"));
+        }
+        let mut other = fields(&[("mch_id", "10000101"), ("out_trade_no", "A1")]);
+        sign::sign_fields(&mut other, &key, SignType::Md5);
+        assert_eq!(reason(pay(&book(), &body(&other))), "unknown_merchant");
+        let mut forged = fields(&[("mch_id", "10000100")]);
+        forged.insert("sign".into(), "0".repeat(32));
+        assert_eq!(reason(pay(&book(), &body(&forged))), "bad_signature");
+        assert_eq!(
+            reason(pay(&book(), &Bytes::from_static(b"<xml>"))),
+            "malformed"
+        );
+    }
+
+    #[test]
+    fn a_refund_message_is_proven_only_by_a_req_info_that_decrypts_under_its_merchants_key() {
+        let key = ApiKey::parse(KEY).expect("key");
+        let inner = fields(&[("out_trade_no", "A1"), ("refund_status", "SUCCESS")]);
+        let outer = |req_info: String| {
+            fields(&[
+                ("return_code", "SUCCESS"),
+                ("appid", "wxd930ea5d5a258f4f"),
+                ("mch_id", "10000100"),
+            ])
+            .into_iter()
+            .chain([("req_info".to_owned(), req_info)])
+            .collect::<Fields>()
+        };
+        let genuine = outer(refund_crypto::encrypt_req_info(&inner, &key).expect("encrypts"));
+        let proven = refund(&book(), &body(&genuine)).expect("proven");
+        assert_eq!(proven.message(), &inner);
+        assert_eq!(proven.sign_type(), None);
+
+        let other = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key");
+        let foreign = outer(refund_crypto::encrypt_req_info(&inner, &other).expect("encrypts"));
+        assert_eq!(reason(refund(&book(), &body(&foreign))), "bad_signature");
+        let change = |k: &str, v: Option<&str>| {
+            let mut f = genuine.clone();
+            match v {
+                Some(v) => f.insert(k.to_owned(), v.to_owned()),
+                None => f.remove(k),
+            };
+            body(&f)
+        };
+        for (b, why) in [
+            (change("mch_id", Some("10000101")), "unknown_merchant"),
+            (change("appid", Some("wx0000000000000000")), "wrong_app"),
+            (change("return_code", None), "no_result"),
+            (change("return_code", Some("FAIL")), "no_result"),
+            (change("req_info", None), "no_req_info"),
+        ] {
+            assert_eq!(reason(refund(&book(), &b)), why);
+        }
+    }
+
+    #[test]
+    fn a_cloudpay_callback_is_proven_by_a_fresh_hmac_over_its_timestamp_and_body() {
+        let secret = CloudpaySecret::parse("cloudpay-test-secret-0123456789ab").expect("secret");
+        let now = 1_780_000_000;
+        let json = Bytes::from_static(br#"{"returnCode":"SUCCESS","outTradeNo":"A1"}"#);
+        let ts = now.to_string();
+        let sig = forwarder::sign(secret.expose(), &ts, &json);
+        let proven = cloudpay(&secret, Some(&ts), Some(&sig), &json, now).expect("proven");
+        assert_eq!(proven.message().out_trade_no.as_deref(), Some("A1"));
+        assert!(
+            proven.merchant().is_none(),
+            "the forwarder proves no merchant"
+        );
+
+        assert_eq!(
+            reason(cloudpay(&secret, Some(&ts), Some(&sig), &json, now + 301)),
+            "stale_timestamp"
+        );
+        assert_eq!(
+            reason(cloudpay(&secret, None, Some(&sig), &json, now)),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            reason(cloudpay(&secret, Some(&ts), Some("00"), &json, now)),
+            "bad_signature"
+        );
+        let not_json = Bytes::from_static(b"{");
+        let sig = forwarder::sign(secret.expose(), &ts, &not_json);
+        assert_eq!(
+            reason(cloudpay(&secret, Some(&ts), Some(&sig), &not_json, now)),
+            "malformed"
+        );
+    }
+}
