@@ -107,6 +107,8 @@ impl Settings {
                 "GATEWAY_METRICS_ADDR",
                 self.gateway_metrics_addr.to_string(),
             ),
+            // Where a cloud-pay SUCCESS is confirmed with orderquery.
+            ("WECHAT_API_BASE", url(self.sandbox_addr)),
         ]);
 
         // The poller signs nothing and verifies nothing: no merchant key for it.

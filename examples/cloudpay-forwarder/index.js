@@ -1,13 +1,18 @@
 // Cloud-pay callback forwarder: the cloud function named as `functionName` in
 // cloud.cloudPay.unifiedOrder. WeChat calls it with the payment result; it
 // forwards the event, byte for byte as signed, to the gateway's
-// POST /cloudpay/callback with an HMAC-SHA256 (hex) of the body under the shared
-// secret, and returns the gateway's { errcode, errmsg } to WeChat. Any failure
-// returns a non-zero errcode, so WeChat retries (for up to two days).
+// POST /cloudpay/callback with the current unix time in X-Cloudpay-Timestamp and
+// an HMAC-SHA256 (hex) of timestamp + "\n" + body under the shared secret in
+// X-Cloudpay-Signature, and returns the gateway's { errcode, errmsg } to WeChat.
+// The gateway refuses a timestamp more than 5 minutes from its clock (a replay)
+// and applies a SUCCESS only once WeChat's orderquery agrees. Any failure
+// returns a non-zero errcode, so WeChat retries (for up to two days); each
+// retry is signed afresh.
 //
 // Environment (cloud function configuration):
 //   GATEWAY_CALLBACK_URL      e.g. https://pay.example.com/cloudpay/callback
 //   CLOUDPAY_CALLBACK_SECRET  the same secret the gateway is configured with
+//                             (at least 32 bytes: `openssl rand -hex 16`)
 
 'use strict';
 
@@ -17,8 +22,14 @@ const https = require('https');
 
 const TIMEOUT_MS = 5000;
 
-function sign(secret, body) {
-  return crypto.createHmac('sha256', secret).update(body, 'utf8').digest('hex');
+// HMAC-SHA256 (lowercase hex) of `${timestamp}\n${body}`: the timestamp is
+// signed too, so it cannot be moved forward to replay a captured callback.
+function sign(secret, timestamp, body) {
+  return crypto
+    .createHmac('sha256', secret)
+    .update(`${timestamp}\n`, 'utf8')
+    .update(body, 'utf8')
+    .digest('hex');
 }
 
 function post(url, body, headers) {
@@ -44,7 +55,7 @@ function post(url, body, headers) {
   });
 }
 
-async function forward(event, env = process.env) {
+async function forward(event, env = process.env, now = () => Date.now()) {
   const url = env.GATEWAY_CALLBACK_URL;
   const secret = env.CLOUDPAY_CALLBACK_SECRET;
   if (!url || !secret) {
@@ -52,10 +63,12 @@ async function forward(event, env = process.env) {
   }
   // Sign exactly the bytes that are sent: the gateway verifies the raw body.
   const body = JSON.stringify(event);
+  const timestamp = String(Math.floor(now() / 1000));
   try {
     const res = await post(url, body, {
       'content-type': 'application/json',
-      'x-cloudpay-signature': sign(secret, body),
+      'x-cloudpay-timestamp': timestamp,
+      'x-cloudpay-signature': sign(secret, timestamp, body),
     });
     const reply = JSON.parse(res.text);
     if (res.status === 200 && reply && reply.errcode === 0) {

@@ -7,7 +7,12 @@
 // 3. the cloud function (../cloudfunction-pay, through the wx-server-sdk shim)
 //    places an order; its watch token opens the WebSocket, and the node-watch
 //    client (../node-watch, gRPC WatchOrder) watches the same order; both see
-//    it paid.
+//    it paid;
+// 4. when GATEWAY_CALLBACK_URL and CLOUDPAY_CALLBACK_SECRET are set, the
+//    cloud-pay forwarder (../cloudpay-forwarder) relays WeChat's callback for
+//    an order paid in the sandbox without a notification: acknowledged (the
+//    gateway's orderquery agrees), and the same callback signed ten minutes
+//    ago (a replay) refused.
 //
 // Environment: PAYMENT_SERVICE_URL (http://host:port), POLLER_ADDR (host:port,
 // gRPC), POLLER_WS_BASE (ws://host:port), SANDBOX_URL, WECHAT_APP_ID,
@@ -181,9 +186,45 @@ async function main() {
   report.cloud.node_watch = { exit_code: watchCode, lines: seen.grpc, stderr: watchErr.trim() };
   report.cloud.sandbox_pay_status = paid ? await paid : null;
 
+  if (env.GATEWAY_CALLBACK_URL && env.CLOUDPAY_CALLBACK_SECRET) {
+    report.forwarder = await forwardOne();
+  }
+
   backend.close();
   payments.close();
   console.log(`REPORT ${JSON.stringify(report)}`);
+}
+
+// 4. A cloud-pay order paid in the sandbox with its notification dropped, so
+// only the forwarded callback can tell the gateway; then the same callback as
+// if captured and replayed ten minutes later.
+async function forwardOne() {
+  const forwarder = require(path.join(examples, 'cloudpay-forwarder'));
+  const placed = await invoke(cloudPay.main, { item_id: 'tea-1', checkout_id: crypto.randomBytes(16).toString('hex') }, { OPENID, CLIENTIP: '127.0.0.1' });
+  if (placed.errcode !== 0) throw new Error(`the cloud function answered ${JSON.stringify(placed)}`);
+  const res = await fetch(`${env.SANDBOX_URL}/sandbox/orders/${placed.out_trade_no}/pay`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ delivery: 'drop' }),
+  });
+  if (res.status !== 200) throw new Error(`sandbox pay answered ${res.status}`);
+  const order = await res.json();
+  // What WeChat passes the callback function (cloud.cloudPay, camelCase).
+  const event = {
+    returnCode: 'SUCCESS',
+    resultCode: 'SUCCESS',
+    appid: env.WECHAT_APP_ID,
+    outTradeNo: placed.out_trade_no,
+    transactionId: order.transaction_id,
+    totalFee: order.total_fee,
+    cashFee: order.total_fee,
+    feeType: 'CNY',
+    timeEnd: '20240102150405',
+    openid: OPENID,
+  };
+  const first = await forwarder.main(event);
+  const replay = await forwarder.forward(event, env, () => Date.now() - 10 * 60 * 1000);
+  return { out_trade_no: placed.out_trade_no, transaction_id: order.transaction_id, reply: first, replay };
 }
 
 main().then(() => process.exit(0), (e) => {

@@ -18,6 +18,7 @@ use crate::{
     connections::{self, Limits},
     metrics,
     readiness::Readiness,
+    orderquery::OrderQuery,
     routes::app,
     state::AppState,
 };
@@ -63,7 +64,7 @@ impl Application {
                     config.metrics_addr
                 )
             })?;
-        Ok(Self::from_parts(
+        Self::from_parts(
             listener,
             store,
             publisher,
@@ -72,7 +73,8 @@ impl Application {
         )
         .with_limits(config.limits)
         .with_retention(config.retention)
-        .with_metrics_listener(metrics_listener))
+        .with_wechat_api(&config.wechat_api_base)
+        .map(|app| app.with_metrics_listener(metrics_listener))
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite
@@ -95,6 +97,14 @@ impl Application {
             limits: Limits::default(),
             retention,
         }
+    }
+
+    /// Where a cloud-pay SUCCESS is confirmed (WeChat's orderquery) before it
+    /// is applied.
+    pub fn with_wechat_api(mut self, api_base: &str) -> anyhow::Result<Self> {
+        self.state.orderquery =
+            Some(OrderQuery::new(api_base).context("cannot build the orderquery client")?);
+        Ok(self)
     }
 
     /// How long published events, audit rows and anomalies are kept.

@@ -1,76 +1,39 @@
 //! `POST /cloudpay/callback`: the cloud-development (`cloud.cloudPay`) variant.
-//! A cloud function forwards WeChat's camelCase JSON callback with an
-//! HMAC-SHA256 (hex) of the raw body under `CLOUDPAY_CALLBACK_SECRET` in
-//! `X-Cloudpay-Signature`; nothing in the body is read before that HMAC checks.
+//! A cloud function forwards WeChat's camelCase JSON callback, signing
+//! `X-Cloudpay-Timestamp` + "\n" + the raw body with HMAC-SHA256 under
+//! `CLOUDPAY_CALLBACK_SECRET` ([`crate::proof::cloudpay`]; nothing is read or
+//! kept before that proof, and a timestamp outside five minutes is a replay).
 //! The HMAC proves the forwarder, not a merchant, so the merchant is the
 //! order's: once the order is loaded its merchant must still be configured and
-//! `subMchId` (when sent) must be that merchant's payee. The result then goes
+//! `subMchId` (when sent) must be that merchant's payee. A SUCCESS is then
+//! applied only once WeChat's `orderquery` agrees ([`crate::orderquery`]):
+//! paid, under the same transaction_id, for the same amount. The result goes
 //! through the same [`crate::payment::settle`] as the XML notification.
 
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use sha2::Sha256;
+use axum::body::Bytes;
 use wxpay_core::{
-    domain::{EventSource, Fee, OutTradeNo, TransactionId},
-    wechat::china_time,
-};
-
-use crate::{
-    config::CloudpaySecret,
-    payment::{self, PaymentReport, Reported},
-    state::AppState,
-    verdict::{Judged, Kind, Verdict},
+    domain::{EventSource, Fee, Order, OrderStatus},
+    wechat::{china_time, cloudpay as forwarder, order_query::Answer, MerchantEntry},
 };
 use wxpay_store::AnomalyKind;
 
+use crate::{
+    config::CloudpaySecret,
+    payment::{self, PaymentReport, Reported, Wire},
+    proof::{self, Amount, Callback, Proven},
+    state::AppState,
+    verdict::{Judged, Verdict},
+};
+
 /// The header carrying the forwarder's signature.
 pub const SIGNATURE_HEADER: &str = "x-cloudpay-signature";
+/// The header carrying the unix seconds the forwarder signed at.
+pub const TIMESTAMP_HEADER: &str = "x-cloudpay-timestamp";
 
-/// Lowercase hex HMAC-SHA256 of `body` (what the forwarder sends; node's `digest('hex')`).
-pub fn sign_body(secret: &CloudpaySecret, body: &[u8]) -> String {
-    hex::encode(mac(secret, body).finalize().into_bytes())
-}
-
-fn mac(secret: &CloudpaySecret, body: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.expose()) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(body);
-    mac
-}
-
-/// Constant-time check of a hex signature (either case).
-fn verify(secret: &CloudpaySecret, body: &[u8], signature: Option<&str>) -> bool {
-    match signature.and_then(|s| hex::decode(s.trim()).ok()) {
-        Some(given) => mac(secret, body).verify_slice(&given).is_ok(),
-        None => false,
-    }
-}
-
-/// WeChat's callback fields we read; the rest are ignored (the HMAC covers them all).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Callback {
-    return_code: Option<String>,
-    result_code: Option<String>,
-    out_trade_no: Option<String>,
-    transaction_id: Option<String>,
-    total_fee: Option<Amount>,
-    cash_fee: Option<Amount>,
-    fee_type: Option<String>,
-    sub_mch_id: Option<String>,
-    time_end: Option<String>,
-}
-
-/// Fen as a JSON integer or a decimal string; a fractional JSON number matches
-/// neither and the message is refused (no floats near money).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Amount {
-    Fen(i64),
-    Text(String),
+/// Lowercase hex HMAC-SHA256 of `timestamp` + "\n" + `body` (what the
+/// forwarder sends; node's `digest('hex')`).
+pub fn sign_body(secret: &CloudpaySecret, timestamp: &str, body: &[u8]) -> String {
+    forwarder::sign(secret.expose(), timestamp, body)
 }
 
 impl Amount {
@@ -95,150 +58,171 @@ impl Amount {
 pub async fn process(
     state: &AppState,
     secret: &CloudpaySecret,
+    timestamp: Option<&str>,
     signature: Option<&str>,
-    body: &[u8],
+    body: Bytes,
 ) -> Judged {
-    if !verify(secret, body, signature) {
-        // Not kept: unauthenticated bytes on a public endpoint are not worth a row.
-        tracing::warn!(
-            bytes = body.len(),
-            "cloud-pay callback with a bad or missing signature refused"
-        );
-        return Judged::anonymous(Verdict::BadSignature);
-    }
-    let callback: Callback = match serde_json::from_slice(body) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed cloud-pay callback refused");
-            return Judged::anonymous(Verdict::Malformed);
-        }
+    let now = chrono::Utc::now().timestamp();
+    let proven = match proof::cloudpay(secret, timestamp, signature, &body, now) {
+        Ok(proven) => proven,
+        Err(refused) => return refused.judged(&body),
     };
-    let out_trade_no = callback.out_trade_no.clone();
-    let (verdict, merchant) = judge(state, callback).await;
+    let out_trade_no = proven.message().out_trade_no.clone();
+    let (verdict, merchant) = decide(state, &proven).await;
     tracing::info!(out_trade_no = out_trade_no.as_deref(), merchant, %verdict, "cloud-pay callback");
     state
-        .keep(
-            Kind::Cloudpay,
-            out_trade_no.as_deref(),
-            verdict,
-            body,
-            false,
-        )
+        .keep(&proven, out_trade_no.as_deref(), verdict, false)
         .await;
-    Judged {
-        verdict,
-        merchant: merchant.map(str::to_owned),
-    }
+    Judged { verdict, merchant }
+}
+
+/// The callback's result fields as one typed report; `None` when unreadable.
+fn read_report(c: &Callback) -> Option<PaymentReport> {
+    PaymentReport::read(Wire {
+        out_trade_no: c.out_trade_no.as_deref(),
+        result_code: c.result_code.as_deref(),
+        transaction_id: c.transaction_id.as_deref(),
+        total_fee: c.total_fee.as_ref().and_then(Amount::fee),
+        cash_fee: c.cash_fee.as_ref().and_then(Amount::fen),
+        fee_type: c.fee_type.as_deref(),
+        paid_at: c.time_end.as_deref().and_then(china_time::parse),
+    })
 }
 
 /// The verdict, and the configured merchant of the callback's order once it is
 /// known.
-async fn judge(state: &AppState, c: Callback) -> (Verdict, Option<&str>) {
+async fn decide(state: &AppState, proven: &Proven<Callback>) -> (Verdict, Option<String>) {
     let anonymous = |v: Verdict| (v, None);
-    if c.return_code.as_deref() != Some("SUCCESS") {
+    if proven.message().return_code.as_deref() != Some("SUCCESS") {
         // As for the XML notification: no business result to apply, and a retry
         // would bring the same nothing.
         return anonymous(Verdict::Ignored);
     }
-    let Some(out_trade_no) = c
-        .out_trade_no
-        .as_deref()
-        .and_then(|s| OutTradeNo::parse(s).ok())
-    else {
+    let Some(report) = proven.read(read_report).transpose() else {
         return anonymous(Verdict::Invalid);
     };
-    let result = match c.result_code.as_deref() {
-        Some("SUCCESS") => {
-            let Some(transaction_id) = c
-                .transaction_id
-                .as_deref()
-                .and_then(|s| TransactionId::parse(s).ok())
-            else {
-                return anonymous(Verdict::Invalid);
-            };
-            Reported::Paid {
-                transaction_id: transaction_id.as_str().to_owned(),
-                cash_fee: c.cash_fee.as_ref().and_then(Amount::fen),
-                paid_at: c.time_end.as_deref().and_then(china_time::parse),
-            }
-        }
-        Some("FAIL") => Reported::Failed,
-        _ => return anonymous(Verdict::Invalid),
-    };
-    let order = match state.store.order(&out_trade_no).await {
+    // Proven, so the order may be read: the callback names no merchant we
+    // could look up first (its subMchId is the payee's number, which the
+    // forwarder sends for every merchant), so the order says whose it is.
+    let order = match payment::order_of(state, &report).await {
         Ok(order) => order,
-        Err(e) => return anonymous(payment::store_failure(out_trade_no.as_str(), e)),
+        Err(verdict) => return anonymous(verdict),
     };
-    // The callback names no merchant we could look up first (its subMchId is
-    // the payee's number, which the forwarder sends for every merchant), so
-    // the order says whose it is. An unknown order has no merchant to check
-    // and is left to `settle`, which records it.
-    let merchant = match &order {
+    // An unknown order has no merchant to check and is left to `settle`,
+    // which records it.
+    let entry = match &order {
         None => None,
-        Some(o) => {
-            let name = o.placement.merchant.as_str();
-            let Some(entry) = state.merchants.get(name) else {
-                // Placed under a merchant this deployment no longer serves:
-                // nothing here can say the money reached that account.
-                state
-                    .anomaly(
-                        AnomalyKind::WrongMerchant,
-                        out_trade_no.as_str(),
-                        format!("a cloud-pay callback for an order of merchant {name}, which is not configured"),
-                    )
-                    .await;
-                return anonymous(Verdict::WrongMerchant);
-            };
-            if let Some(sub) = c
-                .sub_mch_id
-                .as_deref()
-                .filter(|m| *m != entry.payee_mch_id())
-            {
-                // Paid to another account than the order's merchant's.
-                state
-                    .anomaly(
-                        AnomalyKind::WrongMerchant,
-                        out_trade_no.as_str(),
-                        format!(
-                            "a cloud-pay callback names subMchId {sub}; the order's merchant {name} is paid as {}",
-                            entry.payee_mch_id()
-                        ),
-                    )
-                    .await;
-                return (Verdict::WrongMerchant, Some(entry.name.as_str()));
-            }
-            Some(entry.name.as_str())
+        Some(o) => match payee(state, &report, o, proven.message()).await {
+            Ok(entry) => Some(entry),
+            Err(judged) => return judged,
+        },
+    };
+    if let (Some(order), Some(entry)) = (&order, entry) {
+        if let Err(verdict) = confirm(state, entry, order, report.message()).await {
+            return (verdict, Some(entry.name.clone()));
         }
-    };
-    let report = PaymentReport {
-        out_trade_no,
-        total_fee: c.total_fee.as_ref().and_then(Amount::fee),
-        fee_type: c.fee_type,
-        result,
-    };
+    }
     (
-        payment::settle(state, order, report, EventSource::Cloudpay).await,
-        merchant,
+        payment::settle(state, order, &report, EventSource::Cloudpay).await,
+        entry.map(|e| e.name.clone()),
     )
+}
+
+/// The order's merchant, if this deployment still serves it and the callback
+/// names it as the payee.
+async fn payee<'s>(
+    state: &'s AppState,
+    report: &Proven<PaymentReport>,
+    order: &Order,
+    c: &Callback,
+) -> Result<&'s MerchantEntry, (Verdict, Option<String>)> {
+    let no = report.message().out_trade_no.as_str();
+    let name = order.placement.merchant.as_str();
+    let Some(entry) = state.merchants.get(name) else {
+        // Placed under a merchant this deployment no longer serves:
+        // nothing here can say the money reached that account.
+        state
+            .anomaly(
+                AnomalyKind::WrongMerchant,
+                no,
+                format!(
+                    "a cloud-pay callback for an order of merchant {name}, which is not configured"
+                ),
+            )
+            .await;
+        return Err((Verdict::WrongMerchant, None));
+    };
+    if let Some(sub) = c
+        .sub_mch_id
+        .as_deref()
+        .filter(|m| *m != entry.payee_mch_id())
+    {
+        // Paid to another account than the order's merchant's.
+        state
+            .anomaly(
+                AnomalyKind::WrongMerchant,
+                no,
+                format!(
+                    "a cloud-pay callback names subMchId {sub}; the order's merchant {name} is paid as {}",
+                    entry.payee_mch_id()
+                ),
+            )
+            .await;
+        return Err((Verdict::WrongMerchant, Some(entry.name.clone())));
+    }
+    Ok(entry)
+}
+
+/// Asks WeChat before a SUCCESS that `settle` would apply: the order is
+/// unpaid here (or paid under another transaction, which `settle` reports
+/// without asking) and the amount is the order's. What `settle` refuses on its
+/// own (another amount, another currency) and a copy of the payment already
+/// recorded cost no query.
+async fn confirm(
+    state: &AppState,
+    entry: &MerchantEntry,
+    order: &Order,
+    report: &PaymentReport,
+) -> Result<(), Verdict> {
+    let Reported::Paid { transaction_id, .. } = &report.result else {
+        return Ok(());
+    };
+    let settles = report.total_fee == Some(order.total_fee)
+        && report.is_cny()
+        && !matches!(order.status, OrderStatus::Success | OrderStatus::Refund);
+    if !settles {
+        return Ok(());
+    }
+    let Some(query) = &state.orderquery else {
+        tracing::debug!(out_trade_no = %order.out_trade_no, "no WeChat API to ask: applied on the forwarder's proof");
+        return Ok(());
+    };
+    let no = order.out_trade_no.as_str();
+    match query.ask(entry, &order.out_trade_no, order.sign_type).await {
+        Ok(Answer::Paid {
+            transaction_id: Some(t),
+            total_fee: Some(fee),
+        }) if t == *transaction_id && fee == order.total_fee => Ok(()),
+        Ok(answer) => {
+            // WeChat holds no such payment: whoever signed this (a leaked
+            // secret, a forwarder bug) does not get the order marked paid.
+            // Not acknowledged, so a genuine callback is retried and a later
+            // orderquery (the poller's, the reconciler's) settles the order.
+            tracing::error!(out_trade_no = no, merchant = %entry.name, %transaction_id, ?answer,
+                "WeChat's orderquery does not confirm the cloud-pay callback; nothing paid");
+            Err(Verdict::Unconfirmed)
+        }
+        Err(e) => {
+            tracing::warn!(out_trade_no = no, merchant = %entry.name, error = %e,
+                "could not confirm the cloud-pay callback with orderquery; the forwarder will retry");
+            Err(Verdict::Unavailable)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures_verify_in_either_case_and_only_for_the_same_body() {
-        let secret = CloudpaySecret::parse("0123456789abcdef0123").expect("secret");
-        let body = br#"{"outTradeNo":"A1"}"#;
-        let sig = sign_body(&secret, body);
-        assert!(verify(&secret, body, Some(&sig)));
-        assert!(verify(&secret, body, Some(&sig.to_uppercase())));
-        assert!(!verify(&secret, br#"{"outTradeNo":"A2"}"#, Some(&sig)));
-        assert!(!verify(&secret, body, None));
-        assert!(!verify(&secret, body, Some("zz")));
-        let other = CloudpaySecret::parse("another-secret-of-length").expect("secret");
-        assert!(!verify(&other, body, Some(&sig)));
-    }
 
     #[test]
     fn fractional_amounts_are_not_money() {

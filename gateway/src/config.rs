@@ -20,6 +20,8 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
 
 /// The default metrics address: loopback, never the public port.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
+/// The production host of the v2 API (payment-service's default too).
+pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
 
 /// The shared secret the cloud-pay forwarder signs its requests with.
 /// Its `Debug` never shows it.
@@ -27,12 +29,13 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
 pub struct CloudpaySecret(SecretString);
 
 impl CloudpaySecret {
-    /// Shortest secret accepted: shorter ones are guessable, and the endpoint is public.
-    pub const MIN_LEN: usize = 16;
+    /// Shortest secret accepted, in bytes: the HMAC-SHA256 key should carry
+    /// as much as the hash (256 bits), and the endpoint is public.
+    pub const MIN_LEN: usize = 32;
 
     pub fn parse(s: &str) -> Result<Self, &'static str> {
         if s.len() < Self::MIN_LEN {
-            return Err("must be at least 16 characters");
+            return Err("must be at least 32 bytes");
         }
         Ok(Self(SecretString::from(s.to_owned())))
     }
@@ -62,6 +65,9 @@ pub struct GatewayConfig {
     pub metrics_addr: SocketAddr,
     /// `None` disables `POST /cloudpay/callback` (it answers 404).
     pub cloudpay_secret: Option<CloudpaySecret>,
+    /// `WECHAT_API_BASE` (default the real API): where a cloud-pay SUCCESS is
+    /// confirmed with orderquery before it is applied.
+    pub wechat_api_base: String,
     /// `GATEWAY_HEADER_TIMEOUT_MS`, `GATEWAY_REQUEST_TIMEOUT_MS`,
     /// `GATEWAY_IDLE_TIMEOUT_MS`, `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
     pub limits: Limits,
@@ -111,6 +117,12 @@ impl GatewayConfig {
                 .map(|s| CloudpaySecret::parse(&s))
                 .transpose()
                 .map_err(|reason| ConfigError::new("CLOUDPAY_CALLBACK_SECRET", reason))?,
+            wechat_api_base: config::url(
+                "WECHAT_API_BASE",
+                config::optional("WECHAT_API_BASE")?
+                    .unwrap_or_else(|| WECHAT_DEFAULT_API_BASE.to_owned()),
+                &["https", "http"],
+            )?,
             limits: limits_from_env()?,
             retention: config::retention()?,
         })
@@ -128,7 +140,8 @@ mod tests {
     #[test]
     fn short_cloudpay_secrets_are_refused_and_secrets_never_print() {
         assert!(CloudpaySecret::parse("short").is_err());
-        let s = CloudpaySecret::parse("a-long-enough-shared-secret").expect("long enough");
+        assert!(CloudpaySecret::parse(&"x".repeat(31)).is_err());
+        let s = CloudpaySecret::parse("a-long-enough-shared-secret-0123").expect("32 bytes");
         assert!(!format!("{s:?}").contains("long-enough"));
     }
 }

@@ -5,8 +5,10 @@
 //! after the commit. One deployment serves every merchant in its
 //! [`MerchantBook`](wxpay_core::wechat::MerchantBook): each message is checked
 //! with the key of the merchant it names, and applied only to that merchant's
-//! orders. Decisions live in `notify`, `refund`, `cloudpay` and
-//! `payment`; `routes` is the thin HTTP layer; `connections` holds the edge's
+//! orders. Every message is proven in one place, `proof`, before anything is
+//! read or written for it; decisions live in `notify`, `refund`, `cloudpay`
+//! and `payment` (`orderquery` asks WeChat before a cloud-pay SUCCESS is
+//! believed); `routes` is the thin HTTP layer; `connections` holds the edge's
 //! limits (timeouts, caps, load shedding); `readiness` the probe's background
 //! check; `application` runs it all.
 
@@ -17,8 +19,10 @@ pub mod config;
 pub mod connections;
 pub mod metrics;
 pub mod notify;
+pub mod orderquery;
 pub mod paid_cache;
 pub mod payment;
+pub mod proof;
 pub mod readiness;
 pub mod refund;
 pub mod refusals;

@@ -1,62 +1,52 @@
-//! `POST /wechat/pay/notify`: WeChat's v2 payment result. Owns the order of
-//! checks for the XML message (well-formed, signed by the merchant it names,
-//! for that merchant's appid and order) and hands the authenticated result to
-//! [`crate::payment`]. The merchant is found from the message's `mch_id` and
-//! `sub_mch_id` before anything else, because its key is what proves the
-//! message; nothing is read or written for a body that is not authentic,
-//! including one naming a merchant this deployment does not serve (see
-//! [`crate::refusals`]). Every authentic message is kept with its verdict, and
-//! the raw body is logged only without `sign`.
+//! `POST /wechat/pay/notify`: WeChat's v2 payment result. Proven first
+//! ([`crate::proof::pay`]: signed under the key of the merchant it names, by
+//! either of its algorithms), then read into one typed [`PaymentReport`], then
+//! decided and applied through [`crate::payment`]. Nothing is read or written
+//! for a body that is not proven. Every proven message is kept with its
+//! verdict and the algorithm it was signed with; the raw body is logged only
+//! without `sign`.
 
+use axum::body::Bytes;
 use wxpay_core::{
-    domain::{EventSource, Fee, MerchantName, Order, OutTradeNo, TransactionId},
-    wechat::{china_time, sign, xml, Fields, MerchantEntry, SignType},
+    domain::{EventSource, Fee, Order},
+    wechat::{china_time, xml, Fields, MerchantEntry},
 };
 use wxpay_store::{AnomalyKind, Guard};
 
 use crate::{
     paid_cache::Settled,
-    payment::{self, Guarded, PaymentReport, Reported},
-    refusals,
+    payment::{self, Guarded, PaymentReport, Reported, Wire},
+    proof::{self, Proven},
     state::AppState,
-    verdict::{Judged, Kind, Verdict},
+    verdict::{Judged, Verdict},
 };
 
+/// What a proven payment notification says.
+#[derive(Debug)]
+enum PayNotice {
+    /// return_code FAIL: the transport layer's, with no business result.
+    NoResult,
+    /// Signed with the merchant's key, but for another appid / sub_appid.
+    OtherApp { out_trade_no: Option<String> },
+    /// A payment result, typed.
+    Report(PaymentReport),
+    /// A field the result needs is missing or unreadable.
+    Unreadable,
+}
+
 /// Processes one payment notification body (already bounded in size).
-pub async fn process(state: &AppState, body: &[u8]) -> Judged {
-    let fields = match xml::decode(body) {
-        Ok(fields) => fields,
-        Err(_) => {
-            // Not kept: a body that is not a message holds nothing to audit or replay.
-            refusals::refused("pay", "malformed", body);
-            return Judged::anonymous(Verdict::Malformed);
-        }
+pub async fn process(state: &AppState, body: Bytes) -> Judged {
+    let proven = match proof::pay(&state.merchants, &body) {
+        Ok(proven) => proven,
+        Err(refused) => return refused.judged(&body),
     };
-    let get = |k: &str| fields.get(k).map(String::as_str);
-    let out_trade_no = get("out_trade_no");
-    tracing::debug!(out_trade_no, body = %redacted(&fields), "pay notification received");
-    // Checked before anything touches the database: unsigned traffic costs nothing.
-    if get("sign").is_none_or(str::is_empty) {
-        refusals::refused("pay", "bad_signature", body);
-        return Judged::anonymous(Verdict::BadSignature);
-    }
-    let Some(entry) = get("mch_id").and_then(|m| state.merchants.for_message(m, get("sub_mch_id")))
-    else {
-        // No key here can verify it, so it is as unproven as a bad signature and
-        // refused the same way: counted, never stored, no database work (or a
-        // forger could fill the database by inventing mch_ids).
-        refusals::refused("pay", "unknown_merchant", body);
-        return Judged::anonymous(Verdict::BadSignature);
-    };
-    let (verdict, from_cache) = judge(state, entry, &fields).await;
-    if verdict == Verdict::BadSignature {
-        // Not from WeChat: nothing to audit, and storing it would let anyone
-        // fill the database. Not counted under the merchant either: the
-        // message only claims to be its.
-        refusals::refused("pay", "bad_signature", body);
-        return Judged::anonymous(verdict);
-    }
-    tracing::info!(out_trade_no, merchant = %entry.name, %verdict, from_cache, "pay notification");
+    let fields = proven.message();
+    let out_trade_no = fields.get("out_trade_no").cloned();
+    tracing::debug!(out_trade_no = out_trade_no.as_deref(), body = %redacted(fields), "pay notification received");
+    let notice = proven.read(|fields| read(proven.merchant(), fields));
+    let (verdict, from_cache) = decide(state, &notice).await;
+    let sign_type = proven.sign_type().map(|t| t.as_str());
+    tracing::info!(out_trade_no = out_trade_no.as_deref(), merchant = proven.merchant().map(|e| e.name.as_str()), sign_type, %verdict, from_cache, "pay notification");
     // An applied payment or its copy is already durable in the order row and
     // its event, so its audit copy joins the background batch instead of
     // costing a round trip before the reply (bench/ANALYSIS.md, "Which writes
@@ -64,9 +54,9 @@ pub async fn process(state: &AppState, body: &[u8]) -> Judged {
     // it is what someone investigating will look for.
     let batched = from_cache || matches!(verdict, Verdict::Applied | Verdict::Duplicate);
     state
-        .keep(Kind::Pay, out_trade_no, verdict, body, batched)
+        .keep(&proven, out_trade_no.as_deref(), verdict, batched)
         .await;
-    Judged::for_merchant(verdict, &entry.name)
+    proven.judged(verdict)
 }
 
 /// The message as XML without `sign`, for logs.
@@ -80,185 +70,151 @@ pub(crate) fn redacted(fields: &Fields) -> String {
     .unwrap_or_else(|_| "<unloggable>".to_owned())
 }
 
-/// The verdict about a signed message naming `entry`'s numbers, and whether it
-/// was reached from the settled cache without the database.
-async fn judge(state: &AppState, entry: &MerchantEntry, fields: &Fields) -> (Verdict, bool) {
-    let out_trade_no = fields
-        .get("out_trade_no")
-        .and_then(|s| OutTradeNo::parse(s).ok());
-    // An order this gateway already saw paid, for this merchant: its sign type
-    // and amount are known. Another merchant's copy is judged from the database.
-    let cached = out_trade_no
-        .as_ref()
-        .and_then(|no| state.settled.get_for(no.as_str(), &entry.name));
-    judge_with(state, entry, fields, out_trade_no, cached.as_ref()).await
-}
-
-async fn judge_with(
-    state: &AppState,
-    entry: &MerchantEntry,
-    fields: &Fields,
-    out_trade_no: Option<OutTradeNo>,
-    cached: Option<&Settled>,
-) -> (Verdict, bool) {
+/// Reads a proven message into what it says, in the order WeChat's fields
+/// depend on each other: return_code, then whose app, then the result.
+fn read(entry: Option<&MerchantEntry>, fields: &Fields) -> PayNotice {
     let get = |k: &str| fields.get(k).map(String::as_str);
-    let plain = |v: Verdict| (v, false);
-
-    // WeChat may omit sign_type even for an HMAC-SHA256 order; the signature's
-    // length tells the two apart (32 hex digits for MD5, 64 for HMAC-SHA256), so
-    // no message is read from the database before it is authentic. The order's
-    // recorded sign type is checked once the order is loaded.
-    let sign_type = match get("sign_type") {
-        Some(s) => match s.parse::<SignType>() {
-            Ok(t) => t,
-            Err(_) => return plain(Verdict::BadSignature),
-        },
-        None => match get("sign").map(str::len) {
-            Some(32) => SignType::Md5,
-            Some(64) => SignType::HmacSha256,
-            _ => return plain(Verdict::BadSignature),
-        },
-    };
-    if cached.is_some_and(|c| c.sign_type != sign_type) {
-        return plain(Verdict::BadSignature);
-    }
-    // Only the named merchant's key: a message signed by one merchant cannot
-    // pass for another's by naming its mch_id.
-    if let Err(e) = sign::verify(fields, &entry.merchant.api_key, sign_type) {
-        tracing::warn!(out_trade_no = get("out_trade_no"), merchant = %entry.name, error = %e, %sign_type, "pay notification signature refused");
-        return plain(Verdict::BadSignature);
-    }
-
-    // Authentic from here on.
     if get("return_code") != Some("SUCCESS") {
-        // return_code is the transport layer: FAIL carries no business result (v2
-        // sends result fields only with return_code SUCCESS). There is nothing to
-        // apply, and answering FAIL would only have WeChat resend the same empty
-        // message for a day; the poller's orderquery learns the real outcome.
-        tracing::warn!(
-            out_trade_no = get("out_trade_no"),
-            return_msg = get("return_msg"),
-            "signed notification with return_code FAIL"
-        );
-        return plain(Verdict::Ignored);
+        return PayNotice::NoResult;
     }
     // The mch_id (and sub_mch_id) chose the entry; the appids must be its too.
-    if !apps_match(entry, get("appid"), get("sub_appid")) {
-        if let Some(no) = get("out_trade_no") {
-            state
-                .anomaly(
-                    AnomalyKind::WrongMerchant,
-                    no,
-                    format!(
-                        "a notification signed with merchant {}'s key names another appid/sub_appid",
-                        entry.name
-                    ),
-                )
-                .await;
-        }
-        return plain(Verdict::WrongMerchant);
+    if !entry.is_some_and(|e| apps_match(e, get("appid"), get("sub_appid"))) {
+        return PayNotice::OtherApp {
+            out_trade_no: get("out_trade_no").map(str::to_owned),
+        };
     }
-    let Some(out_trade_no) = out_trade_no else {
-        return plain(Verdict::Invalid);
+    let wire = Wire {
+        out_trade_no: get("out_trade_no"),
+        result_code: get("result_code"),
+        transaction_id: get("transaction_id"),
+        total_fee: get("total_fee").and_then(|s| Fee::parse_wire("total_fee", s).ok()),
+        // cash_fee may be 0 when coupons paid it all, so it is not a Fee.
+        cash_fee: get("cash_fee")
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|fen| *fen >= 0),
+        fee_type: get("fee_type"),
+        // Missing or unreadable time_end: the store uses the commit time.
+        paid_at: get("time_end").and_then(china_time::parse),
     };
-    let result = match get("result_code") {
-        Some("SUCCESS") => {
-            let Some(transaction_id) =
-                get("transaction_id").and_then(|s| TransactionId::parse(s).ok())
-            else {
-                return plain(Verdict::Invalid);
-            };
-            Reported::Paid {
-                transaction_id: transaction_id.as_str().to_owned(),
-                // cash_fee may be 0 when coupons paid it all, so it is not a Fee.
-                cash_fee: get("cash_fee")
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .filter(|fen| *fen >= 0),
-                // Missing or unreadable time_end: the store uses the commit time.
-                paid_at: get("time_end").and_then(china_time::parse),
-            }
+    match PaymentReport::read(wire) {
+        Some(report) => PayNotice::Report(report),
+        None => PayNotice::Unreadable,
+    }
+}
+
+/// The verdict about a proven notice, and whether it was reached from the
+/// settled cache without the database.
+async fn decide(state: &AppState, notice: &Proven<PayNotice>) -> (Verdict, bool) {
+    let plain = |v: Verdict| (v, false);
+    let Some(entry) = notice.merchant() else {
+        return plain(Verdict::BadSignature);
+    };
+    let report = match notice.message() {
+        PayNotice::NoResult => {
+            // return_code FAIL carries no business result (v2 sends result
+            // fields only with SUCCESS). Nothing to apply, and a FAIL reply
+            // would only have WeChat resend the same empty message for a day;
+            // the poller's orderquery learns the real outcome.
+            tracing::warn!(merchant = %entry.name, "signed notification with return_code FAIL");
+            return plain(Verdict::Ignored);
         }
-        Some("FAIL") => Reported::Failed,
-        _ => return plain(Verdict::Invalid),
+        PayNotice::OtherApp { out_trade_no } => {
+            if let Some(no) = out_trade_no {
+                state
+                    .anomaly(
+                        AnomalyKind::WrongMerchant,
+                        no,
+                        format!(
+                            "a notification signed with merchant {}'s key names another appid/sub_appid",
+                            entry.name
+                        ),
+                    )
+                    .await;
+            }
+            return plain(Verdict::WrongMerchant);
+        }
+        PayNotice::Unreadable => return plain(Verdict::Invalid),
+        PayNotice::Report(report) => report,
     };
-    let total_fee = get("total_fee").and_then(|s| Fee::parse_wire("total_fee", s).ok());
-    let fee_type = get("fee_type").map(str::to_owned);
-    if let (Some(c), Reported::Paid { transaction_id, .. }) = (cached, &result) {
-        if *transaction_id == c.transaction_id
-            && total_fee == Some(c.total_fee)
-            && fee_type.as_deref().unwrap_or("CNY") == "CNY"
+    let report = notice.read(|_| report.clone());
+    let r = report.message();
+    // An order this gateway already saw paid, for this merchant: its amount
+    // and transaction are known. Another merchant's copy goes to the database.
+    if let (Some(cached), Reported::Paid { transaction_id, .. }) = (
+        state.settled.get_for(&r.out_trade_no, &entry.name),
+        &r.result,
+    ) {
+        if *transaction_id == cached.transaction_id
+            && r.total_fee == Some(cached.total_fee)
+            && r.is_cny()
         {
-            // The same payment again, already durable: nothing to check in the database.
+            // The same payment again, already durable: nothing to check.
             return (Verdict::Duplicate, true);
         }
     }
-    let report = PaymentReport {
-        total_fee,
-        fee_type,
-        out_trade_no,
-        result,
-    };
-    // A readable CNY amount, with the merchant and sign type already known from
-    // the verified message, is all the order must agree with: the transition
-    // checks it in its own statement and the order is read only when it does
-    // not agree (or does not exist), to say why.
-    let guard = match (report.total_fee, report.fee_type.as_deref()) {
-        (Some(total_fee), None | Some("CNY")) => {
-            MerchantName::parse(&entry.name).ok().map(|merchant| Guard {
-                merchant,
-                sign_type,
-                total_fee,
-            })
-        }
+    plain(settle(state, &report).await)
+}
+
+/// A readable CNY amount and the merchant from the proof are all the order
+/// must agree with: the transition checks them in its own statement, and
+/// the order is read only when they do not agree (or it does not exist), to
+/// say why.
+async fn settle(state: &AppState, report: &Proven<PaymentReport>) -> Verdict {
+    let r = report.message();
+    let guard = match (report.authority(), r.total_fee) {
+        (proof::Authority::Merchant { name, .. }, Some(total_fee)) if r.is_cny() => Some(Guard {
+            merchant: name.clone(),
+            total_fee,
+        }),
         _ => None,
     };
     let order = match guard {
         Some(guard) => {
-            match payment::settle_guarded(state, &guard, &report, EventSource::Notify).await {
+            match payment::settle_guarded(state, &guard, report, EventSource::Notify).await {
                 Guarded::Settled(verdict) => {
                     if let (
                         Verdict::Applied | Verdict::Duplicate,
                         Reported::Paid { transaction_id, .. },
-                    ) = (verdict, &report.result)
+                    ) = (verdict, &r.result)
                     {
                         let settled = Settled {
                             merchant: guard.merchant,
-                            sign_type,
                             total_fee: guard.total_fee,
                             transaction_id: transaction_id.clone(),
                         };
-                        state.settled.insert(report.out_trade_no.as_str(), settled);
+                        state.settled.insert(&r.out_trade_no, settled);
                     }
-                    return plain(verdict);
+                    return verdict;
                 }
                 Guarded::Disagrees(order) => order.map(|o| *o),
             }
         }
-        None => match state.store.order(&report.out_trade_no).await {
+        None => match payment::order_of(state, report).await {
             Ok(order) => order,
-            Err(e) => return plain(payment::store_failure(report.out_trade_no.as_str(), e)),
+            Err(verdict) => return verdict,
         },
     };
-    plain(refuse_or_settle(state, entry, sign_type, order, report).await)
+    refuse_or_settle(state, report, order).await
 }
 
-/// The checks the guarded transition makes, one by one against the order as
-/// read, so a message that does not fit its order is refused for the right
-/// reason: another merchant's order, another sign type, then (in
-/// [`payment::settle`]) a missing order or another amount. A message that
-/// passes them all (its amount was unreadable, so nothing was guarded) is
-/// settled unguarded; `settle` refuses it on the amount.
+/// The check the guarded transition makes on the merchant, against the order
+/// as read, so a message that does not fit its order is refused for the right
+/// reason: another merchant's order, then (in [`payment::settle`]) a missing
+/// order or another amount. How the order was placed (MD5 or HMAC-SHA256) is
+/// not checked: the signature proved the merchant, whichever it used.
 async fn refuse_or_settle(
     state: &AppState,
-    entry: &MerchantEntry,
-    sign_type: SignType,
+    report: &Proven<PaymentReport>,
     order: Option<Order>,
-    report: PaymentReport,
 ) -> Verdict {
-    let out_trade_no = report.out_trade_no.as_str();
+    let out_trade_no = report.message().out_trade_no.as_str();
+    let signer = report
+        .merchant()
+        .map(|e| e.name.as_str())
+        .unwrap_or_default();
     if let Some(o) = order
         .as_ref()
-        .filter(|o| o.placement.merchant.as_str() != entry.name)
+        .filter(|o| o.placement.merchant.as_str() != signer)
     {
         // Genuinely signed by one of our merchants, about another one's order:
         // its money went to the signer's account, not to the order's, so
@@ -268,18 +224,12 @@ async fn refuse_or_settle(
                 AnomalyKind::WrongMerchant,
                 out_trade_no,
                 format!(
-                    "a notification signed with merchant {}'s key is about an order of merchant {}",
-                    entry.name, o.placement.merchant
+                    "a notification signed with merchant {signer}'s key is about an order of merchant {}",
+                    o.placement.merchant
                 ),
             )
             .await;
         return Verdict::WrongMerchant;
-    }
-    if order.as_ref().is_some_and(|o| o.sign_type != sign_type) {
-        // Signed with its merchant's key but not the way this order was placed: not a
-        // notification WeChat sends for it.
-        tracing::warn!(out_trade_no, %sign_type, "pay notification signed unlike its order");
-        return Verdict::BadSignature;
     }
     payment::settle(state, order, report, EventSource::Notify).await
 }
@@ -307,6 +257,7 @@ pub(crate) fn apps_match(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wxpay_core::wechat::SignType;
 
     #[test]
     fn logged_bodies_leave_out_the_signature() {

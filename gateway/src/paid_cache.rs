@@ -3,7 +3,9 @@
 //! two servers at once) is answered without a database read.
 //!
 //! Only facts that never change once an order is paid are kept: its merchant,
-//! sign type, amount and transaction_id. The merchant is there because a
+//! amount and transaction_id. Not the algorithm the notification was signed
+//! with: a copy signed the other way under the same merchant's key is as
+//! authentic, and as much a duplicate. The merchant is there because a
 //! signature only proves which merchant's key made it: a copy signed by
 //! another configured merchant is not a duplicate of this payment, and must
 //! take the database path (where it is refused as another merchant's). A later refund does not change the answer to a
@@ -12,22 +14,18 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use wxpay_core::{
-    domain::{Fee, MerchantName},
-    wechat::SignType,
-};
+use wxpay_core::domain::{Fee, MerchantName, OutTradeNo, TransactionId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     /// The order's merchant (`order.placement.merchant`).
     pub merchant: MerchantName,
-    pub sign_type: SignType,
     pub total_fee: Fee,
-    pub transaction_id: String,
+    pub transaction_id: TransactionId,
 }
 
 pub struct SettledCache {
-    entries: Mutex<HashMap<String, Settled>>,
+    entries: Mutex<HashMap<OutTradeNo, Settled>>,
     capacity: usize,
 }
 
@@ -43,28 +41,28 @@ impl SettledCache {
         }
     }
 
-    pub fn get(&self, out_trade_no: &str) -> Option<Settled> {
+    pub fn get(&self, out_trade_no: &OutTradeNo) -> Option<Settled> {
         self.lock().get(out_trade_no).cloned()
     }
 
     /// The entry for `out_trade_no` if it was settled for `merchant` (the
     /// configured merchant the message being judged names); any other
     /// merchant's message about it is judged as if nothing were cached.
-    pub fn get_for(&self, out_trade_no: &str, merchant: &str) -> Option<Settled> {
+    pub fn get_for(&self, out_trade_no: &OutTradeNo, merchant: &str) -> Option<Settled> {
         self.get(out_trade_no)
             .filter(|s| s.merchant.as_str() == merchant)
     }
 
-    pub fn insert(&self, out_trade_no: &str, settled: Settled) {
+    pub fn insert(&self, out_trade_no: &OutTradeNo, settled: Settled) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(out_trade_no) {
             // Crude but bounded: forgetting costs only a database read on the next duplicate.
             entries.clear();
         }
-        entries.insert(out_trade_no.to_owned(), settled);
+        entries.insert(out_trade_no.clone(), settled);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Settled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OutTradeNo, Settled>> {
         // A panic while holding this lock cannot leave the map inconsistent (each
         // operation is a single insert/get/clear), so a poisoned lock is still usable.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
@@ -78,32 +76,35 @@ mod tests {
     fn settled(txn: &str) -> Settled {
         Settled {
             merchant: MerchantName::default_merchant(),
-            sign_type: SignType::Md5,
             total_fee: Fee::new(100).expect("fee"),
-            transaction_id: txn.into(),
+            transaction_id: TransactionId::parse(&format!("42000000{txn}")).expect("id"),
         }
+    }
+
+    fn no(s: &str) -> OutTradeNo {
+        OutTradeNo::parse(s).expect("out_trade_no")
     }
 
     #[test]
     fn remembers_paid_orders_and_stays_bounded() {
         let cache = SettledCache::new(2);
-        cache.insert("A", settled("1"));
-        cache.insert("B", settled("2"));
-        assert_eq!(cache.get("A"), Some(settled("1")));
-        cache.insert("C", settled("3"));
+        cache.insert(&no("A"), settled("1"));
+        cache.insert(&no("B"), settled("2"));
+        assert_eq!(cache.get(&no("A")), Some(settled("1")));
+        cache.insert(&no("C"), settled("3"));
         assert!(cache.lock().len() <= 2);
-        assert_eq!(cache.get("C"), Some(settled("3")));
-        assert_eq!(cache.get("Z"), None);
+        assert_eq!(cache.get(&no("C")), Some(settled("3")));
+        assert_eq!(cache.get(&no("Z")), None);
     }
 
     #[test]
     fn an_entry_answers_only_for_its_merchant() {
         let cache = SettledCache::new(4);
-        cache.insert("A", settled("1"));
+        cache.insert(&no("A"), settled("1"));
         assert_eq!(
-            cache.get_for("A", MerchantName::DEFAULT),
+            cache.get_for(&no("A"), MerchantName::DEFAULT),
             Some(settled("1"))
         );
-        assert_eq!(cache.get_for("A", "tenant-b"), None);
+        assert_eq!(cache.get_for(&no("A"), "tenant-b"), None);
     }
 }

@@ -1,19 +1,21 @@
-//! Applying a verified payment result to its order, shared by the XML
+//! Applying a proven payment result to its order, shared by the XML
 //! notification and the cloud-pay callback: the order must exist and the amount
 //! must match, then one conditional transition (with its outbox event) decides
-//! whether this message changed anything. Callers verify authenticity and the
-//! merchant first; nothing here looks at the wire format. The XML notification
-//! knows the merchant, sign type and amount from the message itself, so it
+//! whether this message changed anything. Every function that reads or writes
+//! here takes a [`Proven`] report, so nothing reaches the store before
+//! [`crate::proof`] passed it; nothing here looks at the wire format. The XML
+//! notification knows the merchant and amount from the message itself, so it
 //! settles guarded ([`settle_guarded`]): the transition checks them against
 //! the row, and the order is read only when they disagree.
 
 use chrono::{DateTime, Utc};
-use wxpay_core::domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo};
+use wxpay_core::domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo, TransactionId};
 use wxpay_store::{AnomalyKind, Guard, StoreError, Transition, TransitionOutcome};
 
-use crate::{state::AppState, verdict::Verdict};
+use crate::{proof::Proven, state::AppState, verdict::Verdict};
 
-/// What WeChat reported for one order, already authenticated.
+/// What WeChat reported for one order, typed: the one report both wire
+/// formats (the XML notification, the cloud-pay JSON) are read into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentReport {
     pub out_trade_no: OutTradeNo,
@@ -27,12 +29,67 @@ pub struct PaymentReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {
     Paid {
-        transaction_id: String,
+        transaction_id: TransactionId,
+        /// May be 0 when coupons paid it all, so it is not a `Fee`.
         cash_fee: Option<i64>,
         paid_at: Option<DateTime<Utc>>,
     },
     /// result_code FAIL.
     Failed,
+}
+
+/// The result fields as a wire format gives them, amounts already read its way.
+#[derive(Debug, Clone, Copy)]
+pub struct Wire<'a> {
+    pub out_trade_no: Option<&'a str>,
+    pub result_code: Option<&'a str>,
+    pub transaction_id: Option<&'a str>,
+    pub total_fee: Option<Fee>,
+    pub cash_fee: Option<i64>,
+    pub fee_type: Option<&'a str>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl PaymentReport {
+    /// The report the fields make; `None` when the order number, the result
+    /// or (for a payment) the transaction_id is missing or unreadable.
+    pub fn read(w: Wire<'_>) -> Option<Self> {
+        let out_trade_no = OutTradeNo::parse(w.out_trade_no?).ok()?;
+        let result = match w.result_code? {
+            "SUCCESS" => Reported::Paid {
+                transaction_id: TransactionId::parse(w.transaction_id?).ok()?,
+                cash_fee: w.cash_fee,
+                paid_at: w.paid_at,
+            },
+            "FAIL" => Reported::Failed,
+            _ => return None,
+        };
+        Some(Self {
+            out_trade_no,
+            total_fee: w.total_fee,
+            fee_type: w.fee_type.map(str::to_owned),
+            result,
+        })
+    }
+
+    /// Whether the amount is in CNY (the only currency orders are placed in).
+    pub fn is_cny(&self) -> bool {
+        self.fee_type.as_deref().unwrap_or("CNY") == "CNY"
+    }
+}
+
+/// The order a proven report is about (`Err`: the verdict when the database
+/// cannot say).
+pub(crate) async fn order_of(
+    state: &AppState,
+    report: &Proven<PaymentReport>,
+) -> Result<Option<Order>, Verdict> {
+    let no = &report.message().out_trade_no;
+    state
+        .store
+        .order(no)
+        .await
+        .map_err(|e| store_failure(no.as_str(), e))
 }
 
 /// Maps a storage failure to a verdict. Every variant means "retry later" to
@@ -63,14 +120,14 @@ pub(crate) enum Guarded {
 }
 
 /// Applies `report` without reading its order first: the transition is made
-/// only if the order is `guard`'s (merchant, sign type, amount).
+/// only if the order is `guard`'s (merchant, amount).
 pub(crate) async fn settle_guarded(
     state: &AppState,
     guard: &Guard,
-    report: &PaymentReport,
+    report: &Proven<PaymentReport>,
     source: EventSource,
 ) -> Guarded {
-    apply_report(state, report, source, Some(guard)).await
+    apply_report(state, report.message(), source, Some(guard)).await
 }
 
 /// The transition `report` asks for (SUCCESS or PAYERROR), guarded or not.
@@ -89,7 +146,7 @@ async fn apply_report(
             pay(
                 state,
                 &report.out_trade_no,
-                transaction_id.clone(),
+                transaction_id,
                 *cash_fee,
                 *paid_at,
                 source,
@@ -101,14 +158,15 @@ async fn apply_report(
     }
 }
 
-/// Steps 3-6 for an authenticated report whose merchant was checked: the order
+/// Steps 3-6 for a proven report whose merchant was checked: the order
 /// exists, the amount matches, then the transition and the event.
 pub(crate) async fn settle(
     state: &AppState,
     order: Option<Order>,
-    report: PaymentReport,
+    report: &Proven<PaymentReport>,
     source: EventSource,
 ) -> Verdict {
+    let report = report.message();
     let no = report.out_trade_no.as_str();
     let Some(order) = order else {
         // Signed by WeChat for an order we never made. FAIL keeps WeChat retrying for a
@@ -124,7 +182,7 @@ pub(crate) async fn settle(
         return Verdict::UnknownOrder;
     };
     let fee_type = report.fee_type.as_deref().unwrap_or("CNY");
-    if report.total_fee != Some(order.total_fee) || fee_type != "CNY" {
+    if report.total_fee != Some(order.total_fee) || !report.is_cny() {
         // A valid signature with the wrong amount is the classic fake-payment attack
         // (or a bug that would lose money): never mark the order paid.
         let given = report
@@ -144,7 +202,7 @@ pub(crate) async fn settle(
         return Verdict::AmountMismatch;
     }
 
-    let settled = apply_report(state, &report, source, None).await;
+    let settled = apply_report(state, report, source, None).await;
     match settled {
         Guarded::Settled(verdict) => verdict,
         // Unguarded, nothing disagrees; should it, the message is answered
@@ -156,7 +214,7 @@ pub(crate) async fn settle(
 async fn pay(
     state: &AppState,
     out_trade_no: &OutTradeNo,
-    transaction_id: String,
+    transaction_id: &TransactionId,
     cash_fee: Option<i64>,
     paid_at: Option<DateTime<Utc>>,
     source: EventSource,
@@ -166,7 +224,7 @@ async fn pay(
     let t = Transition {
         out_trade_no: out_trade_no.clone(),
         to: OrderStatus::Success,
-        transaction_id: Some(transaction_id.clone()),
+        transaction_id: Some(transaction_id.as_str().to_owned()),
         cash_fee,
         paid_at,
         source,
@@ -196,7 +254,7 @@ async fn pay(
         }
         Ok(TransitionOutcome::Unchanged { order }) => match order.status {
             OrderStatus::Success | OrderStatus::Refund
-                if order.transaction_id.as_deref() == Some(&transaction_id) =>
+                if order.transaction_id.as_deref() == Some(transaction_id.as_str()) =>
             {
                 Verdict::Duplicate
             }

@@ -1,96 +1,49 @@
 //! `POST /wechat/refund/notify`: WeChat's refund result. The outer XML carries
 //! no signature; the proof that WeChat sent it is `req_info`, which only
 //! decrypts under the API key of the merchant the outer `mch_id` (and
-//! `sub_mch_id`) names. The refund it describes is applied to its refund record
+//! `sub_mch_id`) names ([`crate::proof::refund`]): until it does, nothing is
+//! read or kept. The refund it describes is applied to its refund record
 //! once, and only when its order is that merchant's (amount, order and
 //! transaction checked against what is stored); the first successful refund
 //! moves the order to REFUND, and each adds to its `refunded_fee`.
 
+use axum::body::Bytes;
 use wxpay_core::{
     domain::{Fee, OrderStatus, OutRefundNo, OutTradeNo, RefundStatus},
-    wechat::{china_time, refund_crypto, xml, Fields, MerchantEntry},
+    wechat::{china_time, Fields},
 };
 use wxpay_store::{AnomalyKind, RefundOutcome, RefundUpdate};
 
 use crate::{
-    notify, payment,
+    payment,
+    proof::{self, Proven},
     state::AppState,
-    verdict::{Judged, Kind, Verdict},
+    verdict::{Judged, Verdict},
 };
 
 /// Processes one refund notification body (already bounded in size).
-pub async fn process(state: &AppState, body: &[u8]) -> Judged {
-    let outer = match xml::decode(body) {
-        Ok(fields) => fields,
-        Err(e) => {
-            tracing::warn!(error = %e, bytes = body.len(), "malformed refund notification refused");
-            return Judged::anonymous(Verdict::Malformed);
-        }
+pub async fn process(state: &AppState, body: Bytes) -> Judged {
+    // Unknown mch_id, return_code FAIL, another appid, no req_info, or a
+    // req_info that does not decrypt: refused, nothing read or kept.
+    let proven = match proof::refund(&state.merchants, &body) {
+        Ok(proven) => proven,
+        Err(refused) => return refused.judged(&body),
     };
-    let (verdict, out_trade_no, merchant) = judge(state, &outer).await;
-    tracing::info!(out_trade_no = out_trade_no.as_deref(), merchant, %verdict, "refund notification");
-    state
-        .keep(Kind::Refund, out_trade_no.as_deref(), verdict, body, false)
-        .await;
-    Judged {
-        verdict,
-        merchant: merchant.map(str::to_owned),
-    }
+    let raw_no = proven.message().get("out_trade_no").cloned();
+    let update = proven.read(read_update);
+    let verdict = apply(state, &update).await;
+    let merchant = proven.merchant().map(|e| e.name.as_str());
+    tracing::info!(out_trade_no = raw_no.as_deref(), merchant, %verdict, "refund notification");
+    state.keep(&proven, raw_no.as_deref(), verdict, false).await;
+    proven.judged(verdict)
 }
 
-/// The verdict, the out_trade_no once it could be read from `req_info`, and
-/// the merchant once `req_info` decrypted under its key (before that the
-/// message only claims a merchant).
-async fn judge<'s>(
-    state: &'s AppState,
-    outer: &Fields,
-) -> (Verdict, Option<String>, Option<&'s str>) {
-    let get = |k: &str| outer.get(k).map(String::as_str);
-    if get("return_code") != Some("SUCCESS") {
-        // Without req_info nothing in the message is authenticated, so it cannot be
-        // told apart from a forgery: refuse it like any other unproven message.
-        return (Verdict::Invalid, None, None);
-    }
-    // The outer numbers say whose key req_info is under; an appid that is not
-    // that merchant's (or a merchant we do not serve) is refused before any
-    // decryption is attempted.
-    let entry = get("mch_id").and_then(|m| state.merchants.for_message(m, get("sub_mch_id")));
-    // The appid rule is the payment notification's.
-    let Some(entry) = entry.filter(|e| notify::apps_match(e, get("appid"), get("sub_appid")))
-    else {
-        return (Verdict::WrongMerchant, None, None);
-    };
-    let Some(req_info) = get("req_info") else {
-        return (Verdict::Invalid, None, None);
-    };
-    let inner = match refund_crypto::decrypt_req_info(req_info, &entry.merchant.api_key) {
-        Ok(inner) => inner,
-        Err(e) => {
-            tracing::warn!(merchant = %entry.name, error = %e, "refund req_info refused");
-            return (Verdict::BadSignature, None, None);
-        }
-    };
-    // Authentic from here on: only this merchant's key opens req_info.
-    let merchant = Some(entry.name.as_str());
-    let iget = |k: &str| inner.get(k).map(String::as_str);
-    let raw_no = iget("out_trade_no").map(str::to_owned);
-    let Some(out_trade_no) = iget("out_trade_no").and_then(|s| OutTradeNo::parse(s).ok()) else {
-        return (Verdict::Invalid, raw_no, merchant);
-    };
-    let verdict = apply(state, entry, &out_trade_no, &inner).await;
-    (verdict, raw_no, merchant)
-}
-
-async fn apply(
-    state: &AppState,
-    entry: &MerchantEntry,
-    out_trade_no: &OutTradeNo,
-    inner: &Fields,
-) -> Verdict {
-    let no = out_trade_no.as_str();
-    let Some(update) = read_update(out_trade_no, inner) else {
+async fn apply(state: &AppState, proven: &Proven<Option<RefundUpdate>>) -> Verdict {
+    let (Some(update), Some(entry)) = (proven.message(), proven.merchant()) else {
         return Verdict::Invalid;
     };
+    let out_trade_no = &update.out_trade_no;
+    let no = out_trade_no.as_str();
     // The ledger applies a refund without returning its order first, so the
     // order's merchant is read here, once, before anything changes. It is fixed
     // at the order's creation, so nothing can change it between this read and
@@ -115,7 +68,7 @@ async fn apply(
         Ok(_) => {}
         Err(e) => return payment::store_failure(no, e),
     }
-    let outcome = match state.ledger.apply_refund(&update).await {
+    let outcome = match state.ledger.apply_refund(update).await {
         Ok(outcome) => outcome,
         Err(e) => return payment::store_failure(no, e),
     };
@@ -197,8 +150,9 @@ async fn apply(
 
 /// The refund the decrypted `req_info` describes; `None` when a field we act on
 /// is missing or not in WeChat's format (the message is then refused unread).
-fn read_update(out_trade_no: &OutTradeNo, inner: &Fields) -> Option<RefundUpdate> {
+fn read_update(inner: &Fields) -> Option<RefundUpdate> {
     let iget = |k: &str| inner.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let out_trade_no = OutTradeNo::parse(iget("out_trade_no")?).ok()?;
     let status = RefundStatus::from_wechat(iget("refund_status")?)?;
     let success_time = match iget("success_time") {
         Some(t) => Some(china_time::parse_readable(t)?),
@@ -206,7 +160,7 @@ fn read_update(out_trade_no: &OutTradeNo, inner: &Fields) -> Option<RefundUpdate
     };
     Some(RefundUpdate {
         out_refund_no: OutRefundNo::parse(iget("out_refund_no")?).ok()?,
-        out_trade_no: out_trade_no.clone(),
+        out_trade_no,
         refund_fee: Fee::parse_wire("refund_fee", iget("refund_fee")?).ok()?,
         refund_id: iget("refund_id").map(str::to_owned),
         transaction_id: iget("transaction_id").map(str::to_owned),

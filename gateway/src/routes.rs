@@ -109,7 +109,7 @@ async fn pay_notify(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let verdict = tracked(&state, Kind::Pay, body, |state, body| async move {
-        notify::process(&state, &body).await
+        notify::process(&state, body).await
     })
     .await;
     xml_reply(verdict)
@@ -120,7 +120,7 @@ async fn refund_notify(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let verdict = tracked(&state, Kind::Refund, body, |state, body| async move {
-        refund::process(&state, &body).await
+        refund::process(&state, body).await
     })
     .await;
     xml_reply(verdict)
@@ -135,12 +135,25 @@ async fn cloudpay_callback(
         // Disabled: indistinguishable from a route that does not exist.
         return StatusCode::NOT_FOUND.into_response();
     };
-    let signature = headers
-        .get(cloudpay::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (timestamp, signature) = (
+        header(cloudpay::TIMESTAMP_HEADER),
+        header(cloudpay::SIGNATURE_HEADER),
+    );
     let verdict = tracked(&state, Kind::Cloudpay, body, |state, body| async move {
-        cloudpay::process(&state, &secret, signature.as_deref(), &body).await
+        cloudpay::process(
+            &state,
+            &secret,
+            timestamp.as_deref(),
+            signature.as_deref(),
+            body,
+        )
+        .await
     })
     .await;
     // The cloud function returns this object to WeChat as is; errcode 0 stops the retries.

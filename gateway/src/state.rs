@@ -12,10 +12,8 @@ use wxpay_core::wechat::MerchantBook;
 use wxpay_store::{Anomaly, AnomalyKind, EventPublisher, Ledger, NotificationRecord, Store};
 
 use crate::{
-    audit::AuditLog,
-    config::CloudpaySecret,
-    paid_cache::SettledCache,
-    verdict::{Kind, Verdict},
+    audit::AuditLog, config::CloudpaySecret, orderquery::OrderQuery, paid_cache::SettledCache,
+    proof::Proven, verdict::Verdict,
 };
 
 #[derive(Clone)]
@@ -30,6 +28,9 @@ pub struct AppState {
     pub merchants: Arc<MerchantBook>,
     /// `None`: the cloud-pay callback is disabled.
     pub cloudpay_secret: Option<Arc<CloudpaySecret>>,
+    /// WeChat's orderquery, asked before a cloud-pay SUCCESS is applied
+    /// (`WECHAT_API_BASE`). `None` only where no WeChat API is known.
+    pub orderquery: Option<OrderQuery>,
     pub metrics: PrometheusHandle,
     /// Notification processing runs here, so shutdown can wait for it (and then for
     /// the ledger's publishes).
@@ -51,6 +52,7 @@ impl AppState {
             publisher,
             merchants: Arc::new(merchants),
             cloudpay_secret: cloudpay_secret.map(Arc::new),
+            orderquery: None,
             metrics: crate::metrics::prometheus(),
             tasks: TaskTracker::new(),
             settled: Arc::new(SettledCache::new(SettledCache::DEFAULT_CAPACITY)),
@@ -74,22 +76,23 @@ impl AppState {
         }
     }
 
-    /// Keeps the notification as received, for audit and replay: in the
-    /// background batch when `batched` (what it says is durable elsewhere),
-    /// else before the reply.
-    pub(crate) async fn keep(
+    /// Keeps a proven notification as received, for audit and replay, with
+    /// the algorithm its signature verified under: in the background batch
+    /// when `batched` (what it says is durable elsewhere), else before the
+    /// reply. Only a [`Proven`] message can be kept.
+    pub(crate) async fn keep<T>(
         &self,
-        kind: Kind,
+        proven: &Proven<T>,
         out_trade_no: Option<&str>,
         verdict: Verdict,
-        raw_body: &[u8],
         batched: bool,
     ) {
         let row = NotificationRecord {
-            kind: kind.as_str().to_owned(),
+            kind: proven.kind().as_str().to_owned(),
             out_trade_no: out_trade_no.map(str::to_owned),
             verdict: verdict.as_str().to_owned(),
-            raw_body: raw_body.to_vec(),
+            raw_body: proven.body().to_vec(),
+            sign_type: proven.sign_type(),
         };
         if batched {
             self.audit.keep_batched(row).await;

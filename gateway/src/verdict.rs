@@ -54,8 +54,12 @@ pub enum Verdict {
     WrongState,
     /// A required field is missing or unreadable.
     Invalid,
-    /// The database could not be reached: WeChat must retry.
+    /// The database (or, for a cloud-pay SUCCESS, WeChat's orderquery) could
+    /// not be reached: the sender must retry.
     Unavailable,
+    /// A proven cloud-pay SUCCESS that WeChat's orderquery does not confirm
+    /// (not paid, or another transaction or amount): nothing is paid.
+    Unconfirmed,
 }
 
 impl Verdict {
@@ -74,6 +78,7 @@ impl Verdict {
             Verdict::WrongState => "wrong_state",
             Verdict::Invalid => "invalid",
             Verdict::Unavailable => "unavailable",
+            Verdict::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -90,7 +95,8 @@ impl Verdict {
             | Verdict::AmountMismatch
             | Verdict::WrongState
             | Verdict::Invalid
-            | Verdict::Unavailable => false,
+            | Verdict::Unavailable
+            | Verdict::Unconfirmed => false,
         }
     }
 
@@ -169,6 +175,7 @@ mod tests {
             Verdict::WrongState,
             Verdict::Invalid,
             Verdict::Unavailable,
+            Verdict::Unconfirmed,
         ] {
             assert!(!v.acknowledged(), "{v}");
         }

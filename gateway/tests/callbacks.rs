@@ -32,11 +32,17 @@ fn cloudpay_body(order: &Order, total_fee: i64, transaction_id: &str) -> String 
     .to_string()
 }
 
-async fn post_cloudpay(app: &TestApp, body: String, signature: &str) -> (u16, serde_json::Value) {
+async fn post_cloudpay(
+    app: &TestApp,
+    body: String,
+    timestamp: &str,
+    signature: &str,
+) -> (u16, serde_json::Value) {
     let res = app
         .http
         .post(format!("{}/cloudpay/callback", app.base))
         .header("content-type", "application/json")
+        .header("x-cloudpay-timestamp", timestamp)
         .header("x-cloudpay-signature", signature)
         .body(body)
         .send()
@@ -54,64 +60,179 @@ fn secret() -> CloudpaySecret {
     CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")
 }
 
+fn now() -> String {
+    chrono_now().to_string()
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// Posts `body` signed now, as the forwarder does.
+async fn forward(app: &TestApp, body: &str) -> (u16, serde_json::Value) {
+    let ts = now();
+    let sig = cloudpay::sign_body(&secret(), &ts, body.as_bytes());
+    post_cloudpay(app, body.to_owned(), &ts, &sig).await
+}
+
 #[tokio::test]
-async fn a_cloudpay_callback_with_a_valid_hmac_marks_the_order_paid() {
+async fn a_cloudpay_callback_that_wechat_confirms_marks_the_order_paid_once() {
     let app = spawn_app().await;
     let order = app.create_order(990, SignType::Md5).await;
     let mut sub = subscribe(&testing::redis_url(), &order.out_trade_no).await;
-    let body = cloudpay_body(&order, 990, &transaction_id());
+    let tx = transaction_id();
+    app.wechat.says(
+        &order.out_trade_no,
+        Said::Paid {
+            transaction_id: tx.clone(),
+            total_fee: 990,
+        },
+    );
+    let body = cloudpay_body(&order, 990, &tx);
 
-    let (status, reply) = post_cloudpay(
-        &app,
-        body.clone(),
-        &cloudpay::sign_body(&secret(), body.as_bytes()),
-    )
-    .await;
+    let (status, reply) = forward(&app, &body).await;
+    let (_, again) = forward(&app, &body).await;
 
     assert_eq!(status, 200);
-    assert_eq!(
-        reply,
-        serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"})
-    );
+    let ok = serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"});
+    assert_eq!(reply, ok);
+    assert_eq!(again, ok, "a copy is acknowledged");
     let paid = app.order(&order.out_trade_no).await;
     assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
+    assert_eq!(paid.transaction_id.as_deref(), Some(tx.as_str()));
+    assert_eq!(
+        app.wechat.queries(),
+        1,
+        "WeChat is asked before the payment, not for its copy"
+    );
     let event = sub
         .next(Duration::from_secs(5))
         .await
         .expect("event published");
     assert_eq!(event.source, EventSource::Cloudpay);
+    assert!(sub.drain(Duration::from_millis(500)).await.is_empty());
     app.stop().await;
 }
 
 #[tokio::test]
-async fn a_cloudpay_callback_with_a_bad_hmac_or_a_wrong_amount_changes_nothing() {
+async fn a_cloudpay_success_that_wechat_does_not_confirm_pays_nothing() {
     let app = spawn_app().await;
     let order = app.create_order(990, SignType::Md5).await;
     let tx = transaction_id();
+    let body = cloudpay_body(&order, 990, &tx);
+    let cases = [
+        ("NOTPAY", Said::NotPaid),
+        (
+            "another transaction",
+            Said::Paid {
+                transaction_id: transaction_id(),
+                total_fee: 990,
+            },
+        ),
+        (
+            "another amount",
+            Said::Paid {
+                transaction_id: tx.clone(),
+                total_fee: 991,
+            },
+        ),
+    ];
+    for (name, said) in cases {
+        app.wechat.says(&order.out_trade_no, said);
+        let (_, reply) = forward(&app, &body).await;
+        assert_eq!(reply["errcode"], serde_json::json!(1), "{name}: {reply}");
+        assert_eq!(reply["errmsg"], "unconfirmed", "{name}");
+        let now = app.order(&order.out_trade_no).await;
+        assert_eq!(
+            (now.status, now.version),
+            (OrderStatus::NotPay, 1),
+            "{name}: order changed"
+        );
+    }
+    // WeChat unreachable: "retry later", nothing paid.
+    app.wechat
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, reply) = forward(&app, &body).await;
+    assert_eq!(reply["errmsg"], "SYSTEMERROR", "{reply}");
+    assert_eq!(
+        app.order(&order.out_trade_no).await.status,
+        OrderStatus::NotPay
+    );
+    assert_eq!(app.event_rows(&order.out_trade_no).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_or_forged_cloudpay_callback_is_refused_and_nothing_is_kept() {
+    let app = spawn_app().await;
+    let order = app.create_order(990, SignType::Md5).await;
+    let tx = transaction_id();
+    app.wechat.says(
+        &order.out_trade_no,
+        Said::Paid {
+            transaction_id: tx.clone(),
+            total_fee: 990,
+        },
+    );
     let good = cloudpay_body(&order, 990, &tx);
     let wrong_amount = cloudpay_body(&order, 1, &tx);
-    let other_secret = CloudpaySecret::parse("some-other-shared-secret").expect("secret");
+    let other_secret =
+        CloudpaySecret::parse("some-other-shared-secret-0123456789").expect("secret");
+    let old = (chrono_now() - 301).to_string();
+    let ahead = (chrono_now() + 301).to_string();
+    let ts = now();
     let cases = [
+        (
+            "replayed (301 s old)",
+            good.clone(),
+            old.clone(),
+            cloudpay::sign_body(&secret(), &old, good.as_bytes()),
+        ),
+        (
+            "from the future",
+            good.clone(),
+            ahead.clone(),
+            cloudpay::sign_body(&secret(), &ahead, good.as_bytes()),
+        ),
+        (
+            "timestamp changed after signing",
+            good.clone(),
+            ts.clone(),
+            cloudpay::sign_body(&secret(), &(chrono_now() - 1).to_string(), good.as_bytes()),
+        ),
+        (
+            "no timestamp",
+            good.clone(),
+            String::new(),
+            cloudpay::sign_body(&secret(), "", good.as_bytes()),
+        ),
         (
             "bad hmac",
             good.clone(),
-            cloudpay::sign_body(&other_secret, good.as_bytes()),
+            ts.clone(),
+            cloudpay::sign_body(&other_secret, &ts, good.as_bytes()),
         ),
-        ("missing hmac", good.clone(), String::new()),
+        ("missing hmac", good.clone(), ts.clone(), String::new()),
         (
             "hmac of another body",
             good.clone(),
-            cloudpay::sign_body(&secret(), wrong_amount.as_bytes()),
+            ts.clone(),
+            cloudpay::sign_body(&secret(), &ts, wrong_amount.as_bytes()),
         ),
         (
-            "wrong amount",
-            wrong_amount.clone(),
-            cloudpay::sign_body(&secret(), wrong_amount.as_bytes()),
+            "signed, not json",
+            "{not json".to_owned(),
+            ts.clone(),
+            cloudpay::sign_body(&secret(), &ts, b"{not json"),
         ),
     ];
 
-    for (name, body, signature) in cases {
-        let (status, reply) = post_cloudpay(&app, body, &signature).await;
+    for (name, body, timestamp, signature) in cases {
+        let (status, reply) = post_cloudpay(&app, body, &timestamp, &signature).await;
         assert_eq!(status, 200, "{name}");
         assert_ne!(reply["errcode"], serde_json::json!(0), "{name}: {reply}");
         let now = app.order(&order.out_trade_no).await;
@@ -120,17 +241,29 @@ async fn a_cloudpay_callback_with_a_bad_hmac_or_a_wrong_amount_changes_nothing()
             (OrderStatus::NotPay, 1),
             "{name}: order changed"
         );
-        assert_eq!(
-            app.event_rows(&order.out_trade_no).await,
-            0,
-            "{name}: event written"
-        );
     }
     assert_eq!(
-        app.anomalies(order.out_trade_no.as_str()).await,
-        1,
-        "the wrong amount is an anomaly"
+        app.rows("notifications").await,
+        0,
+        "nothing unproven is kept"
     );
+    assert_eq!(app.rows("anomalies").await, 0);
+    assert_eq!(
+        app.wechat.queries(),
+        0,
+        "WeChat is not asked about unproven callbacks"
+    );
+
+    // Proven, but for another amount: an anomaly, and WeChat is not asked.
+    let (_, reply) = forward(&app, &wrong_amount).await;
+    assert_eq!(reply["errmsg"], "amount_mismatch", "{reply}");
+    assert_eq!(app.anomalies(order.out_trade_no.as_str()).await, 1);
+    assert_eq!(app.wechat.queries(), 0);
+    assert_eq!(
+        app.notifications(order.out_trade_no.as_str()).await,
+        ["amount_mismatch"]
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -143,12 +276,7 @@ async fn the_cloudpay_callback_is_not_found_without_a_secret() {
     let order = app.create_order(990, SignType::Md5).await;
     let body = cloudpay_body(&order, 990, &transaction_id());
 
-    let (status, _) = post_cloudpay(
-        &app,
-        body.clone(),
-        &cloudpay::sign_body(&secret(), body.as_bytes()),
-    )
-    .await;
+    let (status, _) = forward(&app, &body).await;
 
     assert_eq!(status, 404);
     assert_eq!(
@@ -377,6 +505,84 @@ async fn tampered_or_foreign_refund_notifications_change_nothing() {
         app.assert_no_refund_applied(&order.out_trade_no, name)
             .await;
     }
+    // The tampered one proved nothing and is not kept; the other decrypted
+    // (it is WeChat's, about a payment we do not know) and is.
+    assert_eq!(
+        app.notifications(order.out_trade_no.as_str()).await,
+        ["amount_mismatch"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unproven_refund_notifications_are_refused_and_nothing_is_read_or_kept() {
+    let app = spawn_app().await;
+    let order = paid_order(&app, 700).await;
+    let genuine = refund_body(&order, 100, &key());
+    let fields = wxpay_core::wechat::xml::decode(genuine.as_bytes()).expect("decodes");
+    let with = |change: &dyn Fn(&mut wxpay_core::wechat::Fields)| {
+        let mut f = fields.clone();
+        change(&mut f);
+        encode(&f)
+    };
+    let cases = [
+        (
+            "unknown mch_id",
+            with(&|f| {
+                f.insert("mch_id".into(), "1999999999".into());
+            }),
+        ),
+        (
+            "no return_code",
+            with(&|f| {
+                f.remove("return_code");
+            }),
+        ),
+        (
+            "return_code FAIL",
+            with(&|f| {
+                f.insert("return_code".into(), "FAIL".into());
+            }),
+        ),
+        (
+            "another appid",
+            with(&|f| {
+                f.insert("appid".into(), "wx0000000000000000".into());
+            }),
+        ),
+        (
+            "no req_info",
+            with(&|f| {
+                f.remove("req_info");
+            }),
+        ),
+        (
+            "req_info under another key",
+            refund_body(
+                &order,
+                100,
+                &ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key"),
+            ),
+        ),
+        (
+            "req_info not base64",
+            with(&|f| {
+                f.insert("req_info".into(), "x".repeat(60 * 1024));
+            }),
+        ),
+    ];
+    for (name, body) in cases {
+        let (_, reply) = app.post("/wechat/refund/notify", body).await;
+        assert_eq!(return_code(&reply), "FAIL", "{name}: {reply}");
+        app.assert_no_refund_applied(&order.out_trade_no, name)
+            .await;
+    }
+    assert_eq!(
+        app.rows("notifications").await,
+        0,
+        "nothing unproven is kept"
+    );
+    assert_eq!(app.rows("anomalies").await, 0);
     app.stop().await;
 }
 
@@ -399,7 +605,15 @@ async fn the_node_forwarder_signs_callbacks_the_gateway_accepts() {
     }
     let app = spawn_app().await;
     let order = app.create_order(990, SignType::Md5).await;
-    let event = cloudpay_body(&order, 990, &transaction_id());
+    let tx = transaction_id();
+    app.wechat.says(
+        &order.out_trade_no,
+        Said::Paid {
+            transaction_id: tx.clone(),
+            total_fee: 990,
+        },
+    );
+    let event = cloudpay_body(&order, 990, &tx);
     let forwarder = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/cloudpay-forwarder/index.js"

@@ -369,13 +369,19 @@ fn cloudpay_body(order: &Order, sub_mch_id: &str, transaction_id: &str) -> Strin
 
 async fn post_cloudpay(app: &TestApp, body: String) -> serde_json::Value {
     let secret = CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        .to_string();
     let res = app
         .http
         .post(format!("{}/cloudpay/callback", app.base))
         .header("content-type", "application/json")
+        .header("x-cloudpay-timestamp", &now)
         .header(
             "x-cloudpay-signature",
-            cloudpay::sign_body(&secret, body.as_bytes()),
+            cloudpay::sign_body(&secret, &now, body.as_bytes()),
         )
         .body(body)
         .send()
@@ -431,7 +437,16 @@ async fn cloudpay_callbacks_must_name_the_payee_of_the_orders_own_merchant() {
     // Each paid to its own merchant's payee number: applied.
     let ok = serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"});
     for (order, payee) in [(&order_a, MCH_ID), (&order_b, B_SUB_MCH_ID)] {
-        let reply = post_cloudpay(&app, cloudpay_body(order, payee, &transaction_id())).await;
+        let tx = transaction_id();
+        // WeChat confirms each under its own merchant's key and sign type.
+        app.wechat.says(
+            &order.out_trade_no,
+            Said::Paid {
+                transaction_id: tx.clone(),
+                total_fee: order.total_fee.fen(),
+            },
+        );
+        let reply = post_cloudpay(&app, cloudpay_body(order, payee, &tx)).await;
         assert_eq!(reply, ok, "{payee}");
         assert_eq!(
             app.order(&order.out_trade_no).await.status,

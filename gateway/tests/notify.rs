@@ -66,8 +66,54 @@ async fn a_valid_hmac_sha256_notification_marks_the_order_paid_and_publishes_one
     paid_once_with(SignType::HmacSha256).await;
 }
 
+/// The kept audit rows' algorithms for `no`, once `n` are there.
+async fn kept_sign_types(app: &TestApp, no: &str, n: usize) -> Vec<Option<String>> {
+    app.notifications_eventually(no, n).await;
+    sqlx::query_scalar("SELECT sign_type FROM notifications WHERE out_trade_no = $1 ORDER BY id")
+        .bind(no)
+        .fetch_all(app.store.pool())
+        .await
+        .expect("read sign types")
+}
+
 #[tokio::test]
-async fn a_notification_without_sign_type_is_verified_with_the_orders_sign_type() {
+async fn a_genuine_hmac_sha256_notification_pays_an_md5_order_and_says_how_it_was_signed() {
+    let app = spawn_app().await;
+    let order = app.create_order(300, SignType::Md5).await;
+    let tx = transaction_id();
+    let hmac = signed(pay_fields(&order, &tx), &key(), SignType::HmacSha256);
+    // The same payment again, signed the order's way and without sign_type.
+    let mut md5 = pay_fields(&order, &tx);
+    let s = sign::sign(md5.iter(), &key(), SignType::Md5);
+    md5.insert("sign".into(), s);
+
+    let (_, reply) = app.notify(hmac).await;
+    let (_, again) = app.notify(encode(&md5)).await;
+
+    assert_eq!(return_code(&reply), "SUCCESS", "{reply}");
+    assert_eq!(return_code(&again), "SUCCESS", "{again}");
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!(
+        (paid.status, paid.version, paid.sign_type),
+        (OrderStatus::Success, 2, SignType::Md5)
+    );
+    assert_eq!(app.event_rows(&order.out_trade_no).await, 1);
+    assert_eq!(
+        app.notifications_eventually(order.out_trade_no.as_str(), 2)
+            .await,
+        ["applied", "duplicate"]
+    );
+    assert_eq!(
+        kept_sign_types(&app, order.out_trade_no.as_str(), 2).await,
+        [Some("HMAC-SHA256".to_owned()), Some("MD5".to_owned())],
+        "each kept row says which algorithm proved it"
+    );
+    assert_eq!(app.rows("anomalies").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_notification_without_sign_type_is_verified_by_its_signatures_length() {
     let app = spawn_app().await;
     let order = app.create_order(300, SignType::HmacSha256).await;
     let mut fields = pay_fields(&order, &transaction_id());
@@ -303,10 +349,11 @@ async fn refused_notifications_get_fail_and_change_nothing() {
             status: 200,
             anomaly: false,
         },
-        Refused { name: "HMAC without sign_type for an MD5 order", body: {
+        Refused { name: "an HMAC-SHA256 signature named MD5", body: {
             let mut f = good();
             let s = sign::sign(f.iter(), &key(), SignType::HmacSha256);
             f.insert("sign".into(), s);
+            f.insert("sign_type".into(), "MD5".into());
             encode(&f).into_bytes()
         }, status: 200, anomaly: false },
         Refused { name: "amount +1 fen", body: md5(with("total_fee", "1001".into())), status: 200, anomaly: true },

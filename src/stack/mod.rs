@@ -150,6 +150,9 @@ impl Stack {
             book,
             None,
         )
+        // The sandbox answers orderquery as WeChat would (over plain HTTP: the
+        // gateway presents no client certificate).
+        .with_wechat_api(&sandbox.base_url())?
         .with_metrics_listener(gateway_metrics_listener);
         // One metrics registry for the process: the gateway installs it, and the
         // poller's /metrics renders the same one instead of an empty registry.

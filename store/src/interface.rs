@@ -61,12 +61,13 @@ pub struct Transition {
     pub guard: Option<Guard>,
 }
 
-/// The order's fixed facts a verified message states: whose it is, how it was
-/// signed, and how much it is for.
+/// The order's fixed facts a verified message states: whose it is and how
+/// much it is for. Not how it was signed: a message that verifies under its
+/// merchant's key is authentic whichever of the key's algorithms (MD5,
+/// HMAC-SHA256) it names, whatever the order was placed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     pub merchant: MerchantName,
-    pub sign_type: SignType,
     pub total_fee: Fee,
 }
 
@@ -74,9 +75,7 @@ impl Guard {
     /// Whether `order` is what the guard says (the statement's own check,
     /// for a caller explaining an `Unchanged`).
     pub fn admits(&self, order: &Order) -> bool {
-        order.placement.merchant == self.merchant
-            && order.sign_type == self.sign_type
-            && order.total_fee == self.total_fee
+        order.placement.merchant == self.merchant && order.total_fee == self.total_fee
     }
 }
 
@@ -101,6 +100,10 @@ pub struct NotificationRecord {
     pub out_trade_no: Option<String>,
     pub verdict: String,
     pub raw_body: Vec<u8>,
+    /// The algorithm its signature verified under (payment notifications;
+    /// `None` for refunds, proven by decryption, and cloud-pay callbacks,
+    /// proven by the forwarder's HMAC).
+    pub sign_type: Option<SignType>,
 }
 
 /// What kind of anomaly: a closed list, so a dashboard can count each and a new

@@ -329,16 +329,11 @@ pub async fn a_guarded_transition_moves_only_the_order_it_describes(store: Arc<d
     insert(store.as_ref(), &new).await;
     let right = Guard {
         merchant: new.placement.merchant.clone(),
-        sign_type: new.sign_type,
         total_fee: new.total_fee,
     };
     let wrong = [
         Guard {
             merchant: MerchantName::parse("another").expect("valid name"),
-            ..right.clone()
-        },
-        Guard {
-            sign_type: SignType::Md5,
             ..right.clone()
         },
         Guard {
@@ -383,12 +378,26 @@ pub async fn a_guarded_transition_moves_only_the_order_it_describes(store: Arc<d
         TransitionOutcome::Unchanged { order } => panic!("the right guard was refused: {order:?}"),
     }
     let missing = Transition {
-        guard: Some(right),
+        guard: Some(right.clone()),
         ..pay(&OutTradeNo::generate(), "4200000251")
     };
     assert!(matches!(
         store.transition(&missing).await,
         Err(StoreError::NotFound)
+    ));
+    // How the order was placed (MD5 here, HMAC-SHA256 above) is not among
+    // the facts: a notification that verifies under the merchant's key is
+    // the order's whichever algorithm it names.
+    let mut md5 = new_order(250);
+    md5.sign_type = SignType::Md5;
+    insert(store.as_ref(), &md5).await;
+    let t = Transition {
+        guard: Some(right),
+        ..pay(&md5.out_trade_no, "4200000252")
+    };
+    assert!(matches!(
+        store.transition(&t).await.expect("transition"),
+        TransitionOutcome::Applied { .. }
     ));
 }
 
@@ -644,6 +653,7 @@ pub async fn notifications_and_anomalies_are_kept(store: Arc<dyn Store>) {
             out_trade_no: None,
             verdict: "malformed".into(),
             raw_body: b"\xff\xfe not xml".to_vec(),
+            sign_type: None,
         })
         .await
         .expect("record notification");
@@ -665,6 +675,7 @@ pub async fn notifications_are_kept_in_batches(store: Arc<dyn Store>) {
             out_trade_no: (i != 1).then(|| format!("X{i}")),
             verdict: "duplicate".into(),
             raw_body: format!("<xml><n>{i}</n></xml>").into_bytes(),
+            sign_type: [Some(SignType::Md5), None, Some(SignType::HmacSha256)][i],
         })
         .collect();
     store.record_notifications(&rows).await.expect("batch");
@@ -864,6 +875,7 @@ pub async fn retention_deletes_old_audit_rows_and_published_events_only(store: A
             out_trade_no: Some(published.out_trade_no.to_string()),
             verdict: "applied".into(),
             raw_body: b"<xml/>".to_vec(),
+            sign_type: Some(SignType::Md5),
         })
         .await
         .expect("notification");

@@ -40,7 +40,10 @@ async fn every_connection_has_a_statement_timeout() {
 /// pool committing durably, as every money-moving statement after it must.
 #[tokio::test]
 async fn asynchronous_commits_never_leak_into_the_next_statement() {
-    use wxpay_core::domain::{EventSource, OrderStatus};
+    use wxpay_core::{
+        domain::{EventSource, OrderStatus},
+        wechat::SignType,
+    };
     use wxpay_store::{NotificationRecord, Transition, TransitionOutcome};
 
     let url = testing::fresh_database_url().await.expect("db");
@@ -106,6 +109,7 @@ async fn asynchronous_commits_never_leak_into_the_next_statement() {
         out_trade_no: Some(new.out_trade_no.to_string()),
         verdict: "applied".into(),
         raw_body: b"<xml/>".to_vec(),
+        sign_type: Some(SignType::HmacSha256),
     };
     store.record_notification(&row).await.expect("keep");
     store
@@ -118,4 +122,14 @@ async fn asynchronous_commits_never_leak_into_the_next_statement() {
         .await
         .expect("count");
     assert_eq!(kept, 3);
+    let seen: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT sign_type FROM notifications ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("read sign types");
+    assert_eq!(
+        seen,
+        vec![Some("HMAC-SHA256".to_owned()); 3],
+        "each kept row says which algorithm its signature verified under"
+    );
 }

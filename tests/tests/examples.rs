@@ -11,6 +11,9 @@ use e2e_tests::{npm_examples, Stack, StackOptions, API_KEY, APP_ID};
 use serde_json::Value;
 use wxpay_proto::v1::{GetOrderRequest, OrderStatus};
 
+/// The gateway's and the forwarder's shared secret (32 bytes, the shortest allowed).
+const CLOUDPAY_SECRET: &str = "e2e-cloudpay-forwarder-secret-0123";
+
 /// Far more than the whole drive needs (a few seconds), short enough that a
 /// hung example fails the test instead of hanging it.
 const DRIVE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -20,9 +23,12 @@ async fn the_mini_program_pays_and_learns_success_over_a_websocket_with_no_timer
     let Some(examples) = npm_examples().expect("the examples' npm packages install") else {
         return;
     };
-    let stack = Stack::start(StackOptions::default())
-        .await
-        .expect("the stack starts");
+    let stack = Stack::start(StackOptions {
+        cloudpay_secret: Some(CLOUDPAY_SECRET.to_owned()),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("the stack starts");
 
     let run = tokio::process::Command::new("node")
         .arg(examples.join("test/drive.js"))
@@ -35,6 +41,11 @@ async fn the_mini_program_pays_and_learns_success_over_a_websocket_with_no_timer
         .env("SANDBOX_URL", &stack.sandbox_url)
         .env("WECHAT_APP_ID", APP_ID)
         .env("WECHAT_API_KEY", API_KEY)
+        .env(
+            "GATEWAY_CALLBACK_URL",
+            format!("{}/cloudpay/callback", stack.gateway_url),
+        )
+        .env("CLOUDPAY_CALLBACK_SECRET", CLOUDPAY_SECRET)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(DRIVE_TIMEOUT, run)
@@ -114,6 +125,17 @@ async fn the_mini_program_pays_and_learns_success_over_a_websocket_with_no_timer
     assert!(lines[0].contains(" ORDER_STATUS_NOTPAY ") && lines[0].contains("source=SNAPSHOT"));
     assert!(lines[1].contains(" ORDER_STATUS_SUCCESS ") && lines[1].ends_with("(final)"));
 
+    // The forwarder: its callback acknowledged once WeChat's orderquery
+    // agreed, its replay (signed ten minutes ago) refused.
+    let forwarded = &report["forwarder"];
+    assert_eq!(
+        forwarded["reply"],
+        serde_json::json!({"errcode": 0, "errmsg": "SUCCESS"}),
+        "{forwarded}"
+    );
+    assert_eq!(forwarded["replay"]["errcode"], 1, "{forwarded}");
+    assert_eq!(forwarded["replay"]["errmsg"], "SIGNERROR", "{forwarded}");
+
     // What the service stored agrees with what the page and the watchers saw.
     let mut payments = stack.payments().await.expect("connect to payment-service");
     for (no, transaction_id) in [
@@ -122,6 +144,10 @@ async fn the_mini_program_pays_and_learns_success_over_a_websocket_with_no_timer
             page["transaction_id"].as_str(),
         ),
         (cloud["out_trade_no"].as_str(), None),
+        (
+            forwarded["out_trade_no"].as_str(),
+            forwarded["transaction_id"].as_str(),
+        ),
     ] {
         let no = no.expect("an order number").to_owned();
         let order = payments

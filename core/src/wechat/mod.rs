@@ -1,12 +1,15 @@
 //! The WeChat Pay v2 protocol: signing, the XML codec, `wx.requestPayment`
 //! parameters, the refund-notification cipher, Beijing time, the merchant
-//! whose key signs it all, the merchants file that lists several, and the
-//! trade types. Pure functions; the HTTP client lives in payment-service.
+//! whose key signs it all, the merchants file that lists several, the trade
+//! types, `orderquery`'s request and reply, and the cloud-pay forwarder's
+//! signature. Pure functions; the HTTP clients live in the services.
 
 pub mod bill;
 pub mod china_time;
+pub mod cloudpay;
 mod merchant;
 pub mod merchants;
+pub mod order_query;
 pub mod pay_params;
 pub mod refund_crypto;
 pub mod sign;

@@ -157,6 +157,28 @@ pub fn verify(fields: &super::Fields, key: &ApiKey, sign_type: SignType) -> Resu
     }
 }
 
+/// Checks a message WeChat signed with a merchant's key, whichever of the
+/// key's algorithms it used, and says which: the one its `sign_type` names,
+/// or, when it names none (WeChat may omit it even for HMAC-SHA256), the one
+/// the signature's length tells (32 hex digits MD5, 64 HMAC-SHA256). Nothing
+/// outside the message decides, so a message is proven before anything about
+/// its order is read.
+pub fn verify_any(fields: &super::Fields, key: &ApiKey) -> Result<SignType, SignError> {
+    let sign_type = match fields.get("sign_type") {
+        Some(named) => named
+            .parse::<SignType>()
+            .map_err(|_| SignError::UnknownSignType)?,
+        None => match fields.get("sign").map(String::len) {
+            None | Some(0) => return Err(SignError::Missing),
+            Some(32) => SignType::Md5,
+            Some(64) => SignType::HmacSha256,
+            Some(_) => return Err(SignError::Mismatch),
+        },
+    };
+    verify(fields, key, sign_type)?;
+    Ok(sign_type)
+}
+
 /// Adds `sign` (and `sign_type` when it is not MD5, as WeChat requires) to `fields`.
 pub fn sign_fields(fields: &mut super::Fields, key: &ApiKey, sign_type: SignType) {
     fields.remove("sign");
@@ -171,6 +193,34 @@ pub fn sign_fields(fields: &mut super::Fields, key: &ApiKey, sign_type: SignType
 mod tests {
     use super::*;
     use crate::wechat::Fields;
+
+    #[test]
+    fn a_message_verifies_under_whichever_algorithm_it_names_or_its_length_tells() {
+        let key = ApiKey::parse("192006250b4c09247ec02edce69f6a2d").expect("key");
+        for st in [SignType::Md5, SignType::HmacSha256] {
+            let mut named = official_fields();
+            sign_fields(&mut named, &key, st);
+            assert_eq!(verify_any(&named, &key), Ok(st));
+            // Without sign_type, the signature's length tells.
+            let mut bare = official_fields();
+            bare.remove("sign_type");
+            let sig = sign(bare.iter(), &key, st);
+            bare.insert("sign".into(), sig);
+            assert_eq!(verify_any(&bare, &key), Ok(st));
+            // Another key, or a signature cut short, proves nothing.
+            let other = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("key");
+            assert_eq!(verify_any(&bare, &other), Err(SignError::Mismatch));
+            bare.get_mut("sign").expect("signed").pop();
+            assert_eq!(verify_any(&bare, &key), Err(SignError::Mismatch));
+        }
+        let mut unknown = official_fields();
+        sign_fields(&mut unknown, &key, SignType::Md5);
+        unknown.insert("sign_type".into(), "SHA1".into());
+        assert_eq!(verify_any(&unknown, &key), Err(SignError::UnknownSignType));
+        let mut unsigned = official_fields();
+        unsigned.remove("sign");
+        assert_eq!(verify_any(&unsigned, &key), Err(SignError::Missing));
+    }
 
     fn official_fields() -> Fields {
         [

@@ -34,7 +34,8 @@ use wxpay_store::{
 pub const APP_ID: &str = "wxd930ea5d5a258f4f";
 pub const MCH_ID: &str = "10000100";
 pub const API_KEY: &str = "gatewaytestkey0123456789abcdefgh";
-pub const CLOUDPAY_SECRET: &str = "cloudpay-test-secret-0123456789";
+/// 32 bytes, the shortest the gateway accepts.
+pub const CLOUDPAY_SECRET: &str = "cloudpay-test-secret-0123456789a";
 
 pub fn key() -> ApiKey {
     ApiKey::parse(API_KEY).expect("test key is valid")
@@ -110,6 +111,8 @@ pub struct TestApp {
     pub base: String,
     /// The metrics listener (`GATEWAY_METRICS_ADDR`).
     pub metrics_base: String,
+    /// WeChat's orderquery as this gateway sees it (`WECHAT_API_BASE`).
+    pub wechat: MockWechat,
     /// A direct connection to the gateway's database, for arranging and asserting.
     pub store: PgStore,
     pub database_url: String,
@@ -131,6 +134,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         Some(addr) => with_authority(&database_url, &addr.to_string()),
         None => database_url.clone(),
     };
+    let wechat = MockWechat::start().await;
     let config = GatewayConfig {
         database_url: gateway_db_url,
         redis_url: setup.redis_url,
@@ -140,6 +144,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         cloudpay_secret: setup
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
+        wechat_api_base: wechat.url.clone(),
         limits: setup.limits,
         retention: std::time::Duration::from_secs(90 * 86_400),
     };
@@ -156,6 +161,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     TestApp {
         base,
         metrics_base,
+        wechat,
         store,
         database_url,
         http: reqwest::Client::new(),
@@ -660,5 +666,121 @@ impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// What [`MockWechat`] says about one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    /// trade_state SUCCESS under this transaction and amount.
+    Paid {
+        transaction_id: String,
+        total_fee: i64,
+    },
+    /// trade_state NOTPAY.
+    NotPaid,
+}
+
+/// WeChat's `/pay/orderquery` for the test merchants (`default`, `tenant-b`):
+/// answers what a test said about each order (NOTPAY for any other), signed
+/// with the asking merchant's key and sign type, as WeChat signs its replies.
+/// `down` makes it answer 503, as an unreachable WeChat would fail.
+pub struct MockWechat {
+    pub url: String,
+    said: Arc<Mutex<std::collections::HashMap<String, Said>>>,
+    pub queries: Arc<std::sync::atomic::AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl MockWechat {
+    pub async fn start() -> Self {
+        use axum::{extract::State, http::StatusCode, routing::post, Router};
+        type Shared = (
+            Arc<Mutex<std::collections::HashMap<String, Said>>>,
+            Arc<std::sync::atomic::AtomicUsize>,
+            Arc<AtomicBool>,
+        );
+        async fn orderquery(
+            State((said, queries, down)): State<Shared>,
+            body: axum::body::Bytes,
+        ) -> Result<String, StatusCode> {
+            queries.fetch_add(1, Ordering::SeqCst);
+            if down.load(Ordering::SeqCst) {
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            let req = xml::decode(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+            let mch_id = req.get("mch_id").cloned().unwrap_or_default();
+            let merchant = [default_merchant(), tenant_b()]
+                .into_iter()
+                .find(|m| m.merchant.mch_id == mch_id)
+                .ok_or(StatusCode::BAD_REQUEST)?;
+            let sign_type = sign::verify_any(&req, &merchant.merchant.api_key)
+                .map_err(|_| StatusCode::BAD_REQUEST)?;
+            let no = req.get("out_trade_no").cloned().unwrap_or_default();
+            let answer = said.lock().expect("lock").get(&no).cloned();
+            let mut reply: Fields = [
+                ("return_code", "SUCCESS"),
+                ("result_code", "SUCCESS"),
+                ("appid", merchant.merchant.app_id.as_str()),
+                ("mch_id", mch_id.as_str()),
+                ("nonce_str", "replynonce0123"),
+                ("out_trade_no", no.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            match answer {
+                Some(Said::Paid {
+                    transaction_id,
+                    total_fee,
+                }) => {
+                    reply.insert("trade_state".into(), "SUCCESS".into());
+                    reply.insert("transaction_id".into(), transaction_id);
+                    reply.insert("total_fee".into(), total_fee.to_string());
+                }
+                Some(Said::NotPaid) | None => {
+                    reply.insert("trade_state".into(), "NOTPAY".into());
+                }
+            }
+            Ok(signed(reply, &merchant.merchant.api_key, sign_type))
+        }
+        let said = Arc::default();
+        let queries = Arc::default();
+        let down = Arc::default();
+        let shared: Shared = (Arc::clone(&said), Arc::clone(&queries), Arc::clone(&down));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = Router::new()
+            .route("/pay/orderquery", post(orderquery))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            said,
+            queries,
+            down,
+            task,
+        }
+    }
+
+    /// From now on orderquery says this about `no`.
+    pub fn says(&self, no: &OutTradeNo, said: Said) {
+        self.said
+            .lock()
+            .expect("lock")
+            .insert(no.as_str().to_owned(), said);
+    }
+
+    pub fn queries(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockWechat {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -146,8 +146,7 @@ impl Store for PgStore {
                 SELECT out_trade_no AS prev_no, status AS previous FROM orders \
                 WHERE out_trade_no = $1 AND status = ANY($6) \
                     AND ($8::text IS NULL OR merchant = $8) \
-                    AND ($9::text IS NULL OR sign_type = $9) \
-                    AND ($10::bigint IS NULL OR total_fee = $10) FOR UPDATE \
+                    AND ($9::bigint IS NULL OR total_fee = $9) FOR UPDATE \
              ), updated AS ( \
                 UPDATE orders SET status = $2, version = version + 1, \
                     transaction_id = COALESCE($3, transaction_id), \
@@ -172,7 +171,6 @@ impl Store for PgStore {
             .bind(&allowed)
             .bind(t.source.as_str())
             .bind(t.guard.as_ref().map(|g| g.merchant.as_str()))
-            .bind(t.guard.as_ref().map(|g| g.sign_type.as_str()))
             .bind(t.guard.as_ref().map(|g| g.total_fee.fen()))
             .fetch_optional(&self.pool)
             .await
@@ -343,13 +341,14 @@ impl Store for PgStore {
 
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) \
-             SELECT $1, $2, $3, $4 FROM {ASYNC_COMMIT}"
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body, sign_type) \
+             SELECT $1, $2, $3, $4, $5 FROM {ASYNC_COMMIT}"
         ))
         .bind(&n.kind)
         .bind(n.out_trade_no.as_deref())
         .bind(&n.verdict)
         .bind(&n.raw_body)
+        .bind(n.sign_type.map(|t| t.as_str()))
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -365,15 +364,20 @@ impl Store for PgStore {
         let nos: Vec<Option<&str>> = rows.iter().map(|n| n.out_trade_no.as_deref()).collect();
         let verdicts: Vec<&str> = rows.iter().map(|n| n.verdict.as_str()).collect();
         let bodies: Vec<&[u8]> = rows.iter().map(|n| n.raw_body.as_slice()).collect();
+        let sign_types: Vec<Option<&str>> = rows
+            .iter()
+            .map(|n| n.sign_type.map(|t| t.as_str()))
+            .collect();
         sqlx::query(&format!(
-            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body) \
-             SELECT k, n, v, b FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[]) \
-             AS u(k, n, v, b), {ASYNC_COMMIT}"
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body, sign_type) \
+             SELECT k, n, v, b, s FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) \
+             AS u(k, n, v, b, s), {ASYNC_COMMIT}"
         ))
         .bind(&kinds)
         .bind(&nos)
         .bind(&verdicts)
         .bind(&bodies)
+        .bind(&sign_types)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

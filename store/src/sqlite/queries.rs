@@ -123,8 +123,7 @@ impl Store for SqliteStore {
                  updated_at = ?7 \
              WHERE out_trade_no = ?1 AND status IN (SELECT value FROM json_each(?6)) \
                  AND (?8 IS NULL OR merchant = ?8) \
-                 AND (?9 IS NULL OR sign_type = ?9) \
-                 AND (?10 IS NULL OR total_fee = ?10) \
+                 AND (?9 IS NULL OR total_fee = ?9) \
              RETURNING {ORDER_COLUMNS}"
         );
         // The status check and the change are one statement inside a transaction
@@ -144,7 +143,6 @@ impl Store for SqliteStore {
             .bind(allowed)
             .bind(now)
             .bind(t.guard.as_ref().map(|g| g.merchant.as_str()))
-            .bind(t.guard.as_ref().map(|g| g.sign_type.as_str()))
             .bind(t.guard.as_ref().map(|g| g.total_fee.fen()))
             .fetch_optional(&mut *tx)
             .await
@@ -348,14 +346,15 @@ impl Store for SqliteStore {
     async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO notifications (kind, out_trade_no, verdict, raw_body, received_at, sign_type) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(&n.kind)
         .bind(n.out_trade_no.as_deref())
         .bind(&n.verdict)
         .bind(&n.raw_body)
         .bind(now_millis())
+        .bind(n.sign_type.map(|t| t.as_str()))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

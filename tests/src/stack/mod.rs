@@ -36,6 +36,8 @@ pub struct StackOptions {
     /// More variables for every binary (`SSL_CERT_FILE` naming a private
     /// Redis's CA, say).
     pub extra_env: Vec<(&'static str, String)>,
+    /// `CLOUDPAY_CALLBACK_SECRET` for the gateway; `None`: the callback is off.
+    pub cloudpay_secret: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -53,6 +55,7 @@ impl Default for StackOptions {
             merchants_file: None,
             database_url: None,
             extra_env: Vec::new(),
+            cloudpay_secret: None,
         }
     }
 }

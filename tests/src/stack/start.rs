@@ -60,7 +60,11 @@ impl Stack {
             fallback_max_delay: options.fallback_max_delay,
             reconcile: options.reconcile.clone(),
         };
-        let env = settings.split_env()?;
+        let mut env = settings.split_env()?;
+        if let Some(secret) = &options.cloudpay_secret {
+            env.gateway
+                .push(("CLOUDPAY_CALLBACK_SECRET", secret.clone()));
+        }
         let split = env.clone();
         let with_logs = |mut env: Vec<(&'static str, String)>| {
             env.push(("RUST_LOG", "info".to_owned()));
