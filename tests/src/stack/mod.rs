@@ -33,6 +33,15 @@ pub struct StackOptions {
     /// shared test server. A test that crashes Postgres gives its own
     /// ([`crate::PrivatePostgres`]).
     pub database_url: Option<String>,
+    /// `API_TOKEN` for payment-service and the poller; `None`: no token
+    /// (everything on loopback).
+    pub api_token: Option<String>,
+    /// `API_READ_TOKEN` for both; the poller's fallback calls QueryOrder with it.
+    pub api_read_token: Option<String>,
+    /// `API_CALLERS_FILE` for both, and the variables its tables name
+    /// (`token_env`), which the harness passes to both as well.
+    pub callers_file: Option<std::path::PathBuf>,
+    pub caller_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +58,10 @@ impl Default for StackOptions {
             redis_url: None,
             merchants_file: None,
             database_url: None,
+            api_token: None,
+            api_read_token: None,
+            callers_file: None,
+            caller_env: Vec::new(),
         }
     }
 }
