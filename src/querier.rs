@@ -34,6 +34,7 @@ impl OrderQuerier for InProcessQuerier {
                 | ApiError::AlreadyExists(_)
                 | ApiError::FailedPrecondition(_)
                 | ApiError::Unauthenticated
+                | ApiError::PermissionDenied(_)
                 | ApiError::Internal(_)),
             ) => Err(QueryError::Refused(e.to_string())),
         }

@@ -16,7 +16,10 @@ use wxpay_core::{
     domain::MerchantName,
     wechat::{ApiKey, Merchant, MerchantEntry, SignType},
 };
-use wxpay_runtime::config::{self, ConfigError};
+use wxpay_runtime::{
+    callers_file::ScopedCaller,
+    config::{self, ConfigError},
+};
 
 pub use crate::labels::{bus_label, redact_password, storage_label};
 
@@ -75,6 +78,15 @@ pub struct Settings {
     pub watch_secret: Option<WatchSecret>,
     pub sandbox_addr: SocketAddr,
     pub api_token: Option<SecretString>,
+    /// `API_READ_TOKEN`: reads and queries for every merchant; in the split
+    /// deployment also what the poller's fallback calls QueryOrder with.
+    pub api_read_token: Option<SecretString>,
+    /// `API_CALLERS_FILE`'s callers, parsed: the embedded services check them.
+    pub api_callers: Vec<ScopedCaller>,
+    /// Where they were read from: the split deployment hands the file itself
+    /// to payment-service and the poller (the variables its tables name come
+    /// from whoever starts the binaries).
+    pub api_callers_file: Option<PathBuf>,
     /// Divides the sandbox's notification retry schedule.
     pub sandbox_time_factor: u32,
     /// The sandbox settles each accepted refund on its own after this long
@@ -133,8 +145,19 @@ impl Settings {
         let payment_addr = config::addr("PAYMENT_ADDR", "127.0.0.1:50051")?;
         let poller_addr = config::addr("POLLER_ADDR", "127.0.0.1:50052")?;
         let api_token = config::api_token()?;
-        config::require_token_off_loopback("PAYMENT_ADDR", payment_addr, api_token.as_ref())?;
-        config::require_token_off_loopback("POLLER_ADDR", poller_addr, api_token.as_ref())?;
+        let api_read_token = config::api_read_token(api_token.as_ref())?;
+        let names: Vec<&str> = std::iter::once(MerchantName::DEFAULT)
+            .chain(merchants.iter().map(|m| m.name.as_str()))
+            .collect();
+        let api_callers =
+            config::api_callers(Some(&names), api_token.as_ref(), api_read_token.as_ref())?;
+        // This process serves no TLS: off loopback with a token it needs
+        // ALLOW_PLAINTEXT=1, as the split services do without TLS_CERT.
+        let checks_tokens = api_token.is_some() || !api_callers.is_empty();
+        for (var, addr) in [("PAYMENT_ADDR", payment_addr), ("POLLER_ADDR", poller_addr)] {
+            config::require_token_off_loopback(var, addr, api_token.as_ref())?;
+            config::require_tls_off_loopback(var, addr, checks_tokens, false)?;
+        }
         Ok(Self {
             storage,
             bus,
@@ -154,6 +177,9 @@ impl Settings {
             watch_secret: config::watch_secret()?,
             sandbox_addr: config::addr("SANDBOX_ADDR", wechat_sandbox::DEFAULT_ADDR)?,
             api_token,
+            api_read_token,
+            api_callers,
+            api_callers_file: config::optional("API_CALLERS_FILE")?.map(PathBuf::from),
             sandbox_time_factor,
             sandbox_refund_settle: {
                 let ms: u64 = config::parsed_or("SANDBOX_REFUND_SETTLE_MS", 2000)?;
@@ -192,6 +218,9 @@ impl Settings {
             watch_secret: None,
             sandbox_addr: any,
             api_token: None,
+            api_read_token: None,
+            api_callers: Vec::new(),
+            api_callers_file: None,
             sandbox_time_factor: 1,
             // Tests settle refunds through the sandbox's control API.
             sandbox_refund_settle: None,

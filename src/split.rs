@@ -68,6 +68,15 @@ impl Settings {
         if let Some(token) = &self.api_token {
             backing.push(("API_TOKEN", token.expose_secret().to_owned()));
         }
+        // payment-service and the poller check the same tokens; the poller
+        // also sends API_READ_TOKEN to QueryOrder, so its fallback can only
+        // read and query. (The gateway, which serves no gRPC, ignores them.)
+        if let Some(token) = &self.api_read_token {
+            backing.push(("API_READ_TOKEN", token.expose_secret().to_owned()));
+        }
+        if let Some(path) = &self.api_callers_file {
+            backing.push(("API_CALLERS_FILE", path.display().to_string()));
+        }
 
         let mut sandbox = merchant.clone();
         sandbox.extend([

@@ -17,8 +17,8 @@ use crate::{
     config::{CloudpaySecret, GatewayConfig},
     connections::{self, Limits},
     metrics,
-    readiness::Readiness,
     orderquery::OrderQuery,
+    readiness::Readiness,
     routes::app,
     state::AppState,
 };

@@ -15,12 +15,30 @@ use wxpay_runtime::{
     tls::ServerTls,
 };
 
-/// `API_TOKEN` and `API_READ_TOKEN`, and the refusal to serve the network without one.
-fn tokens(addr: SocketAddr) -> Result<ApiTokens, ConfigError> {
+/// `API_TOKEN`, `API_READ_TOKEN` and `API_CALLERS_FILE` (whose merchants must
+/// be configured ones), and the refusal to serve the network without a token,
+/// or with one but without TLS (or `ALLOW_PLAINTEXT=1`).
+fn tokens(
+    addr: SocketAddr,
+    wechat: &WechatConfig,
+    tls: Option<&ServerTls>,
+) -> Result<ApiTokens, ConfigError> {
     let full = config::api_token()?;
     let read = config::api_read_token(full.as_ref())?;
+    let merchants: Vec<&str> = wechat
+        .merchants
+        .iter()
+        .map(|m| m.entry.name.as_str())
+        .collect();
+    let callers = config::api_callers(Some(&merchants), full.as_ref(), read.as_ref())?;
     config::require_token_off_loopback("PAYMENT_ADDR", addr, full.as_ref())?;
-    Ok(ApiTokens { full, read })
+    let tokens = ApiTokens {
+        full,
+        read,
+        callers,
+    };
+    config::require_tls_off_loopback("PAYMENT_ADDR", addr, tokens.any(), tls.is_some())?;
+    Ok(tokens)
 }
 use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
 
@@ -53,14 +71,16 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let addr = config::addr("PAYMENT_ADDR", "0.0.0.0:50051")?;
+        let wechat = WechatConfig::from_env()?;
+        let tls = ServerTls::from_env()?;
         Ok(Self {
             database_url: config::database_url()?,
             redis_url: config::redis_url()?,
-            wechat: WechatConfig::from_env()?,
+            api_tokens: tokens(addr, &wechat, tls.as_ref())?,
+            wechat,
             addr,
-            api_tokens: tokens(addr)?,
             reconcile: ReconcilerConfig::from_env()?,
-            tls: ServerTls::from_env()?,
+            tls,
             watch_secret: config::watch_secret()?,
         })
     }

@@ -22,6 +22,9 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("unauthenticated")]
     Unauthenticated,
+    /// The caller may not do this (CreateOrder for a merchant outside its scope).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A dependency (database, WeChat, Redis) is down; retrying later may work.
     #[error("{public}")]
     Unavailable {
@@ -137,6 +140,7 @@ impl ApiError {
             ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             ApiError::Unauthenticated => tonic::Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => tonic::Code::PermissionDenied,
             ApiError::Unavailable { .. } => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
         }
@@ -183,6 +187,10 @@ mod tests {
                 tonic::Code::FailedPrecondition,
             ),
             (ApiError::Unauthenticated, tonic::Code::Unauthenticated),
+            (
+                ApiError::PermissionDenied("x".into()),
+                tonic::Code::PermissionDenied,
+            ),
             (
                 StoreError::Unavailable("pool timed out".into()).into(),
                 tonic::Code::Unavailable,

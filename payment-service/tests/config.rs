@@ -101,13 +101,147 @@ fn an_open_server_off_loopback_does_not_start() {
         "the token was echoed: {stderr}"
     );
 
-    // The explicit opt-out, or a token, gets past configuration (to the
-    // unreachable database of these tests).
-    for extra in [
+    // The explicit opt-out gets past configuration (to the unreachable
+    // database of these tests).
+    let (code, stderr) = run(&with(&[
+        ("PAYMENT_ADDR", "0.0.0.0:0"),
         ("ALLOW_UNAUTHENTICATED", "1"),
-        ("API_TOKEN", "0123456789abcdef0123456789abcdef"),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+}
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn a_token_off_loopback_needs_tls_or_allow_plaintext() {
+    let (code, stderr) = run(&with(&[
+        ("PAYMENT_ADDR", "0.0.0.0:0"),
+        ("API_TOKEN", TOKEN),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for name in [
+        "TLS_CERT",
+        "TLS_KEY",
+        "ALLOW_PLAINTEXT",
+        "PAYMENT_ADDR 0.0.0.0:0",
     ] {
-        let (code, stderr) = run(&with(&[("PAYMENT_ADDR", "0.0.0.0:0"), extra]));
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+    assert!(!stderr.contains(TOKEN), "the token was echoed: {stderr}");
+
+    // A callers file is a token too.
+    let (_dir, callers) = callers_file("[\"*\"]");
+    let (code, stderr) = run(&with(&[
+        ("PAYMENT_ADDR", "0.0.0.0:0"),
+        ("API_CALLERS_FILE", callers),
+        ("SHOP_TOKEN", SHOP_TOKEN),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("ALLOW_PLAINTEXT"), "{stderr}");
+
+    // Each way out gets past configuration (to the unreachable database).
+    let (dir, tls) = pem_files();
+    let (cert, key) = (leak(&tls.0), leak(&tls.1));
+    for extra in [
+        vec![("ALLOW_PLAINTEXT", "1")],
+        vec![("TLS_CERT", cert), ("TLS_KEY", key)],
+    ] {
+        let mut env = vec![("PAYMENT_ADDR", "0.0.0.0:0"), ("API_TOKEN", TOKEN)];
+        env.extend(extra.iter().copied());
+        let (code, stderr) = run(&with(&env));
         assert_eq!(code, 1, "{extra:?}: {stderr}");
     }
+    drop(dir);
+}
+
+const SHOP_TOKEN: &str = "shop-token-0123456789abcdef-0123456";
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// A callers file with one caller `shop` (token in `SHOP_TOKEN`) confined to `merchants`.
+fn callers_file(merchants: &str) -> (tempfile::TempDir, &'static str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("callers.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[caller]]\nname = \"shop\"\ntoken_env = \"SHOP_TOKEN\"\nmerchants = {merchants}\n"
+        ),
+    )
+    .expect("write the callers file");
+    let path = leak(&path.display().to_string());
+    (dir, path)
+}
+
+/// A certificate and a key PEM (start-up checks their blocks; the handshake
+/// is never reached in these tests).
+fn pem_files() -> (tempfile::TempDir, (String, String)) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("cert");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("key");
+    let paths = (cert.display().to_string(), key.display().to_string());
+    (dir, paths)
+}
+
+#[test]
+fn a_bad_callers_file_stops_startup_naming_the_file_and_the_caller() {
+    let cases = [
+        ("[\"nobody\"]", "nobody is not a configured merchant"),
+        ("[]", "merchants is empty"),
+    ];
+    for (merchants, expected) in cases {
+        let (_dir, path) = callers_file(merchants);
+        let (code, stderr) = run(&with(&[
+            ("API_CALLERS_FILE", path),
+            ("SHOP_TOKEN", SHOP_TOKEN),
+        ]));
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        for part in ["API_CALLERS_FILE", path, "caller shop", expected] {
+            assert!(stderr.contains(part), "{part}: {stderr}");
+        }
+    }
+    let (_dir, path) = callers_file("[\"default\"]");
+    let (code, stderr) = run(&with(&[("API_CALLERS_FILE", path)]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("SHOP_TOKEN is not set"), "{stderr}");
+    let (code, stderr) = run(&with(&[
+        ("API_CALLERS_FILE", path),
+        ("SHOP_TOKEN", "short-secret"),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("at least 32") && !stderr.contains("short-secret"),
+        "{stderr}"
+    );
+    // Its token may not be API_TOKEN's too.
+    let (code, stderr) = run(&with(&[
+        ("API_CALLERS_FILE", path),
+        ("SHOP_TOKEN", SHOP_TOKEN),
+        ("API_TOKEN", SHOP_TOKEN),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("caller shop") && !stderr.contains(SHOP_TOKEN),
+        "{stderr}"
+    );
+    // A valid file gets past configuration.
+    let (code, stderr) = run(&with(&[
+        ("API_CALLERS_FILE", path),
+        ("SHOP_TOKEN", SHOP_TOKEN),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
 }

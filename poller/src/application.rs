@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use wxpay_proto::v1::order_status_service_server::{OrderStatusServiceServer, SERVICE_NAME};
-use wxpay_runtime::auth::{ApiTokens, BearerAuth};
+use wxpay_runtime::auth::BearerAuth;
 use wxpay_store::{postgres::PgOptions, EventFeed, PgStore, Store};
 
 use crate::{
@@ -56,7 +56,7 @@ impl Application {
             .context("cannot open the database")?;
         let querier = GrpcQuerier::with_ca(
             &config.payment_service_url,
-            config.api_token.clone(),
+            config.fallback_token(),
             config.payment_service_ca.as_deref(),
         )
         .context("PAYMENT_SERVICE_URL")?;
@@ -185,10 +185,7 @@ impl Application {
             .context("reflection (v1alpha)")?;
         let watch = OrderStatusServiceServer::with_interceptor(
             self.service.clone(),
-            BearerAuth::new(ApiTokens {
-                full: self.config.api_token,
-                read: self.config.api_read_token,
-            }),
+            BearerAuth::new(self.config.api_tokens()),
         );
 
         let token = self.shutdown.clone();

@@ -6,6 +6,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
 use wxpay_runtime::{
+    auth::ApiTokens,
+    callers_file::ScopedCaller,
     config::{self as env, ConfigError},
     http_edge::ConnectionLimits,
     tls::ServerTls,
@@ -29,8 +31,16 @@ pub struct Config {
     pub payment_service_url: String,
     /// `API_TOKEN`: required from callers when set, and sent to payment-service.
     pub api_token: Option<SecretString>,
-    /// `API_READ_TOKEN`: also accepted from callers (WatchOrder is a read).
+    /// `API_READ_TOKEN`: also accepted from callers (WatchOrder is a read),
+    /// and what the fallback sends to payment-service when set (it may only
+    /// read and query there).
     pub api_read_token: Option<SecretString>,
+    /// `API_CALLERS_FILE`: callers confined to merchants. Their merchant names
+    /// are checked as names only: the poller holds no merchant's secrets to
+    /// read `MERCHANTS_FILE` with, and payment-service, which reads both files,
+    /// refuses a caller naming an unconfigured merchant (here such a name could
+    /// only make that caller's watches NOT_FOUND).
+    pub api_callers: Vec<ScopedCaller>,
     /// `POLLER_DEFAULT_TIMEOUT_SECONDS` (300) and `POLLER_MAX_TIMEOUT_SECONDS` (1800).
     pub deadlines: Deadlines,
     /// `POLLER_FALLBACK_DELAY_MS` (5000): first fallback query after this long.
@@ -89,7 +99,18 @@ impl Config {
         let addr = env::addr("POLLER_ADDR", "0.0.0.0:50052")?;
         let api_token = env::api_token()?;
         let api_read_token = env::api_read_token(api_token.as_ref())?;
+        let api_callers = env::api_callers(None, api_token.as_ref(), api_read_token.as_ref())?;
         env::require_token_off_loopback("POLLER_ADDR", addr, api_token.as_ref())?;
+        let tls = ServerTls::from_env()?;
+        let checks_tokens = api_token.is_some() || !api_callers.is_empty();
+        env::require_tls_off_loopback("POLLER_ADDR", addr, checks_tokens, tls.is_some())?;
+        if api_read_token.is_none() && api_token.is_some() {
+            tracing::warn!(
+                "the QueryOrder fallback calls payment-service with API_TOKEN's first entry, \
+                 which may do everything there: set API_READ_TOKEN (on both services) so that \
+                 it can only read and query"
+            );
+        }
         Ok(Self {
             database_url: env::database_url()?,
             redis_url: env::redis_url()?,
@@ -102,6 +123,7 @@ impl Config {
             )?,
             api_token,
             api_read_token,
+            api_callers,
             deadlines: Deadlines {
                 default: Duration::from_secs(default_timeout),
                 max: Duration::from_secs(max_timeout),
@@ -113,7 +135,7 @@ impl Config {
             )?),
             redis_client_name,
             keepalive_interval: Duration::from_secs(positive("POLLER_KEEPALIVE_SECONDS", 30)?),
-            tls: ServerTls::from_env()?,
+            tls,
             http_addr: env::addr("POLLER_HTTP_ADDR", "0.0.0.0:8081")?,
             http_limits: http_limits()?,
             watch_secret: env::watch_secret()?,
@@ -153,6 +175,30 @@ fn http_limits() -> Result<ConnectionLimits, ConfigError> {
     })
 }
 
+impl Config {
+    /// The tokens WatchOrder accepts.
+    pub fn api_tokens(&self) -> ApiTokens {
+        ApiTokens {
+            full: self.api_token.clone(),
+            read: self.api_read_token.clone(),
+            callers: self.api_callers.clone(),
+        }
+    }
+
+    /// The token the fallback sends to payment-service's QueryOrder:
+    /// `API_READ_TOKEN` (read and query only) when set, else the first
+    /// `API_TOKEN` entry (deployments from before; start-up warned).
+    pub fn fallback_token(&self) -> Option<SecretString> {
+        match &self.api_read_token {
+            Some(read) => Some(read.clone()),
+            None => self
+                .api_token
+                .as_ref()
+                .and_then(wxpay_runtime::callers::outgoing),
+        }
+    }
+}
+
 fn positive(var: &'static str, default: u64) -> Result<u64, ConfigError> {
     match env::parsed_or::<u64>(var, default)? {
         0 => Err(ConfigError::new(var, "must be greater than 0")),
@@ -162,6 +208,8 @@ fn positive(var: &'static str, default: u64) -> Result<u64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     // The only test in this binary that touches these variables, so no other
@@ -175,7 +223,25 @@ mod tests {
         let err = Config::from_env().expect_err("open to the network");
         assert_eq!(err.var, "API_TOKEN");
         std::env::set_var("API_TOKEN", "0123456789abcdef0123456789abcdef");
+        // A token on the network needs TLS, or a mesh that terminates it.
+        let err = Config::from_env().expect_err("a token in plaintext");
+        assert_eq!(err.var, "TLS_CERT");
+        assert!(err.to_string().contains("ALLOW_PLAINTEXT"), "{err}");
+        std::env::set_var("ALLOW_PLAINTEXT", "1");
         let ok = Config::from_env().expect("defaults are valid");
+        assert_eq!(
+            ok.fallback_token().map(|t| t.expose_secret().to_owned()),
+            Some("0123456789abcdef0123456789abcdef".to_owned()),
+            "without API_READ_TOKEN the fallback keeps the full token"
+        );
+        std::env::set_var("API_READ_TOKEN", "read:0123456789abcdef0123456789ab");
+        let ok = Config::from_env().expect("with a read token");
+        assert_eq!(
+            ok.fallback_token().map(|t| t.expose_secret().to_owned()),
+            Some("read:0123456789abcdef0123456789ab".to_owned()),
+            "the read token, sent as it is"
+        );
+        std::env::remove_var("API_READ_TOKEN");
         assert_eq!(ok.addr.port(), 50052);
         assert_eq!(ok.max_streams, 200_000);
         assert_eq!(ok.deadlines.default, Duration::from_secs(300));

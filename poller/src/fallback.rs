@@ -158,7 +158,9 @@ impl Due {
     }
 }
 
-/// `PaymentService.QueryOrder` over gRPC, with `authorization: Bearer API_TOKEN` when set.
+/// `PaymentService.QueryOrder` over gRPC, with `authorization: Bearer <token>`
+/// when given (`Config::fallback_token`: `API_READ_TOKEN`, which may only read
+/// and query, or else the first `API_TOKEN` entry).
 #[derive(Clone)]
 pub struct GrpcQuerier {
     client: PaymentServiceClient<tonic::transport::Channel>,
@@ -167,6 +169,7 @@ pub struct GrpcQuerier {
 
 impl GrpcQuerier {
     /// Does not connect yet, so the poller starts while payment-service is down.
+    /// `token` is sent as it is.
     pub fn new(url: &str, token: Option<SecretString>) -> Result<Self, QueryError> {
         Self::with_ca(url, token, None)
     }
@@ -193,11 +196,7 @@ impl GrpcQuerier {
         }
         Ok(Self {
             client: PaymentServiceClient::new(endpoint.connect_lazy()),
-            // API_TOKEN may list several callers: the poller calls as the first.
-            token: token
-                .as_ref()
-                .and_then(wxpay_runtime::callers::outgoing)
-                .map(Arc::new),
+            token: token.map(Arc::new),
         })
     }
 }
@@ -211,7 +210,9 @@ impl OrderQuerier for GrpcQuerier {
         if let Some(token) = &self.token {
             let value = format!("Bearer {}", token.expose_secret())
                 .parse()
-                .map_err(|_| QueryError::Refused("API_TOKEN is not a valid header value".into()))?;
+                .map_err(|_| {
+                    QueryError::Refused("the fallback's token is not a valid header value".into())
+                })?;
             request.metadata_mut().insert("authorization", value);
         }
         let order = self

@@ -199,15 +199,16 @@ pub fn api_token() -> Result<Option<SecretString>, ConfigError> {
     Ok(Some(raw))
 }
 
-/// `API_READ_TOKEN`: the read-only token. It needs `API_TOKEN` beside it (on a
-/// server with no full token there is nothing to restrict) and must differ from it.
+/// `API_READ_TOKEN`: the read-only token of every merchant. It needs `API_TOKEN`
+/// or `API_CALLERS_FILE` beside it (on a server with no other token there is
+/// nothing to restrict) and must differ from every `API_TOKEN` entry.
 pub fn api_read_token(full: Option<&SecretString>) -> Result<Option<SecretString>, ConfigError> {
     use secrecy::ExposeSecret;
     let read = token("API_READ_TOKEN")?;
     match (&read, full) {
-        (Some(_), None) => Err(ConfigError::new(
+        (Some(_), None) if optional(CALLERS_FILE)?.is_none() => Err(ConfigError::new(
             "API_READ_TOKEN",
-            "needs API_TOKEN as well",
+            "needs API_TOKEN or API_CALLERS_FILE as well",
         )),
         (Some(r), Some(f))
             if crate::callers::parse(f)
@@ -224,33 +225,152 @@ pub fn api_read_token(full: Option<&SecretString>) -> Result<Option<SecretString
     }
 }
 
+/// `API_CALLERS_FILE`: callers confined to merchants (see
+/// [`crate::callers_file`]). `merchants`, when given, are the configured
+/// merchants' names, and a caller naming another stops start-up; a service that
+/// does not read the merchants (the poller) checks names only as names. A
+/// caller whose name or token is also `API_TOKEN`'s, or whose token is
+/// `API_READ_TOKEN`, is refused: one token must mean one access.
+pub fn api_callers(
+    merchants: Option<&[&str]>,
+    full: Option<&SecretString>,
+    read: Option<&SecretString>,
+) -> Result<Vec<crate::callers_file::ScopedCaller>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let Some(path) = optional(CALLERS_FILE)? else {
+        return Ok(Vec::new());
+    };
+    let refuse = |reason: String| ConfigError::new(CALLERS_FILE, format!("{path}: {reason}"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new(CALLERS_FILE, format!("{path} cannot be read: {e}")))?;
+    let callers = crate::callers_file::parse(&text, |var| std::env::var(var).ok(), merchants)
+        .map_err(refuse)?;
+    let entries = full
+        .map(|f| crate::callers::parse(f).unwrap_or_default())
+        .unwrap_or_default();
+    for c in &callers {
+        let name = &c.access.caller;
+        let token = c.token.expose_secret();
+        if entries.iter().any(|e| &e.caller == name) {
+            return Err(refuse(format!(
+                "caller {name}: the name is also an API_TOKEN entry's (their idempotency keys \
+                 would mix): rename one"
+            )));
+        }
+        if entries.iter().any(|e| e.token.expose_secret() == token)
+            || read.is_some_and(|r| r.expose_secret() == token)
+        {
+            return Err(refuse(format!(
+                "caller {name}: its token is also API_TOKEN's or API_READ_TOKEN's"
+            )));
+        }
+    }
+    Ok(callers)
+}
+
+/// The variable naming the callers file.
+const CALLERS_FILE: &str = "API_CALLERS_FILE";
+
 /// `ALLOW_UNAUTHENTICATED=1`: the explicit opt-out of the token requirement, for
 /// deployments where a mesh authenticates callers.
 pub fn allow_unauthenticated() -> Result<bool, ConfigError> {
-    match optional("ALLOW_UNAUTHENTICATED")?.as_deref() {
+    flag("ALLOW_UNAUTHENTICATED")
+}
+
+/// `ALLOW_PLAINTEXT=1`: the explicit opt-out of TLS off loopback, for
+/// deployments where a mesh (or a proxy beside the process) terminates TLS.
+pub fn allow_plaintext() -> Result<bool, ConfigError> {
+    flag("ALLOW_PLAINTEXT")
+}
+
+fn flag(var: &'static str) -> Result<bool, ConfigError> {
+    match optional(var)?.as_deref() {
         None | Some("0") | Some("false") => Ok(false),
         Some("1") | Some("true") => Ok(true),
-        Some(_) => Err(ConfigError::new("ALLOW_UNAUTHENTICATED", "must be 1 or 0")),
+        Some(_) => Err(ConfigError::new(var, "must be 1 or 0")),
     }
 }
 
 /// A gRPC server that would answer anyone on the network refuses to start:
-/// off loopback it needs `API_TOKEN`, unless `ALLOW_UNAUTHENTICATED=1`.
+/// off loopback it needs a token (`API_TOKEN` or `API_CALLERS_FILE`), unless
+/// `ALLOW_UNAUTHENTICATED=1`.
 pub fn require_token_off_loopback(
     var: &'static str,
     addr: SocketAddr,
     token: Option<&SecretString>,
 ) -> Result<(), ConfigError> {
-    if token.is_some() || addr.ip().is_loopback() || allow_unauthenticated()? {
+    if token.is_some()
+        || addr.ip().is_loopback()
+        || optional(CALLERS_FILE)?.is_some()
+        || allow_unauthenticated()?
+    {
         return Ok(());
     }
     Err(ConfigError::new(
         "API_TOKEN",
         format!(
             "is required: {var} {addr} is reachable from the network (set API_TOKEN, at least \
-             {MIN_TOKEN_LEN} characters, or ALLOW_UNAUTHENTICATED=1 if a mesh authenticates callers)"
+             {MIN_TOKEN_LEN} characters, or API_CALLERS_FILE, or ALLOW_UNAUTHENTICATED=1 if a \
+             mesh authenticates callers)"
         ),
     ))
+}
+
+/// How a gRPC server's traffic is protected, as decided at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `TLS_CERT` + `TLS_KEY`.
+    Tls,
+    /// Plaintext on a loopback address: nothing crosses a network.
+    Loopback,
+    /// Plaintext off loopback without any token: nothing secret travels
+    /// (`ALLOW_UNAUTHENTICATED=1` was checked before).
+    NoToken,
+    /// Plaintext off loopback with tokens, because `ALLOW_PLAINTEXT=1` says
+    /// something in front terminates TLS.
+    PlaintextAllowed,
+}
+
+/// A gRPC server that checks a bearer token and listens off loopback starts
+/// only with TLS or with `ALLOW_PLAINTEXT=1`: otherwise every token crosses
+/// the network readable by anyone on the path. Says which at start (one line).
+pub fn require_tls_off_loopback(
+    var: &'static str,
+    addr: SocketAddr,
+    checks_tokens: bool,
+    tls: bool,
+) -> Result<Transport, ConfigError> {
+    let transport = if tls {
+        Transport::Tls
+    } else if addr.ip().is_loopback() {
+        Transport::Loopback
+    } else if !checks_tokens {
+        Transport::NoToken
+    } else if allow_plaintext()? {
+        Transport::PlaintextAllowed
+    } else {
+        return Err(ConfigError::new(
+            "TLS_CERT",
+            format!(
+                "and TLS_KEY are required: {var} {addr} is reachable from the network and bearer \
+                 tokens would cross it in plaintext (set TLS_CERT and TLS_KEY, or ALLOW_PLAINTEXT=1 \
+                 if a mesh or proxy terminates TLS in front of it)"
+            ),
+        ));
+    };
+    match transport {
+        Transport::Tls => tracing::info!(%addr, "{var}: gRPC over TLS (TLS_CERT, TLS_KEY)"),
+        Transport::Loopback => tracing::info!(%addr, "{var}: plaintext gRPC on loopback"),
+        Transport::NoToken => tracing::warn!(
+            %addr,
+            "{var}: plaintext gRPC off loopback without tokens (ALLOW_UNAUTHENTICATED=1)"
+        ),
+        Transport::PlaintextAllowed => tracing::warn!(
+            %addr,
+            "{var}: plaintext gRPC off loopback (ALLOW_PLAINTEXT=1: TLS is terminated in front)"
+        ),
+    }
+    Ok(transport)
 }
 
 /// `WECHAT_APP_ID`, `WECHAT_MCH_ID` and `WECHAT_API_KEY`: the merchant every
@@ -403,6 +523,42 @@ mod tests {
         assert!(!bad.reason.contains("s3cret"));
         assert!(cluster_url("redis://a").is_err(), "no port");
         assert!(cluster_url(" , ").is_err(), "no seed");
+    }
+
+    #[test]
+    fn tokens_off_loopback_need_tls_or_allow_plaintext() {
+        let lan: SocketAddr = "0.0.0.0:50052".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:50052".parse().expect("addr");
+        // Reads ALLOW_PLAINTEXT, which no other test of this crate sets.
+        std::env::remove_var("ALLOW_PLAINTEXT");
+        let err = require_tls_off_loopback("POLLER_ADDR", lan, true, false)
+            .expect_err("tokens in plaintext");
+        assert_eq!(err.var, "TLS_CERT");
+        let line = err.to_string();
+        for name in ["TLS_KEY", "ALLOW_PLAINTEXT", "POLLER_ADDR 0.0.0.0:50052"] {
+            assert!(line.contains(name), "{line}");
+        }
+        assert_eq!(
+            require_tls_off_loopback("POLLER_ADDR", lan, true, true),
+            Ok(Transport::Tls)
+        );
+        assert_eq!(
+            require_tls_off_loopback("POLLER_ADDR", local, true, false),
+            Ok(Transport::Loopback)
+        );
+        assert_eq!(
+            require_tls_off_loopback("POLLER_ADDR", lan, false, false),
+            Ok(Transport::NoToken)
+        );
+        std::env::set_var("ALLOW_PLAINTEXT", "1");
+        assert_eq!(
+            require_tls_off_loopback("POLLER_ADDR", lan, true, false),
+            Ok(Transport::PlaintextAllowed)
+        );
+        std::env::set_var("ALLOW_PLAINTEXT", "yes");
+        let err = require_tls_off_loopback("POLLER_ADDR", lan, true, false).expect_err("not 1/0");
+        assert_eq!(err.var, "ALLOW_PLAINTEXT");
+        std::env::remove_var("ALLOW_PLAINTEXT");
     }
 
     #[test]

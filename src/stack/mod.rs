@@ -139,7 +139,11 @@ impl Stack {
             publisher.clone(),
             wechat,
             &wechat_config,
-            settings.api_token.clone(),
+            wxpay_runtime::auth::ApiTokens {
+                full: settings.api_token.clone(),
+                read: settings.api_read_token.clone(),
+                callers: settings.api_callers.clone(),
+            },
             settings.reconcile.clone(),
         )
         .with_watch_secret(Some(watch_secret.clone()));

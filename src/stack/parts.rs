@@ -74,7 +74,8 @@ pub(super) fn poller_config(
         metrics_addr: settings.poller_metrics_addr,
         payment_service_url: payment_url,
         api_token: settings.api_token.clone(),
-        api_read_token: None,
+        api_read_token: settings.api_read_token.clone(),
+        api_callers: settings.api_callers.clone(),
         deadlines: Deadlines {
             default: Duration::from_secs(300),
             max: Duration::from_secs(1800),

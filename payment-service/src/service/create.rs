@@ -15,6 +15,7 @@ use wxpay_core::{
         TradeType,
     },
 };
+use wxpay_runtime::access::MerchantScope;
 use wxpay_store::InsertOutcome;
 
 pub use super::terms::CreateOrderInput;
@@ -67,9 +68,21 @@ impl Payments {
     /// requestPayment parameters. Safe to retry with the same idempotency key:
     /// a failure at WeChat leaves a NOTPAY order without prepay_id, and the retry
     /// calls unifiedorder again with the same out_trade_no and parameters.
+    /// A merchant outside `scope` is PERMISSION_DENIED before anything else
+    /// is looked at (not even whether it is configured).
     #[tracing::instrument(skip_all, fields(idempotency_key = %input.idempotency_key, out_trade_no))]
-    pub async fn create_order(&self, input: CreateOrderInput) -> Result<Created, ApiError> {
+    pub async fn create_order(
+        &self,
+        scope: &MerchantScope,
+        input: CreateOrderInput,
+    ) -> Result<Created, ApiError> {
         let (key, terms) = Terms::parse(&input)?;
+        if !scope.allows(&terms.placement.merchant) {
+            return Err(ApiError::PermissionDenied(format!(
+                "this caller may not place orders for merchant {}",
+                terms.placement.merchant
+            )));
+        }
         let wechat = self.merchant(&terms.placement.merchant).ok_or_else(|| {
             ApiError::InvalidArgument(ValidationError::new(
                 "merchant",

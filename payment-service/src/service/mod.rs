@@ -10,6 +10,7 @@ use wxpay_core::{
     domain::{EventSource, MerchantName, Order, OrderStatus, OutTradeNo},
     watch_token::WatchSecret,
 };
+use wxpay_runtime::access::MerchantScope;
 use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOutcome};
 
 use crate::{error::ApiError, wechat::WechatClient};
@@ -120,6 +121,40 @@ impl Payments {
             .order(out_trade_no)
             .await?
             .ok_or(ApiError::NotFound("order"))
+    }
+
+    /// The order as a caller confined to `scope` may see it. One placed with
+    /// another merchant is the very error a number nobody has gives (same
+    /// code, same message), so a tenant learns nothing of another's orders.
+    pub async fn get_order_within(
+        &self,
+        scope: &MerchantScope,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Order, ApiError> {
+        let order = self.get_order(out_trade_no).await?;
+        if scope.allows(&order.placement.merchant) {
+            Ok(order)
+        } else {
+            tracing::info!(%out_trade_no, merchant = %order.placement.merchant,
+                "an order outside the caller's merchants was asked for: answered as not found");
+            Err(ApiError::NotFound("order"))
+        }
+    }
+
+    /// ReconcileBill reconciles and reports every merchant's bill of a day at
+    /// once (the request names no merchant, and one report covers them all):
+    /// its counts and discrepancies describe every tenant's trade, so only a
+    /// caller whose scope covers every configured merchant may ask for it.
+    pub fn may_reconcile(&self, scope: &MerchantScope) -> Result<(), ApiError> {
+        if scope.covers(self.merchants.iter().map(|c| c.entry().name.as_str())) {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied(
+                "ReconcileBill covers every merchant's bill; a caller confined to some merchants \
+                 cannot ask for it"
+                    .into(),
+            ))
+        }
     }
 
     /// One status change through the ledger (transition, then publish). A

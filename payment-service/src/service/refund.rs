@@ -10,6 +10,7 @@
 use wxpay_core::domain::{
     Fee, NewRefund, Order, OutRefundNo, OutTradeNo, Refund, RefundReason, RefundStatus,
 };
+use wxpay_runtime::access::MerchantScope;
 use wxpay_store::{
     Anomaly, AnomalyKind, DueRefund, RefundOutcome, RefundPlacement, RefundUpdate,
     MAX_REFUNDS_PER_ORDER,
@@ -43,9 +44,14 @@ pub enum RefundCheck {
 
 impl Payments {
     /// Stores the refund and asks WeChat for it. The same request again returns
-    /// the refund as it stands and calls WeChat no second time.
+    /// the refund as it stands and calls WeChat no second time. An order
+    /// outside `scope` is NOT_FOUND: nothing is stored and WeChat is not asked.
     #[tracing::instrument(skip_all, fields(out_trade_no = %input.out_trade_no, out_refund_no = %input.out_refund_no))]
-    pub async fn refund_order(&self, input: RefundInput) -> Result<Refund, ApiError> {
+    pub async fn refund_order(
+        &self,
+        scope: &MerchantScope,
+        input: RefundInput,
+    ) -> Result<Refund, ApiError> {
         let new = NewRefund {
             out_trade_no: OutTradeNo::parse(&input.out_trade_no)?,
             out_refund_no: OutRefundNo::parse(&input.out_refund_no)?,
@@ -54,7 +60,7 @@ impl Payments {
         };
         // Checked before anything is stored: a refund that cannot be sent
         // would hold the order's money as PROCESSING for nothing.
-        let order = self.get_order(&new.out_trade_no).await?;
+        let order = self.get_order_within(scope, &new.out_trade_no).await?;
         let wechat = self.wechat_for(&order)?;
         if !wechat.has_client_certificate() {
             return Err(ApiError::FailedPrecondition(format!(
@@ -103,6 +109,28 @@ impl Payments {
             .refund(out_refund_no)
             .await?
             .ok_or(ApiError::NotFound("refund"))
+    }
+
+    /// GetRefund for a caller confined to `scope`: a refund of another
+    /// merchant's order is the error a missing refund number gives. Its order
+    /// is read only for a confined caller.
+    pub async fn get_refund_within(
+        &self,
+        scope: &MerchantScope,
+        out_refund_no: &OutRefundNo,
+    ) -> Result<Refund, ApiError> {
+        let refund = self.get_refund(out_refund_no).await?;
+        if *scope == MerchantScope::All {
+            return Ok(refund);
+        }
+        match self.store.order(&refund.out_trade_no).await? {
+            Some(order) if scope.allows(&order.placement.merchant) => Ok(refund),
+            _ => {
+                tracing::info!(%out_refund_no,
+                    "a refund outside the caller's merchants was asked for: answered as not found");
+                Err(ApiError::NotFound("refund"))
+            }
+        }
     }
 
     /// Sends the stored PROCESSING `refund` to WeChat and records the answer;

@@ -4,6 +4,7 @@
 //! on what WeChat says.
 
 use wxpay_core::domain::{EventSource, Fee, Order, OrderStatus, OutTradeNo};
+use wxpay_runtime::access::MerchantScope;
 use wxpay_store::{Anomaly, AnomalyKind};
 
 use super::Payments;
@@ -16,6 +17,21 @@ impl Payments {
     #[tracing::instrument(skip(self))]
     pub async fn query_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
         let order = self.get_order(out_trade_no).await?;
+        self.query_loaded(order).await
+    }
+
+    /// QueryOrder for a caller confined to `scope`: an order of another
+    /// merchant is NOT_FOUND, and WeChat is not asked.
+    pub async fn query_order_within(
+        &self,
+        scope: &MerchantScope,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Order, ApiError> {
+        let order = self.get_order_within(scope, out_trade_no).await?;
+        self.query_loaded(order).await
+    }
+
+    async fn query_loaded(&self, order: Order) -> Result<Order, ApiError> {
         if order.status == OrderStatus::Refund {
             // Refunds have their own records; orderquery adds nothing to them.
             return Ok(order);
@@ -90,9 +106,14 @@ impl Payments {
     }
 
     /// Closes at WeChat first; CLOSED locally only once WeChat has closed it.
-    #[tracing::instrument(skip(self))]
-    pub async fn close_order(&self, out_trade_no: &OutTradeNo) -> Result<Order, ApiError> {
-        let order = self.get_order(out_trade_no).await?;
+    /// An order outside `scope` is NOT_FOUND, and nothing is asked or changed.
+    #[tracing::instrument(skip(self, scope))]
+    pub async fn close_order(
+        &self,
+        scope: &MerchantScope,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<Order, ApiError> {
+        let order = self.get_order_within(scope, out_trade_no).await?;
         match order.status {
             OrderStatus::Closed => return Ok(order),
             OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError => {}

@@ -49,6 +49,8 @@ pub struct Options {
     pub merchants: Vec<MerchantEntry>,
     pub api_token: Option<&'static str>,
     pub read_token: Option<&'static str>,
+    /// `API_CALLERS_FILE`'s callers, as parsed.
+    pub callers: Vec<wxpay_runtime::callers_file::ScopedCaller>,
     pub reconcile: ReconcilerConfig,
     pub sandbox: wechat_sandbox::SandboxConfig,
     /// Reach the sandbox over its TLS listener with the client certificate it
@@ -76,6 +78,7 @@ impl Default for Options {
             merchants: Vec::new(),
             api_token: None,
             read_token: None,
+            callers: Vec::new(),
             reconcile: quiet_reconciler(),
             sandbox,
             client_tls: false,
@@ -136,6 +139,7 @@ pub async fn start(opts: Options) -> Harness {
         ApiTokens {
             full: opts.api_token.map(|t| SecretString::from(t.to_owned())),
             read: opts.read_token.map(|t| SecretString::from(t.to_owned())),
+            callers: opts.callers.clone(),
         },
         opts.reconcile.clone(),
     )

@@ -26,6 +26,7 @@ use wxpay_core::domain::{OrderEvent, OutTradeNo};
 use wxpay_proto::v1::{
     order_status_service_server::OrderStatusService, OrderStatusEvent, WatchOrderRequest,
 };
+use wxpay_runtime::access::{Access, MerchantScope};
 
 use crate::snapshots::Snapshots;
 use crate::{error::WatchError, hub::Hub};
@@ -88,8 +89,13 @@ impl WatchService {
     }
 
     /// Subscribe, then snapshot: the order of these two is the whole guarantee.
-    #[tracing::instrument(skip(self), fields(out_trade_no = %request.out_trade_no))]
-    async fn open(&self, request: WatchOrderRequest) -> Result<Watcher, WatchError> {
+    /// An order of a merchant outside `scope` is NOT_FOUND, as a missing one.
+    #[tracing::instrument(skip(self, scope), fields(out_trade_no = %request.out_trade_no))]
+    async fn open(
+        &self,
+        request: WatchOrderRequest,
+        scope: &MerchantScope,
+    ) -> Result<Watcher, WatchError> {
         let out_trade_no = OutTradeNo::parse(&request.out_trade_no)?;
         // Before any subscription or read: a refused stream costs nothing.
         if self.unknown.refuses(&out_trade_no) {
@@ -106,6 +112,12 @@ impl WatchService {
             self.unknown.remember(out_trade_no);
             return Err(WatchError::NotFound);
         };
+        if !scope.allows(&order.placement.merchant) {
+            // Not remembered as unknown: the order exists for its own callers.
+            tracing::info!(merchant = %order.placement.merchant,
+                "an order outside the caller's merchants was watched: answered as not found");
+            return Err(WatchError::NotFound);
+        }
         // Into the shared state, where this watcher's first message reads it and
         // the order's other watchers and its fallback see it too.
         self.hub.offer(OrderEvent::snapshot(&order));
@@ -123,20 +135,42 @@ impl WatchService {
 }
 
 impl WatchService {
-    /// A watch as a stream of messages: what WatchOrder returns, and what the
-    /// HTTP side (WebSocket, SSE) forwards.
+    /// A watch as a stream of messages: what the HTTP side (WebSocket, SSE)
+    /// forwards. Its watch token was signed for this one order, whatever its
+    /// merchant.
     pub async fn open_stream(
         &self,
         out_trade_no: &str,
         timeout_seconds: u32,
         include_refunds: bool,
     ) -> Result<WatchStream, WatchError> {
+        self.open_stream_within(
+            &MerchantScope::All,
+            out_trade_no,
+            timeout_seconds,
+            include_refunds,
+        )
+        .await
+    }
+
+    /// [`open_stream`](Self::open_stream) for a caller confined to `scope`:
+    /// what WatchOrder returns.
+    pub async fn open_stream_within(
+        &self,
+        scope: &MerchantScope,
+        out_trade_no: &str,
+        timeout_seconds: u32,
+        include_refunds: bool,
+    ) -> Result<WatchStream, WatchError> {
         let watcher = self
-            .open(WatchOrderRequest {
-                out_trade_no: out_trade_no.to_owned(),
-                timeout_seconds,
-                include_refunds,
-            })
+            .open(
+                WatchOrderRequest {
+                    out_trade_no: out_trade_no.to_owned(),
+                    timeout_seconds,
+                    include_refunds,
+                },
+                scope,
+            )
             .await?;
         Ok(Box::pin(futures::stream::unfold(
             watcher,
@@ -158,9 +192,20 @@ impl OrderStatusService for WatchService {
         &self,
         request: tonic::Request<WatchOrderRequest>,
     ) -> Result<tonic::Response<Self::WatchOrderStream>, tonic::Status> {
+        // Set by the bearer-token check; without it the request did not pass one.
+        let access = request
+            .extensions()
+            .get::<Access>()
+            .cloned()
+            .ok_or_else(|| tonic::Status::unauthenticated("missing or wrong bearer token"))?;
         let r = request.into_inner();
         let stream = self
-            .open_stream(&r.out_trade_no, r.timeout_seconds, r.include_refunds)
+            .open_stream_within(
+                &access.merchants,
+                &r.out_trade_no,
+                r.timeout_seconds,
+                r.include_refunds,
+            )
             .await?;
         Ok(tonic::Response::new(stream))
     }

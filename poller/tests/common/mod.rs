@@ -94,6 +94,7 @@ pub async fn spawn_app(options: Options) -> TestApp {
         payment_service_url: "http://127.0.0.1:1".into(),
         api_token: options.api_token.map(|t| t.to_owned().into()),
         api_read_token: None,
+        api_callers: Vec::new(),
         deadlines: Deadlines {
             default: options.default_timeout,
             max: Duration::from_secs(60),

@@ -38,6 +38,15 @@ pub struct StackOptions {
     pub extra_env: Vec<(&'static str, String)>,
     /// `CLOUDPAY_CALLBACK_SECRET` for the gateway; `None`: the callback is off.
     pub cloudpay_secret: Option<String>,
+    /// `API_TOKEN` for payment-service and the poller; `None`: no token
+    /// (everything on loopback).
+    pub api_token: Option<String>,
+    /// `API_READ_TOKEN` for both; the poller's fallback calls QueryOrder with it.
+    pub api_read_token: Option<String>,
+    /// `API_CALLERS_FILE` for both, and the variables its tables name
+    /// (`token_env`), which the harness passes to both as well.
+    pub callers_file: Option<std::path::PathBuf>,
+    pub caller_env: Vec<(&'static str, String)>,
 }
 
 impl Default for StackOptions {
@@ -56,6 +65,10 @@ impl Default for StackOptions {
             database_url: None,
             extra_env: Vec::new(),
             cloudpay_secret: None,
+            api_token: None,
+            api_read_token: None,
+            callers_file: None,
+            caller_env: Vec::new(),
         }
     }
 }

@@ -51,7 +51,11 @@ impl Stack {
                     .ok_or_else(|| anyhow::anyhow!("the harness's watch secret is too short"))?,
             ),
             sandbox_addr: local(sandbox_port),
-            api_token: None,
+            api_token: options.api_token.clone().map(Into::into),
+            api_read_token: options.api_read_token.clone().map(Into::into),
+            // As for merchants: the binaries read the file themselves.
+            api_callers: Vec::new(),
+            api_callers_file: options.callers_file.clone(),
             // WeChat's retry schedule 1000 times faster: a retried notification
             // arrives in milliseconds instead of 15 s.
             sandbox_time_factor: 1000,
@@ -65,6 +69,8 @@ impl Stack {
             env.gateway
                 .push(("CLOUDPAY_CALLBACK_SECRET", secret.clone()));
         }
+        env.payment.extend(options.caller_env.iter().cloned());
+        env.poller.extend(options.caller_env.iter().cloned());
         let split = env.clone();
         let with_logs = |mut env: Vec<(&'static str, String)>| {
             env.push(("RUST_LOG", "info".to_owned()));
