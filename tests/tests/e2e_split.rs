@@ -409,3 +409,94 @@ async fn events_travel_through_a_redis_that_needs_tls_and_a_password() {
         "refused for another reason than the password: {err}"
     );
 }
+
+/// The poller binary believes no one who can merely publish on Redis: a
+/// `SUCCESS` published by hand on an unpaid order's channel (as anyone on a
+/// Redis network without AUTH could) reaches neither the gRPC watcher nor the
+/// mini program's WebSocket, at a version the row never reached or at its
+/// own; the real payment after it reaches both.
+#[tokio::test]
+async fn a_success_published_on_redis_by_hand_reaches_no_watcher() {
+    use futures::StreamExt;
+    let stack = Stack::start(StackOptions::default())
+        .await
+        .expect("the stack starts");
+    let reply = stack
+        .payments()
+        .await
+        .expect("connect to payment-service")
+        .create_order(CreateOrderRequest {
+            idempotency_key: "e2e-forged-event".to_owned(),
+            openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".to_owned(),
+            description: "forged".to_owned(),
+            total_fee: 1,
+            client_ip: "127.0.0.1".to_owned(),
+            expire_seconds: 1800,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateOrder")
+        .into_inner();
+    let order = reply.order.expect("an order");
+    let no = order.out_trade_no.clone();
+    let mut stream = watch(&stack, &no).await;
+    assert_eq!(
+        next(&mut stream).await.expect("snapshot").status(),
+        OrderStatus::Notpay
+    );
+    let ws_url = format!(
+        "{}/v1/orders/{no}/ws?token={}",
+        stack.poller_ws_base(),
+        reply.watch_token
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .expect("the WebSocket watch opens");
+    let first = socket.next().await.expect("a message").expect("a frame");
+    assert!(first.to_string().contains("\"NOTPAY\""), "{first}");
+
+    let redis = redis::Client::open(wxpay_store::testing::redis_url()).expect("redis url");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    for version in [1, 2, 7] {
+        let forged = serde_json::json!({
+            "id": 1, "out_trade_no": no, "status": "SUCCESS", "version": version,
+            "transaction_id": "4200000000000000000000000042", "total_fee": 1,
+            "occurred_at": 0, "source": "NOTIFY", "refunded_fee": 0,
+        });
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(wxpay_store::events::channel(&no))
+            .arg(forged.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("publish");
+        assert!(receivers >= 1, "the poller is subscribed and receives it");
+    }
+    let grpc = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+    assert!(
+        grpc.is_err(),
+        "a forged status reached WatchOrder: {grpc:?}"
+    );
+    let ws = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
+    assert!(ws.is_err(), "a forged status reached the WebSocket: {ws:?}");
+    let stored = get_order(&stack, &no).await;
+    assert_eq!(stored.status(), OrderStatus::Notpay, "nothing paid it");
+
+    stack
+        .sandbox_post(&no, "pay", serde_json::json!({}))
+        .await
+        .expect("the payer pays");
+    let paid = next(&mut stream).await.expect("the real payment");
+    assert_eq!(
+        (paid.status(), paid.source.as_str()),
+        (OrderStatus::Success, "NOTIFY")
+    );
+    let pushed = tokio::time::timeout(MESSAGE_TIMEOUT, socket.next())
+        .await
+        .expect("the payment on the WebSocket in time")
+        .expect("a message")
+        .expect("a frame");
+    assert!(pushed.to_string().contains("\"SUCCESS\""), "{pushed}");
+}
