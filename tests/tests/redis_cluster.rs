@@ -61,6 +61,29 @@ async fn watcher(url: &str) -> OrderStatusServiceClient<tonic::transport::Channe
     panic!("the poller at {url} never answered");
 }
 
+/// An unpaid order of 100 + `i` fen, its key unique to this run; its out_trade_no.
+async fn create_order(stack: &Stack, key: &str, i: usize) -> String {
+    stack
+        .payments()
+        .await
+        .expect("payment-service")
+        .create_order(CreateOrderRequest {
+            idempotency_key: format!("{key}-{}-{i}", std::process::id()),
+            openid: format!("oClusterPayer{i}"),
+            description: "cluster".into(),
+            total_fee: 100 + i as i64,
+            client_ip: "127.0.0.1".into(),
+            expire_seconds: 1800,
+            ..Default::default()
+        })
+        .await
+        .expect("CreateOrder")
+        .into_inner()
+        .order
+        .expect("order")
+        .out_trade_no
+}
+
 async fn next(stream: &mut Streaming<OrderStatusEvent>) -> Option<OrderStatusEvent> {
     tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
@@ -166,25 +189,9 @@ async fn two_gateways_and_two_pollers_lose_nothing_when_a_master_dies() {
     let http = reqwest::Client::new();
 
     eprintln!("stack and replicas up after {:?}", started.elapsed());
-    let mut payments = stack.payments().await.expect("payment-service");
     let mut orders = Vec::new();
     for i in 0..ORDERS {
-        let order = payments
-            .create_order(CreateOrderRequest {
-                idempotency_key: format!("cluster-{}-{i}", std::process::id()),
-                openid: format!("oClusterPayer{i}"),
-                description: "cluster".into(),
-                total_fee: 100 + i as i64,
-                client_ip: "127.0.0.1".into(),
-                expire_seconds: 1800,
-                ..Default::default()
-            })
-            .await
-            .expect("CreateOrder")
-            .into_inner()
-            .order
-            .expect("order");
-        orders.push(order.out_trade_no);
+        orders.push(create_order(&stack, "cluster", i).await);
     }
     let mut first = stack.watcher().await.expect("poller 1");
     let mut second = watcher(&poller2_url).await;
@@ -271,6 +278,7 @@ async fn two_gateways_and_two_pollers_lose_nothing_when_a_master_dies() {
         victim,
         "the channel's slot moved to the promoted replica"
     );
+    let mut payments = stack.payments().await.expect("payment-service");
     for no in &orders {
         let order = payments
             .get_order(GetOrderRequest {
@@ -303,28 +311,13 @@ async fn the_stack_runs_on_a_cluster_that_needs_tls_and_a_password() {
     })
     .await
     .expect("the stack starts on the secured cluster");
-    let mut payments = stack.payments().await.expect("payment-service");
     let mut watcher = stack.watcher().await.expect("the poller");
     let mut streams = Vec::new();
     for i in 0..4 {
-        let order = payments
-            .create_order(CreateOrderRequest {
-                idempotency_key: format!("secured-cluster-{}-{i}", std::process::id()),
-                openid: format!("oSecuredClusterPayer{i}"),
-                description: "cluster".into(),
-                total_fee: 100 + i,
-                client_ip: "127.0.0.1".into(),
-                expire_seconds: 1800,
-                ..Default::default()
-            })
-            .await
-            .expect("CreateOrder")
-            .into_inner()
-            .order
-            .expect("order");
+        let out_trade_no = create_order(&stack, "secured-cluster", i).await;
         let mut stream = watcher
             .watch_order(WatchOrderRequest {
-                out_trade_no: order.out_trade_no.clone(),
+                out_trade_no: out_trade_no.clone(),
                 timeout_seconds: 60,
                 include_refunds: false,
             })
@@ -333,7 +326,7 @@ async fn the_stack_runs_on_a_cluster_that_needs_tls_and_a_password() {
             .into_inner();
         let snapshot = next(&mut stream).await.expect("snapshot");
         assert_eq!(snapshot.status(), OrderStatus::Notpay);
-        streams.push((order.out_trade_no, stream));
+        streams.push((out_trade_no, stream));
     }
     for (no, stream) in &mut streams {
         stack
