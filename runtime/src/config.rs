@@ -8,7 +8,10 @@ use secrecy::SecretString;
 
 use wxpay_core::{
     domain::MerchantName,
-    wechat::{parse_merchants, ApiKey, Merchant, MerchantBook, MerchantEntry, SignType},
+    wechat::{
+        merchant_from_fields, parse_merchants_with_files, ApiKey, Merchant, MerchantBook,
+        MerchantEntry, SignType,
+    },
 };
 
 /// A configuration problem, naming the variable. Its Display is the one line printed at start-up.
@@ -421,8 +424,12 @@ pub fn merchants_file() -> Result<Vec<MerchantEntry>, ConfigError> {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| ConfigError::new(FILE, format!("{path} cannot be read: {e}")))?;
-            parse_merchants(&text, |var| std::env::var(var).ok())
-                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))
+            parse_merchants_with_files(
+                &text,
+                |var| std::env::var(var).ok(),
+                |path| std::fs::read(path).map_err(|e| e.to_string()),
+            )
+            .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))
         }
     }
 }
@@ -449,17 +456,93 @@ pub fn merchants() -> Result<MerchantBook, ConfigError> {
                 ),
             ));
         }
-        entries.insert(
-            0,
-            MerchantEntry::direct(
-                MerchantName::DEFAULT,
-                merchant_from_env()?,
-                sign_type_from_env()?,
-            ),
-        );
+        entries.insert(0, default_merchant_from_env()?);
     }
     MerchantBook::new(entries).map_err(|e| ConfigError::new(FILE, e.to_string()))
 }
+
+/// The `default` merchant of the `WECHAT_*` variables: v2 (`WECHAT_APP_ID`,
+/// `WECHAT_MCH_ID`, `WECHAT_API_KEY`, `WECHAT_SIGN_TYPE`) unless
+/// `WECHAT_API_VERSION=v3`, which adds `WECHAT_APIV3_KEY`, `WECHAT_PRIVATE_KEY`,
+/// `WECHAT_SERIAL_NO` and optionally `WECHAT_PUBLIC_KEY` + `WECHAT_PUBLIC_KEY_ID`
+/// (and makes `WECHAT_API_KEY` optional). The v3 variables are checked by the
+/// merchants file's own rules (the same code), and a refusal names the variable.
+pub fn default_merchant_from_env() -> Result<MerchantEntry, ConfigError> {
+    match optional("WECHAT_API_VERSION")?.as_deref() {
+        None | Some("v2") => {
+            for (var, _) in V3_VARS {
+                if optional(var)?.is_some() {
+                    return Err(ConfigError::new(
+                        var,
+                        "is only read with WECHAT_API_VERSION=v3",
+                    ));
+                }
+            }
+            Ok(MerchantEntry::direct(
+                MerchantName::DEFAULT,
+                merchant_from_env()?,
+                sign_type_from_env()?,
+            ))
+        }
+        Some("v3") => {
+            let mut owned = vec![
+                ("name", MerchantName::DEFAULT.to_owned()),
+                ("api_version", "v3".to_owned()),
+                ("app_id", required("WECHAT_APP_ID")?),
+                ("mch_id", required("WECHAT_MCH_ID")?),
+            ];
+            if optional("WECHAT_API_KEY")?.is_some() {
+                owned.push(("api_key_env", "WECHAT_API_KEY".to_owned()));
+            }
+            if let Some(t) = optional("WECHAT_SIGN_TYPE")? {
+                owned.push(("sign_type", t));
+            }
+            for (var, field) in V3_VARS {
+                if let Some(v) = optional(var)? {
+                    // The APIv3 key is passed by name, never copied around.
+                    let v = if field == "apiv3_key_env" {
+                        var.to_owned()
+                    } else {
+                        v
+                    };
+                    owned.push((field, v));
+                }
+            }
+            let fields: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            merchant_from_fields(
+                &fields,
+                |var| std::env::var(var).ok(),
+                |path| std::fs::read(path).map_err(|e| e.to_string()),
+            )
+            .map_err(|e| {
+                let var = match e.field.as_deref() {
+                    Some("app_id") => "WECHAT_APP_ID",
+                    Some("mch_id") => "WECHAT_MCH_ID",
+                    Some("api_key" | "api_key_env") => "WECHAT_API_KEY",
+                    Some("sign_type") => "WECHAT_SIGN_TYPE",
+                    Some(f) => V3_VARS
+                        .iter()
+                        .find(|(_, field)| {
+                            *field == f || (f == "apiv3_key" && *field == "apiv3_key_env")
+                        })
+                        .map_or("WECHAT_API_VERSION", |(var, _)| *var),
+                    None => "WECHAT_API_VERSION",
+                };
+                ConfigError::new(var, e.reason)
+            })
+        }
+        Some(_) => Err(ConfigError::new("WECHAT_API_VERSION", "must be v2 or v3")),
+    }
+}
+
+/// The `default` merchant's v3 variables and the merchants-file field each is.
+const V3_VARS: [(&str, &str); 5] = [
+    ("WECHAT_APIV3_KEY", "apiv3_key_env"),
+    ("WECHAT_PRIVATE_KEY", "private_key"),
+    ("WECHAT_SERIAL_NO", "serial_no"),
+    ("WECHAT_PUBLIC_KEY", "wechatpay_public_key"),
+    ("WECHAT_PUBLIC_KEY_ID", "wechatpay_public_key_id"),
+];
 
 /// `WATCH_TOKEN_SECRET`: the secret payment-service signs watch tokens with and
 /// the poller checks them with (at least 32 bytes). Unset: no watch tokens.

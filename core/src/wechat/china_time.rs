@@ -1,6 +1,7 @@
 //! WeChat's timestamps in China Standard Time (UTC+8, no DST): `yyyyMMddHHmmss`
-//! on payments, `yyyy-MM-dd HH:mm:ss` on refunds (`success_time`,
-//! `refund_success_time_$n`).
+//! on v2 payments, `yyyy-MM-dd HH:mm:ss` on v2 refunds (`success_time`,
+//! `refund_success_time_$n`), RFC 3339 with `+08:00` everywhere in v3
+//! (`time_expire`, `success_time`, a certificate's dates).
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 
@@ -42,6 +43,21 @@ pub fn parse_readable(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// v3's form: RFC 3339 in Beijing time, seconds, `+08:00`
+/// (`2018-06-08T10:34:56+08:00`), which is what WeChat writes and expects.
+pub fn format_rfc3339(t: DateTime<Utc>) -> String {
+    t.with_timezone(&china())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// Parses a v3 time (RFC 3339, any offset WeChat might write); `None` unless valid.
+pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +79,14 @@ mod tests {
         assert!(parse_readable("2017-03-30 10:24").is_none());
         assert!(parse_readable("20170330102422").is_none());
         assert!(parse_readable("2017-02-30 10:24:22").is_none());
+    }
+
+    #[test]
+    fn v3_times_are_rfc3339_in_beijing_time() {
+        let t = parse_rfc3339("2018-06-08T10:34:56+08:00").expect("valid");
+        assert_eq!(t.to_rfc3339(), "2018-06-08T02:34:56+00:00");
+        assert_eq!(format_rfc3339(t), "2018-06-08T10:34:56+08:00");
+        assert_eq!(parse_rfc3339("2018-06-08T02:34:56Z"), Some(t));
+        assert!(parse_rfc3339("2018-06-08 10:34:56").is_none());
     }
 }

@@ -23,11 +23,30 @@
 //! sub_mch_id = "1900000201"         # the sub merchant the order is placed for
 //! sub_app_id = "wx1111111111111111" # optional: the sub merchant's mini program
 //! client_p12 = "/etc/wxpay/provider/apiclient_cert.p12"
+//!
+//! [[merchant]]                      # WeChat Pay API v3
+//! name = "new-shop"
+//! api_version = "v3"
+//! app_id = "wx2222222222222222"
+//! mch_id = "1900000300"
+//! apiv3_key_env = "NEW_SHOP_APIV3_KEY"            # or apiv3_key = "…32 bytes…"
+//! private_key = "/etc/wxpay/new-shop/apiclient_key.pem"
+//! serial_no = "3775B6A45ACD588826D15E583A95F5DD00000000"
+//! wechatpay_public_key = "/etc/wxpay/new-shop/pub_key.pem"   # omit both for platform
+//! wechatpay_public_key_id = "PUB_KEY_ID_0119000003002025000000000000" # certificates
 //! ```
+//!
+//! A v3 merchant's key files are read through the `read` function the caller
+//! passes (the binaries read the file system), so this stays pure; a file
+//! that cannot be read or is not the key it should be is refused naming the
+//! merchant and the field, never the content.
 
 use std::{collections::HashSet, fmt};
 
-use super::{ApiKey, Merchant, SignType};
+use super::{
+    v3::{Apiv3Key, MerchantSigner, WechatKey},
+    ApiKey, Merchant, SignType,
+};
 use crate::domain::MerchantName;
 
 /// One `[[merchant]]` table.
@@ -53,6 +72,41 @@ pub struct MerchantEntry {
     pub client_p12: Option<String>,
     /// The p12's password (only with `client_p12`; WeChat's default is the mch_id).
     pub client_p12_password: Option<String>,
+    /// `api_version = "v3"`: the merchant's v3 keys, loaded. `None`: a v2
+    /// merchant. An order keeps the dialect of the merchant that placed it.
+    pub v3: Option<V3Merchant>,
+}
+
+/// A v3 merchant's keys: its API private key and certificate serial (which
+/// sign requests and `paySign`), its APIv3 key (which opens notifications and
+/// certificates), and WeChat's public key when it is in public-key mode.
+/// Without a public key WeChat is verified by platform certificates, kept by
+/// the services; with one, certificates are still accepted by serial when a
+/// message names one (a merchant switching modes holds both).
+#[derive(Clone, Debug)]
+pub struct V3Merchant {
+    pub apiv3_key: Apiv3Key,
+    pub signer: MerchantSigner,
+    pub public_key: Option<WechatKey>,
+    /// The files as written (a harness passes them on to split processes).
+    pub private_key_path: String,
+    pub public_key_path: Option<String>,
+}
+
+/// Which protocol a merchant speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiVersion {
+    V2,
+    V3,
+}
+
+impl ApiVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V2 => "v2",
+            ApiVersion::V3 => "v3",
+        }
+    }
 }
 
 impl fmt::Debug for MerchantEntry {
@@ -71,6 +125,7 @@ impl fmt::Debug for MerchantEntry {
                 "client_p12_password",
                 &self.client_p12_password.as_ref().map(|_| "**redacted**"),
             )
+            .field("v3", &self.v3)
             .finish()
     }
 }
@@ -112,8 +167,15 @@ impl MerchantsFileError {
 /// Every key a `[[merchant]]` table may have; any other is refused (as serde's
 /// `deny_unknown_fields` would), so a misspelt `sub_mchid` cannot silently
 /// turn a service-provider merchant into a direct one.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 19] = [
     "name",
+    "api_version",
+    "apiv3_key",
+    "apiv3_key_env",
+    "private_key",
+    "serial_no",
+    "wechatpay_public_key",
+    "wechatpay_public_key_id",
     "app_id",
     "mch_id",
     "api_key",
@@ -128,7 +190,8 @@ const FIELDS: [&str; 12] = [
 ];
 
 /// Parses and validates the merchants file. `env` looks up the variable an
-/// `api_key_env` names (`|name| std::env::var(name).ok()` in a binary).
+/// `api_key_env` names (`|name| std::env::var(name).ok()` in a binary). A
+/// file with a v3 merchant needs [`parse_merchants_with_files`].
 ///
 /// The tables are read field by field rather than through a derived
 /// `Deserialize`, because serde's type errors quote the value they refused
@@ -136,6 +199,21 @@ const FIELDS: [&str; 12] = [
 pub fn parse_merchants(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<MerchantEntry>, MerchantsFileError> {
+    parse_merchants_with_files(text, env, |_| {
+        Err(
+            "cannot be read here: v3 key files need a reader (parse_merchants_with_files)"
+                .to_owned(),
+        )
+    })
+}
+
+/// [`parse_merchants`], reading a v3 merchant's key files through `read`
+/// (`|path| std::fs::read(path).map_err(|e| e.to_string())` in a binary).
+pub fn parse_merchants_with_files(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    read: impl Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<MerchantEntry>, MerchantsFileError> {
     let root: toml::Table = toml::from_str(text).map_err(|e| {
         // The parser's message describes the syntax, its Display would also
@@ -183,7 +261,7 @@ pub fn parse_merchants(
                 .filter(|n| valid_name(n))
                 .map_or(position, str::to_owned),
         }
-        .entry(&env)?;
+        .entry(&env, &read)?;
         if !names.insert(entry.name.clone()) {
             return Err(MerchantsFileError {
                 merchant: Some(entry.name),
@@ -194,6 +272,30 @@ pub fn parse_merchants(
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// One merchant from field/value pairs, checked exactly as a `[[merchant]]`
+/// table is: how the `WECHAT_*` variables define `default` (each variable
+/// maps to the field of the same meaning), so both ways share every rule.
+pub fn merchant_from_fields(
+    fields: &[(&str, &str)],
+    env: impl Fn(&str) -> Option<String>,
+    read: impl Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<MerchantEntry, MerchantsFileError> {
+    let table: toml::Table = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), toml::Value::String((*v).to_owned())))
+        .collect();
+    let label = fields
+        .iter()
+        .find(|(k, _)| *k == "name")
+        .map_or("#1", |(_, v)| v)
+        .to_owned();
+    Table {
+        table: &table,
+        label,
+    }
+    .entry(&env, &read)
 }
 
 impl MerchantEntry {
@@ -210,6 +312,16 @@ impl MerchantEntry {
             client_key: None,
             client_p12: None,
             client_p12_password: None,
+            v3: None,
+        }
+    }
+
+    /// The protocol this merchant's orders are placed, queried and paid in.
+    pub fn api_version(&self) -> ApiVersion {
+        if self.v3.is_some() {
+            ApiVersion::V3
+        } else {
+            ApiVersion::V2
         }
     }
 
@@ -277,6 +389,16 @@ impl MerchantBook {
     }
 }
 
+/// The fields only a v3 merchant may have.
+const V3_FIELDS: [&str; 6] = [
+    "apiv3_key",
+    "apiv3_key_env",
+    "private_key",
+    "serial_no",
+    "wechatpay_public_key",
+    "wechatpay_public_key_id",
+];
+
 /// The rule of a request's `merchant` ([`MerchantName`]).
 fn valid_name(name: &str) -> bool {
     MerchantName::parse(name).is_ok()
@@ -339,6 +461,7 @@ impl Table<'_> {
     fn entry(
         &self,
         env: &impl Fn(&str) -> Option<String>,
+        read: &impl Fn(&str) -> Result<Vec<u8>, String>,
     ) -> Result<MerchantEntry, MerchantsFileError> {
         if let Some(key) = self.table.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(self.error(key, "is not a known field"));
@@ -355,7 +478,26 @@ impl Table<'_> {
         if !valid_mch_id(mch_id) {
             return Err(self.error("mch_id", "must be digits"));
         }
-        let api_key = self.api_key(env)?;
+        let v3 = match self.string("api_version")? {
+            None | Some("v2") => {
+                for field in V3_FIELDS {
+                    if self.table.contains_key(field) {
+                        return Err(self.error(field, "is only for api_version = \"v3\""));
+                    }
+                }
+                None
+            }
+            Some("v3") => Some(self.v3(env, read)?),
+            Some(_) => return Err(self.error("api_version", "must be \"v2\" or \"v3\"")),
+        };
+        let api_key = match (&v3, self.has_api_key()) {
+            // A v3 merchant may have no APIv2 key (merchants onboarded since
+            // 2024 are given none). Its v2 paths (a v2 notification, a
+            // cloud-pay forward) must then verify nothing: a random key that
+            // nobody holds makes every v2 signature for it fail, closed.
+            (Some(_), false) => ApiKey::unguessable(),
+            _ => self.api_key(env)?,
+        };
         let sign_type = match self.string("sign_type")? {
             None => SignType::Md5,
             Some(s) => s
@@ -417,6 +559,95 @@ impl Table<'_> {
             client_key,
             client_p12,
             client_p12_password,
+            v3,
+        })
+    }
+
+    fn has_api_key(&self) -> bool {
+        self.table.contains_key("api_key") || self.table.contains_key("api_key_env")
+    }
+
+    /// A v3 merchant's fields, with its key files read and checked.
+    fn v3(
+        &self,
+        env: &impl Fn(&str) -> Option<String>,
+        read: &impl Fn(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<V3Merchant, MerchantsFileError> {
+        let apiv3_key = match (self.string("apiv3_key")?, self.string("apiv3_key_env")?) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    "apiv3_key_env",
+                    "cannot be used with apiv3_key: give the key or the variable holding it",
+                ))
+            }
+            (None, None) => {
+                return Err(self.error("apiv3_key", "is missing (or give apiv3_key_env)"))
+            }
+            (Some(key), None) => {
+                Apiv3Key::parse(key).map_err(|reason| self.error("apiv3_key", reason))?
+            }
+            (None, Some(var)) => {
+                let value = env(var).ok_or_else(|| {
+                    self.error("apiv3_key_env", format!("names {var}, which is not set"))
+                })?;
+                Apiv3Key::parse(&value).map_err(|reason| {
+                    self.error("apiv3_key_env", format!("names {var}, which {reason}"))
+                })?
+            }
+        };
+        let serial_no = self.required("serial_no")?;
+        if !(1..=64).contains(&serial_no.len()) || !serial_no.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(self.error("serial_no", "must be the API certificate's serial in hex"));
+        }
+        let private_key_path = self.required("private_key")?;
+        let pem = read(private_key_path).map_err(|e| {
+            self.error(
+                "private_key",
+                format!("{private_key_path} cannot be read: {e}"),
+            )
+        })?;
+        let signer = MerchantSigner::from_pem(&pem, serial_no)
+            .map_err(|e| self.error("private_key", format!("{private_key_path} {e}")))?;
+        let public_key_path = self.string("wechatpay_public_key")?;
+        let public_key = match (public_key_path, self.string("wechatpay_public_key_id")?) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.error(
+                    "wechatpay_public_key_id",
+                    "must be set too: the public key is named by its PUB_KEY_ID_…",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.error(
+                    "wechatpay_public_key",
+                    "must be set too (the path of pub_key.pem): wechatpay_public_key_id needs it",
+                ))
+            }
+            (Some(path), Some(id)) => {
+                if !id.starts_with("PUB_KEY_ID_") {
+                    return Err(
+                        self.error("wechatpay_public_key_id", "must start with PUB_KEY_ID_")
+                    );
+                }
+                let pem = read(path).map_err(|e| {
+                    self.error(
+                        "wechatpay_public_key",
+                        format!("{path} cannot be read: {e}"),
+                    )
+                })?;
+                Some(
+                    WechatKey::from_public_key_pem(id, &pem)
+                        .map_err(|e| self.error("wechatpay_public_key", format!("{path} {e}")))?,
+                )
+            }
+        };
+        Ok(V3Merchant {
+            apiv3_key,
+            signer,
+            public_key,
+            private_key_path: private_key_path.to_owned(),
+            public_key_path: public_key_path.map(str::to_owned),
         })
     }
 
@@ -766,5 +997,105 @@ client_p12_password = "secret-pw"
             Some("name")
         );
         assert!(MerchantBook::new(Vec::new()).is_err());
+    }
+
+    const APIV3: &str = "0123456789abcdefABCDEFGHijklmnop";
+
+    /// The key files a v3 table names, served from core's test vectors.
+    fn files(path: &str) -> Result<Vec<u8>, String> {
+        match path {
+            "keys/apiclient_key.pem" => {
+                Ok(include_bytes!("../../tests/testdata/v3/merchant_key.pem").to_vec())
+            }
+            "keys/pub_key.pem" => {
+                Ok(include_bytes!("../../tests/testdata/v3/merchant_pub.pem").to_vec())
+            }
+            "keys/cert.pem" => {
+                Ok(include_bytes!("../../tests/testdata/v3/platform_cert.pem").to_vec())
+            }
+            _ => Err("No such file or directory (os error 2)".to_owned()),
+        }
+    }
+
+    fn v3(extra: &str) -> String {
+        format!(
+            "[[merchant]]\nname = \"new-shop\"\napi_version = \"v3\"\napp_id = \"wx2222222222222222\"\nmch_id = \"1900000300\"\n\
+             apiv3_key = \"{APIV3}\"\nprivate_key = \"keys/apiclient_key.pem\"\nserial_no = \"3775B6A45ACD5888\"\n{extra}\n"
+        )
+    }
+
+    fn v3_refused(text: &str) -> MerchantsFileError {
+        parse_merchants_with_files(text, env_b, files).expect_err("must be refused")
+    }
+
+    #[test]
+    fn v3_merchants_in_both_key_modes_sit_beside_v2_ones() {
+        let text = format!(
+            "{}\n{}\n{}",
+            sample(),
+            v3("wechatpay_public_key = \"keys/pub_key.pem\"\nwechatpay_public_key_id = \"PUB_KEY_ID_0119000003002025\""),
+            v3("").replace("new-shop", "cert-shop").replace("1900000300", "1900000301")
+        );
+        let entries = parse_merchants_with_files(&text, env_b, files).expect("valid");
+        assert_eq!(
+            entries
+                .iter()
+                .map(MerchantEntry::api_version)
+                .collect::<Vec<_>>(),
+            [
+                ApiVersion::V2,
+                ApiVersion::V2,
+                ApiVersion::V3,
+                ApiVersion::V3
+            ]
+        );
+        let public = entries[2].v3.as_ref().expect("v3");
+        assert_eq!(public.signer.serial_no(), "3775B6A45ACD5888");
+        assert_eq!(
+            public.public_key.as_ref().map(|k| k.id()),
+            Some("PUB_KEY_ID_0119000003002025")
+        );
+        assert_eq!(public.apiv3_key.expose_secret(), APIV3);
+        // No public key: WeChat is verified by platform certificates.
+        assert!(entries[3].v3.as_ref().expect("v3").public_key.is_none());
+        // Nothing secret in Debug.
+        let debug = format!("{entries:?}");
+        assert!(
+            !debug.contains(APIV3) && !debug.contains("PRIVATE KEY"),
+            "{debug}"
+        );
+        // No APIv2 key given: v2 messages for this merchant verify under nothing anyone holds.
+        assert_ne!(
+            entries[2].merchant.api_key.expose_secret(),
+            entries[3].merchant.api_key.expose_secret()
+        );
+    }
+
+    #[test]
+    fn a_bad_v3_table_names_the_merchant_and_field_never_the_content() {
+        let cases = [
+            (v3("").replace("keys/apiclient_key.pem", "keys/missing.pem"), "private_key", "cannot be read"),
+            (v3("").replace("keys/apiclient_key.pem", "keys/pub_key.pem"), "private_key", "PKCS#8"),
+            (v3("").replace(APIV3, "too-short"), "apiv3_key", "32 bytes"),
+            (v3("").replace("3775B6A45ACD5888", "not hex!"), "serial_no", "hex"),
+            (v3("wechatpay_public_key = \"keys/pub_key.pem\""), "wechatpay_public_key_id", "must be set too"),
+            (v3("wechatpay_public_key = \"keys/cert.pem\"\nwechatpay_public_key_id = \"PUB_KEY_ID_1\""), "wechatpay_public_key", "PEM public key"),
+            (v3("wechatpay_public_key = \"keys/pub_key.pem\"\nwechatpay_public_key_id = \"1234\""), "wechatpay_public_key_id", "PUB_KEY_ID_"),
+            (v3("").replace("api_version = \"v3\"", "api_version = \"v4\""), "api_version", "v2"),
+            (one(&format!("api_key = \"{KEY_A}\"\nserial_no = \"AB\"")), "serial_no", "only for api_version"),
+        ];
+        for (text, field, says) in cases {
+            let e = v3_refused(&text);
+            let shown = e.to_string();
+            assert_eq!(e.field.as_deref(), Some(field), "{shown}");
+            assert!(shown.contains(says), "{shown}");
+            assert!(
+                !shown.contains(APIV3) && !shown.contains("BEGIN"),
+                "{shown}"
+            );
+        }
+        // Without a reader, a v3 table cannot be loaded (and says why).
+        let e = parse_merchants(&v3(""), env_b).expect_err("no reader");
+        assert_eq!(e.field.as_deref(), Some("private_key"));
     }
 }

@@ -23,6 +23,18 @@ impl ApiKey {
         Ok(Self(SecretString::from(s.to_owned())))
     }
 
+    /// A random key nobody holds: what a v3 merchant without an APIv2 key
+    /// gets, so that every v2 signature made for it fails to verify.
+    pub fn unguessable() -> Self {
+        use rand::{distr::Alphanumeric, Rng};
+        let key: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        Self(SecretString::from(key))
+    }
+
     pub(crate) fn expose(&self) -> &str {
         self.0.expose_secret()
     }
