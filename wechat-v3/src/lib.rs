@@ -8,14 +8,18 @@
 //!   capped answers, typed non-2xx errors);
 //! - [`client`]: [`V3Client`], one merchant's signed requests whose answers
 //!   are verified before a byte of them is parsed;
-//! - [`error`]: [`V3Error`], and what a retry can fix.
+//! - [`error`]: [`V3Error`], and what a retry can fix;
+//! - [`keys`]: [`PlatformKeys`], WeChat's keys per merchant (its public key and
+//!   platform certificates downloaded, kept in the database, refreshed).
 
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod keys;
 
 pub use client::{ResponseVerifier, V3Client, Verified};
 pub use error::V3Error;
 pub use http::{BuildError, ClientOptions, V3Http, USER_AGENT_VALUE};
+pub use keys::{KeysOptions, PlatformKeys, RefreshError, CERTIFICATES_PATH};
 /// The request method [`V3Client::send`] takes (reqwest's, re-exported).
 pub use reqwest::Method;
