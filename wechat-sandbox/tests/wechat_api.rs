@@ -193,6 +193,47 @@ async fn unknown_orders_do_not_exist() {
 }
 
 #[tokio::test]
+async fn an_orderpaid_fault_answers_unifiedorder_and_changes_nothing() {
+    let sandbox = sandbox().await;
+    let client = client(&sandbox);
+    let (placed, fresh) = (new_out_trade_no(), new_out_trade_no());
+    client
+        .unified_order(&order(&placed, 1, NOTIFY, SignType::Md5))
+        .await
+        .expect("placed");
+    sandbox
+        .set_faults(Faults {
+            orderpaid: 2,
+            ..Faults::default()
+        })
+        .await
+        .expect("armed");
+
+    let again = client
+        .unified_order(&order(&placed, 1, NOTIFY, SignType::Md5))
+        .await;
+    let first = client
+        .unified_order(&order(&fresh, 1, NOTIFY, SignType::Md5))
+        .await;
+
+    assert_eq!(again.expect_err("fault").code(), Some("ORDERPAID"));
+    assert_eq!(first.expect_err("fault").code(), Some("ORDERPAID"));
+    // orderquery still tells the truth: one unpaid, one never placed.
+    let query = client.order_query(&placed, SignType::Md5).await;
+    assert_eq!(query.expect("placed").trade_state, OrderStatus::NotPay);
+    let query = client.order_query(&fresh, SignType::Md5).await;
+    assert_eq!(
+        query.expect_err("never placed").code(),
+        Some("ORDERNOTEXIST")
+    );
+    // Spent: the next unifiedorder is answered as usual.
+    assert!(client
+        .unified_order(&order(&fresh, 1, NOTIFY, SignType::Md5))
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
 async fn systemerror_is_retried_by_the_client_and_then_succeeds() {
     let sandbox = sandbox().await;
     let client = client(&sandbox); // max_attempts 3
