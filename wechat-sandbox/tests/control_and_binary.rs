@@ -281,7 +281,7 @@ async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
         api_key: wxpay_core::wechat::ApiKey::parse("sandboxtestkey0123456789abcdefgh")
             .expect("key"),
     };
-    let client = payment_service::wechat::WechatClient::new(
+    let client = payment_service::wechat::V2Client::new(
         &format!("http://127.0.0.1:{port}"),
         wxpay_core::wechat::MerchantEntry::direct("default", merchant, SignType::Md5),
         Default::default(),

@@ -1,42 +1,103 @@
-//! The HTTP client for the v2 endpoints this product calls: unifiedorder,
-//! orderquery and closeorder here, refund and refundquery in [`refund`]. One
-//! client per configured merchant: it signs with that merchant's key and, in
-//! service-provider mode, names the sub merchant (`sub_mch_id`, `sub_appid`)
-//! in every request. Every request is signed once and re-sent unchanged
-//! on retry (same out_trade_no, same nonce, same parameters), every reply's
-//! signature is verified before anything in it is read, and WeChat's
-//! return_code / result_code / err_code become a typed [`WechatError`].
+//! The WeChat Pay v2 dialect: the HTTP client for the v2 endpoints this
+//! product calls (unifiedorder, orderquery and closeorder here; refund and
+//! refundquery in [`refund`]; the daily bill in [`bill`]) and, in [`api`], its
+//! implementation of [`super::WechatApi`]. One client per configured merchant:
+//! it signs with that merchant's key and, in service-provider mode, names the
+//! sub merchant (`sub_mch_id`, `sub_appid`) in every request. Every request is
+//! signed once and re-sent unchanged on retry (same out_trade_no, same nonce,
+//! same parameters), every reply's signature is verified before anything in it
+//! is read, and WeChat's return_code / result_code / err_code become a typed
+//! [`WechatError`]. orderquery replies are read by wxpay-core's
+//! [`order_query`] (the gateway's reader too). The inherent methods speak v2
+//! (strings, a sign type per call) for whoever tests the dialect itself (the
+//! sandbox's tests); the service goes through [`super::WechatApi`].
 
+use chrono::{DateTime, Utc};
 use wxpay_core::{
-    domain::{Fee, Nonce, OrderStatus},
-    wechat::{china_time, sign, xml, Fields, Merchant, MerchantEntry, SignType, TradeType},
+    domain::{Fee, Nonce, OrderStatus, TransactionId},
+    wechat::{
+        china_time,
+        order_query::{self, ReplyError},
+        sign, xml, Fields, Merchant, MerchantEntry, SignType, TradeType,
+    },
 };
 
+use super::{ClientOptions, ClientTls, CloseOutcome, Prepaid, WechatError};
+
+mod api;
 mod bill;
 mod refund;
-mod tls;
-mod types;
 
-pub use tls::{ClientTls, TlsError, TlsInput};
-pub use types::{
-    ClientOptions, CloseOutcome, OrderQuery, Prepaid, RefundAccepted, RefundRequest, RefundState,
-    UnifiedOrder, WechatError,
-};
-
+/// What unifiedorder needs. Empty strings are left out of the request (an
+/// openid for NATIVE, a product_id for JSAPI, ...).
 #[derive(Debug, Clone)]
-pub struct WechatClient {
+pub struct UnifiedOrder<'a> {
+    pub out_trade_no: &'a str,
+    pub body: &'a str,
+    pub total_fee: Fee,
+    pub attach: &'a str,
+    pub spbill_create_ip: &'a str,
+    pub trade_type: TradeType,
+    pub openid: &'a str,
+    /// Service-provider mode: the payer under the sub merchant's appid.
+    pub sub_openid: &'a str,
+    pub product_id: &'a str,
+    pub scene_info: &'a str,
+    pub notify_url: &'a str,
+    pub time_expire: Option<DateTime<Utc>>,
+    pub sign_type: SignType,
+}
+
+/// orderquery's answer: what wxpay-core's reader found in the reply, plus
+/// everything WeChat sent (v2's own; the service never reads it).
+#[derive(Debug, Clone)]
+pub struct OrderQuery {
+    pub trade_state: OrderStatus,
+    pub transaction_id: Option<TransactionId>,
+    pub total_fee: Option<Fee>,
+    pub cash_fee: Option<i64>,
+    pub time_end: Option<DateTime<Utc>>,
+    pub fields: Fields,
+}
+
+/// What `/secapi/pay/refund` needs: the order as WeChat knows it and the refund.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    pub out_trade_no: &'a str,
+    pub out_refund_no: &'a str,
+    /// The order's total, which WeChat checks.
+    pub total_fee: Fee,
+    pub refund_fee: Fee,
+    /// `refund_desc`; left out when empty.
+    pub reason: &'a str,
+    /// Where WeChat sends the refund's result.
+    pub notify_url: &'a str,
+    /// The order's sign type: a refund is signed as its order was.
+    pub sign_type: SignType,
+}
+
+/// One merchant's v2 client: its key signs every request and verifies every
+/// reply. Cheap to clone (the HTTP connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct V2Client {
     http: reqwest::Client,
     base: String,
     /// The merchant this client acts for: its credentials, sign type and, in
     /// service-provider mode, the sub merchant.
     entry: MerchantEntry,
     options: ClientOptions,
+    /// Where WeChat sends payment results (unifiedorder's `notify_url`) when
+    /// the service places an order through [`super::WechatApi`].
+    notify_url: String,
+    /// Where WeChat sends refund results (the refund's `notify_url`); empty:
+    /// the one set in the merchant platform.
+    refund_notify_url: String,
 }
 
 /// The most of a reply we read: WeChat's replies are a few hundred bytes.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
 
-impl WechatClient {
+impl V2Client {
     pub fn new(
         api_base: &str,
         entry: MerchantEntry,
@@ -56,17 +117,22 @@ impl WechatClient {
             base: api_base.trim_end_matches('/').to_owned(),
             entry,
             options,
+            notify_url: String::new(),
+            refund_notify_url: String::new(),
         })
+    }
+
+    /// Where WeChat sends the results of the orders and refunds placed
+    /// through [`super::WechatApi`] (`refund` empty: the merchant platform's).
+    pub fn with_notify_urls(mut self, pay: String, refund: String) -> Self {
+        self.notify_url = pay;
+        self.refund_notify_url = refund;
+        self
     }
 
     /// The account that signs (the provider's in service-provider mode).
     pub fn merchant(&self) -> &Merchant {
         &self.entry.merchant
-    }
-
-    /// The configured merchant: its name, sign type and sub merchant.
-    pub fn entry(&self) -> &MerchantEntry {
-        &self.entry
     }
 
     /// Whether requests carry the merchant's API client certificate, without
@@ -126,6 +192,9 @@ impl WechatClient {
         Ok(Prepaid { prepay_id, pay_url })
     }
 
+    /// orderquery by `out_trade_no`. A reply is read by wxpay-core's
+    /// [`order_query::read_report`]; `ORDERNOTEXIST` is an error here, as
+    /// WeChat sends it.
     #[tracing::instrument(skip(self))]
     pub async fn order_query(
         &self,
@@ -134,37 +203,19 @@ impl WechatClient {
     ) -> Result<OrderQuery, WechatError> {
         let mut fields = self.base_fields();
         fields.insert("out_trade_no".into(), out_trade_no.into());
-        let reply = self.call("/pay/orderquery", fields, sign_type).await?;
-        if reply.get("out_trade_no").map(String::as_str) != Some(out_trade_no) {
-            return Err(WechatError::BadReply(
-                "the reply is about another order".into(),
-            ));
-        }
-        let trade_state = reply
-            .get("trade_state")
-            .and_then(|s| s.parse::<OrderStatus>().ok())
-            .ok_or_else(|| WechatError::BadReply("missing or unknown trade_state".into()))?;
-        let total_fee = match reply.get("total_fee") {
-            Some(s) => Some(
-                Fee::parse_wire("total_fee", s)
-                    .map_err(|e| WechatError::BadReply(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let cash_fee = reply.get("cash_fee").and_then(|s| s.parse::<i64>().ok());
-        let time_end = reply.get("time_end").and_then(|s| china_time::parse(s));
-        let transaction_id = reply
-            .get("transaction_id")
-            .filter(|s| !s.is_empty())
-            .cloned();
-        Ok(OrderQuery {
-            trade_state,
-            transaction_id,
-            total_fee,
-            cash_fee,
-            time_end,
-            fields: reply,
+        self.call_with(order_query::PATH, fields, sign_type, |reply| {
+            let report = order_query::read_report(&reply, &self.entry, sign_type, out_trade_no)
+                .map_err(reply_error)?;
+            Ok(OrderQuery {
+                trade_state: report.trade_state,
+                transaction_id: report.transaction_id,
+                total_fee: report.total_fee,
+                cash_fee: report.cash_fee,
+                time_end: report.time_end,
+                fields: reply,
+            })
         })
+        .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -202,20 +253,37 @@ impl WechatClient {
         f
     }
 
-    /// Signs once, sends, retries the identical body on retryable failures.
+    /// Signs once, sends, checks the reply ([`Self::check_reply`]), retries
+    /// the identical body on retryable failures.
     async fn call(
+        &self,
+        path: &str,
+        fields: Fields,
+        sign_type: SignType,
+    ) -> Result<Fields, WechatError> {
+        self.call_with(path, fields, sign_type, |reply| {
+            self.check_reply(reply, sign_type)
+        })
+        .await
+    }
+
+    /// Signs once, sends, reads the decoded reply with `read`, and retries the
+    /// identical body while the failure (of the transport or of `read`) is
+    /// one a retry can fix.
+    async fn call_with<T>(
         &self,
         path: &str,
         mut fields: Fields,
         sign_type: SignType,
-    ) -> Result<Fields, WechatError> {
+        read: impl Fn(Fields) -> Result<T, WechatError>,
+    ) -> Result<T, WechatError> {
         sign::sign_fields(&mut fields, &self.entry.merchant.api_key, sign_type);
         let body = xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| WechatError::BadReply(format!("request could not be encoded: {e}")))?;
         let url = format!("{}{}", self.base, path);
         let mut attempt = 1;
         loop {
-            let result = self.send_once(&url, &body, sign_type).await;
+            let result = self.send_once(&url, &body).await.and_then(&read);
             match result {
                 Err(e) if e.is_retryable() && attempt < self.options.max_attempts => {
                     tracing::warn!(error = %e, attempt, path, "WeChat call failed; retrying with the same request");
@@ -228,12 +296,8 @@ impl WechatClient {
         }
     }
 
-    async fn send_once(
-        &self,
-        url: &str,
-        body: &str,
-        sign_type: SignType,
-    ) -> Result<Fields, WechatError> {
+    /// One POST of `body`; the decoded reply, not yet checked.
+    async fn send_once(&self, url: &str, body: &str) -> Result<Fields, WechatError> {
         let response = self
             .http
             .post(url)
@@ -255,9 +319,8 @@ impl WechatClient {
             return Err(WechatError::BadReply("reply too large".into()));
         }
         let bytes = response.bytes().await.map_err(transport_error)?;
-        let reply = xml::decode_with(&bytes, "xml", MAX_REPLY_BYTES)
-            .map_err(|e| WechatError::BadReply(e.to_string()))?;
-        self.check_reply(reply, sign_type)
+        xml::decode_with(&bytes, "xml", MAX_REPLY_BYTES)
+            .map_err(|e| WechatError::BadReply(e.to_string()))
     }
 
     fn check_reply(&self, reply: Fields, sign_type: SignType) -> Result<Fields, WechatError> {
@@ -292,6 +355,18 @@ impl WechatClient {
             });
         }
         Ok(reply)
+    }
+}
+
+/// Why wxpay-core's orderquery reader did not take a reply, as the client's error.
+fn reply_error(e: ReplyError) -> WechatError {
+    match e {
+        ReplyError::Return(msg) => WechatError::Return(msg),
+        ReplyError::Business { code, message } => WechatError::Business { code, message },
+        e @ (ReplyError::Signature
+        | ReplyError::NotOurs(_)
+        | ReplyError::TradeState
+        | ReplyError::Unreadable(_)) => WechatError::BadReply(e.to_string()),
     }
 }
 
