@@ -3,7 +3,9 @@
 //! is paid with: signed `wx.requestPayment` parameters (JSAPI), signed OpenSDK
 //! parameters (APP), a QR code's content (NATIVE) or a link (MWEB). Idempotent by key; WeChat's rules on
 //! `time_expire` are checked here, so a request WeChat would refuse fails before
-//! it is sent, and an order that can no longer be paid gets no parameters.
+//! it is sent, and an order that can no longer be paid gets no parameters. An
+//! order still unpaid always gets them, or an error: never an OK with nothing
+//! to pay.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::{
@@ -23,7 +25,7 @@ use super::{
 };
 use crate::{
     error::ApiError,
-    wechat::{PlaceOutcome, WechatApi},
+    wechat::{PlaceOutcome, TradeState, WechatApi},
 };
 
 /// The result of CreateOrder: the order and, while it can be paid, what its
@@ -57,7 +59,8 @@ impl Created {
 enum Placed {
     /// WeChat gave a prepay_id (kept if the order is still NOTPAY).
     Ready(Order),
-    /// WeChat says the order is already paid or closed; the order now shows it.
+    /// WeChat says the order is closed, or already paid and orderquery
+    /// confirms the payment; the order now shows it.
     Settled(Order),
 }
 
@@ -187,11 +190,8 @@ impl Payments {
         let prepaid = match wechat.place(order).await? {
             PlaceOutcome::Placed(prepaid) => prepaid,
             PlaceOutcome::AlreadyPaid { said } => {
-                // WeChat already has the payment: record it instead of failing.
-                tracing::info!(out_trade_no = %order.out_trade_no, %said, "placing: WeChat says paid; reconciling");
-                return Ok(Placed::Settled(
-                    self.query_order(&order.out_trade_no).await?,
-                ));
+                tracing::info!(out_trade_no = %order.out_trade_no, %said, "placing: WeChat says paid; asking orderquery");
+                return self.confirm_paid(wechat, order, &said).await;
             }
             PlaceOutcome::AlreadyClosed => {
                 tracing::info!(out_trade_no = %order.out_trade_no, "placing: WeChat says closed; closing locally");
@@ -225,6 +225,37 @@ impl Payments {
                 )
                 .await?,
         ))
+    }
+
+    /// WeChat answered "already paid" (`said`) to placing `order`: a payment
+    /// is recorded only once orderquery shows it (with the order's amount).
+    /// Whatever else orderquery says is applied as usual, and the caller gets
+    /// an error saying what WeChat said, never an OK with nothing to pay.
+    async fn confirm_paid(
+        &self,
+        wechat: &dyn WechatApi,
+        order: &Order,
+        said: &str,
+    ) -> Result<Placed, ApiError> {
+        let answer = wechat.query(order).await?;
+        let heard = match &answer {
+            None => "does not know the order".to_owned(),
+            Some(TradeState { status, .. }) => format!("says {status}"),
+        };
+        // Read again: a notification may have settled the order meanwhile.
+        let current = self.get_order(&order.out_trade_no).await?;
+        let now = self.settle_with(current, answer).await?;
+        if matches!(now.status, OrderStatus::Success | OrderStatus::Refund) {
+            return Ok(Placed::Settled(now));
+        }
+        tracing::warn!(out_trade_no = %order.out_trade_no, %said, %heard, status = %now.status,
+            "WeChat says paid but orderquery shows no payment; nothing to pay with");
+        Err(ApiError::FailedPrecondition(format!(
+            "WeChat Pay answered {said} when order {} was placed, but its orderquery {heard}: \
+             no payment is confirmed and the order is {}, with nothing to pay with now; \
+             ask QueryOrder later (a payment WeChat confirms is recorded then)",
+            order.out_trade_no, now.status
+        )))
     }
 
     /// What the payer pays an unpaid order with, by its trade type: for JSAPI
