@@ -47,7 +47,7 @@ use crate::{
     grpc::PaymentGrpc,
     reconciler::{Reconciler, ReconcilerConfig},
     service::Payments,
-    wechat::{ClientOptions, WechatClient},
+    wechat::{ClientOptions, WechatApi},
 };
 
 /// Everything payment-service reads from the environment.
@@ -111,7 +111,6 @@ impl Application {
             store,
             publisher,
             wechat,
-            &settings.wechat,
             settings.api_tokens,
             settings.reconcile,
         )
@@ -137,26 +136,19 @@ impl Application {
         self
     }
 
-    /// Assembles the server from ready parts (the embedded single-process mode uses this).
+    /// Assembles the server from ready parts (the embedded single-process mode
+    /// uses this); `wechat` is one client per merchant, as
+    /// [`WechatConfig::clients`] builds them.
     pub fn from_parts(
         listener: TcpListener,
         store: Arc<dyn Store>,
         publisher: Arc<dyn EventPublisher>,
-        wechat: Vec<WechatClient>,
-        wechat_config: &WechatConfig,
+        wechat: Vec<Arc<dyn WechatApi>>,
         api_tokens: impl Into<ApiTokens>,
         reconcile: ReconcilerConfig,
     ) -> Self {
         let relay = Relay::new(store.clone(), publisher.clone());
-        let mut payments = Payments::new(
-            Ledger::new(store, publisher),
-            wechat,
-            wechat_config.notify_url.clone(),
-        );
-        if let Some(url) = &wechat_config.refund_notify_url {
-            payments = payments.with_refund_notify_url(url.clone());
-        }
-        let payments = Arc::new(payments);
+        let payments = Arc::new(Payments::new(Ledger::new(store, publisher), wechat));
         Self {
             listener,
             payments,

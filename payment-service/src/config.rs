@@ -1,15 +1,17 @@
 //! payment-service's own configuration: the merchants it acts for (each with
-//! its sign type and client certificate), and how to reach WeChat. The shared readers (one line naming the variable on
-//! a bad value, no secret echoed) are in `wxpay_runtime::config`.
+//! its sign type and client certificate), how to reach WeChat, and where its
+//! notifications go; from them, one [`WechatApi`] per merchant in the dialect
+//! it speaks. The shared readers (one line naming the variable on a bad value,
+//! no secret echoed) are in `wxpay_runtime::config`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use wxpay_core::{domain::MerchantName, wechat::MerchantEntry};
 use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
 
 use crate::{
     reconciler::ReconcilerConfig,
-    wechat::{ClientOptions, ClientTls, WechatClient, WechatError},
+    wechat::{ClientOptions, ClientTls, V2Client, WechatApi, WechatError},
 };
 
 impl ReconcilerConfig {
@@ -101,21 +103,38 @@ impl WechatConfig {
 }
 
 impl WechatConfig {
-    /// One WeChat client per merchant, each with its own client certificate
-    /// (and `options`' timeouts and retries).
-    pub fn clients(&self, options: ClientOptions) -> Result<Vec<WechatClient>, WechatError> {
+    /// One WeChat client per merchant, in the dialect it speaks (v2 for all
+    /// today), each with its own client certificate, `options`' timeouts and
+    /// retries, and the notify URLs.
+    pub fn clients(&self, options: ClientOptions) -> Result<Vec<Arc<dyn WechatApi>>, WechatError> {
         self.merchants
             .iter()
             .map(|account| {
-                WechatClient::new(
+                let client = V2Client::new(
                     &self.api_base,
                     account.entry.clone(),
                     ClientOptions {
                         tls: account.client_tls.clone(),
                         ..options.clone()
                     },
-                )
+                )?
+                .with_notify_urls(self.notify_url.clone(), self.refund_notify_url());
+                Ok(Arc::new(client) as Arc<dyn WechatApi>)
             })
             .collect()
+    }
+
+    /// Where WeChat sends refund results: `WECHAT_REFUND_NOTIFY_URL`, or else
+    /// the gateway's refund path beside its payment path (`…/wechat/pay/notify`
+    /// becomes `…/wechat/refund/notify`). Any other notify_url gives none
+    /// (empty: WeChat then uses the one set in the merchant platform).
+    pub fn refund_notify_url(&self) -> String {
+        if let Some(url) = &self.refund_notify_url {
+            return url.clone();
+        }
+        match self.notify_url.strip_suffix("/wechat/pay/notify") {
+            Some(base) => format!("{base}/wechat/refund/notify"),
+            None => String::new(),
+        }
     }
 }

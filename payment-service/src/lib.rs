@@ -1,8 +1,9 @@
 //! payment-service: the `PaymentService` gRPC server. It owns creating,
 //! querying and closing orders at WeChat ([`service::Payments`]), the background
 //! [`reconciler`] that settles what no notification settled, the daily bill
-//! reconciliation ([`bill_run`]), the WeChat Pay v2
-//! HTTP client ([`wechat`]), and how its errors reach callers ([`error`]).
+//! reconciliation ([`bill_run`]), WeChat Pay behind one interface per merchant
+//! with its v2 implementation ([`wechat`]), and how its errors reach callers
+//! ([`error`]).
 //! The domain and protocol are `wxpay-core`'s; storage, events and the
 //! transition-then-publish operation are `wxpay-store`'s.
 

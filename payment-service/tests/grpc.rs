@@ -530,7 +530,6 @@ async fn database_down_is_unavailable() {
         Arc::new(store.clone()),
         publisher,
         wechat,
-        &config,
         None,
         quiet_reconciler(),
     );

@@ -240,6 +240,75 @@ async fn unifiedorder_orderpaid_reconciles_instead_of_failing() {
 }
 
 #[tokio::test]
+async fn orderpaid_that_orderquery_does_not_confirm_is_an_error_and_changes_nothing() {
+    let mut h = start(Options::default()).await;
+    let o = h.create("k-orderpaid-unpaid").await;
+    // The caller retries after the prepay_id ran out; WeChat answers ORDERPAID
+    // while its orderquery still says NOTPAY.
+    h.sql(
+        "UPDATE orders SET prepay_expires_at = now() - interval '1 second' WHERE out_trade_no = $1",
+        &o.out_trade_no,
+    )
+    .await;
+    let armed = h
+        .control("/sandbox/faults", serde_json::json!({"orderpaid": 1}))
+        .await;
+    assert!(armed.is_success(), "{armed}");
+    let events = h.event_count(&o.out_trade_no).await;
+
+    let err = h
+        .client
+        .create_order(request("k-orderpaid-unpaid", 10))
+        .await
+        .expect_err("an unpaid order with nothing to pay with is no success");
+
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for said in ["ORDERPAID", "orderquery says NOTPAY"] {
+        assert!(err.message().contains(said), "{}", err.message());
+    }
+    let after = h.get(&o.out_trade_no).await;
+    assert_eq!(after.status, OrderStatus::Notpay as i32);
+    assert_eq!(after.version, o.version, "the order was not touched");
+    assert_eq!(h.event_count(&o.out_trade_no).await, events);
+    // WeChat answers as usual again: the same request gets what to pay with.
+    let again = h
+        .client
+        .create_order(request("k-orderpaid-unpaid", 10))
+        .await
+        .expect("placed")
+        .into_inner();
+    assert!(again.payment.is_some(), "{again:?}");
+}
+
+#[tokio::test]
+async fn orderpaid_for_an_order_wechat_does_not_know_is_an_error() {
+    let mut h = start(Options::default()).await;
+    let armed = h
+        .control("/sandbox/faults", serde_json::json!({"orderpaid": 1}))
+        .await;
+    assert!(armed.is_success(), "{armed}");
+
+    let err = h
+        .client
+        .create_order(request("k-orderpaid-unknown", 10))
+        .await
+        .expect_err("an unpaid order with nothing to pay with is no success");
+
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    for said in ["ORDERPAID", "orderquery does not know the order"] {
+        assert!(err.message().contains(said), "{}", err.message());
+    }
+    assert_eq!(h.order_count().await, 1);
+    let no: String = sqlx::query_scalar("SELECT out_trade_no FROM orders")
+        .fetch_one(h.store.pool())
+        .await
+        .expect("the order");
+    let order = h.get(&no).await;
+    assert_eq!(order.status, OrderStatus::Notpay as i32);
+    assert!(order.prepay_id.is_empty(), "{order:?}");
+}
+
+#[tokio::test]
 async fn a_misconfigured_merchant_is_failed_precondition_not_unavailable() {
     // The sandbox knows this merchant under another key: every signature is wrong.
     let mut h = start(Options {

@@ -138,7 +138,6 @@ impl Stack {
             store_for(Service::Payment),
             publisher.clone(),
             wechat,
-            &wechat_config,
             wxpay_runtime::auth::ApiTokens {
                 full: settings.api_token.clone(),
                 read: settings.api_read_token.clone(),

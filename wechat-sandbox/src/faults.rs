@@ -1,7 +1,8 @@
 //! Injected failures: the next N WeChat API calls answer SYSTEMERROR, hang past
 //! any client timeout (before or after doing what they were asked), or carry a
-//! forged signature; the next N refund requests answer NOTENOUGH. Counters only; what each fault does to a reply is decided
-//! in `wechat_api`.
+//! forged signature; the next N refund requests answer NOTENOUGH; the next N
+//! unifiedorder requests answer ORDERPAID. Counters only; what each fault does
+//! to a reply is decided in `wechat_api`.
 
 use std::sync::Mutex;
 
@@ -21,6 +22,11 @@ pub struct Faults {
     /// The next refund requests answer NOTENOUGH (the merchant's balance cannot
     /// cover them) and change nothing; other calls do not take this fault.
     pub notenough: u32,
+    /// The next unifiedorder requests answer ORDERPAID and change nothing: the
+    /// answer WeChat gives for an order it takes as paid while its orderquery
+    /// does not show the payment (yet), so a client must not take ORDERPAID
+    /// alone as proof. Other calls do not take this fault.
+    pub orderpaid: u32,
 }
 
 /// The fault one call gets.
@@ -83,6 +89,17 @@ impl FaultCounters {
         let mut f = self.lock();
         if f.notenough > 0 {
             f.notenough -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes an ORDERPAID fault for a unifiedorder request, if one is armed.
+    pub fn take_orderpaid(&self) -> bool {
+        let mut f = self.lock();
+        if f.orderpaid > 0 {
+            f.orderpaid -= 1;
             true
         } else {
             false

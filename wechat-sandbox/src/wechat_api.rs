@@ -230,6 +230,9 @@ fn act(
         Endpoint::UnifiedOrder => {
             let new =
                 protocol::unified_order(fields, sign_type, now, state.config().min_expire_span())?;
+            if state.faults().take_orderpaid() {
+                return Err(business("ORDERPAID", "该订单已支付"));
+            }
             let trade_type = new.trade_type.clone();
             let placed = state.orders().place(new, now).map_err(|e| match e {
                 PlaceError::DuplicateOutTradeNo => {

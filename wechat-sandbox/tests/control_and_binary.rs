@@ -139,11 +139,11 @@ async fn faults_are_armed_and_counted_down_per_call() {
     assert_eq!(status, 200);
     assert_eq!(
         armed,
-        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 2, "notenough": 0})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 2, "notenough": 0, "orderpaid": 0})
     );
     assert_eq!(
         left,
-        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 1, "notenough": 0})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 1, "notenough": 0, "orderpaid": 0})
     );
 }
 
@@ -281,7 +281,7 @@ async fn the_binary_takes_its_lifecycle_rules_from_the_environment() {
         api_key: wxpay_core::wechat::ApiKey::parse("sandboxtestkey0123456789abcdefgh")
             .expect("key"),
     };
-    let client = payment_service::wechat::WechatClient::new(
+    let client = payment_service::wechat::V2Client::new(
         &format!("http://127.0.0.1:{port}"),
         wxpay_core::wechat::MerchantEntry::direct("default", merchant, SignType::Md5),
         Default::default(),

@@ -9,7 +9,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use common::{field, http_client, merchant_tls, new_out_trade_no, order, paid_order, signed_body};
-use payment_service::wechat::{ClientOptions, ClientTls, WechatClient, WechatError};
+use payment_service::wechat::{ClientOptions, ClientTls, V2Client, WechatError};
 use secrecy::ExposeSecret;
 use wechat_sandbox::{Faults, SandboxConfig, SandboxHandle, TestCa, TlsSettings, TlsSource};
 use wxpay_core::wechat::{sign, xml, Fields, SignType};
@@ -205,7 +205,7 @@ async fn wechats_p12_with_the_default_password_reaches_the_refund_api() {
 async fn the_product_client_places_orders_over_https_trusting_the_sandbox_ca() {
     let sandbox = sandbox().await;
     let with = |tls: Option<ClientTls>| {
-        WechatClient::new(
+        V2Client::new(
             sandbox.https_url(),
             wxpay_core::wechat::MerchantEntry::direct(
                 "default",

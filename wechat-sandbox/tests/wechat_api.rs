@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, client_with, new_out_trade_no, order, sandbox};
-use payment_service::wechat::{ClientOptions, CloseOutcome, WechatClient, WechatError};
+use payment_service::wechat::{ClientOptions, CloseOutcome, V2Client, WechatError};
 use wechat_sandbox::{Faults, PayOptions, SandboxConfig};
 use wxpay_core::{
     domain::OrderStatus,
@@ -84,8 +84,8 @@ async fn orderquery_shows_notpay_then_success_after_payment() {
     let tid = after
         .transaction_id
         .expect("paid orders have a transaction_id");
-    assert_eq!(tid.len(), 28);
-    assert_eq!(Some(tid), paid.transaction_id);
+    assert_eq!(tid.as_str().len(), 28);
+    assert_eq!(Some(tid.to_string()), paid.transaction_id);
     assert_eq!(after.total_fee.map(|f| f.fen()), Some(2500));
     assert_eq!(after.cash_fee, Some(2500));
     assert!(after.time_end.is_some());
@@ -190,6 +190,47 @@ async fn unknown_orders_do_not_exist() {
         sandbox.order(&no).await.expect_err("unknown").status(),
         Some(404)
     );
+}
+
+#[tokio::test]
+async fn an_orderpaid_fault_answers_unifiedorder_and_changes_nothing() {
+    let sandbox = sandbox().await;
+    let client = client(&sandbox);
+    let (placed, fresh) = (new_out_trade_no(), new_out_trade_no());
+    client
+        .unified_order(&order(&placed, 1, NOTIFY, SignType::Md5))
+        .await
+        .expect("placed");
+    sandbox
+        .set_faults(Faults {
+            orderpaid: 2,
+            ..Faults::default()
+        })
+        .await
+        .expect("armed");
+
+    let again = client
+        .unified_order(&order(&placed, 1, NOTIFY, SignType::Md5))
+        .await;
+    let first = client
+        .unified_order(&order(&fresh, 1, NOTIFY, SignType::Md5))
+        .await;
+
+    assert_eq!(again.expect_err("fault").code(), Some("ORDERPAID"));
+    assert_eq!(first.expect_err("fault").code(), Some("ORDERPAID"));
+    // orderquery still tells the truth: one unpaid, one never placed.
+    let query = client.order_query(&placed, SignType::Md5).await;
+    assert_eq!(query.expect("placed").trade_state, OrderStatus::NotPay);
+    let query = client.order_query(&fresh, SignType::Md5).await;
+    assert_eq!(
+        query.expect_err("never placed").code(),
+        Some("ORDERNOTEXIST")
+    );
+    // Spent: the next unifiedorder is answered as usual.
+    assert!(client
+        .unified_order(&order(&fresh, 1, NOTIFY, SignType::Md5))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -329,7 +370,7 @@ async fn a_request_signed_with_the_wrong_key_is_a_signerror() {
     merchant.api_key = ApiKey::parse("wrongkeywrongkeywrongkeywrongkey").expect("valid shape");
     let entry = MerchantEntry::direct("default", merchant, SignType::Md5);
     let client =
-        WechatClient::new(sandbox.base_url(), entry, ClientOptions::default()).expect("client");
+        V2Client::new(sandbox.base_url(), entry, ClientOptions::default()).expect("client");
     let no = new_out_trade_no();
 
     let err = client

@@ -1,14 +1,19 @@
 //! v2 `orderquery`, as a pure request and a pure reading of the reply: the
 //! request a merchant signs for one out_trade_no, and what a reply proves once
-//! its signature verifies under the same merchant's key. The HTTP around it is
-//! the caller's (payment-service has its own client; the gateway asks before it
-//! believes a cloud-pay SUCCESS). A reply is read only after `return_code`
-//! SUCCESS (a FAIL reply is unsigned) and its signature; a reply about another
-//! merchant or another order proves nothing.
+//! its signature verifies under the same merchant's key. This is the one reader
+//! of orderquery replies: payment-service's client reads the whole [`Report`]
+//! ([`read_report`]); the gateway, which asks before it believes a cloud-pay
+//! SUCCESS, only whether it says paid ([`read_reply`]). The HTTP around it is
+//! each caller's. A reply is read only after `return_code` SUCCESS (a FAIL
+//! reply is unsigned) and its signature; a reply about another merchant or
+//! another order proves nothing, and neither does one whose amount or
+//! transaction id cannot be read exactly.
+
+use chrono::{DateTime, Utc};
 
 use crate::domain::{Fee, OrderStatus, OutTradeNo, TransactionId};
 
-use super::{sign, Fields, MerchantEntry, SignType};
+use super::{china_time, sign, Fields, MerchantEntry, SignType};
 
 /// The path under the API base.
 pub const PATH: &str = "/pay/orderquery";
@@ -36,17 +41,45 @@ pub fn request(
     f
 }
 
-/// What WeChat says about the order.
+/// What a verified reply about the order says, each field read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub trade_state: OrderStatus,
+    /// The payment's id; WeChat gives one once the order was paid.
+    pub transaction_id: Option<TransactionId>,
+    /// The order's amount as WeChat holds it.
+    pub total_fee: Option<Fee>,
+    /// What the payer paid in cash, fen (`cash_fee`); informational, so a
+    /// value that is not a number is left out rather than refused.
+    pub cash_fee: Option<i64>,
+    /// When the payment completed (`time_end`, Beijing time); informational
+    /// like `cash_fee`.
+    pub time_end: Option<DateTime<Utc>>,
+}
+
+/// What WeChat says about the order, as far as a payment goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// `trade_state` SUCCESS (or REFUND: it was paid), with the payment's
-    /// transaction_id and amount when the reply gives them readably.
+    /// transaction_id and amount when the reply gives them.
     Paid {
         transaction_id: Option<TransactionId>,
         total_fee: Option<Fee>,
     },
     /// Any other `trade_state`, or `ORDERNOTEXIST`: WeChat holds no payment.
     NotPaid(Option<OrderStatus>),
+}
+
+impl From<Report> for Answer {
+    fn from(r: Report) -> Self {
+        match r.trade_state {
+            OrderStatus::Success | OrderStatus::Refund => Answer::Paid {
+                transaction_id: r.transaction_id,
+                total_fee: r.total_fee,
+            },
+            other => Answer::NotPaid(Some(other)),
+        }
+    }
 }
 
 /// Why a reply proves nothing (the caller retries later).
@@ -58,19 +91,29 @@ pub enum ReplyError {
     Signature,
     #[error("the reply is about another merchant or order ({0})")]
     NotOurs(&'static str),
-    #[error("WeChat answered {0}")]
-    Business(String),
+    /// `result_code` FAIL: WeChat's `err_code` and `err_code_des`.
+    #[error("WeChat answered {code}: {message}")]
+    Business { code: String, message: String },
     #[error("missing or unknown trade_state")]
     TradeState,
+    /// A field we would act on (an amount, an id) that is not a valid value.
+    #[error("the reply's {0} cannot be read")]
+    Unreadable(&'static str),
 }
 
-/// Reads a decoded reply to [`request`] for `out_trade_no`.
-pub fn read_reply(
+/// The `err_code` of a reply about an order WeChat never saw.
+pub const ORDER_NOT_EXIST: &str = "ORDERNOTEXIST";
+
+/// Reads a decoded reply to [`request`] for `out_trade_no`: everything it says
+/// about the order. `ORDERNOTEXIST` is a [`ReplyError::Business`] here, as
+/// every other `err_code`: whether "never seen" settles anything is the
+/// caller's to decide.
+pub fn read_report(
     reply: &Fields,
     entry: &MerchantEntry,
     sign_type: SignType,
-    out_trade_no: &OutTradeNo,
-) -> Result<Answer, ReplyError> {
+    out_trade_no: &str,
+) -> Result<Report, ReplyError> {
     let get = |k: &str| reply.get(k).map(String::as_str).filter(|v| !v.is_empty());
     if get("return_code") != Some("SUCCESS") {
         return Err(ReplyError::Return(
@@ -93,26 +136,58 @@ pub fn read_reply(
         }
     }
     if get("result_code") != Some("SUCCESS") {
-        return match get("err_code") {
-            Some("ORDERNOTEXIST") => Ok(Answer::NotPaid(None)),
-            code => Err(ReplyError::Business(
-                code.unwrap_or("UNKNOWN").chars().take(64).collect(),
-            )),
-        };
+        // Bounded: both end up in logs and in the caller's error message.
+        return Err(ReplyError::Business {
+            code: get("err_code")
+                .unwrap_or("UNKNOWN")
+                .chars()
+                .take(64)
+                .collect(),
+            message: get("err_code_des")
+                .unwrap_or_default()
+                .chars()
+                .take(256)
+                .collect(),
+        });
     }
-    if get("out_trade_no") != Some(out_trade_no.as_str()) {
+    if get("out_trade_no") != Some(out_trade_no) {
         return Err(ReplyError::NotOurs("out_trade_no"));
     }
-    let state = get("trade_state")
+    let trade_state = get("trade_state")
         .and_then(|s| s.parse::<OrderStatus>().ok())
         .ok_or(ReplyError::TradeState)?;
-    Ok(match state {
-        OrderStatus::Success | OrderStatus::Refund => Answer::Paid {
-            transaction_id: get("transaction_id").and_then(|s| TransactionId::parse(s).ok()),
-            total_fee: get("total_fee").and_then(|s| Fee::parse_wire("total_fee", s).ok()),
-        },
-        other => Answer::NotPaid(Some(other)),
+    // An id or amount that is there but unreadable is refused, not skipped: a
+    // payment must never be recorded on a value we could not read exactly.
+    let transaction_id = get("transaction_id")
+        .map(|s| TransactionId::parse(s).map_err(|_| ReplyError::Unreadable("transaction_id")))
+        .transpose()?;
+    let total_fee = get("total_fee")
+        .map(|s| Fee::parse_wire("total_fee", s).map_err(|_| ReplyError::Unreadable("total_fee")))
+        .transpose()?;
+    Ok(Report {
+        trade_state,
+        transaction_id,
+        total_fee,
+        cash_fee: get("cash_fee").and_then(|s| s.parse().ok()),
+        time_end: get("time_end").and_then(china_time::parse),
     })
+}
+
+/// Reads a decoded reply to [`request`] for `out_trade_no` as far as a
+/// payment goes; `ORDERNOTEXIST` is [`Answer::NotPaid`] (WeChat holds nothing).
+pub fn read_reply(
+    reply: &Fields,
+    entry: &MerchantEntry,
+    sign_type: SignType,
+    out_trade_no: &OutTradeNo,
+) -> Result<Answer, ReplyError> {
+    match read_report(reply, entry, sign_type, out_trade_no.as_str()) {
+        Ok(report) => Ok(report.into()),
+        Err(ReplyError::Business { code, .. }) if code == ORDER_NOT_EXIST => {
+            Ok(Answer::NotPaid(None))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -217,7 +292,10 @@ mod tests {
         ];
         assert_eq!(
             read_reply(&reply(&busy, &key, st), &e, st, &no),
-            Err(ReplyError::Business("SYSTEMERROR".into()))
+            Err(ReplyError::Business {
+                code: "SYSTEMERROR".into(),
+                message: String::new()
+            })
         );
         let fail: Fields = [("return_code", "FAIL"), ("return_msg", "签名错误")]
             .into_iter()
@@ -227,5 +305,64 @@ mod tests {
             read_reply(&fail, &e, st, &no),
             Err(ReplyError::Return(_))
         ));
+    }
+
+    #[test]
+    fn a_report_carries_every_field_the_service_records() {
+        let e = entry();
+        let key = e.merchant.api_key.clone();
+        let st = SignType::Md5;
+        let mut fields = paid("A1");
+        fields.extend([("cash_fee", "900"), ("time_end", "20170330102422")]);
+        let report = read_report(&reply(&fields, &key, st), &e, st, "A1").expect("read");
+        assert_eq!(
+            report,
+            Report {
+                trade_state: OrderStatus::Success,
+                transaction_id: TransactionId::parse("4200000000000000000000000001").ok(),
+                total_fee: Fee::new(990).ok(),
+                cash_fee: Some(900),
+                time_end: china_time::parse("20170330102422"),
+            }
+        );
+        let missing = [
+            ("return_code", "SUCCESS"),
+            ("result_code", "FAIL"),
+            ("err_code", "ORDERNOTEXIST"),
+            ("err_code_des", "订单不存在"),
+        ];
+        assert_eq!(
+            read_report(&reply(&missing, &key, st), &e, st, "A1"),
+            Err(ReplyError::Business {
+                code: ORDER_NOT_EXIST.into(),
+                message: "订单不存在".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_unreadable_amount_or_id_is_refused_not_skipped() {
+        let e = entry();
+        let key = e.merchant.api_key.clone();
+        let st = SignType::Md5;
+        let no = OutTradeNo::parse("A1").expect("no");
+        for (i, field, bad) in [
+            (7, "total_fee", "9.90"),
+            (7, "total_fee", "0"),
+            (6, "transaction_id", "42-00"),
+        ] {
+            let mut fields = paid("A1");
+            fields[i] = (field, bad);
+            let signed = reply(&fields, &key, st);
+            assert_eq!(
+                read_report(&signed, &e, st, "A1"),
+                Err(ReplyError::Unreadable(field)),
+                "{field}={bad}"
+            );
+            assert_eq!(
+                read_reply(&signed, &e, st, &no),
+                Err(ReplyError::Unreadable(field))
+            );
+        }
     }
 }

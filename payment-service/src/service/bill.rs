@@ -187,9 +187,8 @@ impl Payments {
     pub async fn reconcile_downloaded(&self, day: NaiveDate) -> Result<BillReport, ApiError> {
         let mut bills = Vec::with_capacity(self.merchants.len());
         for wechat in &self.merchants {
-            let entry = wechat.entry();
-            let bill = wechat.download_bill(day, entry.sign_type).await?;
-            bills.push((entry.name.clone(), day_bill(bill)));
+            let bill = wechat.bill(day).await?;
+            bills.push((wechat.entry().name.clone(), day_bill(bill)));
         }
         self.reconcile_bills(day, bills).await
     }
@@ -466,13 +465,11 @@ impl Payments {
         let Ok(wechat) = self.wechat_for(&order) else {
             return false;
         };
-        let Ok(Some(state)) = wechat
-            .refund_query(&billed.out_refund_no, order.sign_type)
-            .await
-        else {
+        // A number this service could never have made is no refund of ours.
+        let Ok(out_refund_no) = OutRefundNo::parse(&billed.out_refund_no) else {
             return false;
         };
-        let Ok(out_refund_no) = OutRefundNo::parse(&state.out_refund_no) else {
+        let Ok(Some(state)) = wechat.refund_query(&order, &out_refund_no).await else {
             return false;
         };
         let update = RefundUpdate {

@@ -3,15 +3,15 @@
 //! is paid with: signed `wx.requestPayment` parameters (JSAPI), signed OpenSDK
 //! parameters (APP), a QR code's content (NATIVE) or a link (MWEB). Idempotent by key; WeChat's rules on
 //! `time_expire` are checked here, so a request WeChat would refuse fails before
-//! it is sent, and an order that can no longer be paid gets no parameters.
+//! it is sent, and an order that can no longer be paid gets no parameters. An
+//! order still unpaid always gets them, or an error: never an OK with nothing
+//! to pay.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use wxpay_core::{
-    domain::{
-        Caller, EventSource, NewOrder, Nonce, Order, OrderStatus, OutTradeNo, ValidationError,
-    },
+    domain::{Caller, EventSource, NewOrder, Order, OrderStatus, OutTradeNo, ValidationError},
     wechat::{
-        pay_params::{self, AppPaymentParams, PaymentParams},
+        pay_params::{AppPaymentParams, PaymentParams},
         TradeType,
     },
 };
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     error::ApiError,
-    wechat::{UnifiedOrder, WechatClient},
+    wechat::{PlaceOutcome, TradeState, WechatApi},
 };
 
 /// The result of CreateOrder: the order and, while it can be paid, what its
@@ -59,7 +59,8 @@ impl Created {
 enum Placed {
     /// WeChat gave a prepay_id (kept if the order is still NOTPAY).
     Ready(Order),
-    /// WeChat says the order is already paid or closed; the order now shows it.
+    /// WeChat says the order is closed, or already paid and orderquery
+    /// confirms the payment; the order now shows it.
     Settled(Order),
 }
 
@@ -182,39 +183,18 @@ impl Payments {
 
     async fn place_with_wechat(
         &self,
-        wechat: &WechatClient,
+        wechat: &dyn WechatApi,
         order: &Order,
         now: DateTime<Utc>,
     ) -> Result<Placed, ApiError> {
-        let placement = &order.placement;
-        let placed = wechat
-            .unified_order(&UnifiedOrder {
-                out_trade_no: order.out_trade_no.as_str(),
-                body: order.description.as_str(),
-                total_fee: order.total_fee,
-                attach: order.attach.as_str(),
-                spbill_create_ip: order.client_ip.as_str(),
-                trade_type: placement.trade_type,
-                openid: order.openid.as_str(),
-                sub_openid: placement.sub_openid.as_str(),
-                product_id: placement.product_id.as_ref().map_or("", |p| p.as_str()),
-                scene_info: placement.scene_info.as_ref().map_or("", |s| s.as_str()),
-                notify_url: &self.notify_url,
-                time_expire: order.expires_at,
-                sign_type: order.sign_type,
-            })
-            .await;
-        let prepaid = match placed {
-            Ok(prepaid) => prepaid,
-            Err(e) if e.code() == Some("ORDERPAID") => {
-                // WeChat already has the payment: record it instead of failing.
-                tracing::info!(out_trade_no = %order.out_trade_no, "unifiedorder: ORDERPAID; reconciling");
-                return Ok(Placed::Settled(
-                    self.query_order(&order.out_trade_no).await?,
-                ));
+        let prepaid = match wechat.place(order).await? {
+            PlaceOutcome::Placed(prepaid) => prepaid,
+            PlaceOutcome::AlreadyPaid { said } => {
+                tracing::info!(out_trade_no = %order.out_trade_no, %said, "placing: WeChat says paid; asking orderquery");
+                return self.confirm_paid(wechat, order, &said).await;
             }
-            Err(e) if e.code() == Some("ORDERCLOSED") => {
-                tracing::info!(out_trade_no = %order.out_trade_no, "unifiedorder: ORDERCLOSED; closing locally");
+            PlaceOutcome::AlreadyClosed => {
+                tracing::info!(out_trade_no = %order.out_trade_no, "placing: WeChat says closed; closing locally");
                 let closed = self
                     .apply(
                         &order.out_trade_no,
@@ -227,12 +207,11 @@ impl Payments {
                     .await?;
                 return Ok(Placed::Settled(closed));
             }
-            Err(e) => return Err(e.into()),
         };
         // A prepay_id (and a code_url) lives 2 hours, an mweb_url 5 minutes;
         // each is reused until a margin before that, so a payer never receives
         // one that dies while the payment sheet is open.
-        let window = placement.trade_type.reuse_window();
+        let window = order.placement.trade_type.reuse_window();
         let until = (now + window).min(order.expires_at.unwrap_or(now + window));
         // Kept only while the order is NOTPAY: a close or a payment that raced
         // this call wins, and the caller then gets no parameters.
@@ -248,10 +227,41 @@ impl Payments {
         ))
     }
 
+    /// WeChat answered "already paid" (`said`) to placing `order`: a payment
+    /// is recorded only once orderquery shows it (with the order's amount).
+    /// Whatever else orderquery says is applied as usual, and the caller gets
+    /// an error saying what WeChat said, never an OK with nothing to pay.
+    async fn confirm_paid(
+        &self,
+        wechat: &dyn WechatApi,
+        order: &Order,
+        said: &str,
+    ) -> Result<Placed, ApiError> {
+        let answer = wechat.query(order).await?;
+        let heard = match &answer {
+            None => "does not know the order".to_owned(),
+            Some(TradeState { status, .. }) => format!("says {status}"),
+        };
+        // Read again: a notification may have settled the order meanwhile.
+        let current = self.get_order(&order.out_trade_no).await?;
+        let now = self.settle_with(current, answer).await?;
+        if matches!(now.status, OrderStatus::Success | OrderStatus::Refund) {
+            return Ok(Placed::Settled(now));
+        }
+        tracing::warn!(out_trade_no = %order.out_trade_no, %said, %heard, status = %now.status,
+            "WeChat says paid but orderquery shows no payment; nothing to pay with");
+        Err(ApiError::FailedPrecondition(format!(
+            "WeChat Pay answered {said} when order {} was placed, but its orderquery {heard}: \
+             no payment is confirmed and the order is {}, with nothing to pay with now; \
+             ask QueryOrder later (a payment WeChat confirms is recorded then)",
+            order.out_trade_no, now.status
+        )))
+    }
+
     /// What the payer pays an unpaid order with, by its trade type: for JSAPI
-    /// and APP, parameters signed now (fresh nonce and timestamp) over the
-    /// prepay_id; for NATIVE and MWEB, the URL WeChat gave.
-    fn payable(&self, wechat: &WechatClient, order: Order) -> Result<Created, ApiError> {
+    /// and APP, parameters the merchant's dialect signs now (fresh nonce and
+    /// timestamp) over the prepay_id; for NATIVE and MWEB, the URL WeChat gave.
+    fn payable(&self, wechat: &dyn WechatApi, order: Order) -> Result<Created, ApiError> {
         let missing = |what: &str| {
             ApiError::Internal(format!("unpaid order without {what} after unifiedorder"))
         };
@@ -259,43 +269,11 @@ impl Payments {
             .prepay_id
             .clone()
             .ok_or_else(|| missing("prepay_id"))?;
-        let entry = wechat.entry();
-        let key = &entry.merchant.api_key;
-        let (timestamp, nonce) = (Utc::now().timestamp(), Nonce::generate());
         let mut created = Created::unpayable(order);
         let order = &created.order;
         match order.placement.trade_type {
-            TradeType::Jsapi => {
-                // Paid in the mini program whose user the openid names: the
-                // sub merchant's when the order was placed with a sub_openid.
-                let app_id = match (&entry.sub_app_id, order.placement.sub_openid.is_empty()) {
-                    (Some(sub_app_id), false) => sub_app_id,
-                    _ => &entry.merchant.app_id,
-                };
-                created.payment = Some(pay_params::build(
-                    app_id,
-                    &prepay_id,
-                    key,
-                    order.sign_type,
-                    timestamp,
-                    &nonce,
-                ));
-            }
-            TradeType::App => {
-                // The OpenSDK is registered to the app that pays (the sub
-                // merchant's in service-provider mode) and names the merchant
-                // that is paid.
-                let app_id = entry.sub_app_id.as_ref().unwrap_or(&entry.merchant.app_id);
-                created.app_payment = Some(pay_params::build_app(
-                    app_id,
-                    entry.payee_mch_id(),
-                    &prepay_id,
-                    key,
-                    order.sign_type,
-                    timestamp,
-                    &nonce,
-                ));
-            }
+            TradeType::Jsapi => created.payment = Some(wechat.jsapi_params(order, &prepay_id)?),
+            TradeType::App => created.app_payment = Some(wechat.app_params(order, &prepay_id)?),
             TradeType::Native => {
                 created.code_url = Some(order.pay_url.clone().ok_or_else(|| missing("code_url"))?);
             }

@@ -1,7 +1,8 @@
 //! The order use cases behind the gRPC API: create (idempotently, [`create`]),
 //! get, settle with WeChat (query, close, expire: [`settle`]), and refund
-//! ([`refund`]). Pure orchestration of the store, the WeChat client and the
-//! ledger; no transport types here.
+//! ([`refund`]). Pure orchestration of the store, the ledger and each
+//! merchant's [`WechatApi`], whichever dialect it speaks; no transport types
+//! and no wire fields here.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use wxpay_core::{
 use wxpay_runtime::access::MerchantScope;
 use wxpay_store::{Anomaly, AnomalyKind, Ledger, Store, Transition, TransitionOutcome};
 
-use crate::{error::ApiError, wechat::WechatClient};
+use crate::{error::ApiError, wechat::WechatApi};
 
 mod bill;
 mod create;
@@ -33,23 +34,19 @@ pub struct Payments {
     store: Arc<dyn Store>,
     ledger: Ledger,
     /// One client per configured merchant, in the order they were defined.
-    /// An order's calls go through the client of the merchant it was placed with.
-    merchants: Vec<WechatClient>,
-    notify_url: String,
-    /// Where WeChat sends refund results (`notify_url` of /secapi/pay/refund).
-    refund_notify_url: String,
+    /// An order's calls go through the client of the merchant it was placed
+    /// with, in that merchant's dialect.
+    merchants: Vec<Arc<dyn WechatApi>>,
     /// Signs each order's watch token (`WATCH_TOKEN_SECRET`); `None`: no tokens.
     watch_secret: Option<WatchSecret>,
 }
 
 impl Payments {
-    pub fn new(ledger: Ledger, merchants: Vec<WechatClient>, notify_url: String) -> Self {
+    pub fn new(ledger: Ledger, merchants: Vec<Arc<dyn WechatApi>>) -> Self {
         Self {
             store: ledger.store().clone(),
             ledger,
             merchants,
-            refund_notify_url: refund_notify_url(&notify_url),
-            notify_url,
             watch_secret: None,
         }
     }
@@ -73,33 +70,23 @@ impl Payments {
         })
     }
 
-    /// Sends refund results to `url` instead of the gateway path derived from
-    /// the payment notify_url (`WECHAT_REFUND_NOTIFY_URL`).
-    pub fn with_refund_notify_url(mut self, url: String) -> Self {
-        self.refund_notify_url = url;
-        self
-    }
-
-    pub fn refund_notify_url(&self) -> &str {
-        &self.refund_notify_url
-    }
-
     /// Every merchant's client, in the order they were configured.
-    pub fn merchants(&self) -> &[WechatClient] {
+    pub fn merchants(&self) -> &[Arc<dyn WechatApi>] {
         &self.merchants
     }
 
     /// The client of the merchant a request names.
-    fn merchant(&self, name: &MerchantName) -> Option<&WechatClient> {
+    fn merchant(&self, name: &MerchantName) -> Option<&dyn WechatApi> {
         self.merchants
             .iter()
+            .map(|c| c.as_ref())
             .find(|c| c.entry().name == name.as_str())
     }
 
     /// The client of the merchant `order` was placed with. An order whose
     /// merchant is no longer configured cannot be asked about: WeChat would
     /// not know it under any other merchant's numbers.
-    fn wechat_for(&self, order: &Order) -> Result<&WechatClient, ApiError> {
+    fn wechat_for(&self, order: &Order) -> Result<&dyn WechatApi, ApiError> {
         self.merchant(&order.placement.merchant).ok_or_else(|| {
             ApiError::FailedPrecondition(format!(
                 "order {} was placed with merchant {}, which is not configured",
@@ -212,15 +199,5 @@ impl Payments {
         if let Err(e) = self.store.record_anomaly(&row).await {
             tracing::error!(out_trade_no = %order.out_trade_no, error = %e, "could not record anomaly");
         }
-    }
-}
-
-/// The gateway's refund path beside its payment path: `…/wechat/pay/notify`
-/// becomes `…/wechat/refund/notify`. Any other notify_url gives no refund URL
-/// (empty: WeChat then uses the one set in the merchant platform).
-fn refund_notify_url(notify_url: &str) -> String {
-    match notify_url.strip_suffix("/wechat/pay/notify") {
-        Some(base) => format!("{base}/wechat/refund/notify"),
-        None => String::new(),
     }
 }

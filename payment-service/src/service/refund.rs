@@ -19,7 +19,7 @@ use wxpay_store::{
 use super::Payments;
 use crate::{
     error::ApiError,
-    wechat::{RefundRequest, RefundState, WechatError},
+    wechat::{RefundState, WechatError},
 };
 
 /// RefundOrder's fields as they arrive, before validation.
@@ -62,13 +62,8 @@ impl Payments {
         // would hold the order's money as PROCESSING for nothing.
         let order = self.get_order_within(scope, &new.out_trade_no).await?;
         let wechat = self.wechat_for(&order)?;
-        if !wechat.has_client_certificate() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "refunds need merchant {}'s API certificate: set WECHAT_CLIENT_CERT and \
-                 WECHAT_CLIENT_KEY, or WECHAT_CLIENT_P12 (client_cert and client_key, or \
-                 client_p12, in its [[merchant]] table)",
-                wechat.entry().name
-            )));
+        if let Some(why) = wechat.refund_blocker() {
+            return Err(ApiError::FailedPrecondition(why));
         }
         let refund = match self.store.insert_refund(&new).await? {
             RefundPlacement::Placed(refund) => refund,
@@ -136,18 +131,7 @@ impl Payments {
     /// Sends the stored PROCESSING `refund` to WeChat and records the answer;
     /// returns the refund as it then stands, or WeChat's refusal.
     async fn send_refund(&self, order: &Order, refund: Refund) -> Result<Refund, ApiError> {
-        let sent = self
-            .wechat_for(order)?
-            .refund(&RefundRequest {
-                out_trade_no: order.out_trade_no.as_str(),
-                out_refund_no: refund.out_refund_no.as_str(),
-                total_fee: order.total_fee,
-                refund_fee: refund.refund_fee,
-                reason: refund.reason.as_str(),
-                notify_url: &self.refund_notify_url,
-                sign_type: order.sign_type,
-            })
-            .await;
+        let sent = self.wechat_for(order)?.refund(order, &refund).await;
         match sent {
             Ok(accepted) => {
                 let update = self.update_for(order, &refund, RefundStatus::Processing);
@@ -194,7 +178,7 @@ impl Payments {
         let DueRefund { refund, order, .. } = due;
         let state = self
             .wechat_for(order)?
-            .refund_query(refund.out_refund_no.as_str(), order.sign_type)
+            .refund_query(order, &refund.out_refund_no)
             .await?;
         let Some(state) = state else {
             let now = self.send_refund(order, refund.clone()).await;

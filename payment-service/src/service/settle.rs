@@ -8,7 +8,10 @@ use wxpay_runtime::access::MerchantScope;
 use wxpay_store::{Anomaly, AnomalyKind};
 
 use super::Payments;
-use crate::{error::ApiError, wechat::CloseOutcome};
+use crate::{
+    error::ApiError,
+    wechat::{CloseOutcome, TradeState},
+};
 
 impl Payments {
     /// Asks WeChat for the order's state and applies it through the state
@@ -36,25 +39,25 @@ impl Payments {
             // Refunds have their own records; orderquery adds nothing to them.
             return Ok(order);
         }
-        let answer = match self
-            .wechat_for(&order)?
-            .order_query(order.out_trade_no.as_str(), order.sign_type)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) if e.code() == Some("ORDERNOTEXIST") => {
-                // WeChat never saw it (unifiedorder failed or is pending): our state stands.
-                return Ok(order);
-            }
-            Err(e) => return Err(e.into()),
+        let answer = self.wechat_for(&order)?.query(&order).await?;
+        self.settle_with(order, answer).await
+    }
+
+    /// Applies what WeChat holds about `order` through the state machine and
+    /// returns the order as it then stands. `None` (WeChat never saw it:
+    /// unifiedorder failed or is pending) leaves our state as it is.
+    pub(super) async fn settle_with(
+        &self,
+        order: Order,
+        answer: Option<TradeState>,
+    ) -> Result<Order, ApiError> {
+        let Some(answer) = answer else {
+            return Ok(order);
         };
-        if answer.trade_state == order.status {
+        if answer.status == order.status {
             return Ok(order);
         }
-        let paid_at_wechat = matches!(
-            answer.trade_state,
-            OrderStatus::Success | OrderStatus::Refund
-        );
+        let paid_at_wechat = matches!(answer.status, OrderStatus::Success | OrderStatus::Refund);
         if paid_at_wechat && answer.total_fee != Some(order.total_fee) {
             // Never mark paid on an amount we did not ask for.
             let detail = format!(
@@ -75,7 +78,8 @@ impl Payments {
                     .into(),
             ));
         }
-        if answer.trade_state == OrderStatus::Refund {
+        let transaction_id = answer.transaction_id.map(|t| t.as_str().to_owned());
+        if answer.status == OrderStatus::Refund {
             // Refunded at WeChat means it was paid first (a lost notification,
             // then a refund from the merchant platform): record the payment. The
             // order becomes REFUND only through a refund record (its notification,
@@ -87,19 +91,19 @@ impl Payments {
                 .apply(
                     &order.out_trade_no,
                     OrderStatus::Success,
-                    answer.transaction_id,
+                    transaction_id,
                     answer.cash_fee,
-                    answer.time_end,
+                    answer.paid_at,
                     EventSource::Query,
                 )
                 .await;
         }
         self.apply(
             &order.out_trade_no,
-            answer.trade_state,
-            answer.transaction_id,
+            answer.status,
+            transaction_id,
             answer.cash_fee,
-            answer.time_end,
+            answer.paid_at,
             EventSource::Query,
         )
         .await
@@ -151,11 +155,7 @@ impl Payments {
     /// the order here; ORDERPAID reconciles the payment. Returns the order as it
     /// then stands.
     async fn close_at_wechat(&self, order: &Order) -> Result<Order, ApiError> {
-        match self
-            .wechat_for(order)?
-            .close_order(order.out_trade_no.as_str(), order.sign_type)
-            .await?
-        {
+        match self.wechat_for(order)?.close(order).await? {
             // ORDERNOTEXIST: unifiedorder never reached WeChat, or is still in
             // flight; its prepay_id is then not kept (set_prepay keeps one only
             // for a NOTPAY order), so the closed order never gets parameters.

@@ -1,14 +1,13 @@
-//! What the WeChat Pay client speaks: its options, the requests it makes, the
-//! answers it returns, and [`WechatError`], WeChat's return_code / result_code /
-//! err_code as a type.
+//! The dialect-neutral values of [`super::WechatApi`]: what its calls answer
+//! ([`PlaceOutcome`], [`TradeState`], [`CloseOutcome`], [`RefundAccepted`],
+//! [`RefundState`]), the transport options every implementation takes
+//! ([`ClientOptions`]), and [`WechatError`]: WeChat's refusals, and our
+//! distrust of a reply, as a type.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use wxpay_core::{
-    domain::{Fee, OrderStatus, RefundStatus},
-    wechat::{Fields, SignType, TradeType},
-};
+use wxpay_core::domain::{Fee, OrderStatus, RefundStatus, TransactionId};
 
 use super::tls::ClientTls;
 
@@ -73,59 +72,40 @@ impl WechatError {
     }
 }
 
-/// What unifiedorder needs. Empty strings are left out of the request (an
-/// openid for NATIVE, a product_id for JSAPI, ...).
-#[derive(Debug, Clone)]
-pub struct UnifiedOrder<'a> {
-    pub out_trade_no: &'a str,
-    pub body: &'a str,
-    pub total_fee: Fee,
-    pub attach: &'a str,
-    pub spbill_create_ip: &'a str,
-    pub trade_type: TradeType,
-    pub openid: &'a str,
-    /// Service-provider mode: the payer under the sub merchant's appid.
-    pub sub_openid: &'a str,
-    pub product_id: &'a str,
-    pub scene_info: &'a str,
-    pub notify_url: &'a str,
-    pub time_expire: Option<DateTime<Utc>>,
-    pub sign_type: SignType,
-}
-
-/// unifiedorder's answer: the prepay_id, and the `code_url` (NATIVE) or
-/// `mweb_url` (MWEB) the payer pays through.
+/// What placing an order gave: the prepay_id, and the URL the payer pays
+/// through for NATIVE (`code_url`) and MWEB (`mweb_url`; v3's `h5_url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepaid {
     pub prepay_id: String,
     pub pay_url: Option<String>,
 }
 
-/// orderquery's answer, the fields we act on plus everything WeChat sent.
-#[derive(Debug, Clone)]
-pub struct OrderQuery {
-    pub trade_state: OrderStatus,
-    pub transaction_id: Option<String>,
-    pub total_fee: Option<Fee>,
-    pub cash_fee: Option<i64>,
-    pub time_end: Option<DateTime<Utc>>,
-    pub fields: Fields,
+/// What placing an order came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceOutcome {
+    Placed(Prepaid),
+    /// WeChat says the order is already paid (v2 `ORDERPAID`). Not proof of a
+    /// payment on its own: only a query that shows one is. `said` is WeChat's
+    /// own answer (code and description), for the caller's error message.
+    AlreadyPaid {
+        said: String,
+    },
+    /// WeChat says the order is closed (v2 `ORDERCLOSED`): it can no longer be paid.
+    AlreadyClosed,
 }
 
-/// What `/secapi/pay/refund` needs: the order as WeChat knows it and the refund.
-#[derive(Debug, Clone)]
-pub struct RefundRequest<'a> {
-    pub out_trade_no: &'a str,
-    pub out_refund_no: &'a str,
-    /// The order's total, which WeChat checks.
-    pub total_fee: Fee,
-    pub refund_fee: Fee,
-    /// `refund_desc`; left out when empty.
-    pub reason: &'a str,
-    /// Where WeChat sends the refund's result.
-    pub notify_url: &'a str,
-    /// The order's sign type: a refund is signed as its order was.
-    pub sign_type: SignType,
+/// What WeChat holds about an order (v2 orderquery; v3 the query by out_trade_no).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeState {
+    pub status: OrderStatus,
+    /// The payment's id, once it was paid.
+    pub transaction_id: Option<TransactionId>,
+    /// The order's amount as WeChat holds it.
+    pub total_fee: Option<Fee>,
+    /// What the payer paid in cash, fen.
+    pub cash_fee: Option<i64>,
+    /// When the payment completed.
+    pub paid_at: Option<DateTime<Utc>>,
 }
 
 /// WeChat's acceptance of a refund request (not yet its completion).
@@ -134,7 +114,7 @@ pub struct RefundAccepted {
     pub refund_id: String,
 }
 
-/// One refund as refundquery describes it.
+/// One refund as WeChat describes it (v2 refundquery).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundState {
     pub out_refund_no: String,
@@ -146,11 +126,12 @@ pub struct RefundState {
     pub transaction_id: Option<String>,
 }
 
-/// closeorder's outcome.
+/// What closing an order came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseOutcome {
     Closed,
     AlreadyClosed,
     AlreadyPaid,
+    /// WeChat never saw the order.
     NotFound,
 }

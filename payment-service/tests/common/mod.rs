@@ -9,7 +9,7 @@ use payment_service::{
     application::Application,
     config::{MerchantAccount, WechatConfig},
     reconciler::ReconcilerConfig,
-    wechat::{ClientOptions, ClientTls, WechatClient},
+    wechat::{ClientOptions, ClientTls, V2Client},
 };
 use secrecy::SecretString;
 use tonic::transport::Channel;
@@ -34,9 +34,10 @@ pub struct Harness {
     pub sandbox: String,
     pub http: reqwest::Client,
     pub payments: Arc<payment_service::service::Payments>,
-    /// The WeChat client the service uses (with its certificate when `client_tls`),
-    /// for a test that plays another system of the merchant's.
-    pub wechat: WechatClient,
+    /// A v2 client of the `default` merchant like the service's (with its
+    /// certificate when `client_tls`), for a test that plays another system
+    /// of the merchant's.
+    pub wechat: V2Client,
     pub _shutdown: tokio::sync::oneshot::Sender<()>,
     pub _sandbox: wechat_sandbox::SandboxHandle,
 }
@@ -119,14 +120,22 @@ pub async fn start(opts: Options) -> Harness {
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
     };
-    let wechat = config
-        .clients(ClientOptions {
-            request_timeout: Duration::from_millis(1500),
-            backoff: Duration::from_millis(10),
-            ..ClientOptions::default()
-        })
-        .expect("clients");
-    let wechat_copy = wechat[0].clone();
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(1500),
+        backoff: Duration::from_millis(10),
+        ..ClientOptions::default()
+    };
+    let wechat = config.clients(options.clone()).expect("clients");
+    let default = &config.merchants[0];
+    let wechat_copy = V2Client::new(
+        &api_base,
+        default.entry.clone(),
+        ClientOptions {
+            tls: default.client_tls.clone(),
+            ..options
+        },
+    )
+    .expect("client");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -135,7 +144,6 @@ pub async fn start(opts: Options) -> Harness {
         store.clone() as Arc<dyn Store>,
         publisher,
         wechat,
-        &config,
         ApiTokens {
             full: opts.api_token.map(|t| SecretString::from(t.to_owned())),
             read: opts.read_token.map(|t| SecretString::from(t.to_owned())),

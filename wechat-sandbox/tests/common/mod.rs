@@ -11,7 +11,7 @@ use std::{
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
 // The product's own WeChat client, so the sandbox is checked against what will call it.
-use payment_service::wechat::{ClientOptions, ClientTls, UnifiedOrder, WechatClient};
+use payment_service::wechat::{ClientOptions, ClientTls, UnifiedOrder, V2Client};
 use secrecy::ExposeSecret;
 use wechat_sandbox::{SandboxConfig, SandboxHandle};
 use wxpay_core::{
@@ -23,7 +23,7 @@ pub async fn sandbox() -> SandboxHandle {
     wechat_sandbox::spawn(SandboxConfig::for_tests()).await
 }
 
-pub fn client(sandbox: &SandboxHandle) -> WechatClient {
+pub fn client(sandbox: &SandboxHandle) -> V2Client {
     client_with(
         sandbox,
         ClientOptions {
@@ -33,9 +33,9 @@ pub fn client(sandbox: &SandboxHandle) -> WechatClient {
     )
 }
 
-pub fn client_with(sandbox: &SandboxHandle, options: ClientOptions) -> WechatClient {
+pub fn client_with(sandbox: &SandboxHandle, options: ClientOptions) -> V2Client {
     let entry = MerchantEntry::direct("default", sandbox.merchant().clone(), SignType::Md5);
-    WechatClient::new(sandbox.base_url(), entry, options).expect("client builds")
+    V2Client::new(sandbox.base_url(), entry, options).expect("client builds")
 }
 
 /// What a merchant configures for `/secapi/`: the client certificate the

@@ -10,13 +10,14 @@ use wxpay_core::wechat::{
     sign, xml, SignType,
 };
 
-use super::{transport_error, WechatClient, WechatError};
+use super::{transport_error, V2Client};
+use crate::wechat::WechatError;
 
 /// A day's bill is a few hundred bytes per trade; 64 MiB unpacked is far past
 /// any merchant's day and bounds what a bad reply can make us hold.
 const MAX_BILL_BYTES: u64 = 64 * 1024 * 1024;
 
-impl WechatClient {
+impl V2Client {
     /// The ALL bill of `day` (Beijing time); `None` when WeChat has no trade that day.
     #[tracing::instrument(skip(self))]
     pub async fn download_bill(

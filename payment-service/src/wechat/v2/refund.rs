@@ -9,9 +9,10 @@ use wxpay_core::{
     wechat::{china_time, Fields, SignType},
 };
 
-use super::{RefundAccepted, RefundRequest, RefundState, WechatClient, WechatError};
+use super::{RefundRequest, V2Client};
+use crate::wechat::{RefundAccepted, RefundState, WechatError};
 
-impl WechatClient {
+impl V2Client {
     /// Asks WeChat to give `refund_fee` back. The same `out_refund_no` again is
     /// the same refund at WeChat, so a retry (here or by the reconciler) can never
     /// refund twice.
