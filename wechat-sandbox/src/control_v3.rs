@@ -112,7 +112,7 @@ impl From<KeyRingError> for ControlError {
 }
 
 /// The view of `mch_id` in `keys`.
-fn view(keys: &KeyRing, mch_id: &str) -> Result<V3MerchantView, ControlError> {
+pub(crate) fn view(keys: &KeyRing, mch_id: &str) -> Result<V3MerchantView, ControlError> {
     let merchant = keys
         .merchant(mch_id)
         .ok_or_else(|| ControlError::NotV3(mch_id.to_owned()))?;

@@ -92,7 +92,7 @@ pub use state::AppState;
 pub use tls::{
     ClientFiles, IssuedCert, TestCa, TlsFiles, TlsSettings, TlsSource, DEFAULT_TLS_ADDR,
 };
-pub use wechat_keys::{KeyMode, WechatSideKeys};
+pub use wechat_keys::{KeyMode, KeyRingError, WechatSideKeys};
 
 /// The whole HTTP surface: WeChat's endpoints and the control API.
 pub fn app(state: AppState) -> Router {
@@ -192,6 +192,30 @@ impl Sandbox {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// What WeChat holds for the v3 merchant `mch_id` (as `GET
+    /// /sandbox/v3/merchants/{mch_id}` shows it): its WeChat Pay public key
+    /// PEM and id to configure it with, the platform certificates, its API key
+    /// serial. `None`: not a hosted v3 merchant. For a harness that wires the
+    /// product before the sandbox serves.
+    pub fn v3_merchant(&self, mch_id: &str) -> Option<V3MerchantView> {
+        let keys = self.state.keys()?;
+        control_v3::view(&keys, mch_id).ok()
+    }
+
+    /// Registers the public half of the v3 merchant's API key, named by its
+    /// certificate's serial (`IssuedMerchantKey::public_key`, or
+    /// `MerchantSigner::public_key` of a key the merchant already has).
+    pub fn register_merchant_key(
+        &self,
+        mch_id: &str,
+        key: wxpay_core::wechat::v3::WechatKey,
+    ) -> Result<(), KeyRingError> {
+        match self.state.keys() {
+            Some(mut keys) => keys.register_merchant_key(mch_id, key),
+            None => Err(KeyRingError::NotV3(mch_id.to_owned())),
+        }
     }
 
     /// Serves both listeners until `shutdown` resolves, then stops notification

@@ -421,10 +421,6 @@ async fn a_provider_places_queries_and_closes_for_its_sub_merchant() {
     assert_eq!(placed.status, StatusCode::OK, "{:?}", placed.body);
     assert_eq!(placed.verify(&keys), Ok(()));
     // The direct endpoint is not the provider's.
-    let mut direct = body.clone();
-    direct.as_object_mut().map(|o| {
-        o.clear();
-    });
     let direct_body = json!({
         "appid": PROVIDER_APP, "mchid": PROVIDER, "description": "d",
         "out_trade_no": new_out_trade_no(), "notify_url": NOTIFY, "amount": {"total": 1},
@@ -753,12 +749,15 @@ async fn faults_forge_the_signature_or_fail_before_anything_is_placed() {
 #[derive(Clone)]
 struct JsonReceiver {
     url: String,
-    seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    seen: Seen,
 }
+
+/// Each notification received: its headers and raw body.
+type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 impl JsonReceiver {
     async fn start(fail_first: usize) -> Self {
-        let seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let app = Router::new()
             .route("/notify", post(receive_json))
             .with_state((seen.clone(), fail_first));
@@ -783,7 +782,7 @@ impl JsonReceiver {
 }
 
 async fn receive_json(
-    State((seen, fail_first)): State<(Arc<Mutex<Vec<(HeaderMap, Bytes)>>>, usize)>,
+    State((seen, fail_first)): State<(Seen, usize)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
@@ -982,4 +981,92 @@ async fn the_binary_issues_a_v3_merchants_key_and_writes_its_wechat_public_key()
     let signed = SignedHeaders::from_fn(|n| headers.get(n).and_then(|v| v.to_str().ok()));
     let keys = WechatKeys::new(vec![public_key]);
     assert_eq!(verify(&signed, &body, &keys, Utc::now()), Ok(()));
+}
+
+#[tokio::test]
+async fn a_harness_wires_a_v3_merchant_before_the_sandbox_serves() {
+    // As `cargo run` does: bind, issue the merchant's key, read WeChat's, then serve.
+    let config = SandboxConfig {
+        accounts: vec![Account::direct(merchant(DIRECT, DIRECT_APP))
+            .with_v3(V3Account::new(apiv3_key(), KeyMode::PublicKey))],
+        wechat_keys: Some(wechat_keys()),
+        ..SandboxConfig::for_tests()
+    };
+    let sandbox = wechat_sandbox::Sandbox::build(config, "127.0.0.1:0")
+        .await
+        .expect("binds");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_dir = dir.path().to_owned();
+    let issued = tokio::task::spawn_blocking(move || wechat_sandbox::issue_merchant_key(&key_dir))
+        .await
+        .expect("joined")
+        .expect("issued");
+    assert_eq!(
+        issued.private_key_path,
+        dir.path().join("apiclient_key.pem")
+    );
+    assert_eq!(
+        sandbox
+            .v3_merchant(DIRECT)
+            .and_then(|v| v.merchant_serial_no),
+        None
+    );
+    sandbox
+        .register_merchant_key(DIRECT, issued.public_key().expect("public half"))
+        .expect("registered");
+    assert!(sandbox
+        .register_merchant_key("1900000109", issued.public_key().expect("public half"))
+        .is_err());
+    let view = sandbox.v3_merchant(DIRECT).expect("a v3 merchant");
+    assert_eq!(
+        view.merchant_serial_no.as_deref(),
+        Some(issued.serial_no.as_str())
+    );
+    assert!(
+        sandbox.v3_merchant("1900000109").is_none(),
+        "the v2 default"
+    );
+    let keys = WechatKeys::new(vec![WechatKey::from_public_key_pem(
+        &view.public_key_id,
+        view.public_key_pem.as_bytes(),
+    )
+    .expect("PEM")]);
+
+    let base = sandbox.base_url();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(sandbox.run_until_stopped(async move { stopped.cancelled().await }));
+    let signer = MerchantSigner::from_pem(
+        &std::fs::read(&issued.private_key_path).expect("written"),
+        &issued.serial_no,
+    )
+    .expect("PKCS#8");
+    let uri = format!(
+        "/v3/pay/transactions/out-trade-no/{}?mchid={DIRECT}",
+        new_out_trade_no()
+    );
+    let auth = authorization(
+        &signer,
+        DIRECT,
+        "GET",
+        &uri,
+        Utc::now().timestamp(),
+        "n1",
+        "",
+    )
+    .expect("signs");
+    let response = reqwest::Client::new()
+        .get(format!("{base}{uri}"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .expect("sent");
+    let headers = response.headers().clone();
+    let status = response.status();
+    let body = response.bytes().await.expect("body");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let signed = SignedHeaders::from_fn(|n| headers.get(n).and_then(|v| v.to_str().ok()));
+    assert_eq!(verify(&signed, &body, &keys, Utc::now()), Ok(()));
+    stop.cancel();
+    task.await.expect("joined").expect("stopped cleanly");
 }
