@@ -339,3 +339,19 @@ fn a_downloaded_certificate_opens_and_must_be_the_one_it_names() {
         Err(KeyError::Sealed { .. })
     ));
 }
+
+#[test]
+fn a_signers_public_half_is_its_public_key_file_and_checks_its_signatures() {
+    let signer = signer();
+    let public = signer.public_key();
+    let from_file =
+        WechatKey::from_public_key_pem(signer.serial_no(), read("merchant_pub.pem").as_bytes())
+            .expect("the openssl-made public key");
+    assert_eq!(public, from_file);
+    assert_eq!(public.id(), signer.serial_no());
+    let message = b"GET\n/v3/certificates\n1554208460\nnonce\n\n";
+    let signature = signer.sign(message).expect("sign");
+    assert!(public.verifies(message, &signature));
+    assert!(!public.verifies(b"GET\n/v3/certificates\n1554208461\nnonce\n\n", &signature));
+    assert!(!platform_cert().verifies(message, &signature));
+}

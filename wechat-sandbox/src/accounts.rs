@@ -4,11 +4,20 @@
 //! mch_id once at start (one key per mch_id, its appids, the sub merchants
 //! bound to it as their service provider) and answers the lookups every
 //! request makes. [`Owner`] is the (mch_id, sub_mch_id) an order belongs to.
-//! Pure: what a request may do with an account is `protocol`'s rule.
+//! An account may also speak v3 ([`V3Account`]): then WeChat knows its API
+//! public key, its APIv3 key and which of WeChat's keys it is given; the
+//! keys that change while the sandbox runs live in `wechat_keys::KeyRing`.
+//! Pure: what a request may do with an account is `protocol`'s (v2) and
+//! `v3_protocol`'s rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wxpay_core::wechat::{ApiKey, Merchant, MerchantEntry};
+use wxpay_core::wechat::{
+    v3::{Apiv3Key, WechatKey},
+    ApiKey, Merchant, MerchantEntry,
+};
+
+use crate::wechat_keys::KeyMode;
 
 /// A merchant account the sandbox hosts besides `SandboxConfig::merchant`.
 #[derive(Debug, Clone)]
@@ -22,6 +31,57 @@ pub struct Account {
     /// Whether the account also trades for itself. A pure service provider
     /// refuses requests without `sub_mch_id`, as WeChat does.
     pub direct: bool,
+    /// The account speaks v3 too (a v3 merchant, or one moving from v2 to v3:
+    /// its v2 orders stay queryable over v3 and keep their v2 notifications).
+    pub v3: Option<V3Account>,
+}
+
+/// What WeChat knows of a v3 merchant.
+#[derive(Debug, Clone)]
+pub struct V3Account {
+    /// Opens nothing at the sandbox: it seals notifications and the
+    /// certificates of `/v3/certificates` for this merchant.
+    pub apiv3_key: Apiv3Key,
+    /// The public half of the merchant's API key, named by its API
+    /// certificate's serial, which every request's signature is checked with.
+    /// `None`: to be issued later (`SandboxHandle::issue_merchant_key`).
+    pub merchant_key: Option<WechatKey>,
+    pub key_mode: KeyMode,
+    /// The `PUB_KEY_ID_…` the merchant is given (its `wechatpay_public_key_id`);
+    /// `None`: the sandbox makes one from the mch_id.
+    pub public_key_id: Option<String>,
+}
+
+impl V3Account {
+    pub fn new(apiv3_key: Apiv3Key, key_mode: KeyMode) -> Self {
+        Self {
+            apiv3_key,
+            merchant_key: None,
+            key_mode,
+            public_key_id: None,
+        }
+    }
+
+    pub fn with_merchant_key(mut self, key: WechatKey) -> Self {
+        self.merchant_key = Some(key);
+        self
+    }
+
+    /// What a merchants-file entry's v3 fields say: its API key's public half,
+    /// its APIv3 key, and public-key mode (with the entry's id) when it names
+    /// a WeChat Pay public key, else platform certificates.
+    pub fn from_entry(v3: &wxpay_core::wechat::V3Merchant) -> Self {
+        Self {
+            apiv3_key: v3.apiv3_key.clone(),
+            merchant_key: Some(v3.signer.public_key()),
+            key_mode: if v3.public_key.is_some() {
+                KeyMode::PublicKey
+            } else {
+                KeyMode::Certificates
+            },
+            public_key_id: v3.public_key.as_ref().map(|k| k.id().to_owned()),
+        }
+    }
 }
 
 /// A sub merchant bound to a service provider.
@@ -39,6 +99,7 @@ impl Account {
             merchant,
             sub_merchants: Vec::new(),
             direct: true,
+            v3: None,
         }
     }
 
@@ -48,14 +109,21 @@ impl Account {
             merchant,
             sub_merchants,
             direct: false,
+            v3: None,
         }
+    }
+
+    /// The same account speaking v3 as well.
+    pub fn with_v3(mut self, v3: V3Account) -> Self {
+        self.v3 = Some(v3);
+        self
     }
 
     /// The account a merchants-file entry signs with: a direct merchant, or
     /// the provider with the entry's sub merchant bound to it. Entries sharing
     /// a mch_id become one account (see [`Registry`]).
     pub fn from_entry(entry: &MerchantEntry) -> Self {
-        match &entry.sub_mch_id {
+        let account = match &entry.sub_mch_id {
             None => Self::direct(entry.merchant.clone()),
             Some(sub_mch_id) => Self::provider(
                 entry.merchant.clone(),
@@ -64,6 +132,10 @@ impl Account {
                     sub_app_id: entry.sub_app_id.clone(),
                 }],
             ),
+        };
+        Self {
+            v3: entry.v3.as_ref().map(V3Account::from_entry),
+            ..account
         }
     }
 }
@@ -87,6 +159,8 @@ pub struct Hosted {
     pub direct: bool,
     /// sub_mch_id → the sub_appids bound to it.
     pub sub_merchants: BTreeMap<String, BTreeSet<String>>,
+    /// Its v3 side, when any listing has one (see [`Registry::new`]).
+    pub v3: Option<V3Account>,
 }
 
 /// Every hosted mch_id.
@@ -96,11 +170,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Merges `default` and `accounts` by mch_id. Two listings of one mch_id
-    /// must carry the same key: WeChat has one API key per merchant, and a
-    /// second one would leave it unclear which signature is right.
+    /// Merges `default` and `accounts` by mch_id. Two v2 listings of one
+    /// mch_id must carry the same key: WeChat has one API key per merchant,
+    /// and a second one would leave it unclear which signature is right. A v3
+    /// listing may carry no APIv2 key at all (the merchants file then gives
+    /// it a random one nobody holds), so its key is compared with nothing and
+    /// used only when no v2 listing gives one; its v3 side must agree with
+    /// any other v3 listing's (one APIv3 key, one API key serial).
     pub fn new(default: &Merchant, accounts: &[Account]) -> Result<Self, String> {
         let mut by_mch_id: BTreeMap<String, Hosted> = BTreeMap::new();
+        // Whether a hosted account's API key came from a v2 listing.
+        let mut v2_keyed: BTreeSet<String> = BTreeSet::new();
         let default = Account::direct(default.clone());
         for account in std::iter::once(&default).chain(accounts) {
             let m = &account.merchant;
@@ -111,12 +191,22 @@ impl Registry {
                 app_ids: BTreeSet::new(),
                 direct: false,
                 sub_merchants: BTreeMap::new(),
+                v3: None,
             });
-            if hosted.api_key.expose_secret() != m.api_key.expose_secret() {
-                return Err(format!(
-                    "mch_id {} is listed twice with different API keys",
-                    m.mch_id
-                ));
+            match &account.v3 {
+                None if v2_keyed.contains(&m.mch_id) => {
+                    if hosted.api_key.expose_secret() != m.api_key.expose_secret() {
+                        return Err(format!(
+                            "mch_id {} is listed twice with different API keys",
+                            m.mch_id
+                        ));
+                    }
+                }
+                None => {
+                    hosted.api_key = m.api_key.clone();
+                    v2_keyed.insert(m.mch_id.clone());
+                }
+                Some(v3) => merge_v3(hosted, v3)?,
             }
             hosted.app_ids.insert(m.app_id.clone());
             hosted.direct |= account.direct;
@@ -135,6 +225,16 @@ impl Registry {
         self.by_mch_id.get(mch_id)
     }
 
+    /// Every hosted account, by mch_id.
+    pub fn all(&self) -> impl Iterator<Item = &Hosted> {
+        self.by_mch_id.values()
+    }
+
+    /// Whether any account speaks v3 (the sandbox then makes WeChat's v3 keys).
+    pub fn has_v3(&self) -> bool {
+        self.all().any(|h| h.v3.is_some())
+    }
+
     /// Every hosted mch_id, in order.
     pub fn mch_ids(&self) -> impl Iterator<Item = &str> {
         self.by_mch_id.keys().map(String::as_str)
@@ -143,6 +243,39 @@ impl Registry {
     pub fn key_of(&self, mch_id: &str) -> Option<&ApiKey> {
         self.get(mch_id).map(|h| &h.api_key)
     }
+}
+
+/// Adds a v3 listing to `hosted`: the first one's fields, and every later
+/// one must name the same APIv3 key and (when both name one) the same API key
+/// and WeChat Pay public key id.
+fn merge_v3(hosted: &mut Hosted, v3: &V3Account) -> Result<(), String> {
+    let Some(have) = &mut hosted.v3 else {
+        hosted.v3 = Some(v3.clone());
+        return Ok(());
+    };
+    let differs = |field: &str| {
+        Err(format!(
+            "mch_id {} is listed twice with different {field}",
+            hosted.mch_id
+        ))
+    };
+    if have.apiv3_key.expose_secret() != v3.apiv3_key.expose_secret() {
+        return differs("APIv3 keys");
+    }
+    match (&have.merchant_key, &v3.merchant_key) {
+        (Some(a), Some(b)) if a != b => return differs("API keys (private_key / serial_no)"),
+        (None, Some(b)) => have.merchant_key = Some(b.clone()),
+        _ => {}
+    }
+    match (&have.public_key_id, &v3.public_key_id) {
+        (Some(a), Some(b)) if a != b => return differs("wechatpay_public_key_id"),
+        (None, Some(b)) => have.public_key_id = Some(b.clone()),
+        _ => {}
+    }
+    if have.key_mode != v3.key_mode {
+        return differs("key modes (a WeChat Pay public key in one listing only)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,5 +332,63 @@ mod tests {
             .expect_err("two keys");
         assert!(err.contains("100"), "{err}");
         assert!(!err.contains(K1) && !err.contains(K2), "{err}");
+    }
+
+    fn v3(apiv3: &str, mode: KeyMode) -> V3Account {
+        V3Account::new(Apiv3Key::parse(apiv3).expect("32 bytes"), mode)
+    }
+
+    #[test]
+    fn a_v3_listing_needs_no_v2_key_but_must_agree_with_other_v3_listings() {
+        let default = merchant("100", "wxa", K1);
+        // The merchants file gives a v3 merchant without api_key a random one.
+        let v3_only = Account::direct(Merchant {
+            api_key: ApiKey::unguessable(),
+            ..merchant("300", "wxc", K1)
+        })
+        .with_v3(v3(K2, KeyMode::PublicKey));
+        let v3_again = Account::provider(
+            Merchant {
+                api_key: ApiKey::unguessable(),
+                ..merchant("300", "wxc", K1)
+            },
+            vec![SubMerchant {
+                sub_mch_id: "301".into(),
+                sub_app_id: None,
+            }],
+        )
+        .with_v3(v3(K2, KeyMode::PublicKey));
+        // A merchant moving from v2 keeps its v2 key for its v2 orders.
+        let moving_v2 = Account::direct(merchant("100", "wxa", K1));
+        let moving_v3 = Account::direct(Merchant {
+            api_key: ApiKey::unguessable(),
+            ..merchant("100", "wxa", K1)
+        })
+        .with_v3(v3(K2, KeyMode::Certificates));
+        let registry = Registry::new(&default, &[v3_only, v3_again, moving_v3, moving_v2])
+            .expect("consistent");
+        assert!(registry.has_v3());
+        let moving = registry.get("100").expect("hosted");
+        assert_eq!(moving.api_key.expose_secret(), K1);
+        assert_eq!(
+            moving.v3.as_ref().map(|v| v.key_mode),
+            Some(KeyMode::Certificates)
+        );
+        let shop = registry.get("300").expect("hosted");
+        assert!(shop.direct && shop.sub_merchants.contains_key("301"));
+
+        let other_apiv3 = Account::direct(merchant("300", "wxc", K1))
+            .with_v3(v3("33333333333333333333333333333333", KeyMode::PublicKey));
+        let err = Registry::new(
+            &default,
+            &[
+                Account::direct(merchant("300", "wxc", K1)).with_v3(v3(K2, KeyMode::PublicKey)),
+                other_apiv3,
+            ],
+        )
+        .expect_err("two APIv3 keys");
+        assert!(err.contains("300") && err.contains("APIv3"), "{err}");
+        assert!(!err.contains(K2), "{err}");
+        assert!(!Registry::new(&default, &[]).expect("v2 only").has_v3());
     }
 }

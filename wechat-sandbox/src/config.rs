@@ -1,11 +1,16 @@
 //! The sandbox's configuration: the merchants it hosts (a default one and any
-//! further accounts, e.g. from `MERCHANTS_FILE`), how fast time runs for
+//! further accounts, e.g. from `MERCHANTS_FILE`, v3 ones with the key files
+//! they name prepared first), WeChat's v3 key pairs when made in advance, how fast time runs for
 //! notification retries, the time limits WeChat enforces on orders, the daily
 //! bill's layout, the TLS listener, and the durations of its simulated failures. Read from
 //! the environment by the binary (through payment_service's helpers, so a bad value
 //! is one line naming the variable), built directly by tests.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use chrono::TimeDelta;
 
@@ -13,9 +18,10 @@ use crate::{
     accounts::{Account, Registry},
     bill::BillLayout,
     tls::{self, TlsSettings, TlsSource, DEFAULT_TLS_ADDR},
+    wechat_keys::WechatSideKeys,
 };
 
-use wxpay_core::wechat::{parse_merchants, ApiKey, Merchant, MerchantEntry};
+use wxpay_core::wechat::{ApiKey, Merchant, MerchantEntry};
 use wxpay_runtime::config::{self, ConfigError};
 
 /// Where the binary listens unless `SANDBOX_ADDR` says otherwise.
@@ -65,6 +71,11 @@ pub struct SandboxConfig {
     /// as on the real API (`SANDBOX_REFUND_SETTLE_MS`). `None`: a refund stays
     /// PROCESSING until the control API settles it (what tests want).
     pub refund_settle_after: Option<Duration>,
+    /// WeChat's v3 key pairs (its public key's, its first platform
+    /// certificate's), when made before the sandbox (the binary writes the
+    /// public key out for the merchants first). `None`: made at start when an
+    /// account speaks v3.
+    pub wechat_keys: Option<WechatSideKeys>,
 }
 
 impl SandboxConfig {
@@ -81,6 +92,7 @@ impl SandboxConfig {
             bill_layout: BillLayout::Current,
             tls: TlsSettings::default(),
             refund_settle_after: None,
+            wechat_keys: None,
         }
     }
 
@@ -132,6 +144,7 @@ impl SandboxConfig {
     /// `SANDBOX_TLS_CERT` + `SANDBOX_TLS_KEY` (see [`tls_from_env`]); with
     /// `SANDBOX_ADDR`, the plain listener's address.
     pub fn from_env() -> Result<(Self, SocketAddr), ConfigError> {
+        let wechat_keys = prepare_v3_files()?;
         let (merchant, entries) = merchants_from_env()?;
         let time_factor: u32 = config::parsed_or("SANDBOX_TIME_FACTOR", 1)?;
         if time_factor == 0 {
@@ -175,6 +188,7 @@ impl SandboxConfig {
         }
         let config = Self {
             tls,
+            wechat_keys,
             refund_settle_after: (settle_ms > 0).then(|| Duration::from_millis(settle_ms)),
             bill_layout,
             time_factor,
@@ -191,20 +205,12 @@ impl SandboxConfig {
 }
 
 /// The default merchant and the merchants file's entries. `MERCHANTS_FILE`
-/// is read with the product's own parser (the same file configures both);
-/// `WECHAT_APP_ID`/`WECHAT_MCH_ID`/`WECHAT_API_KEY`, when any is set, define
-/// the default merchant, else the file's entry named `default`, else its first.
+/// is read with the product's own parser (the same file configures both,
+/// v3 merchants' key files included); the `WECHAT_*` variables, when any is
+/// set, define the default merchant (v3 with `WECHAT_API_VERSION=v3`, as the
+/// services read them), else the file's entry named `default`, else its first.
 pub fn merchants_from_env() -> Result<(Merchant, Vec<MerchantEntry>), ConfigError> {
-    const FILE: &str = "MERCHANTS_FILE";
-    let entries = match config::optional(FILE)? {
-        None => Vec::new(),
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::new(FILE, format!("cannot read {path}: {e}")))?;
-            parse_merchants(&text, |var| std::env::var(var).ok())
-                .map_err(|e| ConfigError::new(FILE, format!("{path}: {e}")))?
-        }
-    };
+    let mut entries = config::merchants_file()?;
     let wechat_set = ["WECHAT_APP_ID", "WECHAT_MCH_ID", "WECHAT_API_KEY"]
         .into_iter()
         .any(|var| std::env::var_os(var).is_some());
@@ -214,9 +220,101 @@ pub fn merchants_from_env() -> Result<(Merchant, Vec<MerchantEntry>), ConfigErro
         .or(entries.first());
     let merchant = match from_file {
         Some(entry) if !wechat_set => entry.merchant.clone(),
-        _ => config::merchant_from_env()?,
+        _ => {
+            let entry = config::default_merchant_from_env()?;
+            let merchant = entry.merchant.clone();
+            // A v3 default is hosted with its v3 side too.
+            if entry.v3.is_some() {
+                entries.push(entry);
+            }
+            merchant
+        }
     };
     Ok((merchant, entries))
+}
+
+/// A v3 merchant's key files as a merchants file (or the `WECHAT_*`
+/// variables) names them, read before the product's parser reads the files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct V3Files {
+    mch_id: String,
+    private_key: Option<String>,
+    serial_no: Option<String>,
+    public_key: Option<String>,
+}
+
+/// Every v3 merchant's key files named in `text` (a merchants file). Lenient:
+/// whatever is odd here the product's parser refuses afterwards, naming it.
+fn v3_files_in(text: &str) -> Vec<V3Files> {
+    let Ok(root) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(toml::Value::Array(tables)) = root.get("merchant") else {
+        return Vec::new();
+    };
+    let field =
+        |t: &toml::Table, k: &str| t.get(k).and_then(toml::Value::as_str).map(str::to_owned);
+    tables
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .filter(|t| field(t, "api_version").as_deref() == Some("v3"))
+        .map(|t| V3Files {
+            mch_id: field(t, "mch_id").unwrap_or_default(),
+            private_key: field(t, "private_key"),
+            serial_no: field(t, "serial_no"),
+            public_key: field(t, "wechatpay_public_key"),
+        })
+        .collect()
+}
+
+/// The default merchant's v3 key files, when `WECHAT_API_VERSION=v3`.
+fn v3_files_in_env() -> Option<V3Files> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    (var("WECHAT_API_VERSION").as_deref() == Some("v3")).then(|| V3Files {
+        mch_id: var("WECHAT_MCH_ID").unwrap_or_default(),
+        private_key: var("WECHAT_PRIVATE_KEY"),
+        serial_no: var("WECHAT_SERIAL_NO"),
+        public_key: var("WECHAT_PUBLIC_KEY"),
+    })
+}
+
+/// Makes the files v3 merchants name before anything reads them, so the
+/// sandbox and the services can share one configuration: WeChat's keys are
+/// generated, each `wechatpay_public_key` file is (over)written with the
+/// sandbox's WeChat Pay public key (the file is the sandbox's: a file naming
+/// a real key would not verify the sandbox anyway), and a `private_key` file
+/// that does not exist yet is issued (a fresh key pair; an existing one is
+/// kept, and its public half is what requests are checked with). `None`
+/// when no merchant speaks v3.
+fn prepare_v3_files() -> Result<Option<WechatSideKeys>, ConfigError> {
+    const FILE: &str = "MERCHANTS_FILE";
+    let mut files: Vec<(&'static str, V3Files)> = Vec::new();
+    if let Some(path) = config::optional(FILE)? {
+        // Unreadable: the product's parser says so, naming the file.
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            files.extend(v3_files_in(&text).into_iter().map(|f| (FILE, f)));
+        }
+    }
+    files.extend(v3_files_in_env().map(|f| ("WECHAT_PRIVATE_KEY", f)));
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let keys = WechatSideKeys::generate().map_err(|e| ConfigError::new(FILE, e.to_string()))?;
+    for (var, f) in &files {
+        if let Some(path) = &f.public_key {
+            crate::keygen::write_public(Path::new(path), keys.public_key.public_pem())
+                .map_err(|e| ConfigError::new(var, e.to_string()))?;
+            tracing::info!(mch_id = %f.mch_id, path, "wrote the sandbox's WeChat Pay public key");
+        }
+        if let (Some(path), Some(serial_no)) = (&f.private_key, &f.serial_no) {
+            if !Path::new(path).exists() {
+                crate::keygen::issue_merchant_key_at(Path::new(path), serial_no)
+                    .map_err(|e| ConfigError::new(var, e.to_string()))?;
+                tracing::info!(mch_id = %f.mch_id, path, serial_no, "issued the merchant's API key");
+            }
+        }
+    }
+    Ok(Some(keys))
 }
 
 /// The TLS listener's settings: `SANDBOX_TLS_ADDR` (127.0.0.1:8443), and either
@@ -277,4 +375,57 @@ pub fn tls_from_env(mch_id: &str) -> Result<TlsSettings, ConfigError> {
 /// `Duration`) saturates, which the rules only ever compare against.
 fn span(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v3_key_files_of_a_merchants_file_are_found_and_v2_ones_ignored() {
+        let text = r#"
+[[merchant]]
+name = "old"
+app_id = "wx1"
+mch_id = "100"
+api_key = "k"
+
+[[merchant]]
+name = "shop"
+api_version = "v3"
+app_id = "wx2"
+mch_id = "200"
+serial_no = "5157F09E"
+private_key = "/keys/shop/apiclient_key.pem"
+wechatpay_public_key = "/keys/shop/pub_key.pem"
+wechatpay_public_key_id = "PUB_KEY_ID_01"
+
+[[merchant]]
+name = "certs"
+api_version = "v3"
+app_id = "wx3"
+mch_id = "300"
+private_key = "/keys/certs/apiclient_key.pem"
+"#;
+        assert_eq!(
+            v3_files_in(text),
+            [
+                V3Files {
+                    mch_id: "200".into(),
+                    private_key: Some("/keys/shop/apiclient_key.pem".into()),
+                    serial_no: Some("5157F09E".into()),
+                    public_key: Some("/keys/shop/pub_key.pem".into()),
+                },
+                V3Files {
+                    mch_id: "300".into(),
+                    private_key: Some("/keys/certs/apiclient_key.pem".into()),
+                    serial_no: None,
+                    public_key: None,
+                },
+            ]
+        );
+        // What the product's parser refuses is left to it.
+        assert!(v3_files_in("not toml [").is_empty());
+        assert!(v3_files_in("merchant = 1").is_empty());
+    }
 }

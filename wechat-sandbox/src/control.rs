@@ -14,7 +14,10 @@ use axum::{
 };
 use chrono::{TimeDelta, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use wxpay_core::{domain::TransactionId, wechat::china_time};
+use wxpay_core::{
+    domain::{OrderStatus, TransactionId},
+    wechat::{china_time, ApiVersion},
+};
 
 use crate::{
     faults::Faults,
@@ -59,6 +62,7 @@ pub fn routes() -> Router<AppState> {
             get(refund_notifications),
         )
         .route("/sandbox/faults", post(set_faults).get(faults))
+        .merge(crate::control_v3::routes())
 }
 
 /// How the notification of a payment (or failure) is delivered.
@@ -152,7 +156,11 @@ pub struct OrderView {
     pub transaction_id: Option<String>,
     /// Fen.
     pub total_fee: i64,
+    /// v2: MD5 or HMAC-SHA256; v3: RSA.
     pub sign_type: String,
+    /// `v2` or `v3`: the dialect the order was placed in (its notifications').
+    #[serde(default = "v2")]
+    pub api_version: String,
     pub notify_url: String,
     pub body: String,
     pub attach: String,
@@ -183,7 +191,11 @@ impl From<&SandboxOrder> for OrderView {
             prepay_id: o.prepay_id.clone(),
             transaction_id: o.transaction_id.clone(),
             total_fee: o.total_fee,
-            sign_type: o.sign_type.as_str().to_owned(),
+            sign_type: match o.api_version {
+                ApiVersion::V2 => o.sign_type.as_str().to_owned(),
+                ApiVersion::V3 => "RSA".to_owned(),
+            },
+            api_version: o.api_version.as_str().to_owned(),
             notify_url: o.notify_url.clone(),
             body: o.body.clone(),
             attach: o.attach.clone(),
@@ -194,6 +206,10 @@ impl From<&SandboxOrder> for OrderView {
             time_expire: o.time_expire.map(china_time::format),
         }
     }
+}
+
+fn v2() -> String {
+    "v2".to_owned()
 }
 
 /// `POST /sandbox/refunds/{no}/settle`: how the refund ends and how its
@@ -270,7 +286,11 @@ pub(crate) enum ControlError {
     BadRequest(String),
     NotFound,
     NoSuchRefund,
+    /// Not a hosted v3 merchant.
+    NotV3(String),
     Conflict(String),
+    /// Something the sandbox could not do (a key it could not make).
+    Internal(String),
 }
 
 impl IntoResponse for ControlError {
@@ -279,7 +299,12 @@ impl IntoResponse for ControlError {
             ControlError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ControlError::NotFound => (StatusCode::NOT_FOUND, "no such order".to_owned()),
             ControlError::NoSuchRefund => (StatusCode::NOT_FOUND, "no such refund".to_owned()),
+            ControlError::NotV3(mch_id) => (
+                StatusCode::NOT_FOUND,
+                format!("mch_id {mch_id} is not a hosted v3 merchant"),
+            ),
             ControlError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ControlError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         };
         (status, Json(ErrorBody { error })).into_response()
     }
@@ -324,7 +349,7 @@ impl From<RefundMoveError> for ControlError {
 }
 
 /// An empty body means "all defaults", so `curl -X POST` works without `-d`.
-fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlError> {
+pub(crate) fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -333,7 +358,7 @@ fn options<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ControlErro
 }
 
 /// A body that must be there: no defaults to fall back on.
-fn required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+pub(crate) fn required<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
     serde_json::from_slice(body)
         .map_err(|e| ControlError::BadRequest(format!("invalid JSON body: {e}")))
 }
@@ -393,9 +418,14 @@ async fn pay(
     Ok(Json(OrderView::from(&order)))
 }
 
-/// Starts the payment (or failure) notification, signed with the key of the
-/// account the order belongs to.
+/// Starts the payment (or failure) notification in the order's dialect: v2
+/// signed with the key of the account the order belongs to; v3 (for a
+/// payment only: v3 does not notify failures) sealed under its APIv3 key.
 fn notify_payment(state: &AppState, order: &SandboxOrder, options: &NotifyOptions, copies: u32) {
+    if order.api_version == ApiVersion::V3 {
+        notify_v3_payment(state, order, copies);
+        return;
+    }
     let Some(key) = state.accounts().key_of(&order.owner.mch_id) else {
         // Orders are only placed by hosted accounts, which never go away.
         tracing::error!(out_trade_no = %order.out_trade_no, "the order's account is not hosted");
@@ -407,6 +437,35 @@ fn notify_payment(state: &AppState, order: &SandboxOrder, options: &NotifyOption
         Subject::Order(order.out_trade_no.clone()),
         &order.notify_url,
         &fields,
+        copies,
+    );
+}
+
+/// The v3 `TRANSACTION.SUCCESS` of a paid order, to its notify_url.
+fn notify_v3_payment(state: &AppState, order: &SandboxOrder, copies: u32) {
+    if order.status != OrderStatus::Success {
+        tracing::info!(out_trade_no = %order.out_trade_no, "v3 notifies payments only");
+        return;
+    }
+    let apiv3_key = state
+        .keys()
+        .and_then(|k| k.merchant(&order.owner.mch_id).map(|m| m.apiv3_key.clone()));
+    let Some(apiv3_key) = apiv3_key else {
+        // v3 orders are only placed by hosted v3 accounts, which never go away.
+        tracing::error!(out_trade_no = %order.out_trade_no, "the order's account is not v3");
+        return;
+    };
+    let Some(body) = notify::v3_payment_notification(order, &apiv3_key, Utc::now()) else {
+        return;
+    };
+    notify::start_message(
+        state,
+        Subject::Order(order.out_trade_no.clone()),
+        &order.notify_url,
+        notify::Message::V3 {
+            body,
+            mch_id: order.owner.mch_id.clone(),
+        },
         copies,
     );
 }

@@ -1,8 +1,10 @@
-//! Injected failures: the next N WeChat API calls answer SYSTEMERROR, hang past
-//! any client timeout (before or after doing what they were asked), or carry a
-//! forged signature; the next N refund requests answer NOTENOUGH; the next N
+//! Injected failures: the next N WeChat API calls (v2 or v3) answer
+//! SYSTEMERROR (v3: 500 SYSTEM_ERROR), hang past any client timeout (before or
+//! after doing what they were asked), or carry a forged signature (v3: a
+//! `Wechatpay-Signature` that does not verify); the next N v3 calls answer 429
+//! FREQUENCY_LIMITED; the next N refund requests answer NOTENOUGH; the next N
 //! unifiedorder requests answer ORDERPAID. Counters only; what each fault does
-//! to a reply is decided in `wechat_api`.
+//! to a reply is decided in `wechat_api` and `v3_api`.
 
 use std::sync::Mutex;
 
@@ -19,6 +21,8 @@ pub struct Faults {
     /// is unknown to the client (the case a reconciler exists for).
     pub process_then_timeout: u32,
     pub bad_signature: u32,
+    /// The next v3 calls answer 429 FREQUENCY_LIMITED (v2 calls do not take it).
+    pub frequency_limited: u32,
     /// The next refund requests answer NOTENOUGH (the merchant's balance cannot
     /// cover them) and change nothing; other calls do not take this fault.
     pub notenough: u32,
@@ -35,6 +39,7 @@ pub enum Fault {
     Timeout,
     ProcessThenTimeout,
     SystemError,
+    FrequencyLimited,
     BadSignature,
 }
 
@@ -55,17 +60,23 @@ impl FaultCounters {
     /// process-then-timeout, then SYSTEMERROR, then bad signature), so several
     /// armed faults hit successive calls one at a time.
     pub fn take(&self) -> Option<Fault> {
-        self.take_one(true)
+        self.take_one(true, false)
+    }
+
+    /// [`Self::take`] for a v3 call, which may also take FREQUENCY_LIMITED
+    /// (after SYSTEM_ERROR, before a bad signature).
+    pub fn take_v3(&self) -> Option<Fault> {
+        self.take_one(true, true)
     }
 
     /// [`Self::take`] for a call whose answer carries no signature (the daily
     /// bill): a bad-signature fault is left for the next signed call rather than
     /// spent on nothing.
     pub fn take_unsigned(&self) -> Option<Fault> {
-        self.take_one(false)
+        self.take_one(false, false)
     }
 
-    fn take_one(&self, signed: bool) -> Option<Fault> {
+    fn take_one(&self, signed: bool, v3: bool) -> Option<Fault> {
         let mut f = self.lock();
         if f.timeout > 0 {
             f.timeout -= 1;
@@ -76,6 +87,9 @@ impl FaultCounters {
         } else if f.systemerror > 0 {
             f.systemerror -= 1;
             Some(Fault::SystemError)
+        } else if v3 && f.frequency_limited > 0 {
+            f.frequency_limited -= 1;
+            Some(Fault::FrequencyLimited)
         } else if signed && f.bad_signature > 0 {
             f.bad_signature -= 1;
             Some(Fault::BadSignature)
@@ -151,5 +165,19 @@ mod tests {
         });
         assert_eq!(c.take_unsigned(), None);
         assert_eq!(c.take(), Some(Fault::BadSignature));
+    }
+
+    #[test]
+    fn frequency_limited_is_for_v3_calls_only() {
+        let c = FaultCounters::default();
+        c.set(Faults {
+            frequency_limited: 1,
+            bad_signature: 1,
+            ..Faults::default()
+        });
+        assert_eq!(c.take(), Some(Fault::BadSignature));
+        assert_eq!(c.take(), None);
+        assert_eq!(c.take_v3(), Some(Fault::FrequencyLimited));
+        assert_eq!(c.current(), Faults::default());
     }
 }

@@ -1,9 +1,11 @@
 //! A running sandbox for tests in any crate, and the typed client of its control
 //! API: `spawn` starts it on 127.0.0.1:0 in a tokio task and returns a
 //! [`SandboxHandle`] that knows its URLs (plain and TLS), the certificates each
-//! account needs for `/secapi/`, and can pay, fail and inspect orders.
+//! account needs for `/secapi/`, and can pay, fail and inspect orders; for v3
+//! merchants it issues their API key pairs, shows WeChat's keys to configure
+//! them with, and rotates those keys.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -14,9 +16,12 @@ use crate::{
     control::{
         AgeOptions, ErrorBody, FailOptions, OrderView, PayOptions, RefundView, SettleOptions,
     },
+    control_v3::{CertificateView, KeyModeOptions, MerchantKeyOptions, V3MerchantView},
     faults::Faults,
+    keygen::{self, IssuedMerchantKey},
     orders::DeliveryAttempt,
     tls::TlsFiles,
+    wechat_keys::KeyMode,
     Sandbox,
 };
 
@@ -28,13 +33,16 @@ pub enum ControlError {
     /// The sandbox refused: 404 (no such order), 409 (not allowed now), 400.
     #[error("the sandbox answered {status}: {error}")]
     Status { status: u16, error: String },
+    /// Something done on this side failed (a key pair made, a file written).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ControlError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ControlError::Status { status, .. } => Some(*status),
-            ControlError::Transport(_) => None,
+            ControlError::Transport(_) | ControlError::Local(_) => None,
         }
     }
 }
@@ -236,6 +244,101 @@ impl SandboxHandle {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// What WeChat holds for the v3 merchant `mch_id`: its key mode, the
+    /// WeChat Pay public key and id to write as its `wechatpay_public_key` and
+    /// `wechatpay_public_key_id`, the platform certificates, its API key's serial.
+    pub async fn v3_merchant(&self, mch_id: &str) -> Result<V3MerchantView, ControlError> {
+        self.get(&format!("/sandbox/v3/merchants/{mch_id}")).await
+    }
+
+    /// Writes the WeChat Pay public key the v3 merchant `mch_id` is given to
+    /// `path` (its `wechatpay_public_key` file) and returns the view, whose
+    /// `public_key_id` is its `wechatpay_public_key_id`.
+    pub async fn write_wechat_public_key(
+        &self,
+        mch_id: &str,
+        path: &Path,
+    ) -> Result<V3MerchantView, ControlError> {
+        let view = self.v3_merchant(mch_id).await?;
+        keygen::write_public(path, &view.public_key_pem)
+            .map_err(|e| ControlError::Local(e.to_string()))?;
+        Ok(view)
+    }
+
+    /// Issues the v3 merchant `mch_id` an API key pair, as WeChat's
+    /// certificate tool does: a fresh RSA 2048 key written to
+    /// `dir/apiclient_key.pem` (PKCS#8) and a serial, and registers the public
+    /// half with the sandbox (the merchant's requests are checked with it from
+    /// now on). Configure the merchant with `private_key` = the path and
+    /// `serial_no` = the serial. The private key never leaves this process.
+    pub async fn issue_merchant_key(
+        &self,
+        mch_id: &str,
+        dir: &Path,
+    ) -> Result<IssuedMerchantKey, ControlError> {
+        let dir = dir.to_owned();
+        let issued = tokio::task::spawn_blocking(move || keygen::issue_merchant_key(&dir))
+            .await
+            .map_err(|e| ControlError::Local(format!("key generation stopped: {e}")))?
+            .map_err(|e| ControlError::Local(e.to_string()))?;
+        self.register_merchant_key(mch_id, &issued.serial_no, issued.key.public_pem())
+            .await?;
+        Ok(issued)
+    }
+
+    /// Registers the public half of a v3 merchant's API key (SPKI PEM) and
+    /// its certificate's serial: what uploading an API certificate does.
+    pub async fn register_merchant_key(
+        &self,
+        mch_id: &str,
+        serial_no: &str,
+        public_key_pem: &str,
+    ) -> Result<V3MerchantView, ControlError> {
+        let options = MerchantKeyOptions {
+            serial_no: serial_no.to_owned(),
+            public_key_pem: public_key_pem.to_owned(),
+        };
+        self.post(
+            &format!("/sandbox/v3/merchants/{mch_id}/merchant-key"),
+            &options,
+        )
+        .await
+    }
+
+    /// Which of WeChat's keys the v3 merchant is given from now on.
+    pub async fn set_key_mode(
+        &self,
+        mch_id: &str,
+        key_mode: KeyMode,
+    ) -> Result<V3MerchantView, ControlError> {
+        self.post(
+            &format!("/sandbox/v3/merchants/{mch_id}/key-mode"),
+            &KeyModeOptions { key_mode },
+        )
+        .await
+    }
+
+    /// Every platform certificate valid now, oldest first.
+    pub async fn platform_certificates(&self) -> Result<Vec<CertificateView>, ControlError> {
+        self.get("/sandbox/v3/certificates").await
+    }
+
+    /// A new platform certificate signs from now on (for merchants in
+    /// certificate mode); the old ones stay valid and listed, so a client
+    /// that knew only them meets an unknown serial and must download again.
+    pub async fn rotate_certificate(&self) -> Result<CertificateView, ControlError> {
+        self.post("/sandbox/v3/certificates/rotate", &()).await
+    }
+
+    /// A new WeChat Pay public key, with a new id, for the merchant `mch_id`.
+    pub async fn rotate_public_key(&self, mch_id: &str) -> Result<V3MerchantView, ControlError> {
+        self.post(
+            &format!("/sandbox/v3/merchants/{mch_id}/public-key/rotate"),
+            &(),
+        )
+        .await
     }
 
     /// Stops the sandbox gracefully and waits for it.

@@ -1,5 +1,5 @@
-//! wechat-sandbox: an offline simulator of the WeChat Pay v2 endpoints this
-//! product calls (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
+//! wechat-sandbox: an offline simulator of the WeChat Pay endpoints this
+//! product calls: v2 (`/pay/unifiedorder`, `/pay/orderquery`, `/pay/closeorder`,
 //! `/secapi/pay/refund`, `/pay/refundquery`, `/pay/downloadbill`), with
 //! WeChat's checks and signed replies, payment and refund notifications retried
 //! on WeChat's schedule, the daily bill built from its own trades, injectable
@@ -19,7 +19,17 @@
 //! the account its `mch_id` names, orders belong to their account (and sub
 //! merchant, in service-provider mode), and replies, notifications, client
 //! certificates and bills are per account. Every v2 trade type is served
-//! (JSAPI, NATIVE with `code_url`, APP, MWEB with `mweb_url`). In a test:
+//! (JSAPI, NATIVE with `code_url`, APP, MWEB with `mweb_url`).
+//!
+//! An account may speak WeChat Pay API v3 ([`V3Account`], or a v3 entry of
+//! the merchants file): the sandbox then serves `/v3/pay/[partner/]transactions/…`
+//! (place, query, close) and `/v3/certificates` for it over the same order
+//! book, checks every request's RSA signature with the merchant's API public
+//! key, signs every answer with its own WeChat keys (a WeChat Pay public key
+//! and platform certificates it generates at start and can rotate, [`KeyMode`]),
+//! and sends encrypted, signed `TRANSACTION.SUCCESS` notifications. It issues
+//! a merchant's API key pair ([`issue_merchant_key`],
+//! [`SandboxHandle::issue_merchant_key`]). In a test:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,21 +50,26 @@ mod bill;
 mod client_auth;
 mod config;
 mod control;
+mod control_v3;
 mod faults;
 mod handle;
+mod keygen;
 mod notify;
 mod orders;
 mod protocol;
 mod state;
 mod tls;
+mod v3_api;
+mod v3_protocol;
 mod wechat_api;
+mod wechat_keys;
 
 use std::{future::Future, io, net::SocketAddr};
 
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
-pub use accounts::{Account, Owner, SubMerchant};
+pub use accounts::{Account, Owner, SubMerchant, V3Account};
 pub use bill::BillLayout;
 pub use client_auth::ClientAuth;
 pub use config::{
@@ -65,19 +80,25 @@ pub use control::{
     AgeOptions, FailOptions, NotifyOptions, OrderView, PayOptions, RefundView, SettleOptions,
     MAX_AGE_SECONDS, MAX_DUPLICATES,
 };
+pub use control_v3::{CertificateView, KeyModeOptions, MerchantKeyOptions, V3MerchantView};
 pub use faults::Faults;
 pub use handle::{spawn, ControlError, SandboxHandle};
+pub use keygen::{
+    issue_merchant_key, issue_merchant_key_at, IssuedMerchantKey, KeyGenError, KeyPair,
+};
 pub use notify::{retry_delays, Delivery};
 pub use orders::{DeliveryAttempt, RefundStatus, MAX_REFUNDS_PER_ORDER};
 pub use state::AppState;
 pub use tls::{
     ClientFiles, IssuedCert, TestCa, TlsFiles, TlsSettings, TlsSource, DEFAULT_TLS_ADDR,
 };
+pub use wechat_keys::{KeyMode, KeyRingError, WechatSideKeys};
 
 /// The whole HTTP surface: WeChat's endpoints and the control API.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(wechat_api::routes(state.clone()))
+        .merge(v3_api::routes())
         .merge(control::routes())
         .with_state(state)
 }
@@ -97,7 +118,16 @@ impl Sandbox {
     /// Binds `addr` (`"127.0.0.1:0"` picks a free port) and the TLS listener
     /// (`config.tls.addr`), after issuing or loading its certificates. A TLS
     /// problem's message names the variable that would fix it (`SANDBOX_TLS_…`).
-    pub async fn build(config: SandboxConfig, addr: impl ToSocketAddrs) -> io::Result<Self> {
+    pub async fn build(mut config: SandboxConfig, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        let has_v3 = config.registry().map_err(io::Error::other)?.has_v3();
+        if has_v3 && config.wechat_keys.is_none() {
+            // RSA key generation takes seconds: not on the runtime's threads.
+            let keys = tokio::task::spawn_blocking(WechatSideKeys::generate)
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+            config.wechat_keys = Some(keys);
+        }
         let tls_addr = config.tls.addr;
         let source = config.tls.source.clone();
         let default_mch_id = config.merchant.mch_id.clone();
@@ -162,6 +192,30 @@ impl Sandbox {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// What WeChat holds for the v3 merchant `mch_id` (as `GET
+    /// /sandbox/v3/merchants/{mch_id}` shows it): its WeChat Pay public key
+    /// PEM and id to configure it with, the platform certificates, its API key
+    /// serial. `None`: not a hosted v3 merchant. For a harness that wires the
+    /// product before the sandbox serves.
+    pub fn v3_merchant(&self, mch_id: &str) -> Option<V3MerchantView> {
+        let keys = self.state.keys()?;
+        control_v3::view(&keys, mch_id).ok()
+    }
+
+    /// Registers the public half of the v3 merchant's API key, named by its
+    /// certificate's serial (`IssuedMerchantKey::public_key`, or
+    /// `MerchantSigner::public_key` of a key the merchant already has).
+    pub fn register_merchant_key(
+        &self,
+        mch_id: &str,
+        key: wxpay_core::wechat::v3::WechatKey,
+    ) -> Result<(), KeyRingError> {
+        match self.state.keys() {
+            Some(mut keys) => keys.register_merchant_key(mch_id, key),
+            None => Err(KeyRingError::NotV3(mch_id.to_owned())),
+        }
     }
 
     /// Serves both listeners until `shutdown` resolves, then stops notification

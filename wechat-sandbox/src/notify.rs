@@ -1,22 +1,33 @@
 //! Notifications: what WeChat POSTs to a merchant, and the delivery loop that
-//! retries on WeChat's schedule until the merchant answers return_code SUCCESS.
-//! A payment notification goes to the order's notify_url, signed with the key
-//! of the account the order belongs to and the order's sign type; a refund notification goes to the refund's notify_url,
-//! unsigned, its content encrypted in `req_info`. Every attempt is recorded in
-//! the delivery log of the order or refund it is about.
+//! retries on WeChat's schedule until the merchant acknowledges (v2:
+//! return_code SUCCESS; v3: any 2xx). A v2 payment notification goes to the
+//! order's notify_url, signed with the key of the account the order belongs
+//! to and the order's sign type; a refund notification goes to the refund's
+//! notify_url, unsigned, its content encrypted in `req_info`. A v3 payment
+//! notification (`TRANSACTION.SUCCESS`) is JSON whose `resource` is sealed
+//! under the merchant's APIv3 key, signed at each attempt (so a retry hours
+//! later carries a fresh timestamp) with the key WeChat then uses for the
+//! merchant. Every attempt is recorded in the delivery log of the order or
+//! refund it is about.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use rand::{distr::Alphanumeric, Rng};
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
     domain::Nonce,
-    wechat::{china_time, refund_crypto, sign, xml, ApiKey, Fields},
+    wechat::{
+        china_time, refund_crypto, sign, v3,
+        v3::models::{EncryptedResource, Notification, TRANSACTION_SUCCESS},
+        xml, ApiKey, Fields,
+    },
 };
 
 use crate::{
     orders::{DeliveryAttempt, RefundStatus, SandboxOrder, SandboxRefund},
     state::AppState,
+    v3_protocol,
 };
 
 /// Whose delivery log an attempt goes to.
@@ -188,6 +199,64 @@ pub fn china_time_with_dashes(t: chrono::DateTime<Utc>) -> String {
     )
 }
 
+/// The v3 payment notification of a paid order: `TRANSACTION.SUCCESS`, its
+/// resource (what a query answers) sealed with AEAD_AES_256_GCM under the
+/// merchant's APIv3 key, a 12-character nonce and associated_data
+/// `transaction`. `None` only if our own JSON could not be sealed (a bug).
+pub fn v3_payment_notification(
+    order: &SandboxOrder,
+    apiv3_key: &v3::Apiv3Key,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let plaintext = v3_protocol::transaction(order).to_string();
+    let nonce = random_text(12);
+    let resource = match EncryptedResource::seal(
+        apiv3_key,
+        &nonce,
+        "transaction",
+        "transaction",
+        plaintext.as_bytes(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, out_trade_no = %order.out_trade_no, "resource not sealed");
+            return None;
+        }
+    };
+    let notification = Notification {
+        // WeChat's notification ids: a fresh one per event, like EV-2018022511223320873.
+        id: format!(
+            "EV-{}{}",
+            china_time::format(now),
+            rand::rng().random_range(100_000..1_000_000)
+        ),
+        create_time: china_time::format_rfc3339(now),
+        event_type: TRANSACTION_SUCCESS.to_owned(),
+        resource_type: "encrypt-resource".to_owned(),
+        summary: "支付成功".to_owned(),
+        resource,
+    };
+    serde_json::to_string(&notification).ok()
+}
+
+fn random_text(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A notification's body, in its dialect.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// XML, acknowledged by return_code SUCCESS on a 2xx.
+    V2(String),
+    /// JSON, signed at each attempt with the key WeChat then uses for
+    /// `mch_id`; acknowledged by any 2xx (the contract's 200 or 204).
+    V3 { body: String, mch_id: String },
+}
+
 /// Starts delivering `copies` concurrent copies of `fields` to `url`, each with
 /// its own retry loop, logging every attempt under `subject`. Returns at once.
 pub fn start(state: &AppState, subject: Subject, url: &str, fields: &Fields, copies: u32) {
@@ -199,17 +268,22 @@ pub fn start(state: &AppState, subject: Subject, url: &str, fields: &Fields, cop
             return;
         }
     };
+    start_message(state, subject, url, Message::V2(body), copies);
+}
+
+/// [`start`] for a message already made (a v3 notification's JSON).
+pub fn start_message(state: &AppState, subject: Subject, url: &str, message: Message, copies: u32) {
     for copy in 1..=copies {
         let state = state.clone();
         let url = url.to_owned();
         let subject = subject.clone();
-        let body = body.clone();
-        tokio::spawn(async move { deliver(state, subject, url, body, copy).await });
+        let message = message.clone();
+        tokio::spawn(async move { deliver(state, subject, url, message, copy).await });
     }
 }
 
 #[tracing::instrument(skip(state, url, body))]
-async fn deliver(state: AppState, subject: Subject, url: String, body: String, copy: u32) {
+async fn deliver(state: AppState, subject: Subject, url: String, body: Message, copy: u32) {
     let delays = std::iter::once(Duration::ZERO).chain(retry_delays(state.config().time_factor));
     for (attempt, delay) in (1u32..).zip(delays) {
         tokio::select! {
@@ -239,7 +313,7 @@ async fn deliver(state: AppState, subject: Subject, url: String, body: String, c
 async fn attempt_once(
     state: &AppState,
     url: &str,
-    body: &str,
+    message: &Message,
     copy: u32,
     attempt: u32,
 ) -> DeliveryAttempt {
@@ -252,13 +326,32 @@ async fn attempt_once(
         error: None,
         acknowledged: false,
     };
-    let sent = state
-        .http()
-        .post(url)
-        .header("content-type", "text/xml")
-        .body(body.to_owned())
-        .send()
-        .await;
+    let request = match message {
+        Message::V2(body) => state
+            .http()
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(body.clone()),
+        Message::V3 { body, mch_id } => {
+            let signer = state.keys().and_then(|k| k.notification_signer(mch_id));
+            let signed = signer.map(|s| v3_protocol::sign(&s, body.as_bytes(), Utc::now(), false));
+            let Some(Ok(signature)) = signed else {
+                // The merchant is a hosted v3 one (its order was placed over v3).
+                record.error = Some("the notification could not be signed".to_owned());
+                return record;
+            };
+            let mut request = state
+                .http()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            for (name, value) in signature.headers() {
+                request = request.header(name, value);
+            }
+            request
+        }
+    };
+    let sent = request.send().await;
     let response = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -270,10 +363,17 @@ async fn attempt_once(
     record.http_status = Some(status.as_u16());
     match response.bytes().await {
         Ok(bytes) => {
-            // WeChat stops only on a well-formed return_code SUCCESS, on a 2xx.
-            record.acknowledged = status.is_success()
-                && xml::decode(&bytes)
-                    .is_ok_and(|f| f.get("return_code").map(String::as_str) == Some("SUCCESS"));
+            record.acknowledged = match message {
+                // WeChat stops only on a well-formed return_code SUCCESS, on a 2xx.
+                Message::V2(_) => {
+                    status.is_success()
+                        && xml::decode(&bytes).is_ok_and(|f| {
+                            f.get("return_code").map(String::as_str) == Some("SUCCESS")
+                        })
+                }
+                // v3: any 2xx; a 4xx/5xx (`{"code":"FAIL"}`) or no answer is retried.
+                Message::V3 { .. } => status.is_success(),
+            };
             let text = String::from_utf8_lossy(&bytes);
             record.reply = Some(text.chars().take(MAX_LOGGED_REPLY).collect());
         }

@@ -23,7 +23,7 @@ use rand::{distr::Alphanumeric, Rng};
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
     domain::OrderStatus,
-    wechat::{china_time, Fields, SignType},
+    wechat::{china_time, ApiVersion, Fields, SignType},
 };
 
 pub use crate::accounts::Owner;
@@ -48,8 +48,11 @@ pub struct NewOrder {
     pub notify_url: String,
     pub time_expire: Option<DateTime<Utc>>,
     pub sign_type: SignType,
-    /// Every request field but `nonce_str` and `sign`: a repeated unifiedorder is
-    /// "the same order" exactly when these are equal.
+    /// The dialect it was placed in, which its notifications speak.
+    pub api_version: ApiVersion,
+    /// What identifies the request (v2: every field but `nonce_str` and
+    /// `sign`; v3: the body): a repeat is "the same order" exactly when these
+    /// are equal.
     pub business: Fields,
 }
 
@@ -77,6 +80,10 @@ pub struct SandboxOrder {
     pub total_fee: i64,
     pub notify_url: String,
     pub sign_type: SignType,
+    /// v2 or v3: the dialect it was placed in. Its payment notification is
+    /// sent in it (a merchant moving to v3 still gets v2 ones for the orders
+    /// it placed over v2); either dialect may query it.
+    pub api_version: ApiVersion,
     pub time_expire: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub transaction_id: Option<String>,
@@ -105,7 +112,8 @@ pub struct DeliveryAttempt {
     pub reply: Option<String>,
     /// Why no answer came (connection refused, timeout).
     pub error: Option<String>,
-    /// The merchant answered return_code SUCCESS: WeChat stops retrying.
+    /// The merchant acknowledged it (v2: return_code SUCCESS on a 2xx; v3:
+    /// any 2xx): WeChat stops retrying.
     pub acknowledged: bool,
 }
 
@@ -241,6 +249,7 @@ impl OrderBook {
             total_fee: new.total_fee,
             notify_url: new.notify_url,
             sign_type: new.sign_type,
+            api_version: new.api_version,
             time_expire: new.time_expire,
             created_at: now,
             transaction_id: None,
@@ -513,6 +522,7 @@ mod tests {
             notify_url: "http://127.0.0.1:1/notify".into(),
             time_expire: None,
             sign_type: SignType::Md5,
+            api_version: ApiVersion::V2,
             business,
         }
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, NaiveDate, TimeDelta, Timelike, Utc};
 use wxpay_core::{
     domain::{Fee, Nonce, OutTradeNo},
-    wechat::{china_time, sign, xml, ApiKey, Fields, SignType, XmlError},
+    wechat::{china_time, sign, xml, ApiKey, ApiVersion, Fields, SignType, XmlError},
 };
 
 use crate::{
@@ -316,6 +316,7 @@ pub fn unified_order(
         notify_url: notify_url.to_owned(),
         time_expire,
         sign_type,
+        api_version: ApiVersion::V2,
         business,
     })
 }

@@ -1,12 +1,19 @@
-//! The state every handler shares: configuration, the hosted accounts, the order book, the fault
-//! counters, the HTTP client that sends notifications, and the shutdown token
-//! that stops hanging handlers and retry loops. Cheap to clone.
+//! The state every handler shares: configuration, the hosted accounts, the
+//! v3 key ring (WeChat's keys and the v3 merchants'), the order book, the
+//! fault counters, the HTTP client that sends notifications, and the shutdown
+//! token that stops hanging handlers and retry loops. Cheap to clone.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{accounts::Registry, config::SandboxConfig, faults::FaultCounters, orders::OrderBook};
+use crate::{
+    accounts::Registry,
+    config::SandboxConfig,
+    faults::FaultCounters,
+    orders::OrderBook,
+    wechat_keys::{KeyRing, WechatSideKeys},
+};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -17,6 +24,8 @@ pub struct AppState {
 struct Inner {
     config: SandboxConfig,
     accounts: Registry,
+    /// `None` when no account speaks v3 (nothing to sign with, nothing made).
+    keys: Option<Mutex<KeyRing>>,
     orders: Mutex<OrderBook>,
     faults: FaultCounters,
     http: reqwest::Client,
@@ -25,9 +34,22 @@ struct Inner {
 
 impl AppState {
     /// Fails when the configuration lists one mch_id with two keys, or the
-    /// notification client cannot be built.
+    /// notification client cannot be built. With a v3 account, WeChat's keys
+    /// are `config.wechat_keys`, or made here (blocking for a few seconds:
+    /// `Sandbox::build` makes them off the runtime's threads first).
     pub fn new(config: SandboxConfig) -> Result<Self, std::io::Error> {
         let accounts = config.registry().map_err(std::io::Error::other)?;
+        let keys = if accounts.has_v3() {
+            let side = match &config.wechat_keys {
+                Some(k) => k.clone(),
+                None => WechatSideKeys::generate().map_err(std::io::Error::other)?,
+            };
+            let ring = KeyRing::new(&accounts, &side, chrono::Utc::now())
+                .map_err(std::io::Error::other)?;
+            Some(Mutex::new(ring))
+        } else {
+            None
+        };
         let http = reqwest::Client::builder()
             .timeout(config.notify_timeout)
             .user_agent("Mozilla/4.0 (wechat-sandbox)")
@@ -37,6 +59,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 accounts,
+                keys,
                 orders: Mutex::new(OrderBook::default()),
                 faults: FaultCounters::default(),
                 http,
@@ -52,6 +75,15 @@ impl AppState {
     /// Every hosted account, by mch_id.
     pub(crate) fn accounts(&self) -> &Registry {
         &self.inner.accounts
+    }
+
+    /// The v3 key ring, when any account speaks v3. Never held across an `.await`.
+    pub(crate) fn keys(&self) -> Option<MutexGuard<'_, KeyRing>> {
+        // Every change to the ring is one insertion or assignment.
+        self.inner
+            .keys
+            .as_ref()
+            .map(|k| k.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The order book. Never held across an `.await`.

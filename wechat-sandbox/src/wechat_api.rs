@@ -466,7 +466,7 @@ fn query_fields(order: &SandboxOrder) -> Fields {
 
 /// The `timeout` fault: hold the request past any client timeout, then drop the
 /// connection without an answer (a body that fails makes hyper abort it).
-async fn hang_and_drop(state: &AppState) -> Response {
+pub(crate) async fn hang_and_drop(state: &AppState) -> Response {
     tracing::info!("timeout fault: holding the request");
     tokio::select! {
         _ = tokio::time::sleep(state.config().fault_hang) => {}

@@ -81,6 +81,19 @@ impl MerchantSigner {
         &self.serial_no
     }
 
+    /// The public half, named by the serial: what WeChat keeps from the
+    /// merchant's API certificate to check its requests (the sandbox plays
+    /// that side), and what a harness registers for a key pair it issued.
+    pub fn public_key(&self) -> WechatKey {
+        WechatKey {
+            id: self.serial_no.clone(),
+            // ring gives the RSAPublicKey DER, the form `WechatKey` verifies with.
+            public_key: self.key.public().as_ref().to_vec(),
+            valid: None,
+            certificate_pem: None,
+        }
+    }
+
     /// RSA PKCS#1 v1.5 SHA-256 of `message`, standard base64.
     pub fn sign(&self, message: &[u8]) -> Result<String, KeyError> {
         let mut signature = vec![0; self.key.public().modulus_len()];
