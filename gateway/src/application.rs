@@ -21,6 +21,7 @@ use crate::{
     readiness::Readiness,
     routes::app,
     state::AppState,
+    wechat_keys::KeySource,
 };
 
 /// `RETENTION_DAYS`' default: 90 days.
@@ -105,6 +106,13 @@ impl Application {
         self.state.orderquery =
             Some(OrderQuery::new(api_base).context("cannot build the orderquery client")?);
         Ok(self)
+    }
+
+    /// Where the v3 notification's prover gets WeChat's keys (by default the
+    /// v3 merchants' configured public keys).
+    pub fn with_wechat_keys(mut self, keys: Arc<dyn KeySource>) -> Self {
+        self.state.wechat_keys = keys;
+        self
     }
 
     /// How long published events, audit rows and anomalies are kept.

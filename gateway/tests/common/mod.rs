@@ -6,6 +6,8 @@
 //! Postgres. Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod v3;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -93,6 +95,8 @@ pub struct Setup {
     pub limits: gateway::connections::Limits,
     /// The merchants the gateway serves (`default` alone unless a test says).
     pub merchants: Vec<MerchantEntry>,
+    /// WeChat's v3 keys (the merchants' configured public keys unless set).
+    pub wechat_keys: Option<Arc<dyn gateway::wechat_keys::KeySource>>,
 }
 
 impl Default for Setup {
@@ -103,6 +107,7 @@ impl Default for Setup {
             cloudpay: true,
             limits: Default::default(),
             merchants: vec![default_merchant()],
+            wechat_keys: None,
         }
     }
 }
@@ -148,7 +153,10 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         limits: setup.limits,
         retention: std::time::Duration::from_secs(90 * 86_400),
     };
-    let app = Application::build(config).await.expect("gateway builds");
+    let mut app = Application::build(config).await.expect("gateway builds");
+    if let Some(keys) = setup.wechat_keys {
+        app = app.with_wechat_keys(keys);
+    }
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics_base = format!(
         "http://127.0.0.1:{}",
