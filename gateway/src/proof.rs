@@ -577,4 +577,23 @@ mod tests {
             "malformed"
         );
     }
+
+    #[test]
+    fn a_v3_resource_names_its_merchant_by_mchid_or_sp_mchid_and_sub_mchid() {
+        let direct = book().entries()[0].clone();
+        let mut sub = direct.clone();
+        sub.sub_mch_id = Some("1900000201".into());
+        let accounts = |json: &str| serde_json::from_str::<Accounts>(json).expect("json");
+        let a =
+            accounts(r#"{"appid":"wxd930ea5d5a258f4f","mchid":"10000100","out_trade_no":"A1"}"#);
+        assert!(a.are(&direct) && !a.are(&sub));
+        assert_eq!(a.app(), Some("wxd930ea5d5a258f4f"));
+        // An empty sub_mchid is no sub-merchant, as for a v2 message.
+        assert!(accounts(r#"{"mchid":"10000100","sub_mchid":""}"#).are(&direct));
+        let p = accounts(r#"{"sp_appid":"wxsp","sp_mchid":"10000100","sub_mchid":"1900000201"}"#);
+        assert!(p.are(&sub) && !p.are(&direct));
+        assert_eq!(p.app(), Some("wxsp"));
+        assert!(!accounts(r#"{"mchid":"10000101"}"#).are(&direct));
+        assert!(!accounts("{}").are(&direct));
+    }
 }
