@@ -21,8 +21,9 @@ use wxpay_core::domain::{
     Caller, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo, OutTradeNo, Refund,
 };
 use wxpay_store::{
-    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog, RefundOutcome,
-    RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
+    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog,
+    PlatformCertificate, RefundOutcome, RefundPlacement, RefundUpdate, Store, StoreError,
+    Transition, TransitionOutcome,
 };
 
 /// Calls made and nanoseconds spent inside them, shared and readable while in use.
@@ -251,6 +252,25 @@ impl Store for CountingStore {
     async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
         let _t = self.tick();
         self.inner.record_anomaly(a).await
+    }
+    async fn platform_certificates(
+        &self,
+        mch_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlatformCertificate>, StoreError> {
+        let _t = self.tick();
+        self.inner.platform_certificates(mch_id, now).await
+    }
+    async fn save_platform_certificates(
+        &self,
+        mch_id: &str,
+        certs: &[PlatformCertificate],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _t = self.tick();
+        self.inner
+            .save_platform_certificates(mch_id, certs, now)
+            .await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         let _t = self.tick();

@@ -10,6 +10,7 @@ pub mod counting;
 pub mod machine;
 pub mod measure;
 pub mod notification;
+pub mod notification_v3;
 pub mod report;
 pub mod scenarios;
 pub mod stack;

@@ -177,3 +177,18 @@ impl RefundColumns {
         })
     }
 }
+
+/// Refuses to keep under `mch_id` a platform certificate that names another
+/// merchant: one merchant's download never becomes another's keys.
+pub(crate) fn same_merchant(
+    mch_id: &str,
+    certs: &[crate::PlatformCertificate],
+) -> Result<(), StoreError> {
+    match certs.iter().find(|c| c.mch_id != mch_id) {
+        Some(c) => Err(StoreError::Conflict(format!(
+            "platform certificate {} is for merchant {}, not {mch_id}",
+            c.serial_no, c.mch_id
+        ))),
+        None => Ok(()),
+    }
+}

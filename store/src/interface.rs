@@ -1,7 +1,8 @@
 //! The storage interface: the one small trait the rest of the code uses to keep
 //! orders, their status changes (with the outbox event written in the same
-//! transaction), refunds, received notifications and anomalies, and the types
-//! it speaks (the refund ones are in [`crate::refunds`]).
+//! transaction), refunds, received notifications and anomalies, WeChat Pay v3
+//! platform certificates, and the types it speaks (the refund ones are in
+//! [`crate::refunds`]).
 //! Postgres (the split deployment) and SQLite (the embedded default) implement
 //! it and pass the same suite (`suite`, behind the `testing` feature).
 
@@ -178,6 +179,22 @@ pub struct Anomaly {
     pub detail: String,
 }
 
+/// One of WeChat Pay's v3 platform certificates for a merchant account, as
+/// kept after its download was decrypted and verified. The store keeps it as
+/// given; reading the PEM back into a key is the caller's (wechat-v3's) job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformCertificate {
+    /// The account that downloaded it (the one that signs requests).
+    pub mch_id: String,
+    /// Uppercase hex, as `Wechatpay-Serial` names it.
+    pub serial_no: String,
+    pub certificate_pem: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// When WeChat last listed it.
+    pub fetched_at: DateTime<Utc>,
+}
+
 /// An unsettled order the reconciler claimed, and how many times it has been
 /// claimed (this time included), which sets how long until the next question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +367,26 @@ pub trait Store: Send + Sync + 'static {
     /// while: outbox events published before `before`, notifications received
     /// before it, anomalies recorded before it. Returns how many rows went.
     async fn purge_before(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, StoreError>;
+
+    /// The platform certificates kept for `mch_id` that are unexpired at
+    /// `now` (`not_after > now`), oldest end first.
+    async fn platform_certificates(
+        &self,
+        mch_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlatformCertificate>, StoreError>;
+
+    /// Keeps `certs` for `mch_id` (a certificate already kept under its
+    /// serial is replaced: a new download refreshes its `fetched_at`) and
+    /// deletes that merchant's certificates expired at `now`, in one
+    /// transaction. Certificates of other merchants in `certs` are refused
+    /// (`Conflict`) before anything is written.
+    async fn save_platform_certificates(
+        &self,
+        mch_id: &str,
+        certs: &[PlatformCertificate],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -9,7 +9,9 @@
 //! - [`ledger`]: the one operation every caller uses to change an order's status
 //!   (or apply a refund) and hand the committed event to the bus;
 //! - [`refunds`]: the refund types and the rules every backend runs them by;
-//! - [`retention`]: deleting what is kept only for a while (`RETENTION_DAYS`).
+//! - [`retention`]: deleting what is kept only for a while (`RETENTION_DAYS`);
+//! - WeChat Pay v3 platform certificates per merchant ([`PlatformCertificate`]),
+//!   shared by every replica.
 //!
 //! `suite` and `testing` (behind the `testing` feature) are for tests only.
 
@@ -26,6 +28,8 @@ pub mod retention;
 pub mod sqlite;
 
 #[cfg(feature = "testing")]
+pub mod certificate_suite;
+#[cfg(feature = "testing")]
 pub mod refund_suite;
 #[cfg(feature = "testing")]
 pub mod suite;
@@ -34,8 +38,8 @@ pub mod testing;
 
 pub use events::{EventFeed, EventPublisher, EventSink, PublishError, RedisPublisher};
 pub use interface::{
-    Anomaly, AnomalyKind, DueOrder, Guard, InsertOutcome, NotificationRecord, OutboxBacklog, Store,
-    StoreError, Transition, TransitionOutcome,
+    Anomaly, AnomalyKind, DueOrder, Guard, InsertOutcome, NotificationRecord, OutboxBacklog,
+    PlatformCertificate, Store, StoreError, Transition, TransitionOutcome,
 };
 pub use ledger::Ledger;
 pub use local_bus::LocalBus;

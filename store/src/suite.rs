@@ -960,6 +960,12 @@ macro_rules! store_suite {
             processing_refunds_are_claimed_for_refundquery,
             a_days_payments_refunds_and_report_are_read_back
         );
+        $crate::store_suite!(@tests $make; certificate_suite;
+            platform_certificates_are_kept_per_merchant_by_serial,
+            a_certificate_downloaded_again_is_replaced_not_duplicated,
+            expired_certificates_are_not_read_and_are_deleted_on_save,
+            another_merchants_certificate_is_never_kept_as_ours
+        );
     };
     (@tests $make:expr; $($name:ident),*) => {
         $crate::store_suite!(@tests $make; suite; $($name),*);

@@ -18,8 +18,8 @@ use wxpay_core::domain::{
 };
 use wxpay_store::{
     suite::new_order, Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord,
-    OutboxBacklog, RefundOutcome, RefundPlacement, RefundUpdate, SqliteStore, Store, StoreError,
-    Transition, TransitionOutcome,
+    OutboxBacklog, PlatformCertificate, RefundOutcome, RefundPlacement, RefundUpdate, SqliteStore,
+    Store, StoreError, Transition, TransitionOutcome,
 };
 
 async fn fresh_sqlite() -> Arc<dyn Store> {
@@ -181,6 +181,23 @@ mod file_backed {
         }
         async fn record_anomaly(&self, a: &Anomaly) -> Result<(), StoreError> {
             self.store.record_anomaly(a).await
+        }
+        async fn platform_certificates(
+            &self,
+            mch_id: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<PlatformCertificate>, StoreError> {
+            self.store.platform_certificates(mch_id, now).await
+        }
+        async fn save_platform_certificates(
+            &self,
+            mch_id: &str,
+            certs: &[PlatformCertificate],
+            now: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.store
+                .save_platform_certificates(mch_id, certs, now)
+                .await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             self.store.ping().await

@@ -109,6 +109,7 @@ impl PgStore {
 }
 
 mod bills;
+mod certificates;
 mod lifecycle;
 mod queries;
 mod refunds;

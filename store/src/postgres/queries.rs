@@ -9,8 +9,9 @@ use sqlx::Row;
 
 use crate::{
     columns::{applied_event, corrupt},
-    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog, RefundOutcome,
-    RefundPlacement, RefundUpdate, Store, StoreError, Transition, TransitionOutcome,
+    Anomaly, DueOrder, DueRefund, InsertOutcome, NotificationRecord, OutboxBacklog,
+    PlatformCertificate, RefundOutcome, RefundPlacement, RefundUpdate, Store, StoreError,
+    Transition, TransitionOutcome,
 };
 use wxpay_core::domain::{
     BillReport, Caller, IdempotencyKey, NewOrder, NewRefund, Order, OrderEvent, OutRefundNo,
@@ -393,6 +394,23 @@ impl Store for PgStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn platform_certificates(
+        &self,
+        mch_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlatformCertificate>, StoreError> {
+        self.certificates_of(mch_id, now).await
+    }
+
+    async fn save_platform_certificates(
+        &self,
+        mch_id: &str,
+        certs: &[PlatformCertificate],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.keep_certificates(mch_id, certs, now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

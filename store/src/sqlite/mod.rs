@@ -160,6 +160,7 @@ impl SqliteStore {
 }
 
 mod bills;
+mod certificates;
 mod lifecycle;
 mod queries;
 mod refunds;
