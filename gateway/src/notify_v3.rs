@@ -44,15 +44,13 @@ const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn process(state: &AppState, headers: &HeaderMap, body: Bytes) -> Judged {
     let signed = SignedHeaders::from_fn(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let mut proven = prove(state, &signed, &body);
-    if let (Err(refused), Some(serial)) = (&proven, signed.serial) {
-        if refused.reason == proof::UNKNOWN_SERIAL {
-            // A rotated platform certificate: look once (the source limits
-            // how often), then prove again with what it found.
-            let refreshed =
-                tokio::time::timeout(REFRESH_WAIT, state.wechat_keys.refresh(serial)).await;
-            if refreshed == Ok(true) {
-                proven = prove(state, &signed, &body);
-            }
+    if matches!(&proven, Err(refused) if refused.reason == proof::UNKNOWN_SERIAL) {
+        // A rotated platform certificate: look once (the source limits how
+        // often), then prove again with what it found.
+        let refreshed =
+            tokio::time::timeout(REFRESH_WAIT, state.wechat_keys.refresh(&signed, &body)).await;
+        if refreshed == Ok(true) {
+            proven = prove(state, &signed, &body);
         }
     }
     let proven = match proven {

@@ -1,17 +1,23 @@
 //! Where the v3 notification's prover gets WeChat's verifying keys for each
 //! v3 merchant: the WeChat Pay public key from its configuration
-//! (`V3Merchant.public_key`) and, once wired in, the platform certificates a
-//! key manager downloads, keeps in the database and refreshes. The prover
-//! stays pure: it is handed each merchant's keys as they stand in memory
+//! (`V3Merchant.public_key`) and the platform certificates that
+//! [`PlatformKeys`] (wxpay-wechat-v3, shared with payment-service) downloads,
+//! keeps in the database for every replica and refreshes. The prover stays
+//! pure: it is handed each merchant's keys as they stand in memory
 //! ([`KeySource::keys`], no I/O per message), and only a message naming a
-//! serial nobody knows may ask the source to look again
-//! ([`KeySource::refresh`], rate-limited by the source), after which it is
-//! proven once more. Never touches a message's order or audit row.
+//! serial nobody holds may ask the source to look again
+//! ([`KeySource::refresh`]: the database, then WeChat, at most once a minute
+//! per merchant), after which it is proven once more. Never touches a
+//! message's order or audit row.
 
 use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
-use wxpay_core::wechat::{v3::WechatKeys, MerchantBook, MerchantEntry};
+use wxpay_core::wechat::{
+    v3::{SignedHeaders, VerifyError, WechatKeys},
+    MerchantBook, MerchantEntry,
+};
+use wxpay_wechat_v3::PlatformKeys;
 
 /// WeChat's keys per v3 merchant.
 #[async_trait]
@@ -20,10 +26,10 @@ pub trait KeySource: Send + Sync {
     /// memory (empty for a v2 merchant).
     fn keys(&self, merchant: &MerchantEntry) -> Arc<WechatKeys>;
 
-    /// A message named `serial`, which no merchant's keys hold: fetch what
-    /// WeChat has now if the source can and may (at most once a minute),
-    /// and say whether any merchant's keys changed.
-    async fn refresh(&self, serial: &str) -> bool;
+    /// A message (its headers and raw body) names a serial no merchant's
+    /// keys hold: look again if the source can and may (at most once a
+    /// minute), and say whether some merchant holds that serial now.
+    async fn refresh(&self, headers: &SignedHeaders<'_>, body: &[u8]) -> bool;
 }
 
 /// The keys the configuration holds: each v3 merchant's WeChat Pay public
@@ -60,7 +66,29 @@ impl KeySource for ConfiguredKeys {
             .unwrap_or_default()
     }
 
-    async fn refresh(&self, _serial: &str) -> bool {
+    async fn refresh(&self, _headers: &SignedHeaders<'_>, _body: &[u8]) -> bool {
         false
+    }
+}
+
+/// The platform-certificate manager: each merchant's keys are its account's
+/// (by mch_id; a provider's sub-merchants share them), public key included.
+#[async_trait]
+impl KeySource for PlatformKeys {
+    fn keys(&self, merchant: &MerchantEntry) -> Arc<WechatKeys> {
+        PlatformKeys::keys(self, &merchant.merchant.mch_id).unwrap_or_default()
+    }
+
+    async fn refresh(&self, headers: &SignedHeaders<'_>, body: &[u8]) -> bool {
+        // verify_any refreshes every merchant that does not hold the serial
+        // (the database first, then WeChat; each at most once a minute, one
+        // refresh however many messages ask; never for a PUB_KEY_ID_, which
+        // is configured, not downloaded) and verifies once more. Only
+        // whether the serial is now held matters here: the prover then
+        // checks the signature itself, and opens the resource.
+        !matches!(
+            self.verify_any(headers, body).await,
+            Err(VerifyError::UnknownSerial(_))
+        )
     }
 }

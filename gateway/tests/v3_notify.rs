@@ -571,3 +571,45 @@ async fn a_providers_sub_merchants_share_its_apiv3_key_and_each_is_paid_only_its
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_mode_merchant_verifies_with_the_certificate_kept_in_the_database() {
+    // No key source given: the gateway's own PlatformKeys, which loads what
+    // another replica (or payment-service) downloaded.
+    let app = spawn_app_with(Setup {
+        merchants: vec![cert_v3(), shop_v3()],
+        stored_certificates: vec![stored(CERT_MCH_ID, &platform_cert())],
+        ..Setup::default()
+    })
+    .await;
+    let order = app.create_order_for(160, SignType::Md5, CERT_NAME).await;
+    let body = paid_body(&transaction(&order, &transaction_id(), &cert_v3()));
+
+    let (status, reply) = app
+        .notify_v3(&sign_at(&body, &wechat_cert_signer(), now()), body.clone())
+        .await;
+
+    assert_eq!((status, reply.as_str()), (204, ""), "{reply}");
+    let paid = app.order(&order.out_trade_no).await;
+    assert_eq!((paid.status, paid.version), (OrderStatus::Success, 2));
+    // Certificates are kept per account: signed under cert-v3's certificate,
+    // a payment to shop-v3 finds cert-v3 the only candidate, and the resource
+    // names shop-v3's numbers, not cert-v3's. shop-v3's own key still
+    // verifies shop-v3's messages.
+    let other = app.create_order_for(170, SignType::Md5, V3_NAME).await;
+    let body = paid_body(&transaction(&other, &transaction_id(), &shop_v3()));
+    let (status, _) = app
+        .notify_v3(&sign_at(&body, &wechat_cert_signer(), now()), body.clone())
+        .await;
+    assert_eq!(
+        status, 403,
+        "cert-v3's certificate does not speak for shop-v3"
+    );
+    assert_eq!(
+        app.order(&other.out_trade_no).await.status,
+        OrderStatus::NotPay
+    );
+    let (status, _) = app.notify_v3(&signed_now(&body), body).await;
+    assert_eq!(status, 204);
+    app.stop().await;
+}

@@ -95,8 +95,12 @@ pub struct Setup {
     pub limits: gateway::connections::Limits,
     /// The merchants the gateway serves (`default` alone unless a test says).
     pub merchants: Vec<MerchantEntry>,
-    /// WeChat's v3 keys (the merchants' configured public keys unless set).
+    /// WeChat's v3 keys (the platform-certificate manager over the fresh
+    /// database unless set).
     pub wechat_keys: Option<Arc<dyn gateway::wechat_keys::KeySource>>,
+    /// Platform certificates already in the database when the gateway
+    /// starts (as another replica would have downloaded them).
+    pub stored_certificates: Vec<wxpay_store::PlatformCertificate>,
 }
 
 impl Default for Setup {
@@ -108,6 +112,7 @@ impl Default for Setup {
             limits: Default::default(),
             merchants: vec![default_merchant()],
             wechat_keys: None,
+            stored_certificates: Vec::new(),
         }
     }
 }
@@ -135,6 +140,16 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let store = PgStore::connect(&database_url, Default::default())
         .await
         .expect("migrated store");
+    for cert in &setup.stored_certificates {
+        store
+            .save_platform_certificates(
+                &cert.mch_id,
+                std::slice::from_ref(cert),
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("certificate kept");
+    }
     let gateway_db_url = match setup.db_proxy {
         Some(addr) => with_authority(&database_url, &addr.to_string()),
         None => database_url.clone(),
@@ -150,6 +165,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
         wechat_api_base: wechat.url.clone(),
+        wechat_extra_root_ca: None,
         limits: setup.limits,
         retention: std::time::Duration::from_secs(90 * 86_400),
     };

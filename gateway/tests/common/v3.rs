@@ -257,6 +257,19 @@ pub fn fail_code(reply: &str) -> String {
         .unwrap_or_else(|| format!("<not a v3 reply: {reply}>"))
 }
 
+/// `cert` as the row a replica keeps after downloading it for `mch_id`.
+pub fn stored(mch_id: &str, cert: &WechatKey) -> wxpay_store::PlatformCertificate {
+    let (not_before, not_after) = cert.validity().expect("a certificate");
+    wxpay_store::PlatformCertificate {
+        mch_id: mch_id.to_owned(),
+        serial_no: cert.id().to_owned(),
+        certificate_pem: cert.certificate_pem().expect("its PEM").to_owned(),
+        not_before,
+        not_after,
+        fetched_at: chrono::Utc::now(),
+    }
+}
+
 /// A stand-in for the platform-certificate manager: holds `keys` for
 /// `cert-v3`, and on a refresh adds `pending` (a certificate WeChat rotated
 /// in) when there is one. Counts refreshes.
@@ -278,7 +291,11 @@ impl KeySource for TestKeySource {
         Arc::new(keys)
     }
 
-    async fn refresh(&self, _serial: &str) -> bool {
+    async fn refresh(
+        &self,
+        _headers: &wxpay_core::wechat::v3::SignedHeaders<'_>,
+        _body: &[u8],
+    ) -> bool {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         if self.offline.load(Ordering::SeqCst) {
             return false;
