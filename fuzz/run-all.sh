@@ -14,7 +14,7 @@ secs=$1
 shift
 logs="${FUZZ_WORK:-$here/work}/logs"
 mkdir -p "$logs"
-targets=(xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_json cloudpay_forwarder orderquery_reply)
+targets=(xml_decode xml_roundtrip notify_judge refund_req_info cloudpay_json cloudpay_forwarder orderquery_reply v3_notify)
 for target in "${targets[@]}"; do
   log="$logs/$target.log"
   echo "== fuzz $target (${secs}s), log $log"

@@ -1,7 +1,9 @@
-//! Builds and runs the gateway: connects storage and the event bus, binds the
-//! public listener and the metrics one, serves [`crate::app`] through the
-//! shared accept loop, runs the outbox relay and the readiness check beside it,
-//! and shuts down gracefully (stop accepting, finish in-flight notifications
+//! Builds and runs the gateway: connects storage and the event bus, loads the
+//! v3 merchants' WeChat keys (platform certificates from the database, or
+//! downloaded), binds the public listener and the metrics one, serves
+//! [`crate::app`] through the shared accept loop, runs the outbox relay, the
+//! certificate refresh and the readiness check beside it, and shuts down
+//! gracefully (stop accepting, finish in-flight notifications
 //! and their publishes, flush the relay).
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -12,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wxpay_core::wechat::MerchantBook;
 use wxpay_runtime::http_edge::{self, ConnectionLimits};
 use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store};
+use wxpay_wechat_v3::{ClientOptions, KeysOptions, PlatformKeys, V3Http};
 
 use crate::{
     config::{CloudpaySecret, GatewayConfig},
@@ -21,6 +24,7 @@ use crate::{
     readiness::Readiness,
     routes::app,
     state::AppState,
+    wechat_keys::KeySource,
 };
 
 /// `RETENTION_DAYS`' default: 90 days.
@@ -40,6 +44,9 @@ pub struct Application {
     relay: Relay,
     limits: Limits,
     retention: Retention,
+    /// The v3 merchants' platform-certificate manager, refreshed while the
+    /// gateway runs (`None`: no v3 merchant, or keys set by hand).
+    platform_keys: Option<Arc<PlatformKeys>>,
 }
 
 impl Application {
@@ -64,7 +71,8 @@ impl Application {
                     config.metrics_addr
                 )
             })?;
-        Self::from_parts(
+        let platform_keys = platform_keys(&config, store.clone()).await?;
+        let app = Self::from_parts(
             listener,
             store,
             publisher,
@@ -73,8 +81,12 @@ impl Application {
         )
         .with_limits(config.limits)
         .with_retention(config.retention)
-        .with_wechat_api(&config.wechat_api_base)
-        .map(|app| app.with_metrics_listener(metrics_listener))
+        .with_wechat_api(&config.wechat_api_base)?
+        .with_metrics_listener(metrics_listener);
+        Ok(match platform_keys {
+            Some(keys) => app.with_platform_keys(keys),
+            None => app,
+        })
     }
 
     /// Assembles the gateway from ready parts (the embedded mode passes SQLite
@@ -96,6 +108,7 @@ impl Application {
             relay,
             limits: Limits::default(),
             retention,
+            platform_keys: None,
         }
     }
 
@@ -105,6 +118,21 @@ impl Application {
         self.state.orderquery =
             Some(OrderQuery::new(api_base).context("cannot build the orderquery client")?);
         Ok(self)
+    }
+
+    /// Where the v3 notification's prover gets WeChat's keys (by default the
+    /// v3 merchants' configured public keys).
+    pub fn with_wechat_keys(mut self, keys: Arc<dyn KeySource>) -> Self {
+        self.state.wechat_keys = keys;
+        self
+    }
+
+    /// The platform-certificate manager as the v3 key source, refreshed
+    /// (every 12 h, expired certificates dropped) while the gateway runs.
+    pub fn with_platform_keys(mut self, keys: Arc<PlatformKeys>) -> Self {
+        self.state.wechat_keys = keys.clone();
+        self.platform_keys = Some(keys);
+        self
     }
 
     /// How long published events, audit rows and anomalies are kept.
@@ -151,6 +179,11 @@ impl Application {
         // lease keeps it to one replica at a time.
         let stop_retention = tokio_util::sync::CancellationToken::new();
         let retention_task = tokio::spawn(self.retention.clone().run(stop_retention.clone()));
+        // The certificate refresh stops with retention, after the drain.
+        let keys_task = self
+            .platform_keys
+            .as_ref()
+            .map(|keys| keys.spawn_refresh(stop_retention.clone()));
         let relay_task = tokio::spawn(self.relay.clone().run(async {
             let _ = stop_relay_rx.await;
         }));
@@ -229,9 +262,39 @@ impl Application {
         }
         stop_retention.cancel();
         let _ = retention_task.await;
+        if let Some(task) = keys_task {
+            let _ = task.await;
+        }
         let _ = stop_relay_tx.send(());
         let _ = relay_task.await;
         tracing::info!("gateway stopped");
         served
     }
+}
+
+/// WeChat's keys for the v3 merchants, when there are any: their public keys
+/// and the platform certificates kept in the database (those without either
+/// download theirs from `WECHAT_API_BASE` now; a failed download is logged
+/// and retried by the refresh, not fatal). A database that cannot be read, or
+/// an extra root CA that cannot be used, stops start-up.
+async fn platform_keys(
+    config: &GatewayConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Option<Arc<PlatformKeys>>> {
+    let entries = config.merchants.entries();
+    if entries.iter().all(|e| e.v3.is_none()) {
+        return Ok(None);
+    }
+    let mut options = ClientOptions::default();
+    if let Some(path) = &config.wechat_extra_root_ca {
+        options = options
+            .trust_root_file(std::path::Path::new(path))
+            .context("cannot use WECHAT_EXTRA_ROOT_CA")?;
+    }
+    let http = V3Http::new(&config.wechat_api_base, options)
+        .context("cannot build the WeChat v3 client for WECHAT_API_BASE")?;
+    let keys = PlatformKeys::start(store, http, entries, KeysOptions::default())
+        .await
+        .context("cannot read the v3 merchants' platform certificates")?;
+    Ok(Some(keys))
 }

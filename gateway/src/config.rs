@@ -66,8 +66,13 @@ pub struct GatewayConfig {
     /// `None` disables `POST /cloudpay/callback` (it answers 404).
     pub cloudpay_secret: Option<CloudpaySecret>,
     /// `WECHAT_API_BASE` (default the real API): where a cloud-pay SUCCESS is
-    /// confirmed with orderquery before it is applied.
+    /// confirmed with orderquery before it is applied, and where the v3
+    /// merchants' platform certificates are downloaded from.
     pub wechat_api_base: String,
+    /// `WECHAT_EXTRA_ROOT_CA`: a PEM CA trusted for `WECHAT_API_BASE` besides
+    /// the public roots, for the certificate downloads (the sandbox's CA),
+    /// as payment-service reads it.
+    pub wechat_extra_root_ca: Option<String>,
     /// `GATEWAY_HEADER_TIMEOUT_MS`, `GATEWAY_REQUEST_TIMEOUT_MS`,
     /// `GATEWAY_IDLE_TIMEOUT_MS`, `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_MAX_IN_FLIGHT`.
     pub limits: Limits,
@@ -123,6 +128,7 @@ impl GatewayConfig {
                     .unwrap_or_else(|| WECHAT_DEFAULT_API_BASE.to_owned()),
                 &["https", "http"],
             )?,
+            wechat_extra_root_ca: config::optional("WECHAT_EXTRA_ROOT_CA")?,
             limits: limits_from_env()?,
             retention: config::retention()?,
         })

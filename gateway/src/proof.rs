@@ -3,7 +3,9 @@
 //! signature under the key of the merchant it names (MD5 or HMAC-SHA256,
 //! whichever it uses), the refund XML's `req_info` decrypting under that
 //! merchant's key, the cloud-pay callback's HMAC over its timestamp and body
-//! within the replay window. Everything that reads or writes the database for a
+//! within the replay window, and the v3 payment notification's RSA signature
+//! over its raw body under WeChat's key, then its resource opening under the
+//! APIv3 key of the merchant it names ([`pay_v3`]). Everything that reads or writes the database for a
 //! message (keeping its audit row, reading its order, applying it) takes a
 //! `Proven`, so a body that did not pass cannot reach the store, and a new kind
 //! of notification gets there only through a prover added to this module.
@@ -12,13 +14,21 @@
 //! and rate-limited ([`crate::refusals`]), never stored. Nothing here touches
 //! the database.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use wxpay_core::{
     domain::MerchantName,
     wechat::{
-        cloudpay as forwarder, refund_crypto, sign, xml, Fields, MerchantBook, MerchantEntry,
-        SignType,
+        cloudpay as forwarder, refund_crypto, sign,
+        v3::{
+            self,
+            notification::{self, Candidate, OpenError},
+            DecryptError, SignedHeaders, VerifyError, WechatKeys,
+        },
+        xml, Fields, MerchantBook, MerchantEntry, SignType,
     },
 };
 
@@ -37,13 +47,24 @@ pub enum Authority {
         entry: Box<MerchantEntry>,
         /// The entry's name as the domain type, parsed once here.
         name: MerchantName,
-        /// The algorithm a signature verified under (`None`: proven by
-        /// decryption, as a refund's `req_info` is).
-        sign_type: Option<SignType>,
+        /// How the message was proven to be this merchant's.
+        proof: Proof,
     },
     /// The cloud-pay forwarder's HMAC: it proves the forwarder sent this body
     /// now, not which merchant was paid (the order says that).
     Forwarder,
+}
+
+/// How a merchant's message was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// v2: signed under the merchant's API key with this algorithm.
+    Signed(SignType),
+    /// v2 refund: `req_info` decrypted under the merchant's API key.
+    Decrypted,
+    /// v3: WeChat's `WECHATPAY2-SHA256-RSA2048` signature over the raw body,
+    /// and the resource opened under the merchant's APIv3 key.
+    V3,
 }
 
 /// A message that passed its kind's verification, with the raw body it came
@@ -83,11 +104,32 @@ impl<T> Proven<T> {
         }
     }
 
-    /// The algorithm its signature verified under, when it was signed by WeChat.
+    /// The v2 algorithm its signature verified under, when it was signed
+    /// that way.
     pub fn sign_type(&self) -> Option<SignType> {
         match &self.authority {
-            Authority::Merchant { sign_type, .. } => *sign_type,
-            Authority::Forwarder => None,
+            Authority::Merchant {
+                proof: Proof::Signed(t),
+                ..
+            } => Some(*t),
+            Authority::Merchant {
+                proof: Proof::Decrypted | Proof::V3,
+                ..
+            }
+            | Authority::Forwarder => None,
+        }
+    }
+
+    /// How it was proven, for logs: the v2 algorithm, `req_info`, the v3
+    /// scheme, or the forwarder's HMAC.
+    pub fn proof_name(&self) -> &'static str {
+        match &self.authority {
+            Authority::Merchant { proof, .. } => match proof {
+                Proof::Signed(t) => t.as_str(),
+                Proof::Decrypted => "req_info",
+                Proof::V3 => v3::SCHEME,
+            },
+            Authority::Forwarder => "forwarder-hmac",
         }
     }
 
@@ -148,11 +190,11 @@ impl Refused {
     }
 }
 
-fn merchant_authority(entry: &MerchantEntry, sign_type: Option<SignType>) -> Option<Authority> {
+fn merchant_authority(entry: &MerchantEntry, proof: Proof) -> Option<Authority> {
     Some(Authority::Merchant {
         name: MerchantName::parse(&entry.name).ok()?,
         entry: Box::new(entry.clone()),
-        sign_type,
+        proof,
     })
 }
 
@@ -174,7 +216,7 @@ pub fn pay(merchants: &MerchantBook, body: &Bytes) -> Result<Proven<Fields>, Ref
         .ok_or(refused("unknown_merchant", Verdict::BadSignature))?;
     let sign_type = sign::verify_any(&fields, &entry.merchant.api_key)
         .map_err(|_| refused("bad_signature", Verdict::BadSignature))?;
-    let authority = merchant_authority(entry, Some(sign_type))
+    let authority = merchant_authority(entry, Proof::Signed(sign_type))
         .ok_or(refused("unknown_merchant", Verdict::BadSignature))?;
     Ok(Proven {
         message: fields,
@@ -207,7 +249,7 @@ pub fn refund(merchants: &MerchantBook, body: &Bytes) -> Result<Proven<Fields>, 
     let req_info = get("req_info").ok_or(refused("no_req_info", Verdict::Invalid))?;
     let inner = refund_crypto::decrypt_req_info(req_info, &entry.merchant.api_key)
         .map_err(|_| refused("bad_signature", Verdict::BadSignature))?;
-    let authority = merchant_authority(entry, None)
+    let authority = merchant_authority(entry, Proof::Decrypted)
         .ok_or(refused("unknown_merchant", Verdict::WrongMerchant))?;
     Ok(Proven {
         message: inner,
@@ -266,6 +308,139 @@ pub fn cloudpay(
         authority: Authority::Forwarder,
         body: body.clone(),
     })
+}
+
+/// A v3 notification, opened: what its envelope says and its decrypted
+/// resource (JSON, as WeChat wrote it), for the event's parser to read.
+#[derive(Debug)]
+pub struct V3Event {
+    /// The envelope's `id` (WeChat's notification id).
+    pub id: String,
+    pub event_type: String,
+    pub resource: Vec<u8>,
+}
+
+/// The accounts a decrypted v3 resource names: the merchant's (`mchid`, or
+/// `sp_mchid` and `sub_mchid` on the partner endpoints) and its app's.
+/// Everything else is the event parser's.
+#[derive(Debug, Deserialize)]
+struct Accounts {
+    appid: Option<String>,
+    mchid: Option<String>,
+    sp_appid: Option<String>,
+    sp_mchid: Option<String>,
+    sub_appid: Option<String>,
+    sub_mchid: Option<String>,
+}
+
+impl Accounts {
+    /// Whether these are `entry`'s numbers, as [`MerchantBook::for_message`]
+    /// matches a v2 message's `mch_id` and `sub_mch_id`.
+    fn are(&self, entry: &MerchantEntry) -> bool {
+        let mch_id = self.mchid.as_deref().or(self.sp_mchid.as_deref());
+        let sub = self.sub_mchid.as_deref().filter(|s| !s.is_empty());
+        mch_id == Some(entry.merchant.mch_id.as_str()) && sub == entry.sub_mch_id.as_deref()
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.appid.as_deref().or(self.sp_appid.as_deref())
+    }
+}
+
+/// The refusal reason when no v3 merchant holds a key with the message's
+/// `Wechatpay-Serial`: the one a caller may answer by refreshing its keys
+/// and proving once more.
+pub const UNKNOWN_SERIAL: &str = "unknown_serial";
+
+/// `POST /wechat/v3/pay/notify`. The envelope names no merchant, so every v3
+/// merchant is a candidate, with the WeChat keys it accepted when the message
+/// came (`merchants`: each with its keys). In this order, each step before
+/// anything is parsed from what the previous one did not prove: the headers
+/// and the signature over the raw body (5-minute window, probes refused
+/// before any key is looked up) under the key `Wechatpay-Serial` names; the
+/// envelope; the resource, which opens only under the APIv3 key of the
+/// merchant it was sealed for; then the merchant among those whose key opened
+/// it is the one whose numbers the resource names (a service provider's
+/// sub-merchants share its APIv3 key), and the resource's appid, when it
+/// names one, must be that merchant's. As for a v2 refund's `req_info`, the
+/// key proves the account, so a resource naming other numbers or another app
+/// is refused unstored, like a v2 message naming a merchant we do not serve.
+pub fn pay_v3(
+    merchants: &[(&MerchantEntry, Arc<WechatKeys>)],
+    headers: &SignedHeaders<'_>,
+    body: &Bytes,
+    now: DateTime<Utc>,
+) -> Result<Proven<V3Event>, Refused> {
+    let refused =
+        |reason: &'static str, verdict: Verdict| Refused::new(Kind::PayV3, reason, verdict);
+    let candidates: Vec<Candidate<'_, &MerchantEntry>> = merchants
+        .iter()
+        .filter_map(|(entry, keys)| {
+            Some(Candidate {
+                id: *entry,
+                keys: keys.as_ref(),
+                apiv3_key: &entry.v3.as_ref()?.apiv3_key,
+            })
+        })
+        .collect();
+    let opened = notification::open(headers, body, now, &candidates).map_err(|e| {
+        let (reason, verdict) = open_refusal(&e);
+        refused(reason, verdict)
+    })?;
+    let accounts: Accounts = serde_json::from_slice(&opened.plaintext)
+        .map_err(|_| refused("malformed_resource", Verdict::Malformed))?;
+    let entry = opened
+        .openers
+        .iter()
+        .copied()
+        .find(|e| accounts.are(e))
+        .ok_or(refused("wrong_merchant", Verdict::WrongMerchant))?;
+    if accounts.app().is_some() && !apps_match(entry, accounts.app(), accounts.sub_appid.as_deref())
+    {
+        return Err(refused("wrong_app", Verdict::WrongMerchant));
+    }
+    let authority = merchant_authority(entry, Proof::V3)
+        .ok_or(refused("wrong_merchant", Verdict::WrongMerchant))?;
+    Ok(Proven {
+        message: V3Event {
+            id: opened.notification.id,
+            event_type: opened.notification.event_type,
+            resource: opened.plaintext,
+        },
+        kind: Kind::PayV3,
+        authority,
+        body: body.clone(),
+    })
+}
+
+/// Why an unopened v3 notification is refused (the reason it is counted
+/// under) and what its sender hears. No `_` arm: a new way to fail must be
+/// named before it compiles.
+fn open_refusal(e: &OpenError) -> (&'static str, Verdict) {
+    match e {
+        OpenError::Verify(v) => (
+            match v {
+                VerifyError::Missing(_) => "missing_header",
+                VerifyError::SignatureType => "signature_type",
+                VerifyError::Probe => "probe",
+                VerifyError::Timestamp => "bad_timestamp",
+                VerifyError::Stale(_) => "stale_timestamp",
+                VerifyError::UnknownSerial(_) => UNKNOWN_SERIAL,
+                VerifyError::BadSignature => "bad_signature",
+            },
+            Verdict::BadSignature,
+        ),
+        OpenError::Envelope => ("malformed", Verdict::Malformed),
+        // The APIv3 key is what proves whose the resource is: a resource that
+        // no candidate's key opens is as unproven as a bad signature.
+        OpenError::Resource(DecryptError::Open) => ("undecryptable", Verdict::BadSignature),
+        OpenError::Resource(
+            DecryptError::Algorithm
+            | DecryptError::Nonce
+            | DecryptError::Base64
+            | DecryptError::Text,
+        ) => ("malformed_resource", Verdict::Malformed),
+    }
 }
 
 #[cfg(test)]
@@ -401,5 +576,24 @@ mod tests {
             reason(cloudpay(&secret, Some(&ts), Some(&sig), &not_json, now)),
             "malformed"
         );
+    }
+
+    #[test]
+    fn a_v3_resource_names_its_merchant_by_mchid_or_sp_mchid_and_sub_mchid() {
+        let direct = book().entries()[0].clone();
+        let mut sub = direct.clone();
+        sub.sub_mch_id = Some("1900000201".into());
+        let accounts = |json: &str| serde_json::from_str::<Accounts>(json).expect("json");
+        let a =
+            accounts(r#"{"appid":"wxd930ea5d5a258f4f","mchid":"10000100","out_trade_no":"A1"}"#);
+        assert!(a.are(&direct) && !a.are(&sub));
+        assert_eq!(a.app(), Some("wxd930ea5d5a258f4f"));
+        // An empty sub_mchid is no sub-merchant, as for a v2 message.
+        assert!(accounts(r#"{"mchid":"10000100","sub_mchid":""}"#).are(&direct));
+        let p = accounts(r#"{"sp_appid":"wxsp","sp_mchid":"10000100","sub_mchid":"1900000201"}"#);
+        assert!(p.are(&sub) && !p.are(&direct));
+        assert_eq!(p.app(), Some("wxsp"));
+        assert!(!accounts(r#"{"mchid":"10000101"}"#).are(&direct));
+        assert!(!accounts("{}").are(&direct));
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface of the public port: the router, its size limit, and the
-//! thin handlers that turn a body into a verdict (via `notify`, `refund`,
-//! `cloudpay`) and a verdict into the reply each sender expects. No decision is
+//! thin handlers that turn a body into a verdict (via `notify`, `notify_v3`,
+//! `refund`, `cloudpay`) and a verdict into the reply each sender expects
+//! (v2's XML, v3's status and `{"code":"FAIL"}`, the forwarder's JSON). No decision is
 //! made here. Only WeChat's paths and the probes are public; `/metrics` has its
 //! own listener (`metrics::router`).
 
@@ -14,10 +15,10 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use wxpay_core::wechat::xml;
+use wxpay_core::wechat::{v3::models::ErrorBody, xml};
 
 use crate::{
-    cloudpay, metrics, notify,
+    cloudpay, metrics, notify, notify_v3,
     readiness::Readiness,
     refund,
     state::AppState,
@@ -33,6 +34,7 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
     Router::new()
         .route("/wechat/pay/notify", post(pay_notify))
         .route("/wechat/refund/notify", post(refund_notify))
+        .route("/wechat/v3/pay/notify", post(v3_pay_notify))
         .route("/cloudpay/callback", post(cloudpay_callback))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(readiness))
@@ -126,6 +128,45 @@ async fn refund_notify(
     xml_reply(verdict)
 }
 
+async fn v3_pay_notify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let verdict = tracked(&state, Kind::PayV3, body, |state, body| async move {
+        notify_v3::process(&state, &headers, body).await
+    })
+    .await;
+    v3_reply(verdict)
+}
+
+/// What v3 expects: 204 with no body when handled (WeChat stops resending);
+/// otherwise a 4xx, or a 5xx when the answer may differ later (the database
+/// was away), with `{"code":"FAIL","message":…}` and a fixed short message.
+/// WeChat resends after any non-2xx; the status tells a person reading its
+/// logs which side to look at.
+fn v3_reply(verdict: Verdict) -> Response {
+    let status = match verdict {
+        Verdict::Applied | Verdict::Duplicate | Verdict::Conflict | Verdict::Ignored => {
+            return StatusCode::NO_CONTENT.into_response()
+        }
+        Verdict::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Verdict::Malformed | Verdict::Invalid => StatusCode::BAD_REQUEST,
+        Verdict::BadSignature => StatusCode::UNAUTHORIZED,
+        Verdict::WrongMerchant => StatusCode::FORBIDDEN,
+        Verdict::UnknownOrder => StatusCode::NOT_FOUND,
+        Verdict::AmountMismatch | Verdict::WrongState | Verdict::Unconfirmed => {
+            StatusCode::CONFLICT
+        }
+        Verdict::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = ErrorBody {
+        code: "FAIL".to_owned(),
+        message: verdict.public_message().to_owned(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 async fn cloudpay_callback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,4 +221,37 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, ready.as_str()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v3_sender_hears_2xx_with_no_body_exactly_when_a_v2_one_hears_success() {
+        for v in [
+            Verdict::Applied,
+            Verdict::Duplicate,
+            Verdict::Conflict,
+            Verdict::Ignored,
+            Verdict::TooLarge,
+            Verdict::Malformed,
+            Verdict::BadSignature,
+            Verdict::WrongMerchant,
+            Verdict::UnknownOrder,
+            Verdict::AmountMismatch,
+            Verdict::WrongState,
+            Verdict::Invalid,
+            Verdict::Unavailable,
+            Verdict::Unconfirmed,
+        ] {
+            let status = v3_reply(v).status();
+            assert_eq!(status.is_success(), v.acknowledged(), "{v}");
+            assert_eq!(
+                status.is_server_error(),
+                v == Verdict::Unavailable,
+                "{v}: only 'cannot decide now' is the server's"
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The state every handler shares: storage and the event bus behind their
 //! traits (Postgres and Redis here; SQLite and an in-process bus in the embedded
 //! mode), the merchants whose messages we accept (each message is checked with
-//! the key of the one it names), and the task tracker that lets shutdown wait
+//! the key of the one it names), WeChat's keys for the v3 ones, and the task tracker that lets shutdown wait
 //! for in-flight notifications and their publishes.
 
 use std::sync::Arc;
@@ -12,8 +12,13 @@ use wxpay_core::wechat::MerchantBook;
 use wxpay_store::{Anomaly, AnomalyKind, EventPublisher, Ledger, NotificationRecord, Store};
 
 use crate::{
-    audit::AuditLog, config::CloudpaySecret, orderquery::OrderQuery, paid_cache::SettledCache,
-    proof::Proven, verdict::Verdict,
+    audit::AuditLog,
+    config::CloudpaySecret,
+    orderquery::OrderQuery,
+    paid_cache::SettledCache,
+    proof::Proven,
+    verdict::Verdict,
+    wechat_keys::{ConfiguredKeys, KeySource},
 };
 
 #[derive(Clone)]
@@ -26,6 +31,9 @@ pub struct AppState {
     /// Every configured merchant: a message is judged for the one its mch_id
     /// (and sub_mch_id) names, and only against that merchant's orders.
     pub merchants: Arc<MerchantBook>,
+    /// WeChat's verifying keys for the v3 merchants (their configured public
+    /// keys unless a certificate manager is wired in).
+    pub wechat_keys: Arc<dyn KeySource>,
     /// `None`: the cloud-pay callback is disabled.
     pub cloudpay_secret: Option<Arc<CloudpaySecret>>,
     /// WeChat's orderquery, asked before a cloud-pay SUCCESS is applied
@@ -50,6 +58,7 @@ impl AppState {
         Self {
             ledger: Ledger::new(store.clone(), publisher.clone()),
             publisher,
+            wechat_keys: Arc::new(ConfiguredKeys::new(&merchants)),
             merchants: Arc::new(merchants),
             cloudpay_secret: cloudpay_secret.map(Arc::new),
             orderquery: None,
@@ -77,7 +86,9 @@ impl AppState {
     }
 
     /// Keeps a proven notification as received, for audit and replay, with
-    /// the algorithm its signature verified under: in the background batch
+    /// the v2 algorithm its signature verified under (a v3 row's column is
+    /// empty: the store's `sign_type` holds only MD5 or HMAC-SHA256 so far;
+    /// its `kind`, `pay_v3`, says how it was proven): in the background batch
     /// when `batched` (what it says is durable elsewhere), else before the
     /// reply. Only a [`Proven`] message can be kept.
     pub(crate) async fn keep<T>(

@@ -11,6 +11,8 @@ pub enum Kind {
     Pay,
     Refund,
     Cloudpay,
+    /// `POST /wechat/v3/pay/notify`.
+    PayV3,
 }
 
 impl Kind {
@@ -19,6 +21,7 @@ impl Kind {
             Kind::Pay => "pay",
             Kind::Refund => "refund",
             Kind::Cloudpay => "cloudpay",
+            Kind::PayV3 => "pay_v3",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! Postgres. Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod v3;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -93,6 +95,12 @@ pub struct Setup {
     pub limits: gateway::connections::Limits,
     /// The merchants the gateway serves (`default` alone unless a test says).
     pub merchants: Vec<MerchantEntry>,
+    /// WeChat's v3 keys (the platform-certificate manager over the fresh
+    /// database unless set).
+    pub wechat_keys: Option<Arc<dyn gateway::wechat_keys::KeySource>>,
+    /// Platform certificates already in the database when the gateway
+    /// starts (as another replica would have downloaded them).
+    pub stored_certificates: Vec<wxpay_store::PlatformCertificate>,
 }
 
 impl Default for Setup {
@@ -103,6 +111,8 @@ impl Default for Setup {
             cloudpay: true,
             limits: Default::default(),
             merchants: vec![default_merchant()],
+            wechat_keys: None,
+            stored_certificates: Vec::new(),
         }
     }
 }
@@ -130,6 +140,16 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let store = PgStore::connect(&database_url, Default::default())
         .await
         .expect("migrated store");
+    for cert in &setup.stored_certificates {
+        store
+            .save_platform_certificates(
+                &cert.mch_id,
+                std::slice::from_ref(cert),
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("certificate kept");
+    }
     let gateway_db_url = match setup.db_proxy {
         Some(addr) => with_authority(&database_url, &addr.to_string()),
         None => database_url.clone(),
@@ -145,10 +165,14 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
             .cloudpay
             .then(|| CloudpaySecret::parse(CLOUDPAY_SECRET).expect("secret")),
         wechat_api_base: wechat.url.clone(),
+        wechat_extra_root_ca: None,
         limits: setup.limits,
         retention: std::time::Duration::from_secs(90 * 86_400),
     };
-    let app = Application::build(config).await.expect("gateway builds");
+    let mut app = Application::build(config).await.expect("gateway builds");
+    if let Some(keys) = setup.wechat_keys {
+        app = app.with_wechat_keys(keys);
+    }
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics_base = format!(
         "http://127.0.0.1:{}",

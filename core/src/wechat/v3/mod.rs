@@ -3,7 +3,8 @@
 //! notifications, [`verify`]), WeChat's keys in both modes (the WeChat Pay
 //! public key and platform certificates, [`keys`]), the AES-256-GCM cipher of
 //! notification resources and certificates ([`aead`]), what the payer gets
-//! (`paySign` over RSA, [`pay_params`]) and the JSON bodies ([`models`]).
+//! (`paySign` over RSA, [`pay_params`]), the JSON bodies ([`models`]) and
+//! opening a notification in that order ([`notification`]).
 //! No I/O: the services fetch, store and send; everything here is testable
 //! against vectors made with independent tools (core/tests/testdata/v3).
 //!
@@ -16,6 +17,7 @@
 pub mod aead;
 pub mod keys;
 pub mod models;
+pub mod notification;
 pub mod pay_params;
 pub mod sign;
 pub mod verify;
