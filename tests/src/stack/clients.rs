@@ -55,6 +55,27 @@ impl Stack {
     }
 
     /// `GET` on the sandbox's control API (`/sandbox/...`), as JSON.
+    /// POSTs `body` to the sandbox's control path `path` (e.g.
+    /// `/sandbox/v3/certificates/rotate`) and returns its JSON answer.
+    pub async fn sandbox_control(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.sandbox_url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = res.status();
+        let text = res.text().await?;
+        if !status.is_success() {
+            bail!("sandbox {path} answered {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn sandbox_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let res = self
             .http

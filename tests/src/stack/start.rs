@@ -85,14 +85,22 @@ impl Stack {
             url(poller_port),
             url(poller_http_port),
         );
-        let sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
-        let payment = Process::spawn("payment-service", &with_logs(env.payment))?;
-        let gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
-        let poller = Process::spawn("poller", &with_logs(env.poller))?;
-
+        let mut sandbox = Process::spawn("wechat-sandbox", &with_logs(env.sandbox))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
+        // A v3 merchant's key files (WeChat's public key, an API key not yet
+        // issued) are written by the sandbox at start, as WeChat hands them
+        // out: the services read them only once it serves.
+        if speaks_v3(options.merchants_file.as_deref()) {
+            let probe = format!("{sandbox_url}/sandbox/faults");
+            sandbox
+                .wait_ready(|| crate::probes::http_ok(&http, probe.clone()))
+                .await?;
+        }
+        let payment = Process::spawn("payment-service", &with_logs(env.payment))?;
+        let gateway = Process::spawn("gateway", &with_logs(env.gateway))?;
+        let poller = Process::spawn("poller", &with_logs(env.poller))?;
         let mut stack = Self {
             poller,
             gateway,
@@ -110,4 +118,10 @@ impl Stack {
         stack.until_ready().await?;
         Ok(stack)
     }
+}
+
+/// Whether the merchants file has a v3 merchant.
+fn speaks_v3(file: Option<&std::path::Path>) -> bool {
+    file.and_then(|f| std::fs::read_to_string(f).ok())
+        .is_some_and(|text| text.contains("api_version = \"v3\""))
 }
