@@ -31,6 +31,11 @@ pub fn render(stack: &Stack) -> String {
         format!("  storage   {}", storage_label(&s.storage)),
         format!("  events    {}", bus_label(&s.bus)),
         format!("  merchant  {merchant}"),
+        if stack.hosts_v3_demo() { format!(
+            "  v3        merchant \"{}\" (WeChat Pay API v3, public-key mode, keys issued by the sandbox): CreateOrder with \"merchant\":\"{}\"",
+            crate::stack::v3_demo::NAME,
+            crate::stack::v3_demo::NAME
+        ) } else { String::new() },
         String::new(),
         format!("  payment-service  grpc://{}   wxpay.v1.PaymentService", a.payment),
         format!(
@@ -42,11 +47,11 @@ pub fn render(stack: &Stack) -> String {
             a.poller_http
         ),
         format!(
-            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/refund/notify, /healthz, /readyz (metrics http://{}/metrics)",
+            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/v3/pay/notify, /wechat/refund/notify, /healthz, /readyz (metrics http://{}/metrics)",
             a.gateway, a.gateway_metrics
         ),
         format!(
-            "  sandbox          http://{}    WeChat Pay v2 simulator, control API under /sandbox/",
+            "  sandbox          http://{}    WeChat Pay v2 and v3 simulator, control API under /sandbox/",
             a.sandbox
         ),
         String::new(),

@@ -42,7 +42,19 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let stack = match Stack::start(settings).await {
+    // A v3 merchant beside the configured (v2) one, so a v3 order runs offline too.
+    let v3_demo = match wxpay::stack::V3Demo::issue().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("wxpay failed to start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parts = wxpay::stack::Parts {
+        v3_demo: Some(v3_demo),
+        ..Default::default()
+    };
+    let stack = match Stack::start_with(settings, parts).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("wxpay failed to start: {e:#}");

@@ -29,8 +29,10 @@ use wxpay_store::{EventPublisher, LocalBus, RedisPublisher, SqliteStore, Store};
 
 mod parts;
 mod running;
+pub mod v3_demo;
 
 pub use parts::{Parts, Service};
+pub use v3_demo::V3Demo;
 
 use parts::{open_store, poller_config};
 
@@ -51,9 +53,16 @@ pub struct Stack {
     ended: mpsc::UnboundedReceiver<&'static str>,
     /// Closed last, so the WAL is checkpointed into the database file.
     sqlite: Option<SqliteStore>,
+    /// The v3 demo merchant's key files, kept while the stack runs.
+    v3_demo_keys: Option<V3Demo>,
 }
 
 impl Stack {
+    /// Whether the v3 demo merchant ([`v3_demo::NAME`]) is hosted.
+    pub fn hosts_v3_demo(&self) -> bool {
+        self.v3_demo_keys.is_some()
+    }
+
     /// Opens the store, binds every listener and starts serving. Fails (with the
     /// address or URL at fault) before anything is served.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
@@ -61,7 +70,8 @@ impl Stack {
     }
 
     /// [`Stack::start`] with some parts supplied by the caller.
-    pub async fn start_with(settings: Settings, parts: Parts) -> anyhow::Result<Self> {
+    pub async fn start_with(settings: Settings, mut parts: Parts) -> anyhow::Result<Self> {
+        let v3_demo = parts.v3_demo.take();
         let (store, sqlite) = match parts.store {
             Some(store) => (store, None),
             None => open_store(&settings.storage).await?,
@@ -78,12 +88,17 @@ impl Stack {
 
         // The sandbox and the gateway are bound first: payment-service needs the
         // sandbox's URL as its WeChat API and the gateway's as its notify_url.
+        // Every merchant this process serves: the configured ones, and the v3
+        // demo merchant when the caller issued one.
+        let mut hosted = settings.merchants.clone();
+        hosted.extend(v3_demo.as_ref().map(|d| d.entry.clone()));
         let sandbox_config = SandboxConfig {
             time_factor: settings.sandbox_time_factor,
             refund_settle_after: settings.sandbox_refund_settle,
+            wechat_keys: v3_demo.as_ref().map(|d| d.wechat_keys.clone()),
             ..SandboxConfig::new(settings.merchant.clone())
         }
-        .with_merchants(&settings.merchants);
+        .with_merchants(&hosted);
         let sandbox = Sandbox::build(sandbox_config, settings.sandbox_addr)
             .await
             .with_context(|| format!("cannot listen on SANDBOX_ADDR {}", settings.sandbox_addr))?;
@@ -115,8 +130,8 @@ impl Stack {
             settings.merchant.clone(),
             settings.sign_type,
         );
-        let mut merchants = Vec::with_capacity(1 + settings.merchants.len());
-        for entry in std::iter::once(&default).chain(&settings.merchants) {
+        let mut merchants = Vec::with_capacity(1 + hosted.len());
+        for entry in std::iter::once(&default).chain(&hosted) {
             merchants.push(MerchantAccount {
                 entry: entry.clone(),
                 client_tls: Some(sandbox_client_tls(&sandbox, &entry.merchant.mch_id)?),
@@ -230,6 +245,7 @@ impl Stack {
             tasks,
             ended,
             sqlite,
+            v3_demo_keys: v3_demo,
         })
     }
 }

@@ -33,6 +33,9 @@ pub struct Parts {
     /// How the poller asks about a watched order whose notification is late;
     /// payment-service's own `QueryOrder`, in process, by default.
     pub querier: Option<Arc<dyn OrderQuerier>>,
+    /// A v3 merchant to host beside the configured ones (`cargo run` and its
+    /// demo issue one: [`super::V3Demo::issue`]).
+    pub v3_demo: Option<super::V3Demo>,
 }
 
 /// The store `storage` names, and the SQLite handle to close last when it is one.
