@@ -239,6 +239,14 @@ async fn the_demo_reports_success_with_every_step() {
         text.contains("30 of 100 fen refunded and seen on the stream"),
         "{text}"
     );
+    // A v3 order beside it: RSA paySign checked, paid by a v3 notification.
+    let v3 = outcome.v3.expect("the demo pays a v3 order too");
+    assert_ne!(v3.out_trade_no, outcome.out_trade_no);
+    assert!(!v3.transaction_id.is_empty());
+    assert!(
+        text.contains("paySign verifies (RSA-SHA256)") && text.contains("source NOTIFY"),
+        "{text}"
+    );
 }
 
 /// The reconciler on the single-process stack's SQLite: asking soon and often.

@@ -32,11 +32,13 @@ mod narration;
 mod paying;
 mod refunding;
 mod socket;
+mod v3;
 
 use narration::*;
 use paying::pay_and_confirm;
 pub use paying::Outcome;
 pub use refunding::Refunded;
+pub use v3::V3Outcome;
 
 use crate::{
     settings::{bus_label, storage_label},
@@ -54,7 +56,11 @@ pub async fn run(out: &mut (dyn Write + Send)) -> anyhow::Result<Outcome> {
     let db = temp_sqlite_path();
     let settings = Settings::ephemeral(db.clone());
     let t = Instant::now();
-    let stack = Stack::start(settings)
+    let parts = crate::stack::Parts {
+        v3_demo: Some(crate::stack::V3Demo::issue().await?),
+        ..Default::default()
+    };
+    let stack = Stack::start_with(settings, parts)
         .await
         .context("step 1: the embedded stack did not start")?;
     let result = walk(out, &stack, t.elapsed()).await;
@@ -248,5 +254,8 @@ async fn walk(
         ),
     )?;
     outcome.refunded = Some(refunded);
+    if let Some(entry) = stack.v3_demo_entry() {
+        outcome.v3 = Some(v3::pay_v3_order(out, &a, entry, DEMO_FEE).await?);
+    }
     Ok(outcome)
 }

@@ -32,6 +32,8 @@ pub struct Outcome {
     pub pay_to_websocket: Duration,
     /// The partial refund of the last steps.
     pub refunded: Option<super::Refunded>,
+    /// The v3 merchant's order, paid beside the v2 one.
+    pub v3: Option<super::V3Outcome>,
 }
 
 pub(super) async fn pay_and_confirm(
@@ -175,5 +177,6 @@ pub(super) async fn pay_and_confirm(
         pay_to_stream,
         pay_to_websocket,
         refunded: None,
+        v3: None,
     })
 }

@@ -63,6 +63,11 @@ impl Stack {
         self.v3_demo_keys.is_some()
     }
 
+    /// The v3 demo merchant, when hosted.
+    pub fn v3_demo_entry(&self) -> Option<&MerchantEntry> {
+        self.v3_demo_keys.as_ref().map(|d| &d.entry)
+    }
+
     /// Opens the store, binds every listener and starts serving. Fails (with the
     /// address or URL at fault) before anything is served.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
