@@ -42,7 +42,7 @@ fn tokens(
     Ok(tokens)
 }
 use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
-use wxpay_wechat_v3::PlatformKeys;
+use wxpay_wechat_v3::{KeysOptions, PlatformKeys};
 
 use crate::{
     config::WechatConfig,
@@ -109,7 +109,7 @@ impl Application {
         let options = ClientOptions::default();
         let platform_keys = settings
             .wechat
-            .platform_keys(store.clone(), &options)
+            .platform_keys(store.clone(), &options, KeysOptions::default())
             .await?;
         let wechat = settings
             .wechat

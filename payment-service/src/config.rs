@@ -191,13 +191,16 @@ impl WechatConfig {
     /// certificate-mode merchant that has none yet) and their public keys,
     /// over one HTTP client for `api_base` with `options`' timeouts and
     /// retries and the extra root CAs the v3 merchants trust
-    /// (`WECHAT_EXTRA_ROOT_CA`). Whoever runs the service refreshes them
+    /// (`WECHAT_EXTRA_ROOT_CA`), refreshed as `keys_options` says
+    /// (`KeysOptions::default()`: every 12 h, and on an unknown serial at most
+    /// once a minute). Whoever runs the service refreshes them
     /// with [`PlatformKeys::spawn_refresh`] ([`crate::application::Application::with_platform_keys`]
     /// does).
     pub async fn platform_keys(
         &self,
         store: Arc<dyn Store>,
         options: &ClientOptions,
+        keys_options: KeysOptions,
     ) -> Result<Option<Arc<PlatformKeys>>, V3SetupError> {
         if !self.has_v3() {
             return Ok(None);
@@ -205,7 +208,7 @@ impl WechatConfig {
         let http = self.v3_http(options)?;
         let entries: Vec<MerchantEntry> = self.merchants.iter().map(|m| m.entry.clone()).collect();
         Ok(Some(
-            PlatformKeys::start(store, http, &entries, KeysOptions::default()).await?,
+            PlatformKeys::start(store, http, &entries, keys_options).await?,
         ))
     }
 

@@ -52,9 +52,7 @@ impl std::str::FromStr for PaySignType {
         if s == super::v3::pay_params::SIGN_TYPE {
             return Ok(PaySignType::Rsa);
         }
-        s.parse::<SignType>()
-            .map(PaySignType::V2)
-            .map_err(|_| ())
+        s.parse::<SignType>().map(PaySignType::V2).map_err(|_| ())
     }
 }
 

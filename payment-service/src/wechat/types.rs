@@ -62,8 +62,12 @@ pub enum WechatError {
 /// Business codes WeChat documents as "call again with the same request":
 /// v2's spellings and v3's (`SYSTEM_ERROR`, `BANK_ERROR`). FREQUENCY_LIMITED
 /// is transient too, but asks for a pause, not a retry now.
-pub(crate) const RETRY_CODES: [&str; 4] =
-    ["SYSTEMERROR", "BIZERR_NEED_RETRY", "SYSTEM_ERROR", "BANK_ERROR"];
+pub(crate) const RETRY_CODES: [&str; 4] = [
+    "SYSTEMERROR",
+    "BIZERR_NEED_RETRY",
+    "SYSTEM_ERROR",
+    "BANK_ERROR",
+];
 
 impl WechatError {
     /// Worth sending the same request again.

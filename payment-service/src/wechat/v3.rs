@@ -382,7 +382,11 @@ impl WechatApi for V3Api {
 
     #[tracing::instrument(skip_all, fields(out_trade_no = %order.out_trade_no, api = "v3"))]
     async fn query(&self, order: &Order) -> Result<Option<TradeState>, WechatError> {
-        match self.client.get::<Transaction>(&self.query_path(order)).await {
+        match self
+            .client
+            .get::<Transaction>(&self.query_path(order))
+            .await
+        {
             Ok(t) => self.read_transaction(order, t).map(Some),
             Err(e) if e.code() == Some(ORDER_NOT_EXIST) => Ok(None),
             Err(e) => Err(e.into()),
@@ -411,7 +415,11 @@ impl WechatApi for V3Api {
         close_outcome(self.client.post_no_content(&path, &body).await)
     }
 
-    async fn refund(&self, _order: &Order, _refund: &Refund) -> Result<RefundAccepted, WechatError> {
+    async fn refund(
+        &self,
+        _order: &Order,
+        _refund: &Refund,
+    ) -> Result<RefundAccepted, WechatError> {
         Err(self.unsupported("refunds"))
     }
 
@@ -543,10 +551,8 @@ mod tests {
     fn v3_failures_keep_wechats_code_and_distrust_unverified_answers() {
         let e: WechatError = api(400, "PARAM_ERROR").into();
         assert_eq!(e.code(), Some("PARAM_ERROR"));
-        let e: WechatError = V3Error::Untrusted(
-            wxpay_core::wechat::v3::VerifyError::BadSignature,
-        )
-        .into();
+        let e: WechatError =
+            V3Error::Untrusted(wxpay_core::wechat::v3::VerifyError::BadSignature).into();
         assert!(matches!(e, WechatError::BadReply(_)), "{e:?}");
         assert!(!e.is_retryable());
         let e: WechatError = api(500, "SYSTEM_ERROR").into();
