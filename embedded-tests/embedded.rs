@@ -125,7 +125,8 @@ async fn pay_one_order_and_watch_it(stack: &Stack) {
         sign_type: payment
             .sign_type
             .parse::<SignType>()
-            .expect("a known signType"),
+            .expect("a known signType")
+            .into(),
         pay_sign: payment.pay_sign.clone(),
     };
     assert!(

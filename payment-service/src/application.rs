@@ -1,6 +1,7 @@
 //! Builds and runs the payment-service gRPC server: PaymentService behind the
 //! bearer-token check, grpc.health.v1, reflection (v1 and v1alpha), the outbox relay, the
-//! reconciler, and a graceful shutdown (health NOT_SERVING, drain, relay flush).
+//! reconciler, the refresh of WeChat's v3 keys, and a graceful shutdown (health
+//! NOT_SERVING, drain, relay flush).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -41,6 +42,7 @@ fn tokens(
     Ok(tokens)
 }
 use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
+use wxpay_wechat_v3::{KeysOptions, PlatformKeys};
 
 use crate::{
     config::WechatConfig,
@@ -93,6 +95,8 @@ pub struct Application {
     api_tokens: ApiTokens,
     reconcile: ReconcilerConfig,
     tls: Option<ServerTls>,
+    /// WeChat's keys for the v3 merchants, refreshed while the server runs.
+    platform_keys: Option<Arc<PlatformKeys>>,
 }
 
 impl Application {
@@ -102,7 +106,14 @@ impl Application {
             Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
         let publisher: Arc<dyn EventPublisher> =
             Arc::new(RedisPublisher::new(&settings.redis_url)?);
-        let wechat = settings.wechat.clients(ClientOptions::default())?;
+        let options = ClientOptions::default();
+        let platform_keys = settings
+            .wechat
+            .platform_keys(store.clone(), &options, KeysOptions::default())
+            .await?;
+        let wechat = settings
+            .wechat
+            .clients_with_keys(options, platform_keys.as_ref())?;
         let listener = TcpListener::bind(settings.addr).await?;
         let tls = settings.tls.clone();
         let watch_secret = settings.watch_secret.clone();
@@ -115,7 +126,18 @@ impl Application {
             settings.reconcile,
         )
         .with_tls(tls)
-        .with_watch_secret(watch_secret))
+        .with_watch_secret(watch_secret)
+        .with_platform_keys(platform_keys))
+    }
+
+    /// WeChat's keys the v3 merchants' clients verify with (the ones
+    /// [`WechatConfig::platform_keys`] started and
+    /// [`WechatConfig::clients_with_keys`] built the clients over): the
+    /// server refreshes them (every 12 h, and retries a failed first
+    /// download every minute) until it stops.
+    pub fn with_platform_keys(mut self, keys: Option<Arc<PlatformKeys>>) -> Self {
+        self.platform_keys = keys;
+        self
     }
 
     /// Signs a watch token into every CreateOrder reply. Called while building,
@@ -138,7 +160,8 @@ impl Application {
 
     /// Assembles the server from ready parts (the embedded single-process mode
     /// uses this); `wechat` is one client per merchant, as
-    /// [`WechatConfig::clients`] builds them.
+    /// [`WechatConfig::clients_with_keys`] builds them. With v3 merchants,
+    /// also pass their keys to [`Self::with_platform_keys`].
     pub fn from_parts(
         listener: TcpListener,
         store: Arc<dyn Store>,
@@ -156,6 +179,7 @@ impl Application {
             api_tokens: api_tokens.into(),
             reconcile,
             tls: None,
+            platform_keys: None,
         }
     }
 
@@ -199,6 +223,10 @@ impl Application {
             Reconciler::new(self.payments.clone(), self.reconcile.clone())
                 .run(stop_reconciler.clone()),
         );
+        let keys_task = self
+            .platform_keys
+            .as_ref()
+            .map(|keys| keys.spawn_refresh(stop_reconciler.clone()));
         let bill_task = tokio::spawn(crate::bill_run::run(
             self.payments.clone(),
             BILL_CHECK_EVERY,
@@ -249,6 +277,9 @@ impl Application {
         stop_reconciler.cancel();
         let _ = reconciler_task.await;
         let _ = bill_task.await;
+        if let Some(task) = keys_task {
+            let _ = task.await;
+        }
         // Publishes started by calls that finished go out before the relay's last flush.
         self.payments.ledger().drain().await;
         let _ = stop_relay_tx.send(());

@@ -1,17 +1,24 @@
 //! payment-service's own configuration: the merchants it acts for (each with
-//! its sign type and client certificate), how to reach WeChat, and where its
-//! notifications go; from them, one [`WechatApi`] per merchant in the dialect
-//! it speaks. The shared readers (one line naming the variable on a bad value,
-//! no secret echoed) are in `wxpay_runtime::config`.
+//! its sign type and client certificate, or its v3 keys), how to reach WeChat,
+//! and where its notifications go; from them, one [`WechatApi`] per merchant
+//! in the dialect it speaks, and for v3 merchants WeChat's keys
+//! ([`PlatformKeys`], kept in the database). The shared readers (one line
+//! naming the variable on a bad value, no secret echoed) are in
+//! `wxpay_runtime::config`.
 
 use std::{sync::Arc, time::Duration};
 
-use wxpay_core::{domain::MerchantName, wechat::MerchantEntry};
+use wxpay_core::{
+    domain::MerchantName,
+    wechat::{ApiVersion, MerchantEntry},
+};
 use wxpay_runtime::config::{self as env, optional, parsed_or, required, url, ConfigError};
+use wxpay_store::{Store, StoreError};
+use wxpay_wechat_v3::{BuildError, KeysOptions, PlatformKeys, V3Http};
 
 use crate::{
     reconciler::ReconcilerConfig,
-    wechat::{ClientOptions, ClientTls, V2Client, WechatApi, WechatError},
+    wechat::{ClientOptions, ClientTls, V2Client, V3Api, WechatApi, WechatError},
 };
 
 impl ReconcilerConfig {
@@ -57,7 +64,22 @@ pub struct WechatConfig {
     pub notify_url: String,
     /// `WECHAT_REFUND_NOTIFY_URL`; unset: the gateway's refund path beside `notify_url`.
     pub refund_notify_url: Option<String>,
+    /// `WECHAT_V3_NOTIFY_URL`, where WeChat sends v3 merchants' payment
+    /// results; unset: `/wechat/v3/pay/notify` on `notify_url`'s origin.
+    pub v3_notify_url: Option<String>,
 }
+
+/// Why WeChat's keys for the v3 merchants could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum V3SetupError {
+    #[error("WeChat Pay API v3 client: {0}")]
+    Build(#[from] BuildError),
+    #[error("WeChat's v3 keys could not be loaded from the database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The gateway's path for v3 payment notifications.
+pub const V3_PAY_NOTIFY_PATH: &str = "/wechat/v3/pay/notify";
 
 /// The production host of the v2 API.
 pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
@@ -93,35 +115,139 @@ impl WechatConfig {
         let refund_notify_url = optional("WECHAT_REFUND_NOTIFY_URL")?
             .map(|u| url("WECHAT_REFUND_NOTIFY_URL", u, &["https", "http"]))
             .transpose()?;
+        let v3_notify_url = optional("WECHAT_V3_NOTIFY_URL")?
+            .map(|u| url("WECHAT_V3_NOTIFY_URL", u, &["https", "http"]))
+            .transpose()?;
         Ok(Self {
             merchants,
             api_base,
             notify_url,
             refund_notify_url,
+            v3_notify_url,
         })
     }
 }
 
 impl WechatConfig {
-    /// One WeChat client per merchant, in the dialect it speaks (v2 for all
-    /// today), each with its own client certificate, `options`' timeouts and
-    /// retries, and the notify URLs.
+    /// One WeChat client per merchant, v2 merchants only: a v3 merchant
+    /// needs WeChat's keys, so with one this is an error naming it (use
+    /// [`Self::clients_with_keys`]).
     pub fn clients(&self, options: ClientOptions) -> Result<Vec<Arc<dyn WechatApi>>, WechatError> {
+        self.clients_with_keys(options, None)
+    }
+
+    /// One WeChat client per merchant, in the dialect it speaks: v2 ones
+    /// each with its own client certificate, `options`' timeouts and
+    /// retries, and the notify URLs; v3 ones through `keys` (from
+    /// [`Self::platform_keys`], which carries the HTTP client they share)
+    /// with the v3 notify URL.
+    pub fn clients_with_keys(
+        &self,
+        options: ClientOptions,
+        keys: Option<&Arc<PlatformKeys>>,
+    ) -> Result<Vec<Arc<dyn WechatApi>>, WechatError> {
         self.merchants
             .iter()
-            .map(|account| {
-                let client = V2Client::new(
-                    &self.api_base,
-                    account.entry.clone(),
-                    ClientOptions {
-                        tls: account.client_tls.clone(),
-                        ..options.clone()
-                    },
-                )?
-                .with_notify_urls(self.notify_url.clone(), self.refund_notify_url());
-                Ok(Arc::new(client) as Arc<dyn WechatApi>)
+            .map(|account| match account.entry.api_version() {
+                ApiVersion::V2 => {
+                    let client = V2Client::new(
+                        &self.api_base,
+                        account.entry.clone(),
+                        ClientOptions {
+                            tls: account.client_tls.clone(),
+                            ..options.clone()
+                        },
+                    )?
+                    .with_notify_urls(self.notify_url.clone(), self.refund_notify_url());
+                    Ok(Arc::new(client) as Arc<dyn WechatApi>)
+                }
+                ApiVersion::V3 => {
+                    let name = &account.entry.name;
+                    let keys = keys.ok_or_else(|| {
+                        WechatError::Request(format!(
+                            "merchant {name} speaks v3 and needs WeChat's keys \
+                             (WechatConfig::platform_keys)"
+                        ))
+                    })?;
+                    let client = keys.client(account.entry.clone()).map_err(|e| {
+                        WechatError::Request(format!("merchant {name}'s v3 client: {e}"))
+                    })?;
+                    let api = V3Api::new(client, self.v3_notify_url())?;
+                    Ok(Arc::new(api) as Arc<dyn WechatApi>)
+                }
             })
             .collect()
+    }
+
+    /// Whether any merchant speaks v3.
+    pub fn has_v3(&self) -> bool {
+        self.merchants
+            .iter()
+            .any(|m| m.entry.api_version() == ApiVersion::V3)
+    }
+
+    /// WeChat's keys for the v3 merchants (`None` when there is none): their
+    /// platform certificates loaded from `store` (downloaded for a
+    /// certificate-mode merchant that has none yet) and their public keys,
+    /// over one HTTP client for `api_base` with `options`' timeouts and
+    /// retries and the extra root CAs the v3 merchants trust
+    /// (`WECHAT_EXTRA_ROOT_CA`), refreshed as `keys_options` says
+    /// (`KeysOptions::default()`: every 12 h, and on an unknown serial at most
+    /// once a minute). Whoever runs the service refreshes them
+    /// with [`PlatformKeys::spawn_refresh`] ([`crate::application::Application::with_platform_keys`]
+    /// does).
+    pub async fn platform_keys(
+        &self,
+        store: Arc<dyn Store>,
+        options: &ClientOptions,
+        keys_options: KeysOptions,
+    ) -> Result<Option<Arc<PlatformKeys>>, V3SetupError> {
+        if !self.has_v3() {
+            return Ok(None);
+        }
+        let http = self.v3_http(options)?;
+        let entries: Vec<MerchantEntry> = self.merchants.iter().map(|m| m.entry.clone()).collect();
+        Ok(Some(
+            PlatformKeys::start(store, http, &entries, keys_options).await?,
+        ))
+    }
+
+    /// The HTTP client of every v3 call: `api_base`, `options`' timeouts and
+    /// retries, and the extra root CAs of the v3 merchants' TLS settings.
+    pub fn v3_http(&self, options: &ClientOptions) -> Result<V3Http, BuildError> {
+        let extra_roots = self
+            .merchants
+            .iter()
+            .filter(|m| m.entry.api_version() == ApiVersion::V3)
+            .filter_map(|m| m.client_tls.as_ref())
+            .chain(options.tls.as_ref())
+            .flat_map(|tls| tls.extra_roots().iter().cloned())
+            .collect();
+        V3Http::new(
+            &self.api_base,
+            wxpay_wechat_v3::ClientOptions {
+                connect_timeout: options.connect_timeout,
+                request_timeout: options.request_timeout,
+                max_attempts: options.max_attempts,
+                backoff: options.backoff,
+                extra_roots,
+                ..wxpay_wechat_v3::ClientOptions::default()
+            },
+        )
+    }
+
+    /// Where WeChat sends v3 payment results: `WECHAT_V3_NOTIFY_URL`, or
+    /// else the gateway's `/wechat/v3/pay/notify` on `notify_url`'s origin.
+    pub fn v3_notify_url(&self) -> String {
+        if let Some(url) = &self.v3_notify_url {
+            return url.clone();
+        }
+        match reqwest::Url::parse(&self.notify_url) {
+            Ok(u) => format!("{}{V3_PAY_NOTIFY_PATH}", u.origin().ascii_serialization()),
+            // from_env checked it is a URL; one built by hand that is not
+            // gives WeChat a URL it refuses, naming notify_url.
+            Err(_) => String::new(),
+        }
     }
 
     /// Where WeChat sends refund results: `WECHAT_REFUND_NOTIFY_URL`, or else

@@ -7,7 +7,7 @@
 use wxpay_core::domain::ValidationError;
 use wxpay_store::StoreError;
 
-use crate::wechat::WechatError;
+use crate::wechat::{WechatError, RETRY_CODES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -59,16 +59,21 @@ impl From<StoreError> for ApiError {
 
 /// WeChat err_codes that mean this merchant's setup is wrong (key, appid,
 /// mch_id, permissions): no retry can fix them, and an operator must know.
-const MISCONFIGURED: [&str; 6] = [
+/// v2's spellings, then v3's.
+const MISCONFIGURED: [&str; 10] = [
     "NOAUTH",
     "APPID_MCHID_NOT_MATCH",
     "APPID_NOT_EXIST",
     "MCHID_NOT_EXIST",
     "SIGNERROR",
     "REQUIRE_POST_METHOD",
+    "NO_AUTH",
+    "SIGN_ERROR",
+    "MCH_NOT_EXISTS",
+    "ACCOUNT_ERROR",
 ];
 
-/// WeChat err_codes that blame a field of the request.
+/// WeChat err_codes that blame a field of the request (both dialects).
 const FIELD_AT_FAULT: [&str; 5] = [
     "PARAM_ERROR",
     "LACK_PARAMS",
@@ -96,12 +101,15 @@ impl From<WechatError> for ApiError {
                 ApiError::FailedPrecondition(format!("WeChat Pay refused the request: {msg}"))
             }
             WechatError::Business { code, message } => business(code, message),
+            // Never sent: our configuration or a bug, not WeChat's doing.
+            WechatError::Request(_) => ApiError::Internal(e.to_string()),
+            WechatError::Unsupported(what) => ApiError::FailedPrecondition(what),
         }
     }
 }
 
-/// A result_code FAIL: transient codes are UNAVAILABLE, everything else says
-/// why, with WeChat's own err_code and err_code_des.
+/// A result_code FAIL (v2) or an error answer (v3): transient codes are
+/// UNAVAILABLE, everything else says why, with WeChat's own code and description.
 fn business(code: String, message: String) -> ApiError {
     let what = if message.is_empty() {
         code.clone()
@@ -109,7 +117,7 @@ fn business(code: String, message: String) -> ApiError {
         format!("{code}: {message}")
     };
     match code.as_str() {
-        "SYSTEMERROR" | "BIZERR_NEED_RETRY" | "FREQUENCY_LIMITED" => ApiError::Unavailable {
+        c if RETRY_CODES.contains(&c) || c == "FREQUENCY_LIMITED" => ApiError::Unavailable {
             public: "WeChat Pay is busy, retry later with the same request",
             detail: what,
         },
@@ -124,8 +132,10 @@ fn business(code: String, message: String) -> ApiError {
             format!("WeChat Pay refused a field ({what})"),
         )),
         "ORDERPAID" => ApiError::FailedPrecondition(format!("the order is already paid ({what})")),
-        "ORDERCLOSED" => ApiError::FailedPrecondition(format!("the order is closed ({what})")),
-        "NOTENOUGH" => {
+        "ORDERCLOSED" | "ORDER_CLOSED" => {
+            ApiError::FailedPrecondition(format!("the order is closed ({what})"))
+        }
+        "NOTENOUGH" | "NOT_ENOUGH" => {
             ApiError::FailedPrecondition(format!("the payer's balance is not enough ({what})"))
         }
         _ => ApiError::FailedPrecondition(format!("WeChat Pay refused the request ({what})")),
@@ -207,6 +217,40 @@ mod tests {
             (
                 business_error("PARAM_ERROR").into(),
                 tonic::Code::InvalidArgument,
+            ),
+            // v3's spellings.
+            (
+                business_error("SYSTEM_ERROR").into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                business_error("BANK_ERROR").into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                business_error("FREQUENCY_LIMITED").into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                business_error("SIGN_ERROR").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("ORDER_CLOSED").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                WechatError::BadReply("its signature did not verify".into()).into(),
+                tonic::Code::Unavailable,
+            ),
+            (
+                WechatError::Unsupported("refunds of merchant x are not yet supported".into())
+                    .into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                WechatError::Request("no key".into()).into(),
+                tonic::Code::Internal,
             ),
             (
                 business_error("LACK_PARAMS").into(),

@@ -156,12 +156,15 @@ async fn walk(
         .sign_type
         .parse()
         .map_err(|_| anyhow::anyhow!("step 3: unknown signType {:?}", payment.sign_type))?;
+    // v2's check (MD5 / HMAC-SHA256 with the API key). A v3 merchant's order
+    // says signType RSA and verifies with the merchant's public key instead
+    // (core's v3::pay_params::jsapi_message); this walk uses the v2 default.
     let params = pay_params::PaymentParams {
         app_id: payment.app_id.clone(),
         time_stamp: payment.time_stamp.clone(),
         nonce_str: payment.nonce_str.clone(),
         package: payment.package.clone(),
-        sign_type,
+        sign_type: sign_type.into(),
         pay_sign: payment.pay_sign.clone(),
     };
     if !pay_params::verify(&params, &settings.merchant.api_key) {

@@ -149,6 +149,7 @@ impl Stack {
             api_base: sandbox.https_url(),
             notify_url: partial.notify_url(),
             refund_notify_url: None,
+            v3_notify_url: None,
         };
         let wechat = wechat_config
             .clients(ClientOptions::default())

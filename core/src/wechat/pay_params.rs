@@ -3,6 +3,8 @@
 //! nonceStr, package, signType, timeStamp` are signed, in that case; `timeStamp`
 //! is seconds, as a string) and those of the OpenSDK's PayReq (APP: `appid,
 //! partnerid, prepayid, package=Sign=WXPay, noncestr, timestamp`, all lowercase).
+//! v3 orders get the same objects signed with RSA (see `v3::pay_params`):
+//! [`PaySignType`] says which, so one type reaches the payer in both dialects.
 
 use super::{sign, ApiKey, SignType};
 use crate::domain::Nonce;
@@ -13,8 +15,45 @@ pub struct PaymentParams {
     pub time_stamp: String,
     pub nonce_str: String,
     pub package: String,
-    pub sign_type: SignType,
+    pub sign_type: PaySignType,
     pub pay_sign: String,
+}
+
+/// `wx.requestPayment`'s `signType`: the order's v2 sign type (MD5 or
+/// HMAC-SHA256, signed with the API key), or `RSA` for a v3 order (signed
+/// with the merchant's API private key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaySignType {
+    V2(SignType),
+    Rsa,
+}
+
+impl PaySignType {
+    /// What `signType` says on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaySignType::V2(t) => t.as_str(),
+            PaySignType::Rsa => super::v3::pay_params::SIGN_TYPE,
+        }
+    }
+}
+
+impl From<SignType> for PaySignType {
+    fn from(t: SignType) -> Self {
+        PaySignType::V2(t)
+    }
+}
+
+impl std::str::FromStr for PaySignType {
+    type Err = ();
+
+    /// `MD5`, `HMAC-SHA256` or `RSA`, as a payer's `signType` names them.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s == super::v3::pay_params::SIGN_TYPE {
+            return Ok(PaySignType::Rsa);
+        }
+        s.parse::<SignType>().map(PaySignType::V2).map_err(|_| ())
+    }
 }
 
 /// Builds and signs requestPayment parameters for `prepay_id` at `unix_seconds`.
@@ -44,24 +83,28 @@ pub fn build(
         time_stamp,
         nonce_str: nonce.as_str().to_owned(),
         package,
-        sign_type,
+        sign_type: sign_type.into(),
         pay_sign,
     }
 }
 
-/// Verifies requestPayment parameters the way WeChat's client does (used by the
-/// sandbox, the examples and the tests).
+/// Verifies v2 requestPayment parameters the way WeChat's client does (used
+/// by the sandbox, the examples and the tests). RSA (v3) parameters are not
+/// signed with the API key: they never verify here.
 pub fn verify(params: &PaymentParams, key: &ApiKey) -> bool {
+    let PaySignType::V2(sign_type) = params.sign_type else {
+        return false;
+    };
     let expected = sign::sign(
         [
             ("appId", params.app_id.as_str()),
             ("nonceStr", params.nonce_str.as_str()),
             ("package", params.package.as_str()),
-            ("signType", params.sign_type.as_str()),
+            ("signType", sign_type.as_str()),
             ("timeStamp", params.time_stamp.as_str()),
         ],
         key,
-        params.sign_type,
+        sign_type,
     );
     subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), params.pay_sign.as_bytes()).into()
 }
@@ -161,12 +204,31 @@ mod tests {
             1_700_000_000,
             &nonce,
         );
-        assert_eq!(p.sign_type, SignType::HmacSha256);
+        assert_eq!(p.sign_type, PaySignType::V2(SignType::HmacSha256));
         assert_eq!(p.pay_sign.len(), 64);
         assert!(verify(&p, &key));
         let mut tampered = p.clone();
         tampered.package = "prepay_id=wx124".into();
         assert!(!verify(&tampered, &key));
+    }
+
+    #[test]
+    fn sign_types_read_and_write_as_the_payer_names_them() {
+        for (text, t) in [
+            ("MD5", PaySignType::V2(SignType::Md5)),
+            ("HMAC-SHA256", PaySignType::V2(SignType::HmacSha256)),
+            ("RSA", PaySignType::Rsa),
+        ] {
+            assert_eq!(t.as_str(), text);
+            assert_eq!(text.parse::<PaySignType>(), Ok(t));
+        }
+        assert!("rsa".parse::<PaySignType>().is_err());
+        // RSA parameters are not the API key's to verify.
+        let key = ApiKey::parse("qazwsxedcrfvtgbyhnujmikolp111111").expect("vector key");
+        let mut p = build("wxapp", "wx1", &key, SignType::Md5, 1, &Nonce::generate());
+        assert!(verify(&p, &key));
+        p.sign_type = PaySignType::Rsa;
+        assert!(!verify(&p, &key));
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl Payments {
 /// "busy, retry", or a FAIL reply (no certificate, bad signature).
 fn refused_outright(e: &WechatError) -> bool {
     match e {
-        WechatError::Return(_) => true,
+        // Never sent: WeChat has nothing to refund.
+        WechatError::Return(_) | WechatError::Request(_) | WechatError::Unsupported(_) => true,
         WechatError::Business { .. } => !e.is_retryable() && e.code() != Some("FREQUENCY_LIMITED"),
         WechatError::Transport(_) | WechatError::Timeout | WechatError::BadReply(_) => false,
     }

@@ -4,10 +4,11 @@
 //! times), never a dialect's wire fields. The order use cases (`service`), the
 //! reconciler and the bill run speak only this; each dialect is one
 //! implementation behind it, chosen by the merchant an order was placed with:
-//! [`v2`] (XML, MD5 / HMAC-SHA256) today. What is one dialect's alone (v2's
-//! sign type, its raw reply fields, its err_codes for "already paid" and
-//! "never seen") stays inside that implementation and reaches the service as
-//! a typed outcome ([`PlaceOutcome`], [`CloseOutcome`], `None`).
+//! [`v2`] (XML, MD5 / HMAC-SHA256) or [`v3`] (JSON, RSA, answers verified
+//! with WeChat's keys). What is one dialect's alone (v2's sign type, its raw
+//! reply fields, each dialect's codes for "already paid" and "never seen")
+//! stays inside that implementation and reaches the service as a typed
+//! outcome ([`PlaceOutcome`], [`CloseOutcome`], `None`).
 //!
 //! The transport settings both dialects share ([`ClientOptions`], the client
 //! certificate and extra CAs of [`tls`]) and WeChat's refusals as a type
@@ -27,13 +28,16 @@ use wxpay_core::{
 mod tls;
 mod types;
 pub mod v2;
+pub mod v3;
 
 pub use tls::{ClientTls, TlsError, TlsInput};
+pub(crate) use types::RETRY_CODES;
 pub use types::{
     ClientOptions, CloseOutcome, PlaceOutcome, Prepaid, RefundAccepted, RefundState, TradeState,
     WechatError,
 };
 pub use v2::{OrderQuery, RefundRequest, UnifiedOrder, V2Client};
+pub use v3::V3Api;
 
 /// One merchant's WeChat Pay API, in the dialect that merchant speaks. Every
 /// call is about an order this service stored: the implementation takes from

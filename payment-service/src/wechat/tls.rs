@@ -172,6 +172,11 @@ impl ClientTls {
         self.with_extra_root(&pem)
     }
 
+    /// The extra trusted CAs (for a client built elsewhere: the v3 one).
+    pub fn extra_roots(&self) -> &[reqwest::Certificate] {
+        &self.extra_roots
+    }
+
     /// Whether a client certificate (and its key) is configured.
     pub fn has_identity(&self) -> bool {
         self.identity.is_some()

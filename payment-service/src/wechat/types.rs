@@ -49,21 +49,40 @@ pub enum WechatError {
     Return(String),
     #[error("WeChat Pay answered {code}: {message}")]
     Business { code: String, message: String },
+    /// The request could not be made on our side (a body that does not
+    /// serialize, a signature that could not be made): never sent.
+    #[error("the request to WeChat Pay could not be made: {0}")]
+    Request(String),
+    /// What this merchant's dialect cannot do yet (refunds and bills of v3
+    /// merchants); the message names the merchant. Never sent.
+    #[error("{0}")]
+    Unsupported(String),
 }
+
+/// Business codes WeChat documents as "call again with the same request":
+/// v2's spellings and v3's (`SYSTEM_ERROR`, `BANK_ERROR`). FREQUENCY_LIMITED
+/// is transient too, but asks for a pause, not a retry now.
+pub(crate) const RETRY_CODES: [&str; 4] = [
+    "SYSTEMERROR",
+    "BIZERR_NEED_RETRY",
+    "SYSTEM_ERROR",
+    "BANK_ERROR",
+];
 
 impl WechatError {
     /// Worth sending the same request again.
     pub fn is_retryable(&self) -> bool {
         match self {
             WechatError::Transport(_) | WechatError::Timeout => true,
-            WechatError::Business { code, .. } => {
-                code == "SYSTEMERROR" || code == "BIZERR_NEED_RETRY"
-            }
-            WechatError::BadReply(_) | WechatError::Return(_) => false,
+            WechatError::Business { code, .. } => RETRY_CODES.contains(&code.as_str()),
+            WechatError::BadReply(_)
+            | WechatError::Return(_)
+            | WechatError::Request(_)
+            | WechatError::Unsupported(_) => false,
         }
     }
 
-    /// WeChat's err_code, for business errors.
+    /// WeChat's err_code (v3: its `code`), for business errors.
     pub fn code(&self) -> Option<&str> {
         match self {
             WechatError::Business { code, .. } => Some(code),
@@ -84,13 +103,14 @@ pub struct Prepaid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaceOutcome {
     Placed(Prepaid),
-    /// WeChat says the order is already paid (v2 `ORDERPAID`). Not proof of a
+    /// WeChat says the order is already paid (`ORDERPAID`, both dialects). Not proof of a
     /// payment on its own: only a query that shows one is. `said` is WeChat's
     /// own answer (code and description), for the caller's error message.
     AlreadyPaid {
         said: String,
     },
-    /// WeChat says the order is closed (v2 `ORDERCLOSED`): it can no longer be paid.
+    /// WeChat says the order is closed (v2 `ORDERCLOSED`, v3 `ORDER_CLOSED`):
+    /// it can no longer be paid.
     AlreadyClosed,
 }
 

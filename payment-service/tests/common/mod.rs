@@ -38,6 +38,8 @@ pub struct Harness {
     /// certificate when `client_tls`), for a test that plays another system
     /// of the merchant's.
     pub wechat: V2Client,
+    /// WeChat's keys of the v3 merchants, as the service holds them.
+    pub platform_keys: Option<Arc<wxpay_wechat_v3::PlatformKeys>>,
     pub _shutdown: tokio::sync::oneshot::Sender<()>,
     pub _sandbox: wechat_sandbox::SandboxHandle,
 }
@@ -90,6 +92,13 @@ impl Default for Options {
 
 pub async fn start(opts: Options) -> Harness {
     let sandbox = wechat_sandbox::spawn(opts.sandbox.clone().with_merchants(&opts.merchants)).await;
+    start_on(opts, sandbox).await
+}
+
+/// [`start`] over a sandbox the test spawned and prepared itself (a v3
+/// merchant's keys are issued by a running sandbox): `opts.sandbox` is not
+/// used, and `opts.merchants` must be hosted by `sandbox` already.
+pub async fn start_on(opts: Options, sandbox: wechat_sandbox::SandboxHandle) -> Harness {
     let sandbox_url = sandbox.base_url().to_string();
     let tls = opts.client_tls.then(|| sandbox_tls(&sandbox));
     let api_base = if opts.client_tls {
@@ -119,13 +128,29 @@ pub async fn start(opts: Options) -> Harness {
         // Nobody listens here; these tests check notifications are not needed for QueryOrder.
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
+        v3_notify_url: None,
     };
     let options = ClientOptions {
         request_timeout: Duration::from_millis(1500),
         backoff: Duration::from_millis(10),
         ..ClientOptions::default()
     };
-    let wechat = config.clients(options.clone()).expect("clients");
+    let platform_keys = config
+        .platform_keys(
+            store.clone() as Arc<dyn Store>,
+            &options,
+            wxpay_wechat_v3::KeysOptions {
+                // The sandbox rotates its certificate at once, where WeChat
+                // overlaps for days: a test must not wait out the minute.
+                min_refresh_interval: Duration::from_millis(200),
+                ..wxpay_wechat_v3::KeysOptions::default()
+            },
+        )
+        .await
+        .expect("WeChat's v3 keys");
+    let wechat = config
+        .clients_with_keys(options.clone(), platform_keys.as_ref())
+        .expect("clients");
     let default = &config.merchants[0];
     let wechat_copy = V2Client::new(
         &api_base,
@@ -154,7 +179,8 @@ pub async fn start(opts: Options) -> Harness {
     .with_watch_secret(
         opts.watch_secret
             .map(|s| wxpay_core::watch_token::WatchSecret::new(s).expect("a long secret")),
-    );
+    )
+    .with_platform_keys(platform_keys.clone());
     let port = app.port();
     let payments = app.payments();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -173,6 +199,7 @@ pub async fn start(opts: Options) -> Harness {
         http: reqwest::Client::new(),
         payments,
         wechat: wechat_copy,
+        platform_keys,
         _shutdown: tx,
         _sandbox: sandbox,
     }
@@ -212,6 +239,11 @@ pub fn request(key: &str, fee: i64) -> CreateOrderRequest {
 }
 
 impl Harness {
+    /// The sandbox, for what its HTTP control API is not called for here.
+    pub fn sandbox_handle(&self) -> &wechat_sandbox::SandboxHandle {
+        &self._sandbox
+    }
+
     /// Pays `out_trade_no` in the sandbox (its notification dropped: nobody
     /// listens here) and has the service learn it through QueryOrder.
     pub async fn pay_and_query(&mut self, out_trade_no: &str) {

@@ -5,7 +5,10 @@
 //! with the merchant's API private key.
 
 use super::{keys::KeyError, MerchantSigner};
-use crate::{domain::Nonce, wechat::pay_params::AppPaymentParams};
+use crate::{
+    domain::Nonce,
+    wechat::pay_params::{AppPaymentParams, PaySignType, PaymentParams},
+};
 
 /// `wx.requestPayment`'s parameters, v3: `sign_type` is always `RSA`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +18,20 @@ pub struct JsapiParams {
     pub nonce_str: String,
     pub package: String,
     pub pay_sign: String,
+}
+
+impl From<JsapiParams> for PaymentParams {
+    /// The dialect-neutral object the service hands out, `signType` `RSA`.
+    fn from(p: JsapiParams) -> Self {
+        PaymentParams {
+            app_id: p.app_id,
+            time_stamp: p.time_stamp,
+            nonce_str: p.nonce_str,
+            package: p.package,
+            sign_type: PaySignType::Rsa,
+            pay_sign: p.pay_sign,
+        }
+    }
 }
 
 /// What `signType` says for every v3 payment.
