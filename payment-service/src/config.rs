@@ -172,7 +172,7 @@ impl WechatConfig {
                     let client = keys.client(account.entry.clone()).map_err(|e| {
                         WechatError::Request(format!("merchant {name}'s v3 client: {e}"))
                     })?;
-                    let api = V3Api::new(client, self.v3_notify_url())?;
+                    let api = V3Api::new(client, self.v3_notify_url()?)?;
                     Ok(Arc::new(api) as Arc<dyn WechatApi>)
                 }
             })
@@ -238,16 +238,21 @@ impl WechatConfig {
 
     /// Where WeChat sends v3 payment results: `WECHAT_V3_NOTIFY_URL`, or
     /// else the gateway's `/wechat/v3/pay/notify` on `notify_url`'s origin.
-    pub fn v3_notify_url(&self) -> String {
+    pub fn v3_notify_url(&self) -> Result<String, WechatError> {
         if let Some(url) = &self.v3_notify_url {
-            return url.clone();
+            return Ok(url.clone());
         }
-        match reqwest::Url::parse(&self.notify_url) {
-            Ok(u) => format!("{}{V3_PAY_NOTIFY_PATH}", u.origin().ascii_serialization()),
-            // from_env checked it is a URL; one built by hand that is not
-            // gives WeChat a URL it refuses, naming notify_url.
-            Err(_) => String::new(),
-        }
+        // from_env checked it is a URL; a configuration built by hand may not be.
+        let origin = reqwest::Url::parse(&self.notify_url)
+            .map_err(|_| {
+                WechatError::Request(format!(
+                    "notify_url {:?} is not a URL, so the v3 notify URL cannot be made from it",
+                    self.notify_url
+                ))
+            })?
+            .origin()
+            .ascii_serialization();
+        Ok(format!("{origin}{V3_PAY_NOTIFY_PATH}"))
     }
 
     /// Where WeChat sends refund results: `WECHAT_REFUND_NOTIFY_URL`, or else
@@ -262,5 +267,46 @@ impl WechatConfig {
             Some(base) => format!("{base}/wechat/refund/notify"),
             None => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(notify_url: &str, v3_notify_url: Option<&str>) -> WechatConfig {
+        WechatConfig {
+            merchants: Vec::new(),
+            api_base: WECHAT_DEFAULT_API_BASE.into(),
+            notify_url: notify_url.into(),
+            refund_notify_url: None,
+            v3_notify_url: v3_notify_url.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn v3_notifications_go_to_the_v3_path_on_the_notify_urls_origin() {
+        assert_eq!(
+            config("https://pay.example.com:8443/wechat/pay/notify?x=1", None)
+                .v3_notify_url()
+                .expect("a URL"),
+            "https://pay.example.com:8443/wechat/v3/pay/notify"
+        );
+        assert_eq!(
+            config("https://pay.example.com/any/path", None)
+                .v3_notify_url()
+                .expect("a URL"),
+            "https://pay.example.com/wechat/v3/pay/notify"
+        );
+        assert_eq!(
+            config(
+                "https://pay.example.com/wechat/pay/notify",
+                Some("https://edge.example.com/v3")
+            )
+            .v3_notify_url()
+            .expect("given"),
+            "https://edge.example.com/v3"
+        );
+        assert!(config("not a url", None).v3_notify_url().is_err());
     }
 }

@@ -534,6 +534,17 @@ async fn a_service_provider_places_for_its_sub_merchant_and_v3_refunds_wait() {
         .expect("closed over the partner endpoint");
     assert_eq!(closed.status, OrderStatus::Closed as i32);
 
+    // MWEB is v3's h5: the scene and the payer's IP go as scene_info.
+    let h5 = t
+        .create(CreateOrderRequest {
+            scene_info:
+                r#"{"h5_info":{"type":"Wap","wap_url":"https://m.shop.example","wap_name":"shop"}}"#
+                    .into(),
+            ..order_of("v3pub", "pub-h5", TradeType::Mweb)
+        })
+        .await;
+    assert!(h5.mweb_url.starts_with("http"), "{}", h5.mweb_url);
+
     // A refund of a v3 order is refused before anything is stored or sent.
     let refused =
         t.h.client
