@@ -151,8 +151,20 @@ impl Stack {
             refund_notify_url: None,
             v3_notify_url: None,
         };
+        // WeChat's keys for the v3 merchants, one set for the process: the
+        // gateway verifies notifications with the same keys payment-service
+        // verifies answers with (and one download serves both).
+        let client_options = ClientOptions::default();
+        let platform_keys = wechat_config
+            .platform_keys(
+                store_for(Service::Payment),
+                &client_options,
+                wxpay_wechat_v3::KeysOptions::default(),
+            )
+            .await
+            .context("cannot load WeChat's keys for the v3 merchants")?;
         let wechat = wechat_config
-            .clients(ClientOptions::default())
+            .clients_with_keys(client_options, platform_keys.as_ref())
             .context("cannot build the WeChat Pay client")?;
         let payment = payment_service::Application::from_parts(
             payment_listener,
@@ -166,7 +178,8 @@ impl Stack {
             },
             settings.reconcile.clone(),
         )
-        .with_watch_secret(Some(watch_secret.clone()));
+        .with_watch_secret(Some(watch_secret.clone()))
+        .with_platform_keys(platform_keys.clone());
         let gateway = gateway::Application::from_parts(
             gateway_listener,
             store_for(Service::Gateway),
@@ -178,6 +191,10 @@ impl Stack {
         // gateway presents no client certificate).
         .with_wechat_api(&sandbox.base_url())?
         .with_metrics_listener(gateway_metrics_listener);
+        let gateway = match platform_keys {
+            Some(keys) => gateway.with_platform_keys(keys),
+            None => gateway,
+        };
         // One metrics registry for the process: the gateway installs it, and the
         // poller's /metrics renders the same one instead of an empty registry.
         poller::metrics::use_installed(gateway.state().metrics.clone());

@@ -99,8 +99,14 @@ struct MerchantKeys {
 
 #[derive(Default)]
 struct RefreshState {
-    /// The last refresh attempt of any kind, for the once-a-minute limit.
+    /// The last download attempt of any kind: a certificate-mode merchant
+    /// without a certificate retries at most this often.
     last_attempt: Option<Instant>,
+    /// The last refresh a message's unknown serial caused: at most one a
+    /// minute, so forged serials cannot make us hammer WeChat or the
+    /// database. Counted apart from the start-up and 12-hourly downloads, so
+    /// a rotation just after start is still picked up at once.
+    last_unknown: Option<Instant>,
     /// The newest `fetched_at` known (ours or another replica's).
     last_fetched: Option<DateTime<Utc>>,
 }
@@ -379,12 +385,12 @@ impl PlatformKeys {
             return true; // the refresh we waited for brought it
         }
         if state
-            .last_attempt
+            .last_unknown
             .is_some_and(|t| t.elapsed() < self.options.min_refresh_interval)
         {
             return false;
         }
-        state.last_attempt = Some(Instant::now());
+        state.last_unknown = Some(Instant::now());
         tracing::info!(mch_id = %m.mch_id, serial, "a message names an unknown WeChat serial; refreshing");
         if let Err(e) = self.reload(m, &mut state).await {
             tracing::warn!(mch_id = %m.mch_id, error = %e, "platform certificates could not be read");
