@@ -323,7 +323,10 @@ async fn a_rotated_platform_certificate_is_picked_up_with_no_failed_call() {
         let o = created.order.expect("an order");
         let event = pay_and_watch(&stack, &o.out_trade_no).await;
         assert_eq!(event.status, OrderStatus::Success as i32, "round {round}");
-        assert_eq!(event.source, "NOTIFY", "round {round}: the notification was believed");
+        assert_eq!(
+            event.source, "NOTIFY",
+            "round {round}: the notification was believed"
+        );
         let queried = payments
             .query_order(QueryOrderRequest {
                 out_trade_no: o.out_trade_no.clone(),
