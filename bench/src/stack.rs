@@ -128,6 +128,8 @@ impl Stack {
                 Arc::new(CountingStore::with_tally(store, tally))
             })),
             querier: Some(Arc::new(NoQuerier)),
+            // A v3 merchant beside the v2 one, for the v3 notification rows.
+            v3_demo: Some(wxpay::stack::V3Demo::issue().await?),
             ..Default::default()
         };
         let stack = wxpay::Stack::start_with(settings, parts)
@@ -155,6 +157,37 @@ impl Stack {
 
     pub fn notify_url(&self) -> String {
         format!("http://127.0.0.1:{}/wechat/pay/notify", self.gateway_port)
+    }
+
+    /// The gateway's v3 payment notification path.
+    pub fn notify_v3_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/wechat/v3/pay/notify",
+            self.gateway_port
+        )
+    }
+
+    /// The stack's v3 merchant (public-key mode) and WeChat's keys for it.
+    pub fn v3(&self) -> Option<&wxpay::stack::V3Demo> {
+        self.stack.v3_demo()
+    }
+
+    /// [`Self::seed`] for the v3 merchant: its orders, 1 fen each.
+    pub async fn seed_v3(&self, prefix: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        sqlx::query(
+            "INSERT INTO orders (out_trade_no, idempotency_key, status, openid, description, \
+               total_fee, client_ip, sign_type, merchant) \
+             SELECT $1 || lpad(g::text, 7, '0'), 'seed-' || $1 || g, 'NOTPAY', \
+               'oUpF8uMuAJO_M2pxb1Q9zNjWeS6o', 'bench', 1, '127.0.0.1', 'MD5', $3 \
+             FROM generate_series(0, $2 - 1) g",
+        )
+        .bind(prefix)
+        .bind(count as i64)
+        .bind(wxpay::stack::v3_demo::NAME)
+        .execute(&self.pool)
+        .await
+        .context("seeding v3 orders")?;
+        Ok((0..count).map(|i| format!("{prefix}{i:07}")).collect())
     }
 
     /// Inserts `count` NOTPAY orders `{prefix}{i:07}` (1 fen each) in one statement.

@@ -68,6 +68,11 @@ impl Stack {
         self.v3_demo_keys.as_ref().map(|d| &d.entry)
     }
 
+    /// The v3 demo merchant and WeChat's keys for it, when hosted.
+    pub fn v3_demo(&self) -> Option<&V3Demo> {
+        self.v3_demo_keys.as_ref()
+    }
+
     /// Opens the store, binds every listener and starts serving. Fails (with the
     /// address or URL at fault) before anything is served.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {

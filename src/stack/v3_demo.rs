@@ -34,6 +34,20 @@ impl std::fmt::Debug for V3Demo {
 }
 
 impl V3Demo {
+    /// WeChat's side of this merchant's public-key mode, as a signer: what
+    /// the benchmark signs v3 notifications with, as the sandbox does.
+    pub fn wechat_signer(&self) -> anyhow::Result<wxpay_core::wechat::v3::MerchantSigner> {
+        self.wechat_keys
+            .public_key
+            .signer(PUBLIC_KEY_ID)
+            .map_err(|e| anyhow::anyhow!("WeChat's signer for {NAME}: {e}"))
+    }
+
+    /// The id WeChat's public key goes by (`Wechatpay-Serial`).
+    pub fn wechat_key_id(&self) -> &'static str {
+        PUBLIC_KEY_ID
+    }
+
     /// Issues the keys (RSA generation takes a moment: off the runtime's threads).
     pub async fn issue() -> anyhow::Result<Self> {
         tokio::task::spawn_blocking(Self::issue_blocking)
