@@ -613,3 +613,49 @@ async fn a_certificate_mode_merchant_verifies_with_the_certificate_kept_in_the_d
     assert_eq!(status, 204);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_v3_notifications_stores_nothing_and_a_genuine_one_still_pays() {
+    let app = v3_app(vec![default_merchant(), shop_v3()]).await;
+    let order = app.create_order_for(300, SignType::Md5, V3_NAME).await;
+    let good = paid_body(&transaction(&order, &transaction_id(), &shop_v3()));
+    let refused_before = app.refused_v3("bad_signature").await;
+    // 1,000 bodies of ~40 KiB claiming a payment, each different (padding in
+    // `summary`), under headers that name WeChat's public key but were signed
+    // by another key over another body: what a stranger can send.
+    let forged_headers = {
+        let mut h = sign_at(&good, &wechat_cert_signer(), now());
+        h.serial = PUB_KEY_ID.into();
+        h
+    };
+    const FORGED: usize = 1_000;
+    let mut sent = tokio::task::JoinSet::new();
+    let app = Arc::new(app);
+    for i in 0..FORGED {
+        let (app, headers) = (app.clone(), forged_headers.clone());
+        let mut envelope: serde_json::Value = serde_json::from_slice(&good).expect("json");
+        envelope["summary"] = serde_json::Value::String(format!("{i}{}", "x".repeat(40 * 1024)));
+        let body = serde_json::to_vec(&envelope).expect("json");
+        sent.spawn(async move { app.notify_v3(&headers, body).await.0 });
+        // A bounded number in flight, as a sender's connection pool would be.
+        if sent.len() >= 64 {
+            assert_eq!(sent.join_next().await.expect("a task").expect("sent"), 401);
+        }
+    }
+    while let Some(status) = sent.join_next().await {
+        assert_eq!(status.expect("sent"), 401);
+    }
+    assert_eq!(app.rows("notifications").await, 0, "nothing unproven kept");
+    assert_eq!(app.event_rows(&order.out_trade_no).await, 0);
+    assert_eq!(
+        app.refused_v3("bad_signature").await,
+        refused_before + FORGED as u64,
+        "each counted by its reason"
+    );
+    let (status, _) = app.notify_v3(&signed_now(&good), good.clone()).await;
+    assert_eq!(status, 204, "the genuine one after the flood");
+    assert_eq!(
+        app.order(&order.out_trade_no).await.status,
+        OrderStatus::Success
+    );
+}
