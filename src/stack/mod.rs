@@ -196,8 +196,10 @@ impl Stack {
         // gateway presents no client certificate).
         .with_wechat_api(&sandbox.base_url())?
         .with_metrics_listener(gateway_metrics_listener);
+        // The same keys as the key source only: payment-service already runs
+        // their refresh loop, one per process is enough.
         let gateway = match platform_keys {
-            Some(keys) => gateway.with_platform_keys(keys),
+            Some(keys) => gateway.with_wechat_keys(keys),
             None => gateway,
         };
         // One metrics registry for the process: the gateway installs it, and the
