@@ -4,7 +4,8 @@
 //! public key and platform certificates, [`keys`]), the AES-256-GCM cipher of
 //! notification resources and certificates ([`aead`]), what the payer gets
 //! (`paySign` over RSA, [`pay_params`]), the JSON bodies ([`models`]) and
-//! opening a notification in that order ([`notification`]).
+//! opening a notification in that order ([`notification`]), and the trade
+//! bill's path and SHA1 check ([`bill`]).
 //! No I/O: the services fetch, store and send; everything here is testable
 //! against vectors made with independent tools (core/tests/testdata/v3).
 //!
@@ -15,6 +16,7 @@
 //! timing side channel on private-key operations) with no fixed release.
 
 pub mod aead;
+pub mod bill;
 pub mod keys;
 pub mod models;
 pub mod notification;

@@ -260,16 +260,110 @@ pub struct RefundResource {
     pub amount: RefundAmount,
 }
 
+/// A refund's amounts, in fen: what the order was (`total`) and what this
+/// refund gives back (`refund`); in answers and notifications also the
+/// payer's share of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundAmount {
-    pub total: i64,
     pub refund: i64,
+    pub total: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer_total: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer_refund: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+}
+
+/// The body of `POST /v3/refund/domestic/refunds` (direct and partner alike:
+/// a sub merchant's refund carries `sub_mchid`). The order is named by
+/// `out_trade_no` (this service made it); `amount` carries `refund`, `total`
+/// and `currency` only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_trade_no: Option<String>,
+    pub out_refund_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+    pub amount: RefundAmount,
+}
+
+/// One refund as WeChat describes it: the answer of `POST
+/// /v3/refund/domestic/refunds` and of `GET …/refunds/{out_refund_no}`.
+/// Here the state is `status` (in a notification it is `refund_status`:
+/// wechatpay-java #213 is about confusing the two).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundAnswer {
+    pub refund_id: String,
+    pub out_refund_no: String,
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_received_account: Option<String>,
+    /// RFC 3339 in +08:00, once the money is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<String>,
+    /// `SUCCESS`, `CLOSED`, `PROCESSING` or `ABNORMAL` ([`refund_status`]).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds_account: Option<String>,
+    pub amount: RefundAmount,
+}
+
+/// `REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`: the event types of
+/// a refund notification, each naming the refund's new state.
+pub const REFUND_SUCCESS: &str = "REFUND.SUCCESS";
+pub const REFUND_ABNORMAL: &str = "REFUND.ABNORMAL";
+pub const REFUND_CLOSED: &str = "REFUND.CLOSED";
+
+/// A v3 refund status (`status` of a refund answer, `refund_status` of a
+/// refund notification) as ours: v3's `ABNORMAL` is v2's `CHANGE` (the money
+/// could not go back to the original account; someone must act in the
+/// merchant console), `CLOSED` v2's `REFUNDCLOSE`. `None` for anything else,
+/// which no caller may guess at.
+pub fn refund_status(s: &str) -> Option<crate::domain::RefundStatus> {
+    use crate::domain::RefundStatus;
+    match s {
+        "PROCESSING" => Some(RefundStatus::Processing),
+        "SUCCESS" => Some(RefundStatus::Success),
+        "ABNORMAL" => Some(RefundStatus::Change),
+        "CLOSED" => Some(RefundStatus::Closed),
+        _ => None,
+    }
+}
+
+/// The refund state a refund notification's `event_type` announces; `None`
+/// for any other event.
+pub fn refund_event_status(event_type: &str) -> Option<crate::domain::RefundStatus> {
+    use crate::domain::RefundStatus;
+    match event_type {
+        REFUND_SUCCESS => Some(RefundStatus::Success),
+        REFUND_ABNORMAL => Some(RefundStatus::Change),
+        REFUND_CLOSED => Some(RefundStatus::Closed),
+        _ => None,
+    }
+}
+
+/// What `GET /v3/bill/tradebill` answers: where to download the day's bill
+/// and the SHA1 of the file there. The download itself is not signed, so
+/// this hash (in a signed answer) is the only proof of the file
+/// ([`super::bill::check_hash`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeBill {
+    pub hash_type: String,
+    pub hash_value: String,
+    pub download_url: String,
 }
 
 #[cfg(test)]
@@ -292,6 +386,33 @@ mod tests {
             t.amount.map(|a| (a.total, a.payer_total)),
             Some((100, Some(90)))
         );
+    }
+
+    #[test]
+    fn a_refund_answer_reads_status_and_amounts_and_maps_abnormal_to_change() {
+        use crate::domain::RefundStatus;
+        let a: RefundAnswer = serde_json::from_str(
+            r#"{"refund_id":"50000000382019052709732678859","out_refund_no":"1217752501201407033233368018",
+                "transaction_id":"1217752501201407033233368018","out_trade_no":"1217752501201407033233368018",
+                "channel":"ORIGINAL","user_received_account":"招商银行信用卡0403","success_time":"2020-12-01T16:18:12+08:00",
+                "create_time":"2020-12-01T16:18:12+08:00","status":"ABNORMAL","funds_account":"UNSETTLED",
+                "amount":{"total":100,"refund":100,"payer_total":90,"payer_refund":90,"settlement_refund":100,
+                "settlement_total":100,"discount_refund":10,"currency":"CNY"}}"#,
+        )
+        .expect("a refund answer");
+        assert_eq!(refund_status(&a.status), Some(RefundStatus::Change));
+        assert_eq!((a.amount.total, a.amount.refund), (100, 100));
+        assert_eq!(refund_status("CLOSED"), Some(RefundStatus::Closed));
+        assert_eq!(
+            refund_status("REFUNDCLOSE"),
+            None,
+            "v2's spelling is not v3's"
+        );
+        assert_eq!(
+            refund_event_status(REFUND_ABNORMAL),
+            Some(RefundStatus::Change)
+        );
+        assert_eq!(refund_event_status(TRANSACTION_SUCCESS), None);
     }
 
     #[test]
