@@ -1,5 +1,5 @@
 //! Fuzzes the v3 payment notification's parser and decryption as the gateway
-//! runs them before it trusts anything (gateway/src/proof.rs `pay_v3`):
+//! runs them before it trusts anything (gateway/src/proof.rs `v3`):
 //! `wxpay_core::wechat::v3::notification::open` (the headers and the RSA
 //! signature over the raw body, then the envelope's JSON, then the resource's
 //! AES-256-GCM under each candidate merchant's APIv3 key), then what the
