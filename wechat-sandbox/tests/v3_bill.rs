@@ -153,6 +153,10 @@ async fn v2_bill(v3: &V3, day: NaiveDate) -> Vec<u8> {
         .to_vec()
 }
 
+/// A bill row as the test compares it: out_trade_no, 交易状态, 订单金额 and
+/// the refund's number, amount and status.
+type Row = (String, String, i64, Option<(String, i64, String)>);
+
 #[tokio::test]
 async fn a_days_bill_is_served_raw_matching_its_hash_and_is_the_v2_file_of_both_dialects() {
     let v3 = V3::start(KeyMode::PublicKey).await;
@@ -172,7 +176,7 @@ async fn a_days_bill_is_served_raw_matching_its_hash_and_is_the_v2_file_of_both_
     );
     let text = String::from_utf8(file).expect("UTF-8");
     let parsed = bill::parse(&text).expect("the product's bill reader reads it");
-    let mut rows: Vec<(String, String, i64, Option<(String, i64, String)>)> = parsed
+    let mut rows: Vec<Row> = parsed
         .rows
         .iter()
         .map(|r| {
