@@ -476,3 +476,74 @@ async fn v3_refunds_across_two_replicas_never_exceed_the_total_and_a_lost_reply_
         .expect_err("the order is fully spoken for");
     assert_eq!(over.code(), Code::FailedPrecondition);
 }
+
+/// Waits until GetRefund says `status` (a v3 notification applied it).
+async fn refund_becomes(stack: &Stack, out_refund_no: &str, status: RefundStatus) -> Refund {
+    let payments = stack.payments().await.expect("connect");
+    eventually(&format!("{out_refund_no} becomes {status:?}"), || {
+        let mut payments = payments.clone();
+        async move { get_refund(&mut payments, out_refund_no).await.status == status as i32 }
+    })
+    .await;
+    get_refund(&mut payments.clone(), out_refund_no).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_refund_wechat_refuses_or_closes_frees_its_money_and_abnormal_is_change() {
+    let dir = tempfile::tempdir().expect("a key directory");
+    let file = merchants_file(dir.path());
+    let stack = stack(&file, StackOptions::default()).await;
+    let mut payments = stack.payments().await.expect("connect");
+    let (no, _stream, _) = paid_order(&stack, SHOP, 500, "refusals").await;
+
+    // WeChat refuses outright (NOT_ENOUGH: the merchant's balance cannot cover
+    // it): the refund is CLOSED at once and the caller told why.
+    stack
+        .sandbox_faults(serde_json::json!({ "notenough": 1 }))
+        .await
+        .expect("arm NOT_ENOUGH");
+    let refused = refund(&mut payments, &no, &format!("{no}-NE"), 500)
+        .await
+        .expect_err("WeChat refused it");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("NOT_ENOUGH"), "{refused:?}");
+    assert_eq!(
+        get_refund(&mut payments, &format!("{no}-NE")).await.status,
+        RefundStatus::Closed as i32
+    );
+
+    // Accepted, then closed by WeChat (REFUND.CLOSED): its money is free again.
+    let closing = format!("{no}-CL");
+    refund(&mut payments, &no, &closing, 200)
+        .await
+        .expect("accepted");
+    stack
+        .sandbox_control(
+            &format!("/sandbox/refunds/{closing}/settle"),
+            serde_json::json!({ "status": "CLOSED" }),
+        )
+        .await
+        .expect("WeChat closes it");
+    refund_becomes(&stack, &closing, RefundStatus::Closed).await;
+
+    // So the whole 500 can still be asked for; WeChat cannot put it in the
+    // payer's account (REFUND.ABNORMAL), which is our CHANGE: someone must
+    // act in the merchant console, and the money stays spoken for.
+    let abnormal = format!("{no}-AB");
+    refund(&mut payments, &no, &abnormal, 500)
+        .await
+        .expect("the freed money is refundable");
+    stack
+        .sandbox_control(
+            &format!("/sandbox/refunds/{abnormal}/settle"),
+            serde_json::json!({ "status": "ABNORMAL" }),
+        )
+        .await
+        .expect("WeChat cannot pay it out");
+    let change = refund_becomes(&stack, &abnormal, RefundStatus::Change).await;
+    assert_eq!(change.succeeded_at, 0, "no money came back yet");
+    let over = refund(&mut payments, &no, &format!("{no}-MORE"), 1)
+        .await
+        .expect_err("a refund in CHANGE still holds its money");
+    assert_eq!(over.code(), Code::FailedPrecondition);
+}
