@@ -25,6 +25,7 @@ use wxpay_core::{
     },
 };
 
+mod bill_file;
 mod tls;
 mod types;
 pub mod v2;
