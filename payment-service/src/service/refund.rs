@@ -5,7 +5,10 @@
 //! when), refused outright (CLOSED, the money free again), or unknown (a timeout:
 //! the refund stays PROCESSING and the reconciler asks refundquery, re-sending
 //! the same refund number only if WeChat never saw it). No path ever sends a
-//! refund under a new number, so no retry can give money back twice.
+//! refund under a new number, so no retry can give money back twice. All of
+//! it goes through `WechatApi`, so v2 and v3 merchants' refunds share these
+//! rows, limits, locks and rules; v3 may answer a repeated refund number with
+//! the refund already settled, which is recorded as it stands.
 
 use wxpay_core::domain::{
     Fee, NewRefund, Order, OutRefundNo, OutTradeNo, Refund, RefundReason, RefundStatus,

@@ -609,11 +609,11 @@ impl WechatApi for V3Api {
             Err(e) if e.code() == Some(NO_STATEMENT_EXIST) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        // The download is a signed GET, so it goes only where WeChat's API is:
-        // `download` refuses a `download_url` off the configured API origin.
-        // The URL came in a verified answer, but a signature proves who wrote
-        // it, not that the host is one our merchant's signed request (which
-        // WeChat's own servers accept for minutes) should be handed to.
+        // The download is a signed GET, and a signed request is a credential
+        // WeChat accepts for minutes: it goes only to the configured API
+        // origin (`download` refuses any other host). The URL came in a
+        // verified answer, but a signature proves who wrote the answer, not
+        // that every host it names may be handed our merchant's credential.
         let file = self
             .client
             .download(&described.download_url, bill_file::MAX_BILL_BYTES)
