@@ -488,7 +488,7 @@ impl Payments {
             refund_fee: state.refund_fee,
             refund_id: state.refund_id.clone(),
             transaction_id: state.transaction_id.clone(),
-            total_fee: None,
+            total_fee: state.total_fee,
             status: state.status,
             succeeded_at: state.success_time,
             failure: None,
