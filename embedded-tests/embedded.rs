@@ -248,6 +248,23 @@ async fn the_demo_reports_success_with_every_step() {
         text.contains("paySign verifies (RSA-SHA256)") && text.contains("source NOTIFY"),
         "{text}"
     );
+    // Then all of it back in two v3 refunds, each settled by a v3 notification
+    // and seen on the refund watch; one fen more refused before WeChat.
+    assert_eq!(v3.refunded_fee, 100, "{text}");
+    assert_eq!(v3.final_status, OrderStatus::Refund as i32, "{text}");
+    assert_eq!(
+        text.matches("POST /v3/refund/domestic/refunds accepted")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("refused before WeChat is asked"), "{text}");
+    assert!(
+        text.contains(
+            "REFUND.SUCCESS at /wechat/v3/refund/notify → stream REFUND (refunded_fee 100 fen)"
+        ),
+        "{text}"
+    );
 }
 
 /// The reconciler on the single-process stack's SQLite: asking soon and often.

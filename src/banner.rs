@@ -47,7 +47,7 @@ pub fn render(stack: &Stack) -> String {
             a.poller_http
         ),
         format!(
-            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/v3/pay/notify, /wechat/refund/notify, /healthz, /readyz (metrics http://{}/metrics)",
+            "  gateway          http://{}    POST /wechat/pay/notify, /wechat/v3/pay/notify, /wechat/refund/notify, /wechat/v3/refund/notify, /healthz, /readyz (metrics http://{}/metrics)",
             a.gateway, a.gateway_metrics
         ),
         format!(

@@ -1,5 +1,5 @@
 //! Fuzzes the v3 payment notification's parser and decryption as the gateway
-//! runs them before it trusts anything (gateway/src/proof.rs `pay_v3`):
+//! runs them before it trusts anything (gateway/src/proof.rs `v3`):
 //! `wxpay_core::wechat::v3::notification::open` (the headers and the RSA
 //! signature over the raw body, then the envelope's JSON, then the resource's
 //! AES-256-GCM under each candidate merchant's APIv3 key), then what the
@@ -18,7 +18,11 @@
 //!   merchants' APIv3 keys, as the second byte picks) into an envelope and
 //!   signs: it opens to exactly those bytes, for exactly that merchant; one
 //!   flipped ciphertext byte (re-signed) or a third key does not open; and
-//!   a `Transaction` read from it passes the amount, id and time oracles.
+//!   a `Transaction` read from it passes the amount, id and time oracles, and
+//!   so does a `RefundResource` (what the refund endpoint,
+//!   gateway/src/refund_v3.rs, reads behind the same proof), whose
+//!   `refund_status` maps to ours only as one of v3's four and agrees with
+//!   the `REFUND.*` event of the same state.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -28,7 +32,10 @@ use libfuzzer_sys::fuzz_target;
 use wxpay_core::wechat::{
     china_time,
     v3::{
-        models::{EncryptedResource, Notification, Transaction},
+        models::{
+            refund_event_status, refund_status, EncryptedResource, Notification, RefundResource,
+            Transaction,
+        },
         notification::{open, Candidate, OpenError},
         verify::{self, SignedHeaders, VerifyError},
         Apiv3Key, DecryptError, MerchantSigner, WechatKey, WechatKeys, SCHEME,
@@ -155,6 +162,7 @@ fn signed(s: &Setup, body: &[u8], pick: usize) {
         );
         assert_eq!(n.resource.decrypt(key).as_ref(), Ok(&opened.plaintext));
         check_transaction(&opened.plaintext);
+        check_refund(&opened.plaintext);
     }
     if let (Err(OpenError::Resource(DecryptError::Open)), Ok(n)) = (&got, &envelope) {
         assert!(n.resource.decrypt(&s.a).is_err() && n.resource.decrypt(&s.b).is_err());
@@ -226,6 +234,7 @@ fn sealed(s: &Setup, data: &[u8]) {
     assert_eq!(opened.plaintext, plaintext);
     assert_eq!(opened.openers, [id]);
     check_transaction(plaintext);
+    check_refund(plaintext);
 
     // Another merchant's key (not a candidate): refused, whatever it holds.
     let foreign = EncryptedResource::seal(&s.c, "fdasflkja484", aad, "transaction", plaintext)
@@ -274,11 +283,48 @@ fn check_transaction(plaintext: &[u8]) {
     if let Some(a) = &t.amount {
         check_fee_new(a.total);
     }
-    if let Some(time) = t
-        .success_time
-        .as_deref()
-        .and_then(china_time::parse_rfc3339)
-    {
+    check_success_time(t.success_time.as_deref());
+}
+
+/// What the gateway reads from an opened refund resource
+/// (gateway/src/refund_v3.rs `read`): the ids through their parsers, both
+/// amounts as a `Fee`, `success_time` as RFC 3339, and the status, which
+/// maps to ours only for v3's four names and agrees with its event's.
+fn check_refund(plaintext: &[u8]) {
+    let Ok(r) = serde_json::from_slice::<RefundResource>(plaintext) else {
+        return;
+    };
+    for id in [
+        &r.out_trade_no,
+        &r.out_refund_no,
+        &r.transaction_id,
+        &r.refund_id,
+    ] {
+        check_value(id);
+    }
+    for id in [&r.mchid, &r.sp_mchid, &r.sub_mchid].into_iter().flatten() {
+        check_ids(id);
+    }
+    check_fee_new(r.amount.refund);
+    check_fee_new(r.amount.total);
+    let ours = refund_status(&r.refund_status);
+    assert_eq!(
+        ours.is_some(),
+        ["PROCESSING", "SUCCESS", "ABNORMAL", "CLOSED"].contains(&r.refund_status.as_str()),
+        "refund_status {:?}",
+        r.refund_status
+    );
+    let event = format!("REFUND.{}", r.refund_status);
+    if let Some(announced) = refund_event_status(&event) {
+        assert_eq!(Some(announced), ours, "{event} disagrees with its state");
+    }
+    check_success_time(r.success_time.as_deref());
+}
+
+/// A v3 `success_time`, when it reads, is an instant that writes back as the
+/// same second.
+fn check_success_time(success_time: Option<&str>) {
+    if let Some(time) = success_time.and_then(china_time::parse_rfc3339) {
         // What is read is an instant, and it writes back as the same second
         // (v3 writes whole seconds; years outside RFC 3339's four digits
         // after the shift to +08:00 have no form to write back in).

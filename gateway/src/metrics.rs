@@ -21,7 +21,7 @@ use wxpay_store::Store;
 
 use crate::verdict::{Kind, Verdict};
 
-/// Notifications by `kind` (pay, refund, cloudpay, pay_v3), `verdict` and `merchant`
+/// Notifications by `kind` (pay, refund, cloudpay, pay_v3, refund_v3), `verdict` and `merchant`
 /// (the configured merchant's name; [`UNKNOWN_MERCHANT`] before one is known).
 pub const NOTIFICATIONS_TOTAL: &str = "wxpay_gateway_notifications_total";
 /// Time from receiving a notification to its reply, by `kind`.
@@ -31,7 +31,7 @@ pub const ANOMALIES_TOTAL: &str = "wxpay_gateway_anomalies_total";
 /// Requests answered 503 at the edge, by `reason` (overloaded, timeout).
 pub const SHED_TOTAL: &str = "wxpay_gateway_shed_total";
 /// Bodies refused before any database work, by `kind` and `reason`
-/// (bad_signature, malformed, unknown_merchant; for pay_v3 also probe,
+/// (bad_signature, malformed, unknown_merchant; for pay_v3 and refund_v3 also probe,
 /// stale_timestamp, unknown_serial, undecryptable, wrong_merchant, wrong_app…).
 pub const REFUSED_TOTAL: &str = "wxpay_gateway_refused_total";
 /// Outbox events not yet published.

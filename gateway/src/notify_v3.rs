@@ -1,5 +1,6 @@
 //! `POST /wechat/v3/pay/notify`: WeChat's v3 payment result. Proven first
-//! ([`crate::proof::pay_v3`]: the headers and the RSA signature over the raw
+//! ([`crate::wechat_keys::prove`], shared with the v3 refund notification:
+//! [`crate::proof::v3`] checks the headers and the RSA signature over the raw
 //! body, then the resource opened under the APIv3 key of the merchant whose
 //! numbers it names), then read by this module's parser into the same typed
 //! [`PayNotice`] as v2's XML, then decided, applied and kept by
@@ -12,48 +13,29 @@
 //! Any other proven event (a refund's, should a merchant point its refunds
 //! here) is acknowledged and kept, with nothing applied: WeChat would resend
 //! a refused one for a day with the same result, and refunds have their own
-//! endpoint and query.
+//! endpoint ([`crate::refund_v3`]) and query.
 
 use axum::{body::Bytes, http::HeaderMap};
-use chrono::Utc;
 use wxpay_core::{
     domain::Fee,
     wechat::{
         china_time,
-        v3::{
-            models::{Transaction, TRANSACTION_SUCCESS},
-            SignedHeaders,
-        },
+        v3::models::{Transaction, TRANSACTION_SUCCESS},
     },
 };
 
 use crate::{
     pay_notice::{self, PayNotice},
     payment::{PaymentReport, Wire},
-    proof::{self, V3Event},
+    proof::{V3Endpoint, V3Event},
     state::AppState,
     verdict::Judged,
 };
 
-/// How long a message naming an unknown serial waits for the key source to
-/// look again before it is refused (WeChat then retries).
-const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Processes one v3 payment notification: `headers` as received, `body` the
 /// raw bytes (already bounded in size).
 pub async fn process(state: &AppState, headers: &HeaderMap, body: Bytes) -> Judged {
-    let signed = SignedHeaders::from_fn(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-    let mut proven = prove(state, &signed, &body);
-    if matches!(&proven, Err(refused) if refused.reason == proof::UNKNOWN_SERIAL) {
-        // A rotated platform certificate: look once (the source limits how
-        // often), then prove again with what it found.
-        let refreshed =
-            tokio::time::timeout(REFRESH_WAIT, state.wechat_keys.refresh(&signed, &body)).await;
-        if refreshed == Ok(true) {
-            proven = prove(state, &signed, &body);
-        }
-    }
-    let proven = match proven {
+    let proven = match state.prove_v3(V3Endpoint::Pay, headers, &body).await {
         Ok(proven) => proven,
         Err(refused) => return refused.judged(&body),
     };
@@ -66,22 +48,6 @@ pub async fn process(state: &AppState, headers: &HeaderMap, body: Bytes) -> Judg
     );
     let notice = proven.read(|_| notice);
     pay_notice::conclude(state, &notice, out_trade_no.as_deref()).await
-}
-
-/// Proves the message with every v3 merchant's keys as they are now.
-fn prove(
-    state: &AppState,
-    headers: &SignedHeaders<'_>,
-    body: &Bytes,
-) -> Result<proof::Proven<V3Event>, proof::Refused> {
-    let merchants: Vec<_> = state
-        .merchants
-        .entries()
-        .iter()
-        .filter(|e| e.v3.is_some())
-        .map(|e| (e, state.wechat_keys.keys(e)))
-        .collect();
-    proof::pay_v3(&merchants, headers, body, Utc::now())
 }
 
 /// Reads a proven event into what it says, and the order number as the

@@ -3,12 +3,13 @@
 //! signature under the key of the merchant it names (MD5 or HMAC-SHA256,
 //! whichever it uses), the refund XML's `req_info` decrypting under that
 //! merchant's key, the cloud-pay callback's HMAC over its timestamp and body
-//! within the replay window, and the v3 payment notification's RSA signature
-//! over its raw body under WeChat's key, then its resource opening under the
-//! APIv3 key of the merchant it names ([`pay_v3`]). Everything that reads or writes the database for a
-//! message (keeping its audit row, reading its order, applying it) takes a
-//! `Proven`, so a body that did not pass cannot reach the store, and a new kind
-//! of notification gets there only through a prover added to this module.
+//! within the replay window, and a v3 notification's RSA signature over its
+//! raw body under WeChat's key, then its resource opening under the APIv3 key
+//! of the merchant it names ([`v3`], the same for payment and refund results).
+//! Everything that reads or writes the database for a message (keeping its
+//! audit row, reading its order, applying it) takes a `Proven`, so a body
+//! that did not pass cannot reach the store, and a new kind of notification
+//! gets there only through a prover added to this module.
 //!
 //! A message that fails is a [`Refused`]: counted by reason, logged truncated
 //! and rate-limited ([`crate::refusals`]), never stored. Nothing here touches
@@ -352,27 +353,47 @@ impl Accounts {
 /// and proving once more.
 pub const UNKNOWN_SERIAL: &str = "unknown_serial";
 
-/// `POST /wechat/v3/pay/notify`. The envelope names no merchant, so every v3
-/// merchant is a candidate, with the WeChat keys it accepted when the message
-/// came (`merchants`: each with its keys). In this order, each step before
-/// anything is parsed from what the previous one did not prove: the headers
+/// Which v3 endpoint a message came in on: the same proof for both, counted
+/// and kept under its own [`Kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V3Endpoint {
+    /// `POST /wechat/v3/pay/notify`.
+    Pay,
+    /// `POST /wechat/v3/refund/notify`.
+    Refund,
+}
+
+impl V3Endpoint {
+    pub fn kind(self) -> Kind {
+        match self {
+            V3Endpoint::Pay => Kind::PayV3,
+            V3Endpoint::Refund => Kind::RefundV3,
+        }
+    }
+}
+
+/// A v3 notification, on either endpoint ([`V3Endpoint`]): the envelope
+/// names no merchant, so every v3 merchant is a candidate, with the WeChat
+/// keys it accepted when the message came (`merchants`: each with its keys).
+/// In this order, each step before anything is parsed from what the previous one did not prove: the headers
 /// and the signature over the raw body (5-minute window, probes refused
 /// before any key is looked up) under the key `Wechatpay-Serial` names; the
 /// envelope; the resource, which opens only under the APIv3 key of the
 /// merchant it was sealed for; then the merchant among those whose key opened
 /// it is the one whose numbers the resource names (a service provider's
 /// sub-merchants share its APIv3 key), and the resource's appid, when it
-/// names one, must be that merchant's. As for a v2 refund's `req_info`, the
-/// key proves the account, so a resource naming other numbers or another app
+/// names one, must be that merchant's (a refund's resource names none). As
+/// for a v2 refund's `req_info`, the key proves the account, so a resource naming other numbers or another app
 /// is refused unstored, like a v2 message naming a merchant we do not serve.
-pub fn pay_v3(
+pub fn v3(
+    endpoint: V3Endpoint,
     merchants: &[(&MerchantEntry, Arc<WechatKeys>)],
     headers: &SignedHeaders<'_>,
     body: &Bytes,
     now: DateTime<Utc>,
 ) -> Result<Proven<V3Event>, Refused> {
-    let refused =
-        |reason: &'static str, verdict: Verdict| Refused::new(Kind::PayV3, reason, verdict);
+    let kind = endpoint.kind();
+    let refused = |reason: &'static str, verdict: Verdict| Refused::new(kind, reason, verdict);
     let candidates: Vec<Candidate<'_, &MerchantEntry>> = merchants
         .iter()
         .filter_map(|(entry, keys)| {
@@ -407,7 +428,7 @@ pub fn pay_v3(
             event_type: opened.notification.event_type,
             resource: opened.plaintext,
         },
-        kind: Kind::PayV3,
+        kind,
         authority,
         body: body.clone(),
     })

@@ -5,20 +5,22 @@
 //! read or kept. The refund it describes is applied to its refund record
 //! once, and only when its order is that merchant's (amount, order and
 //! transaction checked against what is stored); the first successful refund
-//! moves the order to REFUND, and each adds to its `refunded_fee`.
+//! moves the order to REFUND, and each adds to its `refunded_fee`. This module
+//! is v2's parser only: what it reads is decided, applied and kept by
+//! [`crate::refund_notice::conclude`], which the v3 refund notification shares.
 
 use axum::body::Bytes;
 use wxpay_core::{
-    domain::{Fee, OrderStatus, OutRefundNo, OutTradeNo, RefundStatus},
+    domain::{Fee, OutRefundNo, OutTradeNo, RefundStatus},
     wechat::{china_time, Fields},
 };
-use wxpay_store::{AnomalyKind, RefundOutcome, RefundUpdate};
+use wxpay_store::RefundUpdate;
 
 use crate::{
-    payment,
-    proof::{self, Proven},
+    proof,
+    refund_notice::{self, RefundNotice},
     state::AppState,
-    verdict::{Judged, Verdict},
+    verdict::Judged,
 };
 
 /// Processes one refund notification body (already bounded in size).
@@ -30,122 +32,8 @@ pub async fn process(state: &AppState, body: Bytes) -> Judged {
         Err(refused) => return refused.judged(&body),
     };
     let raw_no = proven.message().get("out_trade_no").cloned();
-    let update = proven.read(read_update);
-    let verdict = apply(state, &update).await;
-    let merchant = proven.merchant().map(|e| e.name.as_str());
-    tracing::info!(out_trade_no = raw_no.as_deref(), merchant, %verdict, "refund notification");
-    state.keep(&proven, raw_no.as_deref(), verdict, false).await;
-    proven.judged(verdict)
-}
-
-async fn apply(state: &AppState, proven: &Proven<Option<RefundUpdate>>) -> Verdict {
-    let (Some(update), Some(entry)) = (proven.message(), proven.merchant()) else {
-        return Verdict::Invalid;
-    };
-    let out_trade_no = &update.out_trade_no;
-    let no = out_trade_no.as_str();
-    // The ledger applies a refund without returning its order first, so the
-    // order's merchant is read here, once, before anything changes. It is fixed
-    // at the order's creation, so nothing can change it between this read and
-    // the refund's transaction. A missing order is left to the ledger, which
-    // reports it (and its anomaly) as for any merchant.
-    match state.store.order(out_trade_no).await {
-        Ok(Some(order)) if order.placement.merchant.as_str() != entry.name => {
-            // Decrypted under one merchant's key, about another one's order: that
-            // merchant's refund cannot give back this order's money.
-            state
-                .anomaly(
-                    AnomalyKind::WrongMerchant,
-                    no,
-                    format!(
-                        "a refund notification under merchant {}'s key is about an order of merchant {}",
-                        entry.name, order.placement.merchant
-                    ),
-                )
-                .await;
-            return Verdict::WrongMerchant;
-        }
-        Ok(_) => {}
-        Err(e) => return payment::store_failure(no, e),
-    }
-    let outcome = match state.ledger.apply_refund(update).await {
-        Ok(outcome) => outcome,
-        Err(e) => return payment::store_failure(no, e),
-    };
-    match outcome {
-        RefundOutcome::Applied {
-            refund,
-            order,
-            previous,
-            ..
-        } => {
-            tracing::info!(
-                out_trade_no = no, out_refund_no = %refund.out_refund_no, status = %refund.status,
-                previous = previous.map(|p| p.as_str()).unwrap_or("unknown here"),
-                refunded_fee = order.refunded_fee, version = order.version, "refund applied"
-            );
-            if previous.is_none() {
-                // Not placed through RefundOrder (the merchant console, another
-                // system): the money moved all the same, so it is recorded.
-                tracing::warn!(out_trade_no = no, out_refund_no = %refund.out_refund_no,
-                    "a refund this service did not place was recorded from its notification");
-            }
-            Verdict::Applied
-        }
-        RefundOutcome::Unchanged { .. } => Verdict::Duplicate,
-        RefundOutcome::Mismatch { detail } => {
-            state
-                .anomaly(AnomalyKind::RefundAmountMismatch, no, detail)
-                .await;
-            Verdict::AmountMismatch
-        }
-        RefundOutcome::Exceeds { available } => {
-            state
-                .anomaly(
-                    AnomalyKind::RefundAmountMismatch,
-                    no,
-                    format!(
-                        "refund {} of {} fen with only {available} fen left on the order",
-                        update.out_refund_no, update.refund_fee
-                    ),
-                )
-                .await;
-            Verdict::AmountMismatch
-        }
-        RefundOutcome::OrderNotFound => {
-            state
-                .anomaly(
-                    AnomalyKind::UnknownOrder,
-                    no,
-                    "a refund notification for an unknown out_trade_no".into(),
-                )
-                .await;
-            Verdict::UnknownOrder
-        }
-        // The payment notification may simply not have arrived yet: FAIL so WeChat
-        // retries once the order is paid (by notification or orderquery).
-        RefundOutcome::NotPaid(status @ (OrderStatus::NotPay | OrderStatus::UserPaying)) => {
-            state
-                .anomaly(
-                    AnomalyKind::RefundBeforePayment,
-                    no,
-                    format!("a refund notification for an order that is {status}"),
-                )
-                .await;
-            Verdict::WrongState
-        }
-        // Closed or failed orders were never paid; no retry will change that.
-        RefundOutcome::NotPaid(status) => {
-            state
-                .anomaly(
-                    AnomalyKind::RefundConflict,
-                    no,
-                    format!("a refund notification for an order {status}"),
-                )
-                .await;
-            Verdict::Conflict
-        }
-    }
+    let notice = proven.read(|inner| RefundNotice::from(read_update(inner)));
+    refund_notice::conclude(state, &notice, raw_no.as_deref()).await
 }
 
 /// The refund the decrypted `req_info` describes; `None` when a field we act on

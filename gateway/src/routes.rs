@@ -1,6 +1,6 @@
 //! The HTTP surface of the public port: the router, its size limit, and the
 //! thin handlers that turn a body into a verdict (via `notify`, `notify_v3`,
-//! `refund`, `cloudpay`) and a verdict into the reply each sender expects
+//! `refund`, `refund_v3`, `cloudpay`) and a verdict into the reply each sender expects
 //! (v2's XML, v3's status and `{"code":"FAIL"}`, the forwarder's JSON). No decision is
 //! made here. Only WeChat's paths and the probes are public; `/metrics` has its
 //! own listener (`metrics::router`).
@@ -20,7 +20,7 @@ use wxpay_core::wechat::{v3::models::ErrorBody, xml};
 use crate::{
     cloudpay, metrics, notify, notify_v3,
     readiness::Readiness,
-    refund,
+    refund, refund_v3,
     state::AppState,
     verdict::{Judged, Kind, Verdict},
 };
@@ -35,6 +35,7 @@ pub fn app(state: AppState, readiness: Readiness) -> Router {
         .route("/wechat/pay/notify", post(pay_notify))
         .route("/wechat/refund/notify", post(refund_notify))
         .route("/wechat/v3/pay/notify", post(v3_pay_notify))
+        .route("/wechat/v3/refund/notify", post(v3_refund_notify))
         .route("/cloudpay/callback", post(cloudpay_callback))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(readiness))
@@ -135,6 +136,18 @@ async fn v3_pay_notify(
 ) -> Response {
     let verdict = tracked(&state, Kind::PayV3, body, |state, body| async move {
         notify_v3::process(&state, &headers, body).await
+    })
+    .await;
+    v3_reply(verdict)
+}
+
+async fn v3_refund_notify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let verdict = tracked(&state, Kind::RefundV3, body, |state, body| async move {
+        refund_v3::process(&state, &headers, body).await
     })
     .await;
     v3_reply(verdict)

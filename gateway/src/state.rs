@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use axum::{body::Bytes, http::HeaderMap};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 use wxpay_core::wechat::MerchantBook;
@@ -16,7 +17,7 @@ use crate::{
     config::CloudpaySecret,
     orderquery::OrderQuery,
     paid_cache::SettledCache,
-    proof::Proven,
+    proof::{Proven, Refused, V3Endpoint, V3Event},
     verdict::Verdict,
     wechat_keys::{ConfiguredKeys, KeySource},
 };
@@ -70,6 +71,25 @@ impl AppState {
         }
     }
 
+    /// Proves a v3 message that came in on `endpoint` with the v3 merchants'
+    /// keys, refreshing them once for an unknown serial
+    /// ([`crate::wechat_keys::prove`]).
+    pub(crate) async fn prove_v3(
+        &self,
+        endpoint: V3Endpoint,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Proven<V3Event>, Refused> {
+        crate::wechat_keys::prove(
+            &self.merchants,
+            self.wechat_keys.as_ref(),
+            endpoint,
+            headers,
+            body,
+        )
+        .await
+    }
+
     /// Records a genuine-looking message we refused or that contradicts a final
     /// state: a metric, an error log, and a row for whoever investigates.
     pub(crate) async fn anomaly(&self, kind: AnomalyKind, out_trade_no: &str, detail: String) {
@@ -88,7 +108,7 @@ impl AppState {
     /// Keeps a proven notification as received, for audit and replay, with
     /// the v2 algorithm its signature verified under (a v3 row's column is
     /// empty: the store's `sign_type` holds only MD5 or HMAC-SHA256 so far;
-    /// its `kind`, `pay_v3`, says how it was proven): in the background batch
+    /// its `kind`, `pay_v3` or `refund_v3`, says how it was proven): in the background batch
     /// when `batched` (what it says is durable elsewhere), else before the
     /// reply. Only a [`Proven`] message can be kept.
     pub(crate) async fn keep<T>(

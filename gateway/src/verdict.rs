@@ -13,6 +13,8 @@ pub enum Kind {
     Cloudpay,
     /// `POST /wechat/v3/pay/notify`.
     PayV3,
+    /// `POST /wechat/v3/refund/notify`.
+    RefundV3,
 }
 
 impl Kind {
@@ -22,6 +24,7 @@ impl Kind {
             Kind::Refund => "refund",
             Kind::Cloudpay => "cloudpay",
             Kind::PayV3 => "pay_v3",
+            Kind::RefundV3 => "refund_v3",
         }
     }
 }

@@ -7,17 +7,56 @@
 //! ([`KeySource::keys`], no I/O per message), and only a message naming a
 //! serial nobody holds may ask the source to look again
 //! ([`KeySource::refresh`]: the database, then WeChat, at most once a minute
-//! per merchant), after which it is proven once more. Never touches a
-//! message's order or audit row.
+//! per merchant), after which it is proven once more ([`prove`], what both v3
+//! endpoints call). Never touches a message's order or audit row.
 
 use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
+use axum::{body::Bytes, http::HeaderMap};
+use chrono::Utc;
 use wxpay_core::wechat::{
     v3::{SignedHeaders, VerifyError, WechatKeys},
     MerchantBook, MerchantEntry,
 };
 use wxpay_wechat_v3::PlatformKeys;
+
+use crate::proof::{self, Proven, Refused, V3Endpoint, V3Event};
+
+/// How long a message naming an unknown serial waits for the key source to
+/// look again before it is refused (WeChat then retries).
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Proves a v3 message that came in on `endpoint` ([`proof::v3`]) with every
+/// v3 merchant's keys as they are now; when it names a serial no merchant
+/// holds (a rotated platform certificate), asks `source` to look once (the
+/// source limits how often) and proves it again with what it found.
+pub async fn prove(
+    merchants: &MerchantBook,
+    source: &dyn KeySource,
+    endpoint: V3Endpoint,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Proven<V3Event>, Refused> {
+    let signed = SignedHeaders::from_fn(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    let prove_now = || {
+        let merchants: Vec<_> = merchants
+            .entries()
+            .iter()
+            .filter(|e| e.v3.is_some())
+            .map(|e| (e, source.keys(e)))
+            .collect();
+        proof::v3(endpoint, &merchants, &signed, body, Utc::now())
+    };
+    let proven = prove_now();
+    if !matches!(&proven, Err(refused) if refused.reason == proof::UNKNOWN_SERIAL) {
+        return proven;
+    }
+    match tokio::time::timeout(REFRESH_WAIT, source.refresh(&signed, body)).await {
+        Ok(true) => prove_now(),
+        Ok(false) | Err(_) => proven,
+    }
+}
 
 /// WeChat's keys per v3 merchant.
 #[async_trait]

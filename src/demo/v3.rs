@@ -4,6 +4,10 @@
 //! merchant's public key as WeChat's client would; the payer pays; the
 //! sandbox sends a sealed, RSA-signed JSON notification to
 //! `/wechat/v3/pay/notify`; the backend's WatchOrder stream shows SUCCESS.
+//! Then the merchant gives the money back in two parts over v3
+//! (`POST /v3/refund/domestic/refunds`, no client certificate), one fen more
+//! is refused before WeChat is asked, and WeChat's sealed `REFUND.SUCCESS`
+//! notifications at `/wechat/v3/refund/notify` show on a refund watch.
 
 use std::{
     io::Write,
@@ -15,7 +19,7 @@ use wxpay_core::wechat::{v3::pay_params, MerchantEntry};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CreateOrderRequest, OrderStatus,
-    WatchOrderRequest,
+    RefundOrderRequest, RefundStatus, WatchOrderRequest,
 };
 
 use super::narration::*;
@@ -28,6 +32,11 @@ pub struct V3Outcome {
     pub transaction_id: String,
     /// From the pay call to SUCCESS on the WatchOrder stream.
     pub pay_to_stream: Duration,
+    /// The order's refunded total on the refund watch once both parts
+    /// settled, fen.
+    pub refunded_fee: i64,
+    /// The status the refund watch ended with (REFUND when all came back).
+    pub final_status: i32,
 }
 
 pub(super) async fn pay_v3_order(
@@ -143,9 +152,144 @@ pub(super) async fn pay_v3_order(
             ms(pay_to_stream)
         ),
     )?;
+    let (refunded_fee, final_status) =
+        refund_in_two_parts(out, a, &mut payments, &order.out_trade_no, fee).await?;
     Ok(V3Outcome {
         out_trade_no: order.out_trade_no,
         transaction_id: success.transaction_id,
         pay_to_stream,
+        refunded_fee,
+        final_status,
     })
+}
+
+/// Gives all of `fee` back in two parts over v3 and shows each settle on a
+/// refund watch; returns the refunded total and the status the stream ended at.
+async fn refund_in_two_parts(
+    out: &mut (dyn Write + Send),
+    a: &Addresses,
+    payments: &mut PaymentServiceClient<tonic::transport::Channel>,
+    out_trade_no: &str,
+    fee: i64,
+) -> anyhow::Result<(i64, i32)> {
+    let mut watcher = OrderStatusServiceClient::connect(a.poller_url())
+        .await
+        .context("v3 refund: cannot connect to the poller")?;
+    let mut stream = watcher
+        .watch_order(WatchOrderRequest {
+            out_trade_no: out_trade_no.to_owned(),
+            timeout_seconds: 60,
+            include_refunds: true,
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "v3 refund: WatchOrder failed: {:?} {}",
+                s.code(),
+                s.message()
+            )
+        })?
+        .into_inner();
+    next_event(&mut stream, "v3 refund: the refund watch's snapshot").await?;
+    let first = fee * 6 / 10;
+    let parts = [
+        (format!("{out_trade_no}-R1"), first),
+        (format!("{out_trade_no}-R2"), fee - first),
+    ];
+    for (out_refund_no, part) in &parts {
+        let t = Instant::now();
+        let refund = payments
+            .refund_order(RefundOrderRequest {
+                out_trade_no: out_trade_no.to_owned(),
+                out_refund_no: out_refund_no.clone(),
+                refund_fee: *part,
+                reason: "demo: tea returned (v3)".into(),
+            })
+            .await
+            .map_err(|s| {
+                anyhow::anyhow!(
+                    "v3 refund: RefundOrder failed: {:?} {}",
+                    s.code(),
+                    s.message()
+                )
+            })?
+            .into_inner();
+        if refund.status != RefundStatus::Processing as i32 || refund.refund_id.is_empty() {
+            bail!("v3 refund: WeChat did not accept the refund: {refund:?}");
+        }
+        say(
+            out,
+            &format!(
+                "      RefundOrder {part} fen → POST /v3/refund/domestic/refunds accepted (refund_id {}), PROCESSING, {}",
+                refund.refund_id,
+                ms(t.elapsed())
+            ),
+        )?;
+    }
+    // Nothing is left: one fen more is refused here, WeChat never asked.
+    match payments
+        .refund_order(RefundOrderRequest {
+            out_trade_no: out_trade_no.to_owned(),
+            out_refund_no: format!("{out_trade_no}-R3"),
+            refund_fee: 1,
+            reason: "demo: one fen too many".into(),
+        })
+        .await
+    {
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => say(
+            out,
+            &format!(
+                "      RefundOrder 1 fen more → refused before WeChat is asked: {}",
+                s.message()
+            ),
+        )?,
+        other => bail!("v3 refund: an over-refund was not refused: {other:?}"),
+    }
+    let http = reqwest::Client::new();
+    let mut last = None;
+    for (out_refund_no, _) in &parts {
+        let t = Instant::now();
+        let settled = http
+            .post(format!(
+                "{}/sandbox/refunds/{out_refund_no}/settle",
+                a.sandbox_url()
+            ))
+            .header("content-type", "application/json")
+            .body(r#"{"status":"SUCCESS"}"#)
+            .send()
+            .await
+            .context("v3 refund: the sandbox's control API")?;
+        if !settled.status().is_success() {
+            bail!(
+                "v3 refund: the sandbox did not settle the refund: {}",
+                settled.status()
+            );
+        }
+        let event = tokio::time::timeout(
+            Duration::from_secs(20),
+            next_event(&mut stream, "v3 refund: the refund on the stream"),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("v3 refund: no refund on the stream within 20 s"))??;
+        say(
+            out,
+            &format!(
+                "      WeChat moved the money; a sealed REFUND.SUCCESS at /wechat/v3/refund/notify → stream {} (refunded_fee {} fen), {}",
+                status_name(event.status),
+                event.refunded_fee,
+                ms(t.elapsed())
+            ),
+        )?;
+        last = Some(event);
+    }
+    let Some(last) = last else {
+        bail!("v3 refund: no refund settled");
+    };
+    if last.refunded_fee != fee {
+        bail!(
+            "v3 refund: the stream says {} of {fee} fen refunded",
+            last.refunded_fee
+        );
+    }
+    Ok((last.refunded_fee, last.status))
 }

@@ -14,8 +14,17 @@
 //! 24-column one; SUCCESS and REFUND bills have their own column lists.
 //! Each bill is one account's: its own trades and, for a service provider,
 //! its sub merchants' (特约商户号 filled, 0 on a direct merchant's rows).
+//! v2 and v3 trades are one book, so one bill lists both; v3's trade bill
+//! (`v3_bills`) serves this same text, and [`Downloads`] keeps each file it
+//! described until it is fetched.
 
-use std::str::FromStr;
+use std::{
+    collections::{HashMap, VecDeque},
+    io::Write,
+    str::FromStr,
+};
+
+use flate2::{write::GzEncoder, Compression};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -407,6 +416,53 @@ pub fn build(
     Some(text)
 }
 
+/// The bill gzipped, as `tar_type=GZIP` asks. Writing to memory cannot fail
+/// short of running out of it; the error is kept for the caller to answer.
+pub fn gzip(text: &str) -> std::io::Result<Vec<u8>> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(text.as_bytes())?;
+    gz.finish()
+}
+
+/// One bill file a v3 trade bill answer pointed at: whose it is and the
+/// exact bytes to serve (their SHA1 is what the answer gave, unless a fault
+/// said otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub mch_id: String,
+    pub bytes: Vec<u8>,
+    pub gzip: bool,
+}
+
+/// How many described files are kept: a client fetches its file at once
+/// (WeChat's links live 30 seconds), so only the newest are worth keeping.
+const MAX_DOWNLOADS: usize = 256;
+
+/// The files v3 trade bill answers described, by download token, oldest
+/// forgotten first. The file is fixed when described, as WeChat's is: a
+/// trade made later does not change a file already hashed.
+#[derive(Debug, Default)]
+pub struct Downloads {
+    files: HashMap<String, Download>,
+    order: VecDeque<String>,
+}
+
+impl Downloads {
+    pub fn insert(&mut self, token: String, download: Download) {
+        while self.order.len() >= MAX_DOWNLOADS {
+            if let Some(old) = self.order.pop_front() {
+                self.files.remove(&old);
+            }
+        }
+        self.order.push_back(token.clone());
+        self.files.insert(token, download);
+    }
+
+    pub fn get(&self, token: &str) -> Option<&Download> {
+        self.files.get(token)
+    }
+}
+
 /// The Beijing-time calendar day of an instant.
 fn beijing_date(t: DateTime<Utc>) -> NaiveDate {
     // UTC+8 is a valid offset; east_opt only fails beyond ±24 h.
@@ -502,6 +558,24 @@ mod tests {
         assert_eq!("refund".parse::<BillType>(), Err(()));
         assert_eq!("24".parse(), Ok(BillLayout::Legacy));
         assert_eq!("25".parse::<BillLayout>(), Err(()));
+    }
+
+    #[test]
+    fn only_the_newest_downloads_are_kept() {
+        let mut d = Downloads::default();
+        for n in 0..=MAX_DOWNLOADS {
+            d.insert(
+                format!("t{n}"),
+                Download {
+                    mch_id: "m".into(),
+                    bytes: vec![],
+                    gzip: false,
+                },
+            );
+        }
+        assert!(d.get("t0").is_none());
+        assert!(d.get("t1").is_some());
+        assert!(d.get(&format!("t{MAX_DOWNLOADS}")).is_some());
     }
 
     #[test]

@@ -213,11 +213,13 @@ fn v2() -> String {
 }
 
 /// `POST /sandbox/refunds/{no}/settle`: how the refund ends and how its
-/// notification is delivered (sent only when the refund request had a notify_url).
+/// notification is delivered (sent only when the refund request had a
+/// notify_url), in the dialect the refund was asked for in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SettleOptions {
-    /// SUCCESS (default), CHANGE or REFUNDCLOSE.
+    /// SUCCESS (default), CHANGE or REFUNDCLOSE; v3's names ABNORMAL and
+    /// CLOSED are taken too.
     pub status: RefundStatus,
     pub delivery: Delivery,
     /// For `duplicate`: how many copies are sent at once (default 2).
@@ -245,8 +247,12 @@ pub struct RefundView {
     pub total_fee: i64,
     /// Fen.
     pub refund_fee: i64,
-    /// PROCESSING, SUCCESS, CHANGE or REFUNDCLOSE.
+    /// PROCESSING, SUCCESS, CHANGE or REFUNDCLOSE (v2's names, whatever the
+    /// dialect; a v3 answer says ABNORMAL for CHANGE, CLOSED for REFUNDCLOSE).
     pub status: String,
+    /// `v2` or `v3`: the dialect the refund was asked for in (its notification's).
+    #[serde(default = "v2")]
+    pub api_version: String,
     pub refund_desc: String,
     pub refund_account: String,
     pub notify_url: Option<String>,
@@ -266,6 +272,7 @@ impl From<&SandboxRefund> for RefundView {
             total_fee: r.total_fee,
             refund_fee: r.refund_fee,
             status: r.status.as_str().to_owned(),
+            api_version: r.api_version.as_str().to_owned(),
             refund_desc: r.refund_desc.clone(),
             refund_account: r.refund_account.clone(),
             notify_url: r.notify_url.clone(),
@@ -584,7 +591,7 @@ async fn settle_refund(
     let options: SettleOptions = options(&body)?;
     if options.status == RefundStatus::Processing {
         return Err(ControlError::BadRequest(
-            "status must be SUCCESS, CHANGE or REFUNDCLOSE".to_owned(),
+            "status must be SUCCESS, CHANGE (v3: ABNORMAL) or REFUNDCLOSE (v3: CLOSED)".to_owned(),
         ));
     }
     let copies = copies_of(options.delivery, options.duplicates)?;
@@ -608,24 +615,52 @@ pub(crate) fn settle_and_notify(
     // WeChat notifies the refund's own notify_url; without one it would use the
     // address configured on the merchant platform, which the sandbox has none of.
     if let Some(url) = &refund.notify_url {
-        let fields = {
-            let orders = state.orders();
-            orders.get(&refund.out_trade_no).and_then(|order| {
-                let key = state.accounts().key_of(&order.owner.mch_id)?;
-                notify::refund_notification(&refund, order, key)
-            })
+        let message = match refund.api_version {
+            ApiVersion::V2 => v2_refund_message(state, &refund),
+            ApiVersion::V3 => v3_refund_message(state, &refund),
         };
-        if let Some(fields) = fields {
-            notify::start(
+        if let Some(message) = message {
+            notify::start_message(
                 state,
                 Subject::Refund(refund.out_refund_no.clone()),
                 url,
-                &fields,
+                message,
                 copies,
             );
         }
     }
     Ok(refund)
+}
+
+/// A v2 refund's notification: `req_info` encrypted with the key of the
+/// account its order belongs to.
+fn v2_refund_message(state: &AppState, refund: &SandboxRefund) -> Option<notify::Message> {
+    let fields = {
+        let orders = state.orders();
+        let order = orders.get(&refund.out_trade_no)?;
+        let key = state.accounts().key_of(&order.owner.mch_id)?;
+        notify::refund_notification(refund, order, key)?
+    };
+    notify::encode(&fields).map(notify::Message::V2)
+}
+
+/// A v3 refund's notification: its resource sealed under the APIv3 key of
+/// the account its order belongs to, signed at each attempt.
+fn v3_refund_message(state: &AppState, refund: &SandboxRefund) -> Option<notify::Message> {
+    let owner = state.orders().get(&refund.out_trade_no)?.owner.clone();
+    let apiv3_key = state
+        .keys()
+        .and_then(|k| k.merchant(&owner.mch_id).map(|m| m.apiv3_key.clone()));
+    let Some(apiv3_key) = apiv3_key else {
+        // v3 refunds are only asked for by hosted v3 accounts, which never go away.
+        tracing::error!(out_refund_no = %refund.out_refund_no, "the refund's account is not v3");
+        return None;
+    };
+    let body = notify::v3_refund_notification(refund, &owner, &apiv3_key, Utc::now())?;
+    Some(notify::Message::V3 {
+        body,
+        mch_id: owner.mch_id,
+    })
 }
 
 async fn age_refund(

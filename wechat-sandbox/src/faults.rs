@@ -2,9 +2,11 @@
 //! SYSTEMERROR (v3: 500 SYSTEM_ERROR), hang past any client timeout (before or
 //! after doing what they were asked), or carry a forged signature (v3: a
 //! `Wechatpay-Signature` that does not verify); the next N v3 calls answer 429
-//! FREQUENCY_LIMITED; the next N refund requests answer NOTENOUGH; the next N
-//! unifiedorder requests answer ORDERPAID. Counters only; what each fault does
-//! to a reply is decided in `wechat_api` and `v3_api`.
+//! FREQUENCY_LIMITED; the next N refund requests answer NOTENOUGH (v3: 403
+//! NOT_ENOUGH); the next N unifiedorder requests answer ORDERPAID; the next N
+//! v3 trade bills come with a `hash_value` that is not the file's. Counters
+//! only; what each fault does to a reply is decided in `wechat_api`,
+//! `v3_api`, `v3_refunds` and `v3_bills`.
 
 use std::sync::Mutex;
 
@@ -31,6 +33,11 @@ pub struct Faults {
     /// does not show the payment (yet), so a client must not take ORDERPAID
     /// alone as proof. Other calls do not take this fault.
     pub orderpaid: u32,
+    /// The next `GET /v3/bill/tradebill` answers that point at a bill give a
+    /// `hash_value` that is not the SHA1 of the file served (the file itself
+    /// is right): a client must refuse the day. Answers without a bill (no
+    /// trades, a refusal) do not take it.
+    pub bill_wrong_hash: u32,
 }
 
 /// The fault one call gets.
@@ -76,6 +83,12 @@ impl FaultCounters {
         self.take_one(false, false)
     }
 
+    /// [`Self::take_v3`] for a v3 answer that carries no signature (the bill
+    /// download): FREQUENCY_LIMITED may be taken, a bad signature is left.
+    pub fn take_v3_unsigned(&self) -> Option<Fault> {
+        self.take_one(false, true)
+    }
+
     fn take_one(&self, signed: bool, v3: bool) -> Option<Fault> {
         let mut f = self.lock();
         if f.timeout > 0 {
@@ -114,6 +127,17 @@ impl FaultCounters {
         let mut f = self.lock();
         if f.orderpaid > 0 {
             f.orderpaid -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes a wrong-hash fault for a trade bill answer, if one is armed.
+    pub fn take_bill_wrong_hash(&self) -> bool {
+        let mut f = self.lock();
+        if f.bill_wrong_hash > 0 {
+            f.bill_wrong_hash -= 1;
             true
         } else {
             false

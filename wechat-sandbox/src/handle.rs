@@ -214,6 +214,11 @@ impl SandboxHandle {
         self.post("/sandbox/faults", &faults).await
     }
 
+    /// The faults still armed (each counts down as calls take it).
+    pub async fn faults(&self) -> Result<Faults, ControlError> {
+        self.get("/sandbox/faults").await
+    }
+
     /// The order as WeChat holds it.
     pub async fn order(&self, out_trade_no: &str) -> Result<OrderView, ControlError> {
         self.get(&format!("/sandbox/orders/{out_trade_no}")).await

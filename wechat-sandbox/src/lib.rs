@@ -23,11 +23,15 @@
 //!
 //! An account may speak WeChat Pay API v3 ([`V3Account`], or a v3 entry of
 //! the merchants file): the sandbox then serves `/v3/pay/[partner/]transactions/…`
-//! (place, query, close) and `/v3/certificates` for it over the same order
-//! book, checks every request's RSA signature with the merchant's API public
-//! key, signs every answer with its own WeChat keys (a WeChat Pay public key
-//! and platform certificates it generates at start and can rotate, [`KeyMode`]),
-//! and sends encrypted, signed `TRANSACTION.SUCCESS` notifications. It issues
+//! (place, query, close), `/v3/refund/domestic/refunds` (apply, query),
+//! `/v3/bill/tradebill` (with its download, unsigned, and the SHA1 of what
+//! it serves) and `/v3/certificates` for it over the same order book and
+//! refunds (one model whatever the dialect), checks every request's RSA
+//! signature with the merchant's API public key, signs every answer with its
+//! own WeChat keys (a WeChat Pay public key and platform certificates it
+//! generates at start and can rotate, [`KeyMode`]), and sends encrypted,
+//! signed `TRANSACTION.SUCCESS` and `REFUND.SUCCESS` / `REFUND.ABNORMAL` /
+//! `REFUND.CLOSED` notifications. It issues
 //! a merchant's API key pair ([`issue_merchant_key`],
 //! [`SandboxHandle::issue_merchant_key`]). In a test:
 //!
@@ -60,7 +64,9 @@ mod protocol;
 mod state;
 mod tls;
 mod v3_api;
+mod v3_bills;
 mod v3_protocol;
+mod v3_refunds;
 mod wechat_api;
 mod wechat_keys;
 

@@ -7,7 +7,9 @@
 //! notification (`TRANSACTION.SUCCESS`) is JSON whose `resource` is sealed
 //! under the merchant's APIv3 key, signed at each attempt (so a retry hours
 //! later carries a fresh timestamp) with the key WeChat then uses for the
-//! merchant. Every attempt is recorded in the delivery log of the order or
+//! merchant. A v3 refund notification (`REFUND.SUCCESS`, `REFUND.ABNORMAL`,
+//! `REFUND.CLOSED`) is made the same way around the refund's resource. Every
+//! attempt is recorded in the delivery log of the order or
 //! refund it is about.
 
 use std::time::Duration;
@@ -25,7 +27,7 @@ use wxpay_core::{
 };
 
 use crate::{
-    orders::{DeliveryAttempt, RefundStatus, SandboxOrder, SandboxRefund},
+    orders::{DeliveryAttempt, Owner, RefundStatus, SandboxOrder, SandboxRefund},
     state::AppState,
     v3_protocol,
 };
@@ -209,17 +211,62 @@ pub fn v3_payment_notification(
     now: DateTime<Utc>,
 ) -> Option<String> {
     let plaintext = v3_protocol::transaction(order).to_string();
+    let event = V3Event {
+        event_type: TRANSACTION_SUCCESS,
+        summary: "支付成功",
+        original_type: "transaction",
+    };
+    v3_notification(&event, plaintext.as_bytes(), apiv3_key, now)
+}
+
+/// The v3 notification of a settled refund: `REFUND.SUCCESS`,
+/// `REFUND.ABNORMAL` or `REFUND.CLOSED`, its resource (`RefundResource`,
+/// with `refund_status`) sealed under the APIv3 key with associated_data
+/// and original_type `refund`. `None` for a refund still PROCESSING, or if
+/// our own JSON could not be sealed (a bug).
+pub fn v3_refund_notification(
+    refund: &SandboxRefund,
+    owner: &Owner,
+    apiv3_key: &v3::Apiv3Key,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let (event_type, summary) = v3_protocol::refund_event(refund.status)?;
+    let plaintext = serde_json::to_vec(&v3_protocol::refund_resource(refund, owner)).ok()?;
+    let event = V3Event {
+        event_type,
+        summary,
+        original_type: "refund",
+    };
+    v3_notification(&event, &plaintext, apiv3_key, now)
+}
+
+/// What a v3 notification announces, beside its sealed resource.
+struct V3Event {
+    event_type: &'static str,
+    summary: &'static str,
+    /// Also the resource's associated_data, as WeChat sets both.
+    original_type: &'static str,
+}
+
+/// The envelope of a v3 notification around `plaintext`, sealed under
+/// `apiv3_key` with a fresh 12-character nonce.
+fn v3_notification(
+    event: &V3Event,
+    plaintext: &[u8],
+    apiv3_key: &v3::Apiv3Key,
+    now: DateTime<Utc>,
+) -> Option<String> {
     let nonce = random_text(12);
     let resource = match EncryptedResource::seal(
         apiv3_key,
         &nonce,
-        "transaction",
-        "transaction",
-        plaintext.as_bytes(),
+        event.original_type,
+        event.original_type,
+        plaintext,
     ) {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, out_trade_no = %order.out_trade_no, "resource not sealed");
+            tracing::error!(error = %e, event = event.event_type, "resource not sealed");
             return None;
         }
     };
@@ -231,9 +278,9 @@ pub fn v3_payment_notification(
             rand::rng().random_range(100_000..1_000_000)
         ),
         create_time: china_time::format_rfc3339(now),
-        event_type: TRANSACTION_SUCCESS.to_owned(),
+        event_type: event.event_type.to_owned(),
         resource_type: "encrypt-resource".to_owned(),
-        summary: "支付成功".to_owned(),
+        summary: event.summary.to_owned(),
         resource,
     };
     serde_json::to_string(&notification).ok()
@@ -260,15 +307,21 @@ pub enum Message {
 /// Starts delivering `copies` concurrent copies of `fields` to `url`, each with
 /// its own retry loop, logging every attempt under `subject`. Returns at once.
 pub fn start(state: &AppState, subject: Subject, url: &str, fields: &Fields, copies: u32) {
-    let body = match xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        Ok(body) => body,
+    if let Some(body) = encode(fields) {
+        start_message(state, subject, url, Message::V2(body), copies);
+    }
+}
+
+/// A v2 notification's XML; `None` (logged) only for fields XML cannot
+/// carry, which our own fields from validated orders never are (a bug).
+pub fn encode(fields: &Fields) -> Option<String> {
+    match xml::encode(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        Ok(body) => Some(body),
         Err(e) => {
-            // Our own fields, from validated orders: this is a bug, not an input.
-            tracing::error!(error = %e, ?subject, "notification could not be encoded");
-            return;
+            tracing::error!(error = %e, "notification could not be encoded");
+            None
         }
-    };
-    start_message(state, subject, url, Message::V2(body), copies);
+    }
 }
 
 /// [`start`] for a message already made (a v3 notification's JSON).

@@ -386,6 +386,7 @@ pub fn refund(fields: &Fields, sign_type: SignType) -> Result<NewRefund, Rejecti
         refund_account: refund_account.to_owned(),
         notify_url,
         sign_type,
+        api_version: ApiVersion::V2,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The state every handler shares: configuration, the hosted accounts, the
 //! v3 key ring (WeChat's keys and the v3 merchants'), the order book, the
-//! fault counters, the HTTP client that sends notifications, and the shutdown
+//! v3 bill files described and not yet fetched, the fault counters, the HTTP client that sends notifications, and the shutdown
 //! token that stops hanging handlers and retry loops. Cheap to clone.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     accounts::Registry,
+    bill::Downloads,
     config::SandboxConfig,
     faults::FaultCounters,
     orders::OrderBook,
@@ -27,6 +28,7 @@ struct Inner {
     /// `None` when no account speaks v3 (nothing to sign with, nothing made).
     keys: Option<Mutex<KeyRing>>,
     orders: Mutex<OrderBook>,
+    bill_downloads: Mutex<Downloads>,
     faults: FaultCounters,
     http: reqwest::Client,
     shutdown: CancellationToken,
@@ -61,6 +63,7 @@ impl AppState {
                 accounts,
                 keys,
                 orders: Mutex::new(OrderBook::default()),
+                bill_downloads: Mutex::new(Downloads::default()),
                 faults: FaultCounters::default(),
                 http,
                 shutdown: CancellationToken::new(),
@@ -92,6 +95,16 @@ impl AppState {
         // panic halfway through, so a poisoned lock still guards a consistent book.
         self.inner
             .orders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The v3 bill files described by a trade bill answer. Never held across
+    /// an `.await`.
+    pub(crate) fn bill_downloads(&self) -> MutexGuard<'_, Downloads> {
+        // Each change is one insertion (and evictions before it).
+        self.inner
+            .bill_downloads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

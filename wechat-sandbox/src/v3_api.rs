@@ -1,7 +1,10 @@
 //! The WeChat Pay v3 endpoints, for v3 merchants: placing (`POST
 //! /v3/pay/[partner/]transactions/{jsapi|native|app|h5}`), querying (`GET
 //! …/out-trade-no/{no}` and `…/id/{transaction_id}`), closing (`POST
-//! …/out-trade-no/{no}/close`, 204) and `GET /v3/certificates`. Thin, as
+//! …/out-trade-no/{no}/close`, 204), refunds (`POST
+//! /v3/refund/domestic/refunds`, `GET …/refunds/{out_refund_no}`: what they do
+//! is `v3_refunds`'), the trade bill (`GET /v3/bill/tradebill`, whose file
+//! `v3_bills` serves) and `GET /v3/certificates`. Thin, as
 //! `wechat_api` is for v2: take an armed fault, check the `Authorization`
 //! and the request with `v3_protocol`, act on the shared order book (the same
 //! orders and state machine as v2), and answer JSON signed with the key of
@@ -11,7 +14,7 @@ use std::collections::BTreeMap;
 
 use axum::{
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -25,11 +28,14 @@ use wxpay_core::wechat::v3::{
 };
 
 use crate::{
+    client_auth::ClientAuth,
     faults::Fault,
     orders::{CloseError, PlaceError},
     protocol::OrderRef,
     state::AppState,
+    v3_bills,
     v3_protocol::{self, Family, SignedRequest, TradeKind, V3Error},
+    v3_refunds,
     wechat_api::hang_and_drop,
 };
 
@@ -58,7 +64,14 @@ pub fn routes() -> Router<AppState> {
             "/v3/pay/partner/transactions/out-trade-no/{no}/close",
             post(close_partner),
         )
+        .route("/v3/refund/domestic/refunds", post(refund))
+        .route(
+            "/v3/refund/domestic/refunds/{out_refund_no}",
+            get(query_refund),
+        )
+        .route("/v3/bill/tradebill", get(trade_bill))
         .route("/v3/certificates", get(certificates))
+        .merge(v3_bills::routes())
 }
 
 /// What a call asks for, once its path is read.
@@ -67,6 +80,10 @@ enum Call {
     Place(Family, String),
     Query(Family, OrderRef, BTreeMap<String, String>),
     Close(Family, String),
+    Refund,
+    RefundQuery(String, BTreeMap<String, String>),
+    /// The query, and this sandbox's base URL as the caller reached it.
+    TradeBill(BTreeMap<String, String>, String),
     Certificates,
 }
 
@@ -232,6 +249,58 @@ async fn close_partner(
         body,
     };
     serve(state, Call::Close(Family::Partner, no), incoming).await
+}
+
+async fn refund(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    serve(state, Call::Refund, incoming).await
+}
+
+async fn query_refund(
+    State(state): State<AppState>,
+    Path(out_refund_no): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+        body: Bytes::new(),
+    };
+    serve(state, Call::RefundQuery(out_refund_no, query), incoming).await
+}
+
+async fn trade_bill(
+    State(state): State<AppState>,
+    Query(query): Query<BTreeMap<String, String>>,
+    tls: Option<Extension<ClientAuth>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // Only the TLS listener puts a ClientAuth on its requests.
+    let base = v3_bills::own_base(&uri, &headers, tls.is_some());
+    let incoming = Incoming {
+        method,
+        uri,
+        headers,
+        body: Bytes::new(),
+    };
+    serve(state, Call::TradeBill(query, base), incoming).await
 }
 
 async fn certificates(
@@ -425,6 +494,13 @@ fn act(state: &AppState, call: &Call, mch_id: &str, body: &[u8]) -> Result<Answe
                 status: StatusCode::NO_CONTENT,
                 body: Vec::new(),
             })
+        }
+        Call::Refund => v3_refunds::apply(state, mch_id, body).map(|a| Answer::json(&a)),
+        Call::RefundQuery(out_refund_no, query) => {
+            v3_refunds::query(state, mch_id, out_refund_no, query).map(|a| Answer::json(&a))
+        }
+        Call::TradeBill(query, base) => {
+            v3_bills::trade_bill(state, mch_id, query, base).map(|b| Answer::json(&b))
         }
         Call::Certificates => certificate_list(state, mch_id),
     }

@@ -3,7 +3,8 @@
 //! RSA-SHA256 over `METHOD\nURI\nTIMESTAMP\nNONCE\nBODY\n`), how a placing
 //! request is checked and becomes a [`NewOrder`], what a query answers for an
 //! order, how every answer and notification is signed, and WeChat's v3 errors
-//! (`{code, message}` with their HTTP statuses). Pure: no I/O and no clock of
+//! (`{code, message}` with their HTTP statuses). Refund requests, answers and
+//! notification resources are in `refunds`, the trade bill request in `bills`. Pure: no I/O and no clock of
 //! its own, so each rule is testable alone; the signing and verifying
 //! primitives and the JSON bodies are core's (`wxpay_core::wechat::v3`).
 
@@ -66,6 +67,30 @@ impl V3Error {
     /// 404 ORDER_NOT_EXIST.
     pub fn order_not_exist() -> Self {
         Self::new(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在")
+    }
+
+    /// 404 RESOURCE_NOT_EXISTS: the order a refund names, or the refund a
+    /// query names, is not the caller's (or does not exist).
+    pub fn resource_not_exists(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", message)
+    }
+
+    /// 403 NOT_ENOUGH: the merchant's balance cannot cover a refund.
+    pub fn not_enough() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "NOT_ENOUGH",
+            "基本账户余额不足，请充值后重新发起",
+        )
+    }
+
+    /// 400 NO_STATEMENT_EXIST: no bill for that day (no trades).
+    pub fn no_statement() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "NO_STATEMENT_EXIST",
+            "账单文件不存在，请检查请求的账单日期是否正确（当日无交易不生成账单）",
+        )
     }
 
     /// 400 ORDERPAID: placing or closing an order that is paid.
@@ -681,6 +706,14 @@ fn trade_state_desc(order: &SandboxOrder) -> String {
         (OrderStatus::PayError, None) => "支付失败".to_owned(),
     }
 }
+
+mod bills;
+mod refunds;
+
+pub use bills::trade_bill_request;
+pub use refunds::{
+    refund_answer, refund_error, refund_event, refund_owner, refund_request, refund_resource,
+};
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,6 @@
 //! bill, the file that `bill` builds). `/secapi/` is behind `client_auth`'s guard:
 //! the merchant's client certificate over mutual TLS, as on the live API.
 
-use std::io::Write;
-
 use axum::{
     body::{Body, Bytes},
     extract::State,
@@ -17,7 +15,6 @@ use axum::{
     Router,
 };
 use chrono::Utc;
-use flate2::{write::GzEncoder, Compression};
 use wxpay_core::{
     domain::OrderStatus,
     wechat::{china_time, Fields, SignType},
@@ -147,11 +144,9 @@ fn bill_outcome(
     if !request.gzip {
         return Ok((text.into_bytes(), "text/plain;charset=utf-8"));
     }
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    // Writing to a Vec cannot fail short of running out of memory; should it,
-    // WeChat's own words for a failed compression are the honest answer.
-    gz.write_all(text.as_bytes())
-        .and_then(|()| gz.finish())
+    // Should compressing into memory fail, WeChat's own words for a failed
+    // compression are the honest answer.
+    bill::gzip(&text)
         .map(|bytes| (bytes, "application/x-gzip"))
         .map_err(|_| BillFailure {
             return_msg: "CompressGZip Error".to_owned(),
@@ -486,7 +481,7 @@ pub(crate) fn xml_response(xml: String) -> Response {
 /// WeChat moving a refund's money on its own: SUCCESS and its notification
 /// `after` the request (a repeated request's second timer finds it settled and
 /// does nothing).
-fn settle_later(state: AppState, out_refund_no: String, after: std::time::Duration) {
+pub(crate) fn settle_later(state: AppState, out_refund_no: String, after: std::time::Duration) {
     let stop = state.shutdown().clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -139,11 +139,11 @@ async fn faults_are_armed_and_counted_down_per_call() {
     assert_eq!(status, 200);
     assert_eq!(
         armed,
-        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 2, "frequency_limited": 0, "notenough": 0, "orderpaid": 0})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 2, "frequency_limited": 0, "notenough": 0, "orderpaid": 0, "bill_wrong_hash": 0})
     );
     assert_eq!(
         left,
-        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 1, "frequency_limited": 0, "notenough": 0, "orderpaid": 0})
+        json!({"systemerror": 0, "timeout": 0, "process_then_timeout": 0, "bad_signature": 1, "frequency_limited": 0, "notenough": 0, "orderpaid": 0, "bill_wrong_hash": 0})
     );
 }
 

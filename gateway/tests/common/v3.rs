@@ -15,7 +15,10 @@ use wxpay_core::{
     domain::Order,
     wechat::{
         v3::{
-            models::{EncryptedResource, Notification, Payer, Transaction, TransactionAmount},
+            models::{
+                EncryptedResource, Notification, Payer, RefundAmount, RefundResource, Transaction,
+                TransactionAmount,
+            },
             verify, Apiv3Key, MerchantSigner, WechatKey, WechatKeys, SCHEME,
         },
         ApiKey, Merchant, MerchantEntry, SignType, V3Merchant,
@@ -163,8 +166,18 @@ pub fn transaction(order: &Order, transaction_id: &str, merchant: &MerchantEntry
 
 /// The envelope WeChat POSTs, with `resource` (any JSON) sealed under `key`.
 pub fn envelope(event_type: &str, resource: &[u8], key: &Apiv3Key) -> Vec<u8> {
+    envelope_of("transaction", event_type, resource, key)
+}
+
+/// The envelope of a `original_type` resource (`transaction`, `refund`).
+pub fn envelope_of(
+    original_type: &str,
+    event_type: &str,
+    resource: &[u8],
+    key: &Apiv3Key,
+) -> Vec<u8> {
     let sealed =
-        EncryptedResource::seal(key, "fdasflkja484", "transaction", "transaction", resource)
+        EncryptedResource::seal(key, "fdasflkja484", original_type, original_type, resource)
             .expect("seals");
     serde_json::to_vec(&Notification {
         id: format!("EV-{}", ulid::Ulid::new()),
@@ -219,12 +232,70 @@ pub fn signed_now(body: &[u8]) -> V3Headers {
     sign_at(body, &wechat_pubkey_signer(), now())
 }
 
+/// The decrypted resource of refund `out_refund_no` of `fen` on the paid
+/// `order` of `merchant`, in `refund_status`, as WeChat writes it.
+pub fn refund_resource(
+    order: &Order,
+    out_refund_no: &str,
+    fen: i64,
+    refund_status: &str,
+    merchant: &MerchantEntry,
+) -> RefundResource {
+    let mut r = RefundResource {
+        out_trade_no: order.out_trade_no.to_string(),
+        transaction_id: order.transaction_id.clone().unwrap_or_default(),
+        out_refund_no: out_refund_no.to_owned(),
+        refund_id: format!("5030{out_refund_no}"),
+        refund_status: refund_status.to_owned(),
+        success_time: (refund_status == "SUCCESS").then(|| "2024-01-03T10:00:00+08:00".into()),
+        user_received_account: Some("招商银行信用卡0403".into()),
+        amount: RefundAmount {
+            refund: fen,
+            total: order.total_fee.fen(),
+            payer_total: Some(order.total_fee.fen()),
+            payer_refund: Some(fen),
+            currency: None,
+        },
+        ..RefundResource::default()
+    };
+    match &merchant.sub_mch_id {
+        None => r.mchid = Some(merchant.merchant.mch_id.clone()),
+        Some(sub) => {
+            r.sp_mchid = Some(merchant.merchant.mch_id.clone());
+            r.sub_mchid = Some(sub.clone());
+        }
+    }
+    r
+}
+
+/// A `REFUND.*` body announcing `r` (`event_type` as given), sealed under
+/// the test APIv3 key.
+pub fn refund_body(event_type: &str, r: &RefundResource) -> Vec<u8> {
+    envelope_of(
+        "refund",
+        event_type,
+        &serde_json::to_vec(r).expect("json"),
+        &apiv3(APIV3),
+    )
+}
+
 impl TestApp {
     /// `POST /wechat/v3/pay/notify` with `headers` and `body` as given.
     pub async fn notify_v3(&self, headers: &V3Headers, body: Vec<u8>) -> (u16, String) {
+        self.post_v3("/wechat/v3/pay/notify", headers, body).await
+    }
+
+    /// `POST /wechat/v3/refund/notify` with `headers` and `body` as given.
+    pub async fn refund_notify_v3(&self, headers: &V3Headers, body: Vec<u8>) -> (u16, String) {
+        self.post_v3("/wechat/v3/refund/notify", headers, body)
+            .await
+    }
+
+    /// A v3 notification to `path` with `headers` and `body` as given.
+    pub async fn post_v3(&self, path: &str, headers: &V3Headers, body: Vec<u8>) -> (u16, String) {
         let res = self
             .http
-            .post(format!("{}/wechat/v3/pay/notify", self.base))
+            .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .header("wechatpay-serial", &headers.serial)
             .header("wechatpay-signature", &headers.signature)
@@ -241,8 +312,13 @@ impl TestApp {
 
     /// `wxpay_gateway_refused_total{kind="pay_v3",reason=…}`, 0 when absent.
     pub async fn refused_v3(&self, reason: &str) -> u64 {
+        self.refused("pay_v3", reason).await
+    }
+
+    /// `wxpay_gateway_refused_total{kind=…,reason=…}`, 0 when absent.
+    pub async fn refused(&self, kind: &str, reason: &str) -> u64 {
         let (_, text) = self.metrics().await;
-        let series = format!("wxpay_gateway_refused_total{{kind=\"pay_v3\",reason=\"{reason}\"}} ");
+        let series = format!("wxpay_gateway_refused_total{{kind=\"{kind}\",reason=\"{reason}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&series))
             .map_or(0, |v| v.trim().parse().expect("a count"))

@@ -2,14 +2,16 @@
 //! paid, amounts must add up, the same out_refund_no is the same refund), for
 //! settling it (PROCESSING → SUCCESS | CHANGE | REFUNDCLOSE, done by the control
 //! API in place of WeChat's bank side), and for finding refunds again
-//! (refundquery). Pure like the rest of the book: callers pass `now`.
+//! (refundquery, v3's refund query). One model for both dialects: a refund
+//! remembers the one it was asked for in only to notify in it. Pure like the
+//! rest of the book: callers pass `now`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use wxpay_core::{
     domain::OrderStatus,
-    wechat::{china_time, SignType},
+    wechat::{china_time, ApiVersion, SignType},
 };
 
 use super::{DeliveryAttempt, OrderBook, Owner, SandboxOrder};
@@ -28,8 +30,12 @@ pub enum RefundStatus {
     Processing,
     Success,
     /// The money could not go back to the payer's account: manual handling.
+    /// v3 calls it ABNORMAL, which the control API also accepts.
+    #[serde(alias = "ABNORMAL")]
     Change,
-    /// The refund was closed; its amount is free to be refunded again.
+    /// The refund was closed; its amount is free to be refunded again. v3
+    /// calls it CLOSED, which the control API also accepts.
+    #[serde(alias = "CLOSED")]
     RefundClose,
 }
 
@@ -40,6 +46,17 @@ impl RefundStatus {
             RefundStatus::Success => "SUCCESS",
             RefundStatus::Change => "CHANGE",
             RefundStatus::RefundClose => "REFUNDCLOSE",
+        }
+    }
+
+    /// The state as API v3 spells it (`status` of an answer, `refund_status`
+    /// of a notification): CHANGE is ABNORMAL, REFUNDCLOSE is CLOSED.
+    pub fn v3_str(self) -> &'static str {
+        match self {
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Change => "ABNORMAL",
+            RefundStatus::RefundClose => "CLOSED",
         }
     }
 
@@ -65,6 +82,8 @@ pub struct NewRefund {
     /// Only a refund that named a notify_url is ever notified.
     pub notify_url: Option<String>,
     pub sign_type: SignType,
+    /// The dialect the refund was asked for in, which its notification speaks.
+    pub api_version: ApiVersion,
 }
 
 /// One refund as WeChat holds it.
@@ -80,6 +99,9 @@ pub struct SandboxRefund {
     pub refund_account: String,
     pub notify_url: Option<String>,
     pub sign_type: SignType,
+    /// v2 or v3: the dialect it was asked for in (a repeat in the other one
+    /// is still the same refund); its notification is sent in it.
+    pub api_version: ApiVersion,
     pub status: RefundStatus,
     /// When the refund was applied for (退款申请时间).
     pub created_at: DateTime<Utc>,
@@ -190,6 +212,7 @@ impl OrderBook {
             refund_account: new.refund_account,
             notify_url: new.notify_url,
             sign_type: new.sign_type,
+            api_version: new.api_version,
             status: RefundStatus::Processing,
             created_at: now,
             success_time: None,
@@ -372,6 +395,7 @@ mod tests {
             refund_account: "REFUND_SOURCE_UNSETTLED_FUNDS".into(),
             notify_url: None,
             sign_type: SignType::Md5,
+            api_version: ApiVersion::V2,
         }
     }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod v3;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
