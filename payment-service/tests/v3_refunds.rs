@@ -152,6 +152,21 @@ async fn a_v3_order_is_refunded_in_two_parts_never_beyond_its_total() {
         at_wechat(&t.h, "R-v3-parts-1").await.as_deref(),
         Some("PROCESSING")
     );
+    // WeChat is told to notify the gateway's v3 refund path, on the origin of
+    // WECHAT_NOTIFY_URL (the harness's http://127.0.0.1:9/wechat/pay/notify).
+    let seen: serde_json::Value =
+        t.h.http
+            .get(format!("{}/sandbox/refunds/R-v3-parts-1", t.h.sandbox))
+            .send()
+            .await
+            .expect("sandbox")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(
+        seen["notify_url"], "http://127.0.0.1:9/wechat/v3/refund/notify",
+        "{seen}"
+    );
     // The same request again: the same refund, WeChat not asked twice.
     let again =
         t.h.client
