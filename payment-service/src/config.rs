@@ -67,6 +67,9 @@ pub struct WechatConfig {
     /// `WECHAT_V3_NOTIFY_URL`, where WeChat sends v3 merchants' payment
     /// results; unset: `/wechat/v3/pay/notify` on `notify_url`'s origin.
     pub v3_notify_url: Option<String>,
+    /// `WECHAT_V3_REFUND_NOTIFY_URL`, where WeChat sends v3 merchants' refund
+    /// results; unset: `/wechat/v3/refund/notify` on `notify_url`'s origin.
+    pub v3_refund_notify_url: Option<String>,
 }
 
 /// Why WeChat's keys for the v3 merchants could not be set up at start.
@@ -80,6 +83,9 @@ pub enum V3SetupError {
 
 /// The gateway's path for v3 payment notifications.
 pub const V3_PAY_NOTIFY_PATH: &str = "/wechat/v3/pay/notify";
+
+/// The gateway's path for v3 refund notifications.
+pub const V3_REFUND_NOTIFY_PATH: &str = "/wechat/v3/refund/notify";
 
 /// The production host of the v2 API.
 pub const WECHAT_DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
@@ -118,12 +124,16 @@ impl WechatConfig {
         let v3_notify_url = optional("WECHAT_V3_NOTIFY_URL")?
             .map(|u| url("WECHAT_V3_NOTIFY_URL", u, &["https", "http"]))
             .transpose()?;
+        let v3_refund_notify_url = optional("WECHAT_V3_REFUND_NOTIFY_URL")?
+            .map(|u| url("WECHAT_V3_REFUND_NOTIFY_URL", u, &["https", "http"]))
+            .transpose()?;
         Ok(Self {
             merchants,
             api_base,
             notify_url,
             refund_notify_url,
             v3_notify_url,
+            v3_refund_notify_url,
         })
     }
 }
@@ -172,7 +182,8 @@ impl WechatConfig {
                     let client = keys.client(account.entry.clone()).map_err(|e| {
                         WechatError::Request(format!("merchant {name}'s v3 client: {e}"))
                     })?;
-                    let api = V3Api::new(client, self.v3_notify_url()?)?;
+                    let api =
+                        V3Api::new(client, self.v3_notify_url()?, self.v3_refund_notify_url()?)?;
                     Ok(Arc::new(api) as Arc<dyn WechatApi>)
                 }
             })
@@ -239,20 +250,34 @@ impl WechatConfig {
     /// Where WeChat sends v3 payment results: `WECHAT_V3_NOTIFY_URL`, or
     /// else the gateway's `/wechat/v3/pay/notify` on `notify_url`'s origin.
     pub fn v3_notify_url(&self) -> Result<String, WechatError> {
-        if let Some(url) = &self.v3_notify_url {
-            return Ok(url.clone());
+        match &self.v3_notify_url {
+            Some(url) => Ok(url.clone()),
+            None => self.on_notify_origin(V3_PAY_NOTIFY_PATH),
         }
+    }
+
+    /// Where WeChat sends v3 refund results: `WECHAT_V3_REFUND_NOTIFY_URL`, or
+    /// else the gateway's `/wechat/v3/refund/notify` on `notify_url`'s origin.
+    pub fn v3_refund_notify_url(&self) -> Result<String, WechatError> {
+        match &self.v3_refund_notify_url {
+            Some(url) => Ok(url.clone()),
+            None => self.on_notify_origin(V3_REFUND_NOTIFY_PATH),
+        }
+    }
+
+    /// `path` on `notify_url`'s origin (scheme, host and port).
+    fn on_notify_origin(&self, path: &str) -> Result<String, WechatError> {
         // from_env checked it is a URL; a configuration built by hand may not be.
         let origin = reqwest::Url::parse(&self.notify_url)
             .map_err(|_| {
                 WechatError::Request(format!(
-                    "notify_url {:?} is not a URL, so the v3 notify URL cannot be made from it",
+                    "notify_url {:?} is not a URL, so the v3 notify URLs cannot be made from it",
                     self.notify_url
                 ))
             })?
             .origin()
             .ascii_serialization();
-        Ok(format!("{origin}{V3_PAY_NOTIFY_PATH}"))
+        Ok(format!("{origin}{path}"))
     }
 
     /// Where WeChat sends refund results: `WECHAT_REFUND_NOTIFY_URL`, or else
@@ -281,6 +306,7 @@ mod tests {
             notify_url: notify_url.into(),
             refund_notify_url: None,
             v3_notify_url: v3_notify_url.map(str::to_owned),
+            v3_refund_notify_url: None,
         }
     }
 
@@ -308,5 +334,34 @@ mod tests {
             "https://edge.example.com/v3"
         );
         assert!(config("not a url", None).v3_notify_url().is_err());
+    }
+
+    #[test]
+    fn v3_refund_notifications_go_to_the_v3_refund_path_on_the_same_origin() {
+        assert_eq!(
+            config("https://pay.example.com:8443/wechat/pay/notify?x=1", None)
+                .v3_refund_notify_url()
+                .expect("a URL"),
+            "https://pay.example.com:8443/wechat/v3/refund/notify"
+        );
+        let given = WechatConfig {
+            v3_refund_notify_url: Some("https://edge.example.com/v3r".into()),
+            ..config("https://pay.example.com/wechat/pay/notify", None)
+        };
+        assert_eq!(
+            given.v3_refund_notify_url().expect("given"),
+            "https://edge.example.com/v3r"
+        );
+        // The payment's own override does not move refunds.
+        assert_eq!(
+            config(
+                "https://pay.example.com/wechat/pay/notify",
+                Some("https://edge.example.com/v3")
+            )
+            .v3_refund_notify_url()
+            .expect("derived"),
+            "https://pay.example.com/wechat/v3/refund/notify"
+        );
+        assert!(config("not a url", None).v3_refund_notify_url().is_err());
     }
 }

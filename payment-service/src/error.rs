@@ -103,7 +103,13 @@ impl From<WechatError> for ApiError {
             WechatError::Business { code, message } => business(code, message),
             // Never sent: our configuration or a bug, not WeChat's doing.
             WechatError::Request(_) => ApiError::Internal(e.to_string()),
-            WechatError::Unsupported(what) => ApiError::FailedPrecondition(what),
+            // The file may have been damaged on its way: another download may
+            // match. Whatever it held was not read.
+            WechatError::BillHash(_) => ApiError::Unavailable {
+                public: "the bill WeChat Pay served did not match the hash (SHA1) WeChat gave \
+                         for it: the day is not reconciled and nothing changed; retry later",
+                detail: e.to_string(),
+            },
         }
     }
 }
@@ -138,6 +144,19 @@ fn business(code: String, message: String) -> ApiError {
         "NOTENOUGH" | "NOT_ENOUGH" => {
             ApiError::FailedPrecondition(format!("the payer's balance is not enough ({what})"))
         }
+        // v3's "no such order or refund" (a refund's order unpaid or unknown
+        // at WeChat; a refund it never saw is answered as `None` before here).
+        "RESOURCE_NOT_EXISTS" => {
+            ApiError::FailedPrecondition(format!("WeChat Pay has no such order or refund ({what})"))
+        }
+        "USER_ACCOUNT_ABNORMAL" => {
+            ApiError::FailedPrecondition(format!("the payer's account is abnormal ({what})"))
+        }
+        // v3's bill of a day not made yet: WeChat has it after 10:00 the next day.
+        "STATEMENT_CREATING" => ApiError::Unavailable {
+            public: "WeChat Pay is still making the bill of that day, retry later",
+            detail: what,
+        },
         _ => ApiError::FailedPrecondition(format!("WeChat Pay refused the request ({what})")),
     }
 }
@@ -244,9 +263,25 @@ mod tests {
                 tonic::Code::Unavailable,
             ),
             (
-                WechatError::Unsupported("refunds of merchant x are not yet supported".into())
-                    .into(),
+                WechatError::BillHash("the SHA1 does not match".into()).into(),
+                tonic::Code::Unavailable,
+            ),
+            // v3's refund refusals.
+            (
+                business_error("NOT_ENOUGH").into(),
                 tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("RESOURCE_NOT_EXISTS").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("USER_ACCOUNT_ABNORMAL").into(),
+                tonic::Code::FailedPrecondition,
+            ),
+            (
+                business_error("STATEMENT_CREATING").into(),
+                tonic::Code::Unavailable,
             ),
             (
                 WechatError::Request("no key".into()).into(),
@@ -304,6 +339,19 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[test]
+    fn a_bill_that_fails_its_hash_says_so() {
+        let status: tonic::Status =
+            ApiError::from(WechatError::BillHash("SHA1 abc is not def".into())).into();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("did not match the hash"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("nothing changed"));
     }
 
     #[test]

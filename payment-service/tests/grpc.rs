@@ -521,6 +521,7 @@ async fn database_down_is_unavailable() {
         notify_url: "http://127.0.0.1:9/n".into(),
         refund_notify_url: None,
         v3_notify_url: None,
+        v3_refund_notify_url: None,
     };
     let wechat = config.clients(ClientOptions::default()).expect("client");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -155,6 +155,7 @@ impl Stack {
             notify_url: partial.notify_url(),
             refund_notify_url: None,
             v3_notify_url: None,
+            v3_refund_notify_url: None,
         };
         // WeChat's keys for the v3 merchants, one set for the process: the
         // gateway verifies notifications with the same keys payment-service

@@ -16,7 +16,7 @@ use wxpay_core::wechat::bill::Bill;
 use wxpay_store::{DueRefund, RefundOutcome, RefundUpdate};
 
 use super::{refund::RefundCheck, Payments};
-use crate::{error::ApiError, wechat::WechatError};
+use crate::error::ApiError;
 
 /// One row of the bill, as the reconciliation needs it: a payment, or a refund
 /// of one (WeChat's ALL bill lists a refund as its own row).
@@ -182,25 +182,22 @@ impl Payments {
 
     /// Downloads every merchant's bill of `day` and reconciles them, whatever
     /// the hour (the sandbox serves a day's bill at once; WeChat may not have
-    /// it yet). Each merchant's bill is asked for with its own credentials (a
-    /// sub merchant's with its sub_mch_id), and the day's report covers them all.
+    /// it yet). Each merchant's bill is asked for with its own credentials and
+    /// in its own dialect (a sub merchant's with its sub_mch_id; a v3 one's
+    /// file checked against its SHA1), and the day's one report covers v2 and
+    /// v3 merchants alike. Every bill is fetched before anything is compared:
+    /// one that cannot be had or proven (a v3 file whose hash does not match)
+    /// fails the whole day, so no report is stored and nothing is repaired
+    /// from a day seen in part.
     pub async fn reconcile_downloaded(&self, day: NaiveDate) -> Result<BillReport, ApiError> {
         let mut bills = Vec::with_capacity(self.merchants.len());
         for wechat in &self.merchants {
             let name = wechat.entry().name.clone();
-            let bill = match wechat.bill(day).await {
-                Ok(bill) => bill,
-                // A merchant whose dialect has no bills yet (v3 until its bills
-                // land) is left out of the day, logged, rather than failing the
-                // day for every other merchant. Not covered, its orders are not
-                // reported missing from a bill that was never asked for.
-                Err(WechatError::Unsupported(why)) => {
-                    tracing::warn!(bill_date = %day, merchant = %name, %why,
-                        "this merchant's bill is not reconciled");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let bill = wechat.bill(day).await.map_err(|e| {
+                tracing::warn!(bill_date = %day, merchant = %name, error = %e,
+                    "this merchant's bill could not be had; the day is not reconciled");
+                ApiError::from(e)
+            })?;
             bills.push((name, day_bill(bill)));
         }
         self.reconcile_bills(day, bills).await
@@ -491,7 +488,7 @@ impl Payments {
             refund_fee: state.refund_fee,
             refund_id: state.refund_id.clone(),
             transaction_id: state.transaction_id.clone(),
-            total_fee: None,
+            total_fee: state.total_fee,
             status: state.status,
             succeeded_at: state.success_time,
             failure: None,

@@ -5,7 +5,10 @@
 //! when), refused outright (CLOSED, the money free again), or unknown (a timeout:
 //! the refund stays PROCESSING and the reconciler asks refundquery, re-sending
 //! the same refund number only if WeChat never saw it). No path ever sends a
-//! refund under a new number, so no retry can give money back twice.
+//! refund under a new number, so no retry can give money back twice. All of
+//! it goes through `WechatApi`, so v2 and v3 merchants' refunds share these
+//! rows, limits, locks and rules; v3 may answer a repeated refund number with
+//! the refund already settled, which is recorded as it stands.
 
 use wxpay_core::domain::{
     Fee, NewRefund, Order, OutRefundNo, OutTradeNo, Refund, RefundReason, RefundStatus,
@@ -134,11 +137,16 @@ impl Payments {
         let sent = self.wechat_for(order)?.refund(order, &refund).await;
         match sent {
             Ok(accepted) => {
-                let update = self.update_for(order, &refund, RefundStatus::Processing);
+                // Usually PROCESSING (the refund_id kept); v3 answers a refund
+                // it already had (the same number again, after a lost reply)
+                // with where it stands, which is applied as a query's answer is.
+                let update = self.update_for(order, &refund, accepted.status);
                 let outcome = self
                     .ledger
                     .apply_refund(&RefundUpdate {
                         refund_id: Some(accepted.refund_id),
+                        transaction_id: accepted.transaction_id,
+                        succeeded_at: accepted.success_time,
                         ..update
                     })
                     .await?;
@@ -183,6 +191,11 @@ impl Payments {
         let Some(state) = state else {
             let now = self.send_refund(order, refund.clone()).await;
             return match now {
+                // v3 may answer a refund it already settled (the query and
+                // the send raced WeChat's own bookkeeping): settled, not resent.
+                Ok(now) if now.status != RefundStatus::Processing => {
+                    Ok(RefundCheck::Settled(now.status))
+                }
                 Ok(_) => Ok(RefundCheck::Resent),
                 // Refused now: closed (done by send_refund), which is settled.
                 Err(ApiError::FailedPrecondition(_)) => {
@@ -226,7 +239,7 @@ fn update_from_state(order: &Order, refund: &Refund, state: &RefundState) -> Ref
         refund_fee: state.refund_fee,
         refund_id: state.refund_id.clone(),
         transaction_id: state.transaction_id.clone(),
-        total_fee: None,
+        total_fee: state.total_fee,
         status: state.status,
         succeeded_at: state.success_time,
         failure: None,
@@ -267,13 +280,23 @@ impl Payments {
 }
 
 /// WeChat definitely did not take the refund: a business refusal other than
-/// "busy, retry", or a FAIL reply (no certificate, bad signature).
+/// "busy, retry", or a FAIL reply (no certificate, bad signature). The same
+/// rule serves v3, whose refusals are 4xx answers with a code (`NOT_ENOUGH`,
+/// `USER_ACCOUNT_ABNORMAL`, `RESOURCE_NOT_EXISTS`, `INVALID_REQUEST`,
+/// `PARAM_ERROR`, `NO_AUTH`, `SIGN_ERROR`, …): its `SYSTEM_ERROR` and
+/// `BANK_ERROR` are retry codes and `FREQUENCY_LIMITED` is excepted here, so
+/// those stay unknown; a 5xx with any other code, a 2xx that failed
+/// verification (`Untrusted`) or does not match what was asked reaches here
+/// as `BadReply`: unknown, never a refusal.
 fn refused_outright(e: &WechatError) -> bool {
     match e {
         // Never sent: WeChat has nothing to refund.
-        WechatError::Return(_) | WechatError::Request(_) | WechatError::Unsupported(_) => true,
+        WechatError::Return(_) | WechatError::Request(_) => true,
         WechatError::Business { .. } => !e.is_retryable() && e.code() != Some("FREQUENCY_LIMITED"),
-        WechatError::Transport(_) | WechatError::Timeout | WechatError::BadReply(_) => false,
+        WechatError::Transport(_)
+        | WechatError::Timeout
+        | WechatError::BadReply(_)
+        | WechatError::BillHash(_) => false,
     }
 }
 
@@ -281,10 +304,14 @@ fn refused_outright(e: &WechatError) -> bool {
 fn refusal(e: WechatError) -> ApiError {
     match e {
         WechatError::Business { code, message } => {
+            // v2's spellings, then v3's (USER_ACCOUNT_ABNORMAL is both).
             let why = match code.as_str() {
-                "NOTENOUGH" => "the merchant's balance is not enough",
+                "NOTENOUGH" | "NOT_ENOUGH" => "the merchant's balance is not enough",
                 "TRADE_OVERDUE" => "the order is more than a year old",
                 "USER_ACCOUNT_ABNORMAL" => "the payer's account is abnormal",
+                "RESOURCE_NOT_EXISTS" => "WeChat Pay has no paid order by this number",
+                "INVALID_REQUEST" => "WeChat Pay's rules do not allow this refund",
+                "PARAM_ERROR" => "WeChat Pay refused a field of the refund",
                 _ => "WeChat Pay refused the refund",
             };
             ApiError::FailedPrecondition(format!("{why} ({code}: {message}); the refund is closed"))
@@ -293,5 +320,62 @@ fn refusal(e: WechatError) -> ApiError {
             "WeChat Pay refused the refund request ({msg}); the refund is closed"
         )),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn business(code: &str) -> WechatError {
+        WechatError::Business {
+            code: code.into(),
+            message: format!("{code} described"),
+        }
+    }
+
+    #[test]
+    fn only_a_definite_refusal_closes_a_refund_in_either_dialect() {
+        // v2's refusals, then v3's: WeChat did not take the refund.
+        for code in [
+            "NOTENOUGH",
+            "TRADE_OVERDUE",
+            "NOT_ENOUGH",
+            "USER_ACCOUNT_ABNORMAL",
+            "RESOURCE_NOT_EXISTS",
+            "INVALID_REQUEST",
+            "PARAM_ERROR",
+            "SIGN_ERROR",
+        ] {
+            assert!(refused_outright(&business(code)), "{code}");
+        }
+        assert!(refused_outright(&WechatError::Return("SIGNERROR".into())));
+        // Busy, or no answer we can believe: WeChat may have it.
+        for code in [
+            "SYSTEMERROR",
+            "BIZERR_NEED_RETRY",
+            "SYSTEM_ERROR",
+            "BANK_ERROR",
+            "FREQUENCY_LIMITED",
+        ] {
+            assert!(!refused_outright(&business(code)), "{code}");
+        }
+        for unknown in [
+            WechatError::Timeout,
+            WechatError::Transport("reset".into()),
+            WechatError::BadReply("its signature did not verify".into()),
+        ] {
+            assert!(!refused_outright(&unknown), "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_tells_the_caller_why_and_that_the_refund_is_closed() {
+        let ApiError::FailedPrecondition(why) = refusal(business("NOT_ENOUGH")) else {
+            panic!("a refusal is FAILED_PRECONDITION");
+        };
+        assert!(why.contains("balance is not enough"), "{why}");
+        assert!(why.contains("NOT_ENOUGH"), "{why}");
+        assert!(why.contains("the refund is closed"), "{why}");
     }
 }

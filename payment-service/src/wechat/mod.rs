@@ -11,8 +11,9 @@
 //! outcome ([`PlaceOutcome`], [`CloseOutcome`], `None`).
 //!
 //! The transport settings both dialects share ([`ClientOptions`], the client
-//! certificate and extra CAs of [`tls`]) and WeChat's refusals as a type
-//! ([`WechatError`]) live here too.
+//! certificate and extra CAs of [`tls`]), the reading of the bill file both
+//! download (`bill_file`) and WeChat's refusals as a type ([`WechatError`])
+//! live here too.
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -25,6 +26,7 @@ use wxpay_core::{
     },
 };
 
+mod bill_file;
 mod tls;
 mod types;
 pub mod v2;
@@ -65,7 +67,8 @@ pub trait WechatApi: Send + Sync {
     async fn close(&self, order: &Order) -> Result<CloseOutcome, WechatError>;
 
     /// Asks WeChat to give `refund` (a refund of `order`, stored PROCESSING)
-    /// back. Its acceptance, not yet its completion.
+    /// back. Its acceptance, usually not yet its completion (v3 answers the
+    /// same refund number again with where that refund stands).
     async fn refund(&self, order: &Order, refund: &Refund) -> Result<RefundAccepted, WechatError>;
 
     /// The state of refund `out_refund_no` of `order` at WeChat; `None` when

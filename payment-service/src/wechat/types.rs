@@ -53,10 +53,10 @@ pub enum WechatError {
     /// serialize, a signature that could not be made): never sent.
     #[error("the request to WeChat Pay could not be made: {0}")]
     Request(String),
-    /// What this merchant's dialect cannot do yet (refunds and bills of v3
-    /// merchants); the message names the merchant. Never sent.
-    #[error("{0}")]
-    Unsupported(String),
+    /// A downloaded bill whose bytes are not the ones WeChat's signed answer
+    /// described (v3: its SHA1 `hash_value`): not one row of it is read.
+    #[error("WeChat Pay's bill did not match the hash WeChat gave for it: {0}")]
+    BillHash(String),
 }
 
 /// Business codes WeChat documents as "call again with the same request":
@@ -78,7 +78,7 @@ impl WechatError {
             WechatError::BadReply(_)
             | WechatError::Return(_)
             | WechatError::Request(_)
-            | WechatError::Unsupported(_) => false,
+            | WechatError::BillHash(_) => false,
         }
     }
 
@@ -128,13 +128,35 @@ pub struct TradeState {
     pub paid_at: Option<DateTime<Utc>>,
 }
 
-/// WeChat's acceptance of a refund request (not yet its completion).
+/// WeChat's acceptance of a refund request: usually not yet its completion
+/// (PROCESSING), but v3 answers the same `out_refund_no` again with where that
+/// refund stands, which may be final already.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundAccepted {
     pub refund_id: String,
+    /// PROCESSING (v2 always); v3 also SUCCESS, CLOSED or CHANGE (`ABNORMAL`)
+    /// for a refund WeChat already had.
+    pub status: RefundStatus,
+    /// When the money was back, for a refund answered as SUCCESS.
+    pub success_time: Option<DateTime<Utc>>,
+    /// The payment's transaction_id, as the answer names it (v3).
+    pub transaction_id: Option<String>,
 }
 
-/// One refund as WeChat describes it (v2 refundquery).
+impl RefundAccepted {
+    /// An acceptance that says no more than "WeChat took it" (v2's reply).
+    pub fn processing(refund_id: String) -> Self {
+        Self {
+            refund_id,
+            status: RefundStatus::Processing,
+            success_time: None,
+            transaction_id: None,
+        }
+    }
+}
+
+/// One refund as WeChat describes it (v2 refundquery; v3 the query by
+/// `out_refund_no`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundState {
     pub out_refund_no: String,
@@ -144,6 +166,9 @@ pub struct RefundState {
     pub success_time: Option<DateTime<Utc>>,
     /// The payment's transaction_id, as the reply names it.
     pub transaction_id: Option<String>,
+    /// The order's total as the reply states it (v3; v2's refundquery is not
+    /// read for it), which the store checks against the order's.
+    pub total_fee: Option<Fee>,
 }
 
 /// What closing an order came to.

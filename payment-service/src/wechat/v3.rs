@@ -10,9 +10,16 @@
 //! `code`, so `crate::error` maps both dialects in one place. `paySign` is
 //! RSA here (core's `v3::pay_params`).
 //!
-//! Refunds, refund queries and bills of v3 merchants come next (issue 27):
-//! until then they are refused with [`WechatError::Unsupported`], naming the
-//! merchant, and never sent.
+//! Refunds (`POST /v3/refund/domestic/refunds`, no client certificate: the
+//! signature is the credential) and their query answer a [`RefundAnswer`],
+//! read strictly: another refund's number, another order, or amounts other
+//! than those asked make it [`WechatError::BadReply`], which the service
+//! treats as "outcome unknown" (the refund stays PROCESSING until the query
+//! tells), never as a refusal. `RESOURCE_NOT_EXISTS` to the query is "WeChat
+//! never saw it" (`None`). The day's bill comes in two steps: the signed
+//! `GET /v3/bill/tradebill` names the file and its SHA1, then the file itself,
+//! unsigned, is checked against that hash before a byte of it is read
+//! ([`WechatError::BillHash`] when it differs) and read as v2's bill is.
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, Utc};
@@ -24,8 +31,10 @@ use wxpay_core::{
         china_time,
         pay_params::{AppPaymentParams, PaymentParams},
         v3::{
+            bill::{check_hash, tradebill_path, HashError},
             models::{
-                CloseOrder, H5Info, OrderAmount, Payer, PlaceOrder, Prepay, SceneInfo, Transaction,
+                refund_status, CloseOrder, H5Info, OrderAmount, Payer, PlaceOrder, Prepay,
+                RefundAmount, RefundAnswer, RefundRequest, SceneInfo, TradeBill, Transaction,
             },
             pay_params, MerchantSigner,
         },
@@ -35,14 +44,21 @@ use wxpay_core::{
 use wxpay_wechat_v3::{V3Client, V3Error};
 
 use super::{
-    CloseOutcome, PlaceOutcome, Prepaid, RefundAccepted, RefundState, TradeState, WechatApi,
-    WechatError,
+    bill_file, CloseOutcome, PlaceOutcome, Prepaid, RefundAccepted, RefundState, TradeState,
+    WechatApi, WechatError,
 };
 
 /// v3's error codes the service acts on (v2 spells some of them differently).
 const ORDER_PAID: &str = "ORDERPAID";
 const ORDER_CLOSED: &str = "ORDER_CLOSED";
 const ORDER_NOT_EXIST: &str = "ORDER_NOT_EXIST";
+/// The refund query's "no such refund" (the request never reached WeChat).
+const RESOURCE_NOT_EXISTS: &str = "RESOURCE_NOT_EXISTS";
+/// The trade bill's "no bill that day" (no trade).
+const NO_STATEMENT_EXIST: &str = "NO_STATEMENT_EXIST";
+
+/// Direct and partner refunds alike (a sub merchant's carry `sub_mchid`).
+const REFUNDS_PATH: &str = "/v3/refund/domestic/refunds";
 
 /// One v3 merchant's WeChat Pay API. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -54,13 +70,19 @@ pub struct V3Api {
     /// Where WeChat sends payment results (`notify_url`): the gateway's
     /// `/wechat/v3/pay/notify`.
     notify_url: String,
+    /// Where WeChat sends refund results: the gateway's `/wechat/v3/refund/notify`.
+    refund_notify_url: String,
 }
 
 impl V3Api {
     /// The API of `client`'s merchant, which must be a v3 one (a
     /// [`V3Client`] is built only for those), placing orders with
-    /// `notify_url` as their v3 notify URL.
-    pub fn new(client: V3Client, notify_url: String) -> Result<Self, WechatError> {
+    /// `notify_url` and refunds with `refund_notify_url` as their v3 notify URLs.
+    pub fn new(
+        client: V3Client,
+        notify_url: String,
+        refund_notify_url: String,
+    ) -> Result<Self, WechatError> {
         let signer = client
             .entry()
             .v3
@@ -76,6 +98,7 @@ impl V3Api {
             client,
             signer,
             notify_url,
+            refund_notify_url,
         })
     }
 
@@ -204,13 +227,148 @@ impl V3Api {
         })
     }
 
-    /// The refusal of what v3 merchants cannot do yet.
-    fn unsupported(&self, what: &str) -> WechatError {
-        WechatError::Unsupported(format!(
-            "{what} of merchant {} (WeChat Pay API v3) are not yet supported",
-            self.client.entry().name
-        ))
+    /// `GET …/refunds/{out_refund_no}`, with the sub merchant for a provider.
+    fn refund_query_path(&self, out_refund_no: &OutRefundNo) -> String {
+        match self.sub_mch_id() {
+            None => format!("{REFUNDS_PATH}/{out_refund_no}"),
+            Some(sub) => format!("{REFUNDS_PATH}/{out_refund_no}?sub_mchid={sub}"),
+        }
     }
+}
+
+/// What v3 is asked to give back for `refund` of `order`: the order by our
+/// number, the refund's amount of the order's total, and, for a provider, the
+/// sub merchant whose order it is.
+fn refund_body(
+    order: &Order,
+    refund: &Refund,
+    sub_mchid: Option<&str>,
+    notify_url: &str,
+) -> RefundRequest {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    RefundRequest {
+        sub_mchid: sub_mchid.map(str::to_owned),
+        transaction_id: None,
+        out_trade_no: Some(order.out_trade_no.as_str().to_owned()),
+        out_refund_no: refund.out_refund_no.as_str().to_owned(),
+        reason: non_empty(refund.reason.as_str()),
+        notify_url: non_empty(notify_url),
+        amount: RefundAmount {
+            refund: refund.refund_fee.fen(),
+            total: order.total_fee.fen(),
+            currency: Some("CNY".to_owned()),
+            ..RefundAmount::default()
+        },
+    }
+}
+
+/// What asking for a refund came to. The answer must be about the refund
+/// asked for, of the order asked about, for the amounts asked: anything else
+/// is a reply not acted on (outcome unknown, the query settles it). A 5xx
+/// with a code WeChat does not document as "send it again" is no refusal we
+/// can rely on either: the refund may have been taken.
+fn refund_outcome(
+    order: &Order,
+    refund: &Refund,
+    answer: Result<RefundAnswer, V3Error>,
+) -> Result<RefundAccepted, WechatError> {
+    let a = match answer {
+        Ok(a) => a,
+        Err(e) if matches!(e, V3Error::Api { status: 500.., .. }) && !e.is_retryable() => {
+            return Err(WechatError::BadReply(format!(
+                "{e}; whether the refund was taken is unknown"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.out_refund_no != refund.out_refund_no.as_str() {
+        return Err(not_ours("out_refund_no"));
+    }
+    if a.out_trade_no != order.out_trade_no.as_str() {
+        return Err(not_ours("out_trade_no"));
+    }
+    if a.amount.refund != refund.refund_fee.fen() {
+        return Err(WechatError::BadReply(format!(
+            "the answer's amount.refund {} is not the {} fen asked for",
+            a.amount.refund,
+            refund.refund_fee.fen()
+        )));
+    }
+    if a.amount.total != order.total_fee.fen() {
+        return Err(WechatError::BadReply(format!(
+            "the answer's amount.total {} is not the order's {} fen",
+            a.amount.total,
+            order.total_fee.fen()
+        )));
+    }
+    if a.refund_id.is_empty() {
+        return Err(WechatError::BadReply(
+            "no refund_id in a successful answer".into(),
+        ));
+    }
+    Ok(RefundAccepted {
+        status: read_refund_status(&a.status)?,
+        success_time: a
+            .success_time
+            .as_deref()
+            .and_then(china_time::parse_rfc3339),
+        transaction_id: non_empty(a.transaction_id),
+        refund_id: a.refund_id,
+    })
+}
+
+/// What the refund query's verified answer says about refund
+/// `out_refund_no` of `order`.
+fn refund_state(
+    order: &Order,
+    out_refund_no: &OutRefundNo,
+    a: RefundAnswer,
+) -> Result<RefundState, WechatError> {
+    if a.out_refund_no != out_refund_no.as_str() {
+        return Err(not_ours("out_refund_no"));
+    }
+    if a.out_trade_no != order.out_trade_no.as_str() {
+        return Err(not_ours("out_trade_no"));
+    }
+    let fee = |what: &str, fen: i64| {
+        Fee::new(fen).map_err(|_| WechatError::BadReply(format!("{what} cannot be read")))
+    };
+    Ok(RefundState {
+        out_refund_no: a.out_refund_no,
+        refund_id: non_empty(a.refund_id),
+        // Amounts go to the store as WeChat states them: one that is not the
+        // refund's or the order's is a contradiction it records, as for v2.
+        refund_fee: fee("amount.refund", a.amount.refund)?,
+        total_fee: Some(fee("amount.total", a.amount.total)?),
+        status: read_refund_status(&a.status)?,
+        success_time: a
+            .success_time
+            .as_deref()
+            .and_then(china_time::parse_rfc3339),
+        transaction_id: non_empty(a.transaction_id),
+    })
+}
+
+/// A refund answer's `status`; one v3 does not define is not guessed at.
+fn read_refund_status(status: &str) -> Result<wxpay_core::domain::RefundStatus, WechatError> {
+    refund_status(status).ok_or_else(|| {
+        WechatError::BadReply(format!("unknown refund status {:?}", bounded(status)))
+    })
+}
+
+/// The day's bill from the file WeChat served for `described`: its SHA1
+/// checked first (the file is unsigned; the hash came in a signed answer),
+/// only then unpacked and read.
+fn read_bill(described: &TradeBill, file: &[u8]) -> Result<Bill, WechatError> {
+    check_hash(file, &described.hash_type, &described.hash_value).map_err(|e| match e {
+        HashError::Mismatch { .. } => WechatError::BillHash(e.to_string()),
+        HashError::Type(_) => WechatError::BadReply(format!("the bill cannot be checked: {e}")),
+    })?;
+    bill_file::read_gzipped(file)
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
 }
 
 /// `POST …/transactions/{kind}`'s body: core's [`PlaceOrder`] and, on the
@@ -366,10 +524,9 @@ impl WechatApi for V3Api {
     }
 
     fn refund_blocker(&self) -> Option<String> {
-        Some(format!(
-            "refunds of merchant {} (WeChat Pay API v3) are not yet supported",
-            self.client.entry().name
-        ))
+        // v3 refunds are signed with the merchant's API key like every other
+        // call: no client certificate, nothing else to configure.
+        None
     }
 
     #[tracing::instrument(skip_all, fields(out_trade_no = %order.out_trade_no, api = "v3"))]
@@ -415,24 +572,53 @@ impl WechatApi for V3Api {
         close_outcome(self.client.post_no_content(&path, &body).await)
     }
 
-    async fn refund(
-        &self,
-        _order: &Order,
-        _refund: &Refund,
-    ) -> Result<RefundAccepted, WechatError> {
-        Err(self.unsupported("refunds"))
+    #[tracing::instrument(skip_all, fields(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, api = "v3"))]
+    async fn refund(&self, order: &Order, refund: &Refund) -> Result<RefundAccepted, WechatError> {
+        let answer = self
+            .client
+            .post(
+                REFUNDS_PATH,
+                &refund_body(order, refund, self.sub_mch_id(), &self.refund_notify_url),
+            )
+            .await;
+        refund_outcome(order, refund, answer)
     }
 
+    #[tracing::instrument(skip_all, fields(out_trade_no = %order.out_trade_no, %out_refund_no, api = "v3"))]
     async fn refund_query(
         &self,
-        _order: &Order,
-        _out_refund_no: &OutRefundNo,
+        order: &Order,
+        out_refund_no: &OutRefundNo,
     ) -> Result<Option<RefundState>, WechatError> {
-        Err(self.unsupported("refunds"))
+        match self
+            .client
+            .get::<RefundAnswer>(&self.refund_query_path(out_refund_no))
+            .await
+        {
+            Ok(a) => refund_state(order, out_refund_no, a).map(Some),
+            Err(e) if e.code() == Some(RESOURCE_NOT_EXISTS) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    async fn bill(&self, _day: NaiveDate) -> Result<Option<Bill>, WechatError> {
-        Err(self.unsupported("bills"))
+    #[tracing::instrument(skip(self), fields(merchant = %self.client.entry().name, api = "v3"))]
+    async fn bill(&self, day: NaiveDate) -> Result<Option<Bill>, WechatError> {
+        let path = tradebill_path(day, true, self.sub_mch_id());
+        let described = match self.client.get::<TradeBill>(&path).await {
+            Ok(described) => described,
+            Err(e) if e.code() == Some(NO_STATEMENT_EXIST) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The download is a signed GET, and a signed request is a credential
+        // WeChat accepts for minutes: it goes only to the configured API
+        // origin (`download` refuses any other host). The URL came in a
+        // verified answer, but a signature proves who wrote the answer, not
+        // that every host it names may be handed our merchant's credential.
+        let file = self
+            .client
+            .download(&described.download_url, bill_file::MAX_BILL_BYTES)
+            .await?;
+        read_bill(&described, &file).map(Some)
     }
 
     fn jsapi_params(&self, order: &Order, prepay_id: &str) -> Result<PaymentParams, WechatError> {
@@ -473,7 +659,301 @@ impl WechatApi for V3Api {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use wxpay_core::{
+        domain::{
+            Attach, ClientIp, Description, IdempotencyKey, OpenId, OutTradeNo, Placement,
+            RefundReason, RefundStatus,
+        },
+        wechat::{v3::bill::sha1_hex, SignType},
+    };
+
     use super::*;
+
+    fn order(no: &str, fen: i64) -> Order {
+        let now = Utc::now();
+        Order {
+            out_trade_no: OutTradeNo::parse(no).expect("number"),
+            idempotency_key: IdempotencyKey::parse(&format!("key-{no}")).expect("key"),
+            status: OrderStatus::Success,
+            version: 2,
+            openid: OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").expect("openid"),
+            description: Description::parse("测试商品").expect("description"),
+            total_fee: Fee::new(fen).expect("fee"),
+            attach: Attach::parse("").expect("attach"),
+            client_ip: ClientIp::parse("127.0.0.1").expect("ip"),
+            sign_type: SignType::Md5,
+            expires_at: None,
+            prepay_id: Some("wx-prepay".into()),
+            prepay_expires_at: None,
+            transaction_id: Some("4200000001".into()),
+            cash_fee: Some(fen),
+            created_at: now,
+            updated_at: now,
+            paid_at: Some(now),
+            refunded_fee: 0,
+            placement: Placement::default(),
+            pay_url: None,
+        }
+    }
+
+    fn refund_of(order: &Order, rno: &str, fen: i64) -> Refund {
+        let now = Utc::now();
+        Refund {
+            out_refund_no: OutRefundNo::parse(rno).expect("refund number"),
+            out_trade_no: order.out_trade_no.clone(),
+            refund_id: None,
+            refund_fee: Fee::new(fen).expect("fee"),
+            status: RefundStatus::Processing,
+            reason: RefundReason::parse("七天无理由退货").expect("reason"),
+            failure: None,
+            created_at: now,
+            updated_at: now,
+            succeeded_at: None,
+        }
+    }
+
+    /// WeChat's answer about refund `rno` of order `no`: `fen` of `total`.
+    fn answer(no: &str, rno: &str, fen: i64, total: i64, status: &str) -> RefundAnswer {
+        RefundAnswer {
+            refund_id: "50000000382019052709732678859".into(),
+            out_refund_no: rno.into(),
+            transaction_id: "4200000001".into(),
+            out_trade_no: no.into(),
+            status: status.into(),
+            success_time: (status == "SUCCESS").then(|| "2026-11-23T16:18:12+08:00".into()),
+            amount: RefundAmount {
+                refund: fen,
+                total,
+                payer_total: Some(total),
+                payer_refund: Some(fen),
+                currency: Some("CNY".into()),
+            },
+            ..RefundAnswer::default()
+        }
+    }
+
+    #[test]
+    fn a_refund_answer_about_our_refund_is_accepted_with_where_it_stands() {
+        let o = order("T-v3r-1", 1000);
+        let r = refund_of(&o, "R-v3r-1", 300);
+        let accepted = refund_outcome(
+            &o,
+            &r,
+            Ok(answer("T-v3r-1", "R-v3r-1", 300, 1000, "PROCESSING")),
+        )
+        .expect("ours");
+        assert_eq!(accepted.status, RefundStatus::Processing);
+        assert_eq!(accepted.refund_id, "50000000382019052709732678859");
+        assert_eq!(accepted.transaction_id.as_deref(), Some("4200000001"));
+        assert_eq!(accepted.success_time, None);
+
+        // The same number again after a lost reply: WeChat says where it stands.
+        let done = refund_outcome(
+            &o,
+            &r,
+            Ok(answer("T-v3r-1", "R-v3r-1", 300, 1000, "SUCCESS")),
+        )
+        .expect("ours");
+        assert_eq!(done.status, RefundStatus::Success);
+        assert_eq!(
+            done.success_time.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-11-23T08:18:12+00:00")
+        );
+        for (status, ours) in [
+            ("ABNORMAL", RefundStatus::Change),
+            ("CLOSED", RefundStatus::Closed),
+        ] {
+            let a = refund_outcome(&o, &r, Ok(answer("T-v3r-1", "R-v3r-1", 300, 1000, status)))
+                .expect("ours");
+            assert_eq!(a.status, ours, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_refund_answer_about_anything_but_what_was_asked_is_not_acted_on() {
+        let o = order("T-v3r-2", 1000);
+        let r = refund_of(&o, "R-v3r-2", 300);
+        let no_id = RefundAnswer {
+            refund_id: String::new(),
+            ..answer("T-v3r-2", "R-v3r-2", 300, 1000, "PROCESSING")
+        };
+        for bad in [
+            answer("T-v3r-2", "R-other", 300, 1000, "PROCESSING"),
+            answer("T-other", "R-v3r-2", 300, 1000, "PROCESSING"),
+            answer("T-v3r-2", "R-v3r-2", 301, 1000, "PROCESSING"),
+            answer("T-v3r-2", "R-v3r-2", 300, 999, "PROCESSING"),
+            // v2's spelling, or any status v3 does not define.
+            answer("T-v3r-2", "R-v3r-2", 300, 1000, "REFUNDCLOSE"),
+            no_id,
+        ] {
+            let got = refund_outcome(&o, &r, Ok(bad.clone()));
+            assert!(
+                matches!(got, Err(WechatError::BadReply(_))),
+                "{bad:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_refusals_keep_their_code_and_what_is_unknown_is_never_a_refusal() {
+        let o = order("T-v3r-3", 1000);
+        let r = refund_of(&o, "R-v3r-3", 300);
+        for (status, code) in [
+            (403, "NOT_ENOUGH"),
+            (403, "USER_ACCOUNT_ABNORMAL"),
+            (404, "RESOURCE_NOT_EXISTS"),
+            (400, "INVALID_REQUEST"),
+            (400, "PARAM_ERROR"),
+        ] {
+            let got = refund_outcome(&o, &r, Err(api(status, code)));
+            assert!(
+                matches!(&got, Err(e @ WechatError::Business { .. }) if e.code() == Some(code) && !e.is_retryable()),
+                "{code}: {got:?}"
+            );
+        }
+        // "Send it again": retryable, the service keeps the refund PROCESSING.
+        let busy = refund_outcome(&o, &r, Err(api(500, "SYSTEM_ERROR")));
+        assert!(matches!(&busy, Err(e) if e.is_retryable()), "{busy:?}");
+        let limited = refund_outcome(&o, &r, Err(api(429, "FREQUENCY_LIMITED")));
+        assert_eq!(
+            limited.as_ref().err().and_then(WechatError::code),
+            Some("FREQUENCY_LIMITED")
+        );
+        // A 5xx with another code, or an answer that failed verification:
+        // WeChat may have taken it.
+        for unknown in [
+            api(500, "INTERNAL_ERROR"),
+            V3Error::Untrusted(wxpay_core::wechat::v3::VerifyError::BadSignature),
+            V3Error::BadReply("not the JSON expected".into()),
+        ] {
+            let got = refund_outcome(&o, &r, Err(unknown.clone()));
+            assert!(
+                matches!(got, Err(WechatError::BadReply(_))),
+                "{unknown:?}: {got:?}"
+            );
+        }
+        assert_eq!(
+            refund_outcome(&o, &r, Err(V3Error::Timeout)),
+            Err(WechatError::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_refund_query_answer_becomes_the_refunds_state() {
+        let o = order("T-v3r-4", 1000);
+        let rno = OutRefundNo::parse("R-v3r-4").expect("number");
+        let state = refund_state(&o, &rno, answer("T-v3r-4", "R-v3r-4", 250, 1000, "SUCCESS"))
+            .expect("ours");
+        assert_eq!(state.status, RefundStatus::Success);
+        assert_eq!(state.refund_fee.fen(), 250);
+        assert_eq!(state.total_fee.map(Fee::fen), Some(1000));
+        assert_eq!(
+            state.refund_id.as_deref(),
+            Some("50000000382019052709732678859")
+        );
+        assert_eq!(state.transaction_id.as_deref(), Some("4200000001"));
+        assert!(state.success_time.is_some());
+        let abnormal = refund_state(
+            &o,
+            &rno,
+            answer("T-v3r-4", "R-v3r-4", 250, 1000, "ABNORMAL"),
+        )
+        .expect("ours");
+        assert_eq!(abnormal.status, RefundStatus::Change);
+
+        for bad in [
+            answer("T-other", "R-v3r-4", 250, 1000, "SUCCESS"),
+            answer("T-v3r-4", "R-other", 250, 1000, "SUCCESS"),
+            answer("T-v3r-4", "R-v3r-4", 0, 1000, "SUCCESS"),
+            answer("T-v3r-4", "R-v3r-4", 250, 1000, "DONE"),
+        ] {
+            let got = refund_state(&o, &rno, bad.clone());
+            assert!(
+                matches!(got, Err(WechatError::BadReply(_))),
+                "{bad:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refunds_ask_for_what_the_order_and_refund_say() {
+        let o = order("T-v3r-5", 1000);
+        let r = refund_of(&o, "R-v3r-5", 300);
+        let notify = "https://pay.example.com/wechat/v3/refund/notify";
+        assert_eq!(
+            serde_json::to_value(refund_body(&o, &r, None, notify)).expect("json"),
+            serde_json::json!({"out_trade_no":"T-v3r-5","out_refund_no":"R-v3r-5",
+                "reason":"七天无理由退货","notify_url":notify,
+                "amount":{"refund":300,"total":1000,"currency":"CNY"}})
+        );
+        // A provider names the sub merchant; no reason, no notify URL: left out.
+        let quiet = Refund {
+            reason: RefundReason::parse("").expect("empty"),
+            ..r
+        };
+        assert_eq!(
+            serde_json::to_value(refund_body(&o, &quiet, Some("1900000109"), "")).expect("json"),
+            serde_json::json!({"sub_mchid":"1900000109","out_trade_no":"T-v3r-5",
+                "out_refund_no":"R-v3r-5","amount":{"refund":300,"total":1000,"currency":"CNY"}})
+        );
+    }
+
+    const BILL: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n\
+`2026-11-23 16:33:45,`wx0123456789abcdef,`1900000109,`0,`,`4200000001,`T1,`oUpF8u,`JSAPI,`SUCCESS,`OTHERS,`CNY,`1.01,`0.00,`0,`0,`0.00,`0.00,`,`,`商品,`,`0.01,`0.60%,`1.01,`0.00,`\r\n\
+总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n\
+`1,`1.01,`0.00,`0.00,`0.01,`1.01,`0.00\r\n";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).expect("write");
+        enc.finish().expect("finish")
+    }
+
+    fn described(file: &[u8]) -> TradeBill {
+        TradeBill {
+            hash_type: "SHA1".into(),
+            hash_value: sha1_hex(file),
+            download_url: "https://api.mch.weixin.qq.com/v3/billdownload/file?token=t".into(),
+        }
+    }
+
+    #[test]
+    fn a_bill_is_read_only_when_its_bytes_are_the_ones_hashed() {
+        let file = gzip(BILL.as_bytes());
+        let bill = read_bill(&described(&file), &file).expect("the file WeChat described");
+        assert_eq!(bill.rows.len(), 1);
+        assert_eq!(bill.rows[0].out_trade_no, "T1");
+        assert_eq!(bill.rows[0].total_fee, 101);
+
+        // One byte of difference, or the hash of the unpacked text: refused
+        // before the file is read, saying the hash did not match.
+        let mut other = file.clone();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        for (file, hashed) in [(&other, &file), (&file, &BILL.as_bytes().to_vec())] {
+            let got = read_bill(&described(hashed), file);
+            assert!(
+                matches!(&got, Err(WechatError::BillHash(why)) if why.contains("does not match")),
+                "{got:?}"
+            );
+        }
+        let sha256 = TradeBill {
+            hash_type: "SHA256".into(),
+            ..described(&file)
+        };
+        assert!(matches!(
+            read_bill(&sha256, &file),
+            Err(WechatError::BadReply(_))
+        ));
+        // Hashed right but not gzip: not read either.
+        let plain = BILL.as_bytes();
+        assert!(matches!(
+            read_bill(&described(plain), plain),
+            Err(WechatError::BadReply(_))
+        ));
+    }
 
     fn api(status: u16, code: &str) -> V3Error {
         V3Error::Api {

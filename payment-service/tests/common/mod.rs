@@ -3,6 +3,8 @@
 //! (driven through its HTTP control API). Shared by the gRPC and lifecycle tests.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod v3;
+
 use std::{sync::Arc, time::Duration};
 
 use payment_service::{
@@ -129,6 +131,7 @@ pub async fn start_on(opts: Options, sandbox: wechat_sandbox::SandboxHandle) -> 
         notify_url: "http://127.0.0.1:9/wechat/pay/notify".into(),
         refund_notify_url: None,
         v3_notify_url: None,
+        v3_refund_notify_url: None,
     };
     let options = ClientOptions {
         request_timeout: Duration::from_millis(1500),

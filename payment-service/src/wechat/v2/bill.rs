@@ -2,8 +2,6 @@
 //! file itself (unsigned, not XML); a failure is the usual XML, where "No Bill
 //! Exist" means a day without trades (an empty bill, not an error).
 
-use std::io::Read;
-
 use chrono::NaiveDate;
 use wxpay_core::wechat::{
     bill::{self, Bill},
@@ -11,11 +9,7 @@ use wxpay_core::wechat::{
 };
 
 use super::{transport_error, V2Client};
-use crate::wechat::WechatError;
-
-/// A day's bill is a few hundred bytes per trade; 64 MiB unpacked is far past
-/// any merchant's day and bounds what a bad reply can make us hold.
-const MAX_BILL_BYTES: u64 = 64 * 1024 * 1024;
+use crate::wechat::{bill_file, WechatError};
 
 impl V2Client {
     /// The ALL bill of `day` (Beijing time); `None` when WeChat has no trade that day.
@@ -62,15 +56,6 @@ impl V2Client {
                 None => WechatError::Return(reply.get("return_msg").cloned().unwrap_or_default()),
             });
         }
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(bytes.as_ref())
-            .take(MAX_BILL_BYTES)
-            .read_to_string(&mut text)
-            .map_err(|e| {
-                WechatError::BadReply(format!("the bill is not gzipped UTF-8 text: {e}"))
-            })?;
-        bill::parse(&text)
-            .map(Some)
-            .map_err(|e| WechatError::BadReply(format!("the bill cannot be read: {e}")))
+        bill_file::read_gzipped(&bytes).map(Some)
     }
 }

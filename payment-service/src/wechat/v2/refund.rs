@@ -49,9 +49,7 @@ impl V2Client {
             )));
         }
         match get("refund_id") {
-            Some(id) if !id.is_empty() => Ok(RefundAccepted {
-                refund_id: id.to_owned(),
-            }),
+            Some(id) if !id.is_empty() => Ok(RefundAccepted::processing(id.to_owned())),
             _ => Err(WechatError::BadReply(
                 "no refund_id in a successful reply".into(),
             )),
@@ -111,6 +109,7 @@ fn refund_in(reply: &Fields, out_refund_no: &str) -> Result<RefundState, WechatE
         transaction_id: get("transaction_id".into())
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
+        total_fee: None,
     })
 }
 
