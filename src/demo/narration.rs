@@ -13,6 +13,38 @@ use tokio_stream::StreamExt;
 use wechat_sandbox::DeliveryAttempt;
 use wxpay_proto::v1::{OrderStatus, OrderStatusEvent};
 
+/// WeChat settles refund `out_refund_no` SUCCESS (the sandbox's control
+/// API), which notifies the gateway; returns the refund's event on `stream`
+/// (within 20 s). `what` names the step in errors.
+pub(super) async fn settle_and_see(
+    sandbox_url: &str,
+    out_refund_no: &str,
+    stream: &mut tonic::Streaming<OrderStatusEvent>,
+    what: &str,
+) -> anyhow::Result<OrderStatusEvent> {
+    let settled = reqwest::Client::new()
+        .post(format!(
+            "{sandbox_url}/sandbox/refunds/{out_refund_no}/settle"
+        ))
+        .header("content-type", "application/json")
+        .body(r#"{"status":"SUCCESS"}"#)
+        .send()
+        .await
+        .with_context(|| format!("{what}: the sandbox's control API"))?;
+    if !settled.status().is_success() {
+        bail!(
+            "{what}: the sandbox did not settle the refund: {}",
+            settled.status()
+        );
+    }
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        next_event(stream, &format!("{what}: the refund on the stream")),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{what}: no refund on the stream within 20 s"))?
+}
+
 pub(super) async fn next_event(
     stream: &mut tonic::Streaming<OrderStatusEvent>,
     what: &str,

@@ -13,7 +13,7 @@ use wxpay_proto::v1::{
     WatchOrderRequest,
 };
 
-use super::narration::{ms, next_event, status_name, step};
+use super::narration::{ms, next_event, settle_and_see, status_name, step};
 use crate::addresses::Addresses;
 
 /// What the refund step showed.
@@ -72,28 +72,7 @@ pub(super) async fn refund_part(
 
     // 10. WeChat moves the money and notifies the gateway; the stream shows it.
     let t = Instant::now();
-    let settled = reqwest::Client::new()
-        .post(format!(
-            "{}/sandbox/refunds/{out_refund_no}/settle",
-            a.sandbox_url()
-        ))
-        .header("content-type", "application/json")
-        .body(r#"{"status":"SUCCESS"}"#)
-        .send()
-        .await
-        .context("step 10: the sandbox's control API")?;
-    if !settled.status().is_success() {
-        bail!(
-            "step 10: the sandbox did not settle the refund: {}",
-            settled.status()
-        );
-    }
-    let event = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        next_event(&mut stream, "step 10: the refund on the stream"),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("step 10: no refund on the stream within 20 s"))??;
+    let event = settle_and_see(&a.sandbox_url(), &out_refund_no, &mut stream, "step 10").await?;
     if event.refunded_fee != refund_fee {
         bail!(
             "step 10: the stream says {} fen refunded",

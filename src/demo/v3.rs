@@ -245,32 +245,11 @@ async fn refund_in_two_parts(
         )?,
         other => bail!("v3 refund: an over-refund was not refused: {other:?}"),
     }
-    let http = reqwest::Client::new();
     let mut last = None;
     for (out_refund_no, _) in &parts {
         let t = Instant::now();
-        let settled = http
-            .post(format!(
-                "{}/sandbox/refunds/{out_refund_no}/settle",
-                a.sandbox_url()
-            ))
-            .header("content-type", "application/json")
-            .body(r#"{"status":"SUCCESS"}"#)
-            .send()
-            .await
-            .context("v3 refund: the sandbox's control API")?;
-        if !settled.status().is_success() {
-            bail!(
-                "v3 refund: the sandbox did not settle the refund: {}",
-                settled.status()
-            );
-        }
-        let event = tokio::time::timeout(
-            Duration::from_secs(20),
-            next_event(&mut stream, "v3 refund: the refund on the stream"),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("v3 refund: no refund on the stream within 20 s"))??;
+        let event =
+            settle_and_see(&a.sandbox_url(), out_refund_no, &mut stream, "v3 refund").await?;
         say(
             out,
             &format!(

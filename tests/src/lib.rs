@@ -26,6 +26,7 @@ mod process;
 mod redis;
 mod stack;
 mod tools;
+mod wait;
 
 use wxpay_core::wechat::{ApiKey, Merchant};
 
@@ -37,6 +38,7 @@ pub use process::Process;
 pub use redis::PrivateRedis;
 pub use stack::{Stack, StackOptions};
 pub use tools::{npm_examples, python_venv, require_tool};
+pub use wait::eventually;
 
 /// The merchant every process of a stack shares (the sandbox accepts only it).
 /// The key is a test key, only ever valid against the sandbox.

@@ -3,24 +3,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::{PrivateRedis, Stack, StackOptions};
+use e2e_tests::{eventually, PrivateRedis, Stack, StackOptions};
 use sqlx::{Connection, Row};
 use wxpay_proto::v1::{CreateOrderRequest, OrderStatus, WatchOrderRequest};
-
-/// Polls `check` every 100 ms for up to 30 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 30 s: {what}");
-}
 
 /// The order's outbox rows: (status, published).
 async fn outbox(database_url: &str, out_trade_no: &str) -> Vec<(String, bool)> {

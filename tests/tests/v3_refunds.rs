@@ -11,7 +11,7 @@
 
 use std::{path::Path, time::Duration};
 
-use e2e_tests::{Process, Stack, StackOptions};
+use e2e_tests::{eventually, Process, Stack, StackOptions};
 use sqlx::{Connection, PgConnection, Row};
 use tonic::Code;
 use wxpay_proto::v1::{
@@ -164,21 +164,6 @@ async fn wechat_knows_refund(stack: &Stack, out_refund_no: &str) -> bool {
         .sandbox_get(&format!("/sandbox/refunds/{out_refund_no}"))
         .await
         .is_ok()
-}
-
-/// Polls `check` every 100 ms for up to 30 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 30 s: {what}");
 }
 
 /// Beijing's date of yesterday, as ReconcileBill spells it.
