@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wxpay_core::wechat::MerchantBook;
 use wxpay_runtime::http_edge::{self, ConnectionLimits};
-use wxpay_store::{EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store};
+use wxpay_store::{
+    postgres::PgOptions, EventPublisher, PgStore, RedisPublisher, Relay, Retention, Store,
+};
 use wxpay_wechat_v3::{ClientOptions, KeysOptions, PlatformKeys, V3Http};
 
 use crate::{
@@ -53,8 +55,17 @@ impl Application {
     /// Connects to Postgres (running migrations), prepares Redis (lazily: the
     /// gateway starts and keeps answering while Redis is down) and binds.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        Self::build_with_database(config, PgOptions::default()).await
+    }
+
+    /// [`build`](Self::build) with the pool and start-up wait the binary read
+    /// (`DATABASE_MAX_CONNECTIONS`, `DATABASE_CONNECT_TIMEOUT_SECONDS`).
+    pub async fn build_with_database(
+        config: GatewayConfig,
+        database: PgOptions,
+    ) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = Arc::new(
-            PgStore::connect(&config.database_url, Default::default())
+            PgStore::connect(&config.database_url, database)
                 .await
                 .context("cannot use DATABASE_URL")?,
         );

@@ -41,7 +41,9 @@ fn tokens(
     config::require_tls_off_loopback("PAYMENT_ADDR", addr, tokens.any(), tls.is_some())?;
     Ok(tokens)
 }
-use wxpay_store::{EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store};
+use wxpay_store::{
+    postgres::PgOptions, EventPublisher, Ledger, PgStore, RedisPublisher, Relay, Store,
+};
 use wxpay_wechat_v3::{KeysOptions, PlatformKeys};
 
 use crate::{
@@ -59,6 +61,8 @@ const BILL_CHECK_EVERY: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS` and `DATABASE_CONNECT_TIMEOUT_SECONDS`.
+    pub database_pool: config::DatabasePool,
     pub redis_url: String,
     pub wechat: WechatConfig,
     pub addr: SocketAddr,
@@ -77,6 +81,7 @@ impl Settings {
         let tls = ServerTls::from_env()?;
         Ok(Self {
             database_url: config::database_url()?,
+            database_pool: config::database_pool()?,
             redis_url: config::redis_url()?,
             api_tokens: tokens(addr, &wechat, tls.as_ref())?,
             wechat,
@@ -100,10 +105,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to Postgres (running migrations) and binds the listener.
+    /// Connects to Postgres (waiting for it at start, then running
+    /// migrations) and binds the listener. Redis is connected lazily: the
+    /// service starts while it is down and the relay publishes later.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> =
-            Arc::new(PgStore::connect(&settings.database_url, Default::default()).await?);
+        let pool = settings.database_pool;
+        let store: Arc<dyn Store> = Arc::new(
+            PgStore::connect(
+                &settings.database_url,
+                PgOptions::for_service(pool.max_connections, pool.connect_timeout),
+            )
+            .await?,
+        );
         let publisher: Arc<dyn EventPublisher> =
             Arc::new(RedisPublisher::new(&settings.redis_url)?);
         let options = ClientOptions::default();

@@ -22,8 +22,9 @@ use crate::{
 };
 
 impl ReconcilerConfig {
-    /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60) and
-    /// `RECONCILE_MAX_QPS` (20); each must be at least 1.
+    /// `RECONCILE_INTERVAL_SECONDS` (30), `RECONCILE_AFTER_SECONDS` (60),
+    /// `RECONCILE_MAX_QPS` (20) and `RECONCILE_LEASE_SECONDS` (10); each must
+    /// be at least 1.
     pub fn from_env() -> Result<Self, ConfigError> {
         let positive = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
             let v: u64 = parsed_or(var, default)?;
@@ -36,6 +37,7 @@ impl ReconcilerConfig {
         Ok(Self {
             interval: Duration::from_secs(positive("RECONCILE_INTERVAL_SECONDS", 30)?),
             after: Duration::from_secs(positive("RECONCILE_AFTER_SECONDS", 60)?),
+            lease: Duration::from_secs(positive("RECONCILE_LEASE_SECONDS", 10)?),
             max_qps: u32::try_from(max_qps)
                 .map_err(|_| ConfigError::new("RECONCILE_MAX_QPS", "is too large"))?,
             ..Self::default()

@@ -20,6 +20,17 @@
 //! One replica at a time runs a pass (a lease in the store), claims are per
 //! order (so even two passes never ask about one order twice), and WeChat calls
 //! are paced to `max_qps`: WeChat throttles orderquery per merchant.
+//!
+//! Leases and claims are short (`lease`, 10 s) so that a replica killed or cut
+//! off from Postgres mid-pass holds nothing for long: while a pass runs, it
+//! renews its lease every third of `lease`, and it stops at once (mid-call) when
+//! a renewal fails or the lease went to another holder, so it never acts past
+//! its lease. It claims in chunks it can settle well within a lease at
+//! `max_qps`, so what it claimed and did not reach is due again within `lease`;
+//! a pass that ends gives its lease back, and the next pass may run anywhere.
+//! A question that told nothing (WeChat failed or timed out) and a refund sent
+//! again are asked about again within seconds (2, 4, 8, 16, then every 30),
+//! not on the slow schedule of an order or refund WeChat says is still open.
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,11 +48,11 @@ use crate::{
 const LEASE: &str = "reconciler";
 /// WeChat refuses closeorder within this long of an order's creation.
 pub const CLOSE_MIN_AGE: ChronoDuration = ChronoDuration::minutes(5);
-/// How long a claimed order is left alone if the replica that claimed it dies
-/// before it says when to look next.
-const CLAIM: ChronoDuration = ChronoDuration::minutes(2);
 /// The pauses between two questions about one order.
 const SCHEDULE: [i64; 5] = [60, 120, 300, 600, 1800];
+/// The pauses after a question that told nothing, or after a refund was sent
+/// again: what WeChat says next decides the money, so it is asked soon.
+const SOON: [i64; 5] = [2, 4, 8, 16, 30];
 
 /// How the reconciler runs (`RECONCILE_*` variables).
 #[derive(Debug, Clone)]
@@ -55,6 +66,10 @@ pub struct ReconcilerConfig {
     pub max_qps: u32,
     /// Orders claimed per pass.
     pub batch: i64,
+    /// How long the lease and each claim last unless renewed
+    /// (`RECONCILE_LEASE_SECONDS`, 10): a replica that dies mid-pass has its
+    /// work taken over this long after its last renewal.
+    pub lease: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -64,6 +79,7 @@ impl Default for ReconcilerConfig {
             after: Duration::from_secs(60),
             max_qps: 20,
             batch: 500,
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -125,45 +141,132 @@ impl Reconciler {
         }
     }
 
-    /// One pass: take the lease, claim what is due, settle each at WeChat's pace.
+    /// One pass: take the lease, claim what is due, settle each at WeChat's
+    /// pace while the lease is renewed beside it. A pass that loses its lease
+    /// (or cannot renew it) stops where it is and says so as an error.
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = self.payments.store();
-        let lease = ChronoDuration::from_std(self.config.interval * 2)
-            .unwrap_or(ChronoDuration::minutes(1));
-        if !store.try_lease(LEASE, &self.holder, lease).await? {
+        if !store.try_lease(LEASE, &self.holder, self.lease()).await? {
             return Ok(Pass::default());
         }
-        let now = Utc::now();
-        let after = ChronoDuration::from_std(self.config.after).unwrap_or(ChronoDuration::zero());
-        let due = store
-            .claim_due(now, now - after, self.config.batch, now + CLAIM)
-            .await?;
         let mut pass = Pass {
             ran: true,
             ..Pass::default()
         };
+        let outcome = {
+            let work = self.settle_due(&mut pass);
+            tokio::pin!(work);
+            tokio::select! {
+                done = &mut work => done,
+                lost = self.keep_lease() => Err(lost),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                // Given back (a lease that ends now): the next pass may run on
+                // any replica without waiting for this one's to run out.
+                if let Err(e) = store
+                    .try_lease(LEASE, &self.holder, ChronoDuration::zero())
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not give the reconciler lease back; it runs out");
+                }
+                Ok(pass)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lease(&self) -> ChronoDuration {
+        ChronoDuration::from_std(self.config.lease).unwrap_or(ChronoDuration::seconds(10))
+    }
+
+    /// Renews the lease every third of its length for as long as it is
+    /// polled; returns only when the lease is lost or cannot be renewed in
+    /// time, which ends the pass before the lease could run out.
+    async fn keep_lease(&self) -> StoreError {
+        let every = (self.config.lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = tokio::time::timeout(
+                every,
+                self.payments
+                    .store()
+                    .try_lease(LEASE, &self.holder, self.lease()),
+            )
+            .await;
+            let why = match renewed {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => "another replica holds the reconciler lease".to_owned(),
+                Ok(Err(e)) => format!("the reconciler lease could not be renewed: {e}"),
+                Err(_) => "renewing the reconciler lease timed out".to_owned(),
+            };
+            metrics::counter!("wxpay_reconciler_lease_lost_total").increment(1);
+            return StoreError::Unavailable(format!("{why}; the pass stopped"));
+        }
+    }
+
+    /// Claims what is due chunk by chunk and settles it, orders first.
+    async fn settle_due(&self, pass: &mut Pass) -> Result<(), StoreError> {
+        let store = self.payments.store();
+        let after = ChronoDuration::from_std(self.config.after).unwrap_or(ChronoDuration::zero());
         let spacing = Duration::from_secs_f64(1.0 / f64::from(self.config.max_qps.max(1)));
         let mut pace = tokio::time::interval(spacing);
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for order in due {
-            pace.tick().await;
-            self.settle(order, &mut pass).await;
+        let chunk = self.chunk();
+        // A chunk slower than its claims (WeChat slow to answer) may claim
+        // again what this pass already asked about: asked once per pass.
+        let mut seen = std::collections::HashSet::new();
+        let mut claimed = 0;
+        while claimed < self.config.batch {
+            let now = Utc::now();
+            let due = store
+                .claim_due(now, now - after, chunk, now + self.lease())
+                .await?;
+            if due.is_empty() {
+                break;
+            }
+            claimed += due.len() as i64;
+            for order in due {
+                if seen.insert(order.order.out_trade_no.clone()) {
+                    pace.tick().await;
+                    self.settle(order, pass).await;
+                }
+            }
         }
-        let refunds = store
-            .claim_due_refunds(now, now - after, self.config.batch, now + CLAIM)
-            .await?;
-        for refund in refunds {
-            pace.tick().await;
-            self.check_refund(refund, &mut pass).await;
+        let mut seen = std::collections::HashSet::new();
+        let mut claimed = 0;
+        while claimed < self.config.batch {
+            let now = Utc::now();
+            let refunds = store
+                .claim_due_refunds(now, now - after, chunk, now + self.lease())
+                .await?;
+            if refunds.is_empty() {
+                break;
+            }
+            claimed += refunds.len() as i64;
+            for refund in refunds {
+                if seen.insert(refund.refund.out_refund_no.clone()) {
+                    pace.tick().await;
+                    self.check_refund(refund, pass).await;
+                }
+            }
         }
-        Ok(pass)
+        Ok(())
+    }
+
+    /// How many items one claim takes: what `max_qps` settles in half a
+    /// lease, so a chunk is done long before its claims run out.
+    fn chunk(&self) -> i64 {
+        let per_lease = self.config.lease.as_secs_f64() * f64::from(self.config.max_qps.max(1));
+        ((per_lease / 2.0) as i64).clamp(1, self.config.batch.max(1))
     }
 
     async fn check_refund(&self, due: DueRefund, pass: &mut Pass) {
         pass.refunds_checked += 1;
         metrics::counter!("wxpay_reconciler_refunds_checked_total").increment(1);
         let no = &due.refund.out_refund_no;
-        match self.payments.check_refund(&due).await {
+        let pause = match self.payments.check_refund(&due).await {
             Ok(RefundCheck::Settled(status)) => {
                 pass.refunds_settled += 1;
                 tracing::info!(out_refund_no = %no, %status, "reconciler settled a refund");
@@ -173,15 +276,17 @@ impl Reconciler {
             Ok(RefundCheck::Resent) => {
                 pass.refunds_settled += 1;
                 tracing::info!(out_refund_no = %no, "reconciler re-sent a refund WeChat never saw");
+                soon(due.attempts)
             }
-            Ok(RefundCheck::StillProcessing) => {}
+            Ok(RefundCheck::StillProcessing) => schedule(due.attempts),
             Err(e) => {
                 pass.errors += 1;
                 metrics::counter!("wxpay_reconciler_errors_total").increment(1);
                 tracing::warn!(out_refund_no = %no, error = %e, "reconciler could not settle a refund; it will ask again");
+                soon(due.attempts)
             }
-        }
-        let next = Utc::now() + schedule(due.attempts);
+        };
+        let next = Utc::now() + pause;
         if let Err(e) = self.payments.store().schedule_refund_check(no, next).await {
             tracing::warn!(out_refund_no = %no, error = %e, "could not schedule the refund's next check");
         }
@@ -195,14 +300,19 @@ impl Reconciler {
             let closable_at = order.created_at + CLOSE_MIN_AGE;
             if closable_at > now {
                 closable_at
-            } else {
-                self.expire(&order, pass).await;
+            } else if self.expire(&order, pass).await {
                 now + schedule(attempts)
+            } else {
+                now + soon(attempts)
             }
         } else {
-            self.query(&order, pass).await;
+            let pause = if self.query(&order, pass).await {
+                schedule(attempts)
+            } else {
+                soon(attempts)
+            };
             // Never past the expiry: that is when the order is closed.
-            (now + schedule(attempts)).min(expires_at)
+            (now + pause).min(expires_at)
         };
         if let Err(e) = self
             .payments
@@ -215,7 +325,8 @@ impl Reconciler {
         }
     }
 
-    async fn query(&self, order: &Order, pass: &mut Pass) {
+    /// Asks orderquery and applies the answer; false when WeChat told nothing.
+    async fn query(&self, order: &Order, pass: &mut Pass) -> bool {
         pass.queried += 1;
         metrics::counter!("wxpay_reconciler_queried_total").increment(1);
         match self.payments.query_order(&order.out_trade_no).await {
@@ -228,11 +339,16 @@ impl Reconciler {
                 );
             }
             Ok(_) => {}
-            Err(e) => self.failed(order, "orderquery", &e, pass),
+            Err(e) => {
+                self.failed(order, "orderquery", &e, pass);
+                return false;
+            }
         }
+        true
     }
 
-    async fn expire(&self, order: &Order, pass: &mut Pass) {
+    /// Closes an expired order at WeChat, then here; false when WeChat told nothing.
+    async fn expire(&self, order: &Order, pass: &mut Pass) -> bool {
         match self.payments.expire_order(&order.out_trade_no).await {
             Ok(now) if now.status == OrderStatus::Closed => {
                 pass.closed += 1;
@@ -249,8 +365,12 @@ impl Reconciler {
                 );
             }
             Ok(_) => {}
-            Err(e) => self.failed(order, "closeorder", &e, pass),
+            Err(e) => {
+                self.failed(order, "closeorder", &e, pass);
+                return false;
+            }
         }
+        true
     }
 
     fn failed(&self, order: &Order, call: &str, e: &ApiError, pass: &mut Pass) {
@@ -270,8 +390,18 @@ pub fn expiry(order: &Order) -> DateTime<Utc> {
 
 /// The pause after the `attempts`-th question (counted from 1).
 fn schedule(attempts: u32) -> ChronoDuration {
+    step(&SCHEDULE, attempts)
+}
+
+/// The pause after the `attempts`-th question when it told nothing or a
+/// refund was sent again.
+fn soon(attempts: u32) -> ChronoDuration {
+    step(&SOON, attempts)
+}
+
+fn step(pauses: &[i64], attempts: u32) -> ChronoDuration {
     let i = (attempts.max(1) - 1) as usize;
-    ChronoDuration::seconds(SCHEDULE[i.min(SCHEDULE.len() - 1)])
+    ChronoDuration::seconds(pauses[i.min(pauses.len() - 1)])
 }
 
 #[cfg(test)]
@@ -282,5 +412,11 @@ mod tests {
     fn questions_back_off_then_settle_at_half_an_hour() {
         let got: Vec<i64> = (1..=7).map(|a| schedule(a).num_seconds()).collect();
         assert_eq!(got, vec![60, 120, 300, 600, 1800, 1800, 1800]);
+    }
+
+    #[test]
+    fn questions_that_told_nothing_are_asked_again_within_seconds() {
+        let got: Vec<i64> = (1..=7).map(|a| soon(a).num_seconds()).collect();
+        assert_eq!(got, vec![2, 4, 8, 16, 30, 30, 30]);
     }
 }

@@ -28,6 +28,9 @@ const GOOD: &[(&str, &str)] = &[
         "http://127.0.0.1:8080/wechat/pay/notify",
     ),
     ("PAYMENT_ADDR", "127.0.0.1:0"),
+    // The database above is never there: give up after a second rather than
+    // wait for it as a service does by default.
+    ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
 ];
 
 fn with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
@@ -77,7 +80,44 @@ fn an_unreachable_database_fails_startup_without_leaking_the_key() {
     let (code, stderr) = run(GOOD);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("failed to start"), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_CONNECT_TIMEOUT_SECONDS"),
+        "why it gave up: {stderr}"
+    );
     assert!(!stderr.contains("192006250b4c09247ec02edce69f6a2d"));
+}
+
+#[test]
+fn a_bad_pool_size_or_wait_stops_startup_naming_the_variable() {
+    for (var, value) in [
+        ("DATABASE_MAX_CONNECTIONS", "0"),
+        ("DATABASE_MAX_CONNECTIONS", "5000"),
+        ("DATABASE_MAX_CONNECTIONS", "sixteen"),
+        ("DATABASE_CONNECT_TIMEOUT_SECONDS", "0"),
+    ] {
+        let (code, stderr) = run(&with(&[(var, value)]));
+        assert_eq!(code, 2, "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{var}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_database_url_that_does_not_parse_stops_at_once_without_waiting() {
+    // No DATABASE_CONNECT_TIMEOUT_SECONDS: a service would wait for ever
+    // for a database that is not there, but never for a URL that is wrong.
+    let env: Vec<_> = with(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:notaport/db")])
+        .into_iter()
+        .filter(|(k, _)| *k != "DATABASE_CONNECT_TIMEOUT_SECONDS")
+        .collect();
+    let started = std::time::Instant::now();
+    let (code, stderr) = run(&env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("failed to start"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it waited for a URL that cannot work"
+    );
 }
 
 #[test]

@@ -98,6 +98,56 @@ pub fn database_url() -> Result<String, ConfigError> {
     )
 }
 
+/// The Postgres settings of one process besides its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabasePool {
+    /// `DATABASE_MAX_CONNECTIONS` (16, 1 to 1000): the pool size of this
+    /// process. Every replica of every service opens up to this many.
+    pub max_connections: u32,
+    /// `DATABASE_CONNECT_TIMEOUT_SECONDS` (unset: no limit): how long a
+    /// starting service waits for an unreachable database before it gives up.
+    pub connect_timeout: Option<std::time::Duration>,
+}
+
+/// The most `DATABASE_MAX_CONNECTIONS` may say: far beyond what one Postgres
+/// serves, so a larger value is a typo.
+pub const MAX_DATABASE_CONNECTIONS: u32 = 1000;
+
+/// `DATABASE_MAX_CONNECTIONS` and `DATABASE_CONNECT_TIMEOUT_SECONDS`.
+pub fn database_pool() -> Result<DatabasePool, ConfigError> {
+    const VAR: &str = "DATABASE_MAX_CONNECTIONS";
+    let max_connections = match optional(VAR)? {
+        None => 16,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_DATABASE_CONNECTIONS).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    VAR,
+                    format!(
+                        "must be a whole number from 1 to {MAX_DATABASE_CONNECTIONS} (got {v:?})"
+                    ),
+                ))
+            }
+        },
+    };
+    let connect_timeout = match optional("DATABASE_CONNECT_TIMEOUT_SECONDS")? {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(secs) if secs >= 1 => Some(std::time::Duration::from_secs(secs)),
+            _ => {
+                return Err(ConfigError::new(
+                    "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                    format!("must be a whole number of seconds, at least 1 (got {v:?})"),
+                ))
+            }
+        },
+    };
+    Ok(DatabasePool {
+        max_connections,
+        connect_timeout,
+    })
+}
+
 /// Where order events go: `REDIS_CLUSTER_URLS` (comma-separated seed nodes of
 /// a Redis Cluster, `redis://[user:password@]host:port` or `rediss://…` for
 /// TLS) when set, else `REDIS_URL` (`redis://`, `rediss://`, with credentials
@@ -642,6 +692,41 @@ mod tests {
         let err = require_tls_off_loopback("POLLER_ADDR", lan, true, false).expect_err("not 1/0");
         assert_eq!(err.var, "ALLOW_PLAINTEXT");
         std::env::remove_var("ALLOW_PLAINTEXT");
+    }
+
+    #[test]
+    fn the_pool_size_is_one_to_a_thousand_and_named_when_wrong() {
+        // The only test of this crate that sets these variables.
+        std::env::remove_var("DATABASE_CONNECT_TIMEOUT_SECONDS");
+        std::env::remove_var("DATABASE_MAX_CONNECTIONS");
+        assert_eq!(
+            database_pool(),
+            Ok(DatabasePool {
+                max_connections: 16,
+                connect_timeout: None
+            })
+        );
+        std::env::set_var("DATABASE_MAX_CONNECTIONS", "40");
+        std::env::set_var("DATABASE_CONNECT_TIMEOUT_SECONDS", "90");
+        assert_eq!(
+            database_pool(),
+            Ok(DatabasePool {
+                max_connections: 40,
+                connect_timeout: Some(std::time::Duration::from_secs(90))
+            })
+        );
+        for bad in ["0", "1001", "-3", "lots"] {
+            std::env::set_var("DATABASE_MAX_CONNECTIONS", bad);
+            let err = database_pool().expect_err(bad);
+            assert_eq!(err.var, "DATABASE_MAX_CONNECTIONS");
+            assert!(err.to_string().contains("from 1 to 1000"), "{err}");
+        }
+        std::env::set_var("DATABASE_MAX_CONNECTIONS", "1000");
+        std::env::set_var("DATABASE_CONNECT_TIMEOUT_SECONDS", "0");
+        let err = database_pool().expect_err("zero seconds");
+        assert_eq!(err.var, "DATABASE_CONNECT_TIMEOUT_SECONDS");
+        std::env::remove_var("DATABASE_CONNECT_TIMEOUT_SECONDS");
+        std::env::remove_var("DATABASE_MAX_CONNECTIONS");
     }
 
     #[test]

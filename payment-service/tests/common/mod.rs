@@ -3,6 +3,7 @@
 //! (driven through its HTTP control API). Shared by the gRPC and lifecycle tests.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod proxy;
 pub mod v3;
 
 use std::{sync::Arc, time::Duration};
@@ -33,6 +34,8 @@ pub fn merchant() -> Merchant {
 pub struct Harness {
     pub client: PaymentServiceClient<Channel>,
     pub store: Arc<PgStore>,
+    /// The test's own database.
+    pub database_url: String,
     pub sandbox: String,
     pub http: reqwest::Client,
     pub payments: Arc<payment_service::service::Payments>,
@@ -109,7 +112,12 @@ pub async fn start_on(opts: Options, sandbox: wechat_sandbox::SandboxHandle) -> 
         sandbox_url.clone()
     };
 
-    let store = Arc::new(testing::fresh_pg_store().await.expect("fresh database"));
+    let database_url = testing::fresh_database_url().await.expect("fresh database");
+    let store = Arc::new(
+        PgStore::connect(&database_url, Default::default())
+            .await
+            .expect("migrated"),
+    );
     let publisher: Arc<dyn EventPublisher> =
         Arc::new(RedisPublisher::new(&testing::redis_url()).expect("redis url"));
     let mut accounts = vec![MerchantAccount {
@@ -198,6 +206,7 @@ pub async fn start_on(opts: Options, sandbox: wechat_sandbox::SandboxHandle) -> 
     Harness {
         client: PaymentServiceClient::new(channel),
         store,
+        database_url,
         sandbox: sandbox_url,
         http: reqwest::Client::new(),
         payments,
