@@ -98,6 +98,14 @@ pub struct Deployment {
     pub payments: Proxy,
     pub pollers: Proxy,
     http: reqwest::Client,
+    /// The merchants file and the v3 key files; removed on drop.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The reconciler at its shortest: every second, for orders two seconds old.
@@ -122,9 +130,45 @@ fn set(
     env
 }
 
+/// The v3 merchant beside the harness's v2 `default`: refunds need a v3
+/// merchant here (a v2 refund needs a client certificate the sandbox's plain
+/// listener does not take). Public-key mode; the sandbox writes its key files
+/// into the soak's directory at start, as WeChat hands them out.
+pub const V3_MERCHANT: &str = "v3-shop";
+
+fn merchants_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let d = dir.display();
+    let path = dir.join("merchants.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[merchant]]
+name = "{V3_MERCHANT}"
+api_version = "v3"
+app_id = "wx5000000000000500"
+mch_id = "1900000500"
+apiv3_key = "chaos-apiv3-key-0123456789abcdef"
+private_key = "{d}/apiclient_key.pem"
+serial_no = "6C2E7F4FAD9183C5BE2F40618CAD2E3F40516273"
+wechatpay_public_key = "{d}/pub_key.pem"
+wechatpay_public_key_id = "PUB_KEY_ID_0119000005002026120700000000"
+"#
+        ),
+    )?;
+    Ok(path)
+}
+
 impl Deployment {
     pub async fn start() -> anyhow::Result<Self> {
         build_binaries()?;
+        let dir = std::env::temp_dir().join(format!(
+            "wxpay-chaos-{}-{}",
+            std::process::id(),
+            crate::free_port()?
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let merchants = merchants_file(&dir)?;
         let postgres = PrivatePostgres::start_with_max_connections(100).await?;
         let redis = PrivateRedis::start().await?;
         let database_url = postgres.url();
@@ -148,7 +192,7 @@ impl Deployment {
             merchant: merchant(),
             sign_type: SignType::HmacSha256,
             merchants: Vec::new(),
-            merchants_file: None,
+            merchants_file: Some(merchants),
             // The pollers reach payment-service, and WeChat the gateways,
             // through the round-robin proxies; each replica's own address is
             // set below.
@@ -281,6 +325,7 @@ impl Deployment {
             payments,
             pollers,
             http,
+            dir,
         })
     }
 

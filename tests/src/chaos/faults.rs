@@ -62,7 +62,10 @@ pub async fn inject(
     let redis_busy = Arc::new(AtomicBool::new(false));
     while !stop.load(Ordering::SeqCst) {
         let gap = mean_gap.mul_f64(rng.random_range(0.3..1.7));
-        tokio::time::sleep(gap).await;
+        let until = Instant::now() + gap;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if stop.load(Ordering::SeqCst) {
             break;
         }
@@ -71,11 +74,11 @@ pub async fn inject(
         let l = log.clone();
         let fault_seed: u64 = rng.random();
         match roll {
-            0..=34 => {
+            0..=29 => {
                 let i = rng.random_range(0..d.services.len());
                 running.spawn(kill_and_restart(d, l, i, fault_seed));
             }
-            35..=49 => {
+            30..=41 => {
                 if postgres_busy.swap(true, Ordering::SeqCst) {
                     continue;
                 }
@@ -90,7 +93,7 @@ pub async fn inject(
                     busy.store(false, Ordering::SeqCst);
                 });
             }
-            50..=59 => {
+            42..=49 => {
                 if latency_busy.swap(true, Ordering::SeqCst) {
                     continue;
                 }
@@ -100,7 +103,7 @@ pub async fn inject(
                     busy.store(false, Ordering::SeqCst);
                 });
             }
-            60..=69 => {
+            50..=57 => {
                 if redis_busy.swap(true, Ordering::SeqCst) {
                     continue;
                 }
@@ -110,7 +113,7 @@ pub async fn inject(
                     busy.store(false, Ordering::SeqCst);
                 });
             }
-            70..=77 => {
+            58..=65 => {
                 running.spawn(cut_notifications(d, l, fault_seed));
             }
             _ => {
@@ -227,7 +230,12 @@ async fn restart_redis(d: Arc<Deployment>, log: Arc<FaultLog>, seed: u64) {
 /// The next few WeChat API calls fail: SYSTEMERROR, a hang before anything
 /// is done, or a hang after it was done (the outcome unknown to the caller).
 async fn wechat_fault(d: &Deployment, log: &FaultLog, rng: &mut StdRng) {
-    let (kind, field, n) = match rng.random_range(0..3) {
+    let (kind, field, n) = match rng.random_range(0..4) {
+        3 => (
+            "wechat FREQUENCY_LIMITED (v3)",
+            "frequency_limited",
+            rng.random_range(1..=4),
+        ),
         0 => ("wechat SYSTEMERROR", "systemerror", rng.random_range(1..=6)),
         1 => ("wechat timeout", "timeout", rng.random_range(1..=2)),
         _ => (

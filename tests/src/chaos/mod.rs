@@ -47,6 +47,10 @@ pub struct ChaosConfig {
     pub settle_bound: Duration,
     /// Print progress lines (stderr) as it runs.
     pub progress: bool,
+    /// The soak's own self-check: before the verdict, break the money in
+    /// the database in known ways (see [`sabotage`]); the verdict must name
+    /// each. Never set for a real run.
+    pub sabotage: bool,
 }
 
 impl ChaosConfig {
@@ -59,6 +63,7 @@ impl ChaosConfig {
             customers: 6,
             settle_bound: Duration::from_secs(240),
             progress: true,
+            sabotage: false,
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct ChaosReport {
     /// From the end of the chaos to the last customer finishing its order.
     pub drained_after: Duration,
     pub violations: Vec<Violation>,
+    /// With `sabotage`: the orders broken on purpose and how.
+    pub sabotaged: Vec<(String, &'static str)>,
+    /// Calls that ended without success, by call, code and message.
+    pub refusals: Vec<(String, u64)>,
     /// Where each process's log went.
     pub logs: Vec<(String, Vec<std::path::PathBuf>)>,
 }
@@ -100,6 +109,12 @@ impl fmt::Display for ChaosReport {
         writeln!(f, "faults injected: {total}")?;
         for (kind, n) in &self.faults {
             writeln!(f, "  {kind:<28} {n}")?;
+        }
+        if !self.refusals.is_empty() {
+            writeln!(f, "calls that ended without success:")?;
+            for (why, n) in &self.refusals {
+                writeln!(f, "  {n:>5}  {why}")?;
+            }
         }
         writeln!(
             f,
@@ -218,6 +233,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     say!(config, "chaos over; healing");
     stop_faults.store(true, Ordering::SeqCst);
     stop_traffic.store(true, Ordering::SeqCst);
+    let chaos_ended = Instant::now();
     let _ = injector.await;
     deployment.postgres_proxy.heal();
     deployment.gateways.heal();
@@ -233,7 +249,6 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let healed = (*lock(&log.last_healed)).unwrap_or_else(tokio::time::Instant::now);
     let healed = healed.max(tokio::time::Instant::now());
     say!(config, "healed; waiting for the customers' last orders");
-    let chaos_ended = Instant::now();
     while customers.join_next().await.is_some() {}
     let drained_after = chaos_ended.elapsed();
     say!(
@@ -241,6 +256,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         "traffic drained after {drained_after:.1?}; checking"
     );
 
+    let mut sabotaged = Vec::new();
     let mut findings;
     let mut converged_after = None;
     loop {
@@ -253,7 +269,16 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         .await?;
         let since = healed.elapsed();
         if findings.violations.is_empty() {
-            converged_after = Some(since);
+            converged_after.get_or_insert(since);
+            if config.sabotage && sabotaged.is_empty() {
+                // Converged; now break it, and check once more.
+                sabotaged = sabotage(&deployment.database_url).await?;
+                say!(config, "sabotaged: {sabotaged:?}");
+                continue;
+            }
+            break;
+        }
+        if !sabotaged.is_empty() {
             break;
         }
         say!(
@@ -273,6 +298,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let counters = vec![
         ("orders created", load(&c.orders)),
+        ("  on the v3 merchant", load(&c.v3_orders)),
         ("CreateOrder abandoned", load(&c.create_abandoned)),
         ("payments", load(&c.paid)),
         ("  notified twice at once", load(&c.paid_duplicate)),
@@ -281,6 +307,8 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         ("failed, never paid", load(&c.failed_only)),
         ("closes", load(&c.closes)),
         ("closes refused", load(&c.closes_refused)),
+        ("payer tried after the close", load(&c.pay_after_close)),
+        ("  and WeChat took it", load(&c.paid_after_close)),
         ("refunds asked", load(&c.refunds)),
         ("  two at once (pairs)", load(&c.refunds_concurrent)),
         ("  refused", load(&c.refunds_refused)),
@@ -303,6 +331,10 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         let s = s.lock().await;
         logs.push((s.name.clone(), s.logs.clone()));
     }
+    let refusals = lock(&truth.refusals)
+        .iter()
+        .map(|(k, n)| (k.clone(), *n))
+        .collect();
     Ok(ChaosReport {
         seed: config.seed,
         chaos: config.chaos,
@@ -316,6 +348,52 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         converged_after,
         drained_after,
         violations: findings.violations,
+        sabotaged,
+        refusals,
         logs,
     })
+}
+
+/// Breaks the money in the database the way a bug would, one order each: a
+/// paid order's refunded_fee raised by one fen, an unpaid order marked paid
+/// with a transaction WeChat never made, a paid order's payment event
+/// deleted. Returns the orders and the violation kind each must produce.
+async fn sabotage(database_url: &str) -> anyhow::Result<Vec<(String, &'static str)>> {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(database_url).await?;
+    let mut broken = Vec::new();
+    let paid: Vec<String> = sqlx::query_scalar(
+        "SELECT out_trade_no FROM orders WHERE status = 'SUCCESS' AND refunded_fee = 0 \
+         ORDER BY out_trade_no LIMIT 2",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    anyhow::ensure!(
+        paid.len() == 2,
+        "sabotage needs two paid orders, found {paid:?}"
+    );
+    sqlx::query("UPDATE orders SET refunded_fee = 1 WHERE out_trade_no = $1")
+        .bind(&paid[0])
+        .execute(&mut db)
+        .await?;
+    broken.push((paid[0].clone(), "refunded_fee differs"));
+    sqlx::query("DELETE FROM order_events WHERE out_trade_no = $1 AND status = 'SUCCESS'")
+        .bind(&paid[1])
+        .execute(&mut db)
+        .await?;
+    broken.push((paid[1].clone(), "event versions"));
+    let unpaid: String = sqlx::query_scalar(
+        "SELECT out_trade_no FROM orders WHERE status = 'NOTPAY' ORDER BY out_trade_no LIMIT 1",
+    )
+    .fetch_one(&mut db)
+    .await?;
+    sqlx::query(
+        "UPDATE orders SET status = 'SUCCESS', transaction_id = '4200009999202612070000000001', \
+         paid_at = now() WHERE out_trade_no = $1",
+    )
+    .bind(&unpaid)
+    .execute(&mut db)
+    .await?;
+    broken.push((unpaid, "paid here, not at WeChat"));
+    Ok(broken)
 }

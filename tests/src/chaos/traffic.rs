@@ -22,8 +22,10 @@ use tonic::{transport::Channel, Code, Status};
 use wxpay_proto::v1::{
     order_status_service_client::OrderStatusServiceClient,
     payment_service_client::PaymentServiceClient, CloseOrderRequest, CreateOrderRequest,
-    GetOrderRequest, OrderStatus, RefundOrderRequest, WatchOrderRequest,
+    GetOrderRequest, OrderStatus, RefundOrderRequest, TradeType, WatchOrderRequest,
 };
+
+use super::deploy::V3_MERCHANT;
 
 /// How long a client keeps retrying one call before giving up on it.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
@@ -49,6 +51,9 @@ pub struct Counters {
     pub abandoned_calls: AtomicU64,
     pub not_paid_here_in_time: AtomicU64,
     pub watch_reconnects: AtomicU64,
+    pub v3_orders: AtomicU64,
+    pub pay_after_close: AtomicU64,
+    pub paid_after_close: AtomicU64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -81,6 +86,8 @@ pub struct Truth {
     pub orders: Mutex<BTreeMap<String, Placed>>,
     pub watchers: Mutex<BTreeMap<String, Arc<WatchState>>>,
     pub counters: Counters,
+    /// Why calls ended without success: "Call: code: message" → how often.
+    pub refusals: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Truth {
@@ -169,7 +176,7 @@ fn transient(s: &Status) -> bool {
 }
 
 /// Calls `call` until it answers or fails for good, for up to [`GIVE_UP_AFTER`].
-async fn retry<T, F, Fut>(truth: &Truth, mut call: F) -> Result<T, Status>
+async fn retry<T, F, Fut>(truth: &Truth, what: &str, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -188,6 +195,16 @@ where
                 if transient(&s) {
                     inc(&truth.counters.abandoned_calls);
                 }
+                // The message without what varies per order (numbers, amounts).
+                let message: String = s
+                    .message()
+                    .chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .take(120)
+                    .collect();
+                *lock(&truth.refusals)
+                    .entry(format!("{what}: {:?}: {message}", s.code()))
+                    .or_default() += 1;
                 return Err(s);
             }
         }
@@ -222,6 +239,8 @@ async fn one_order(
 ) {
     let total_fee: i64 = rng.random_range(100..=20_000);
     let key = format!("chaos-{id}-{n}");
+    // Half on the v3 merchant: only its orders are refunded (see deploy).
+    let v3 = rng.random_bool(0.5);
     let request = CreateOrderRequest {
         idempotency_key: key.clone(),
         openid: format!("oChaosPayer{id}x{n}"),
@@ -229,9 +248,15 @@ async fn one_order(
         total_fee,
         client_ip: "127.0.0.1".to_owned(),
         expire_seconds: 3600,
+        merchant: if v3 {
+            V3_MERCHANT.to_owned()
+        } else {
+            String::new()
+        },
+        trade_type: TradeType::Jsapi as i32,
         ..Default::default()
     };
-    let created = retry(truth, || {
+    let created = retry(truth, "CreateOrder", || {
         let mut c = clients.payments(rng);
         let r = request.clone();
         async move { c.create_order(r).await }
@@ -243,6 +268,9 @@ async fn one_order(
     };
     let no = order.out_trade_no.clone();
     inc(&truth.counters.orders);
+    if v3 {
+        inc(&truth.counters.v3_orders);
+    }
     let roll = rng.random_range(0..100);
     let scenario = match roll {
         0..=7 => "unpaid",
@@ -275,7 +303,7 @@ async fn one_order(
     match scenario {
         "unpaid" => {}
         "close" => {
-            let answer = retry(truth, || {
+            let answer = retry(truth, "CloseOrder", || {
                 let mut c = clients.payments(rng);
                 let r = CloseOrderRequest {
                     out_trade_no: no.clone(),
@@ -284,12 +312,19 @@ async fn one_order(
             })
             .await;
             match answer {
-                Ok(_) => {
-                    inc(&truth.counters.closes);
-                    expect(OrderStatus::Closed);
-                }
+                Ok(_) => inc(&truth.counters.closes),
                 Err(_) => inc(&truth.counters.closes_refused),
             }
+            // The payer, who still has the payment page open, tries anyway:
+            // WeChat takes it only if the close never reached it.
+            if rng.random_bool(0.3) {
+                inc(&truth.counters.pay_after_close);
+                if pay(rng, clients, truth, &no).await {
+                    inc(&truth.counters.paid_after_close);
+                    return;
+                }
+            }
+            expect(OrderStatus::Closed);
         }
         "fail" | "fail-then-pay" => {
             let delivery = if rng.random_bool(0.7) {
@@ -310,12 +345,14 @@ async fn one_order(
                 tokio::time::sleep(Duration::from_millis(rng.random_range(200..2000))).await;
                 if pay(rng, clients, truth, &no).await {
                     inc(&truth.counters.failed_then_paid);
-                    refunds(rng, clients, truth, &no, total_fee, &state).await;
+                    if v3 {
+                        refunds(rng, clients, truth, &no, total_fee, &state).await;
+                    }
                 }
             }
         }
         _ => {
-            if pay(rng, clients, truth, &no).await {
+            if pay(rng, clients, truth, &no).await && v3 {
                 refunds(rng, clients, truth, &no, total_fee, &state).await;
             }
         }
@@ -360,7 +397,7 @@ async fn refunds(
     total: i64,
     state: &WatchState,
 ) {
-    if !rng.random_bool(0.45) {
+    if !rng.random_bool(0.7) {
         return;
     }
     // A client refunds what it sees paid.
@@ -441,7 +478,7 @@ async fn refund(
         refund_fee: fee,
         reason: "chaos soak".to_owned(),
     };
-    let answer = retry(truth, || {
+    let answer = retry(truth, "RefundOrder", || {
         let mut c = clients.payments(rng);
         let r = request.clone();
         async move { c.refund_order(r).await }
