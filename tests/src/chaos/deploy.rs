@@ -97,6 +97,8 @@ pub struct Deployment {
     pub gateways: Proxy,
     pub payments: Proxy,
     pub pollers: Proxy,
+    /// The pollers' WebSocket / SSE side.
+    pub pollers_http: Proxy,
     http: reqwest::Client,
     /// The merchants file and the v3 key files; removed on drop.
     dir: std::path::PathBuf,
@@ -186,6 +188,7 @@ impl Deployment {
         let gateways = Proxy::start(vec![local(gw1), local(gw2)]).await?;
         let payments = Proxy::start(vec![local(ps1), local(ps2)]).await?;
         let pollers = Proxy::start(vec![local(p1), local(p2)]).await?;
+        let pollers_http = Proxy::start(vec![local(p1h), local(p2h)]).await?;
         let settings = wxpay::Settings {
             storage: wxpay::Storage::Postgres(proxied_db),
             bus: wxpay::Bus::Redis(redis.url()),
@@ -324,6 +327,7 @@ impl Deployment {
             gateways,
             payments,
             pollers,
+            pollers_http,
             http,
             dir,
         })
@@ -350,6 +354,10 @@ impl Deployment {
 
     pub fn pollers_url(&self) -> String {
         format!("http://{}", self.pollers.addr())
+    }
+
+    pub fn pollers_ws(&self) -> String {
+        format!("ws://{}", self.pollers_http.addr())
     }
 }
 

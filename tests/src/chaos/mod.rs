@@ -176,6 +176,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let clients = Clients::new(
         &deployment.payments_url(),
         &deployment.pollers_url(),
+        &deployment.pollers_ws(),
         &deployment.sandbox_url,
     )?;
     let truth = Arc::new(Truth::default());
@@ -320,6 +321,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         ),
         ("calls retried", load(&c.retries)),
         ("calls abandoned", load(&c.abandoned_calls)),
+        ("WebSocket watchers", load(&c.ws_watchers)),
         ("watch reconnects", load(&c.watch_reconnects)),
     ];
     let faults = lock(&log.by_kind).iter().map(|(k, n)| (*k, *n)).collect();

@@ -3,7 +3,8 @@
 //! all so only the reconciler can find them), fail then pay, close, and refund
 //! in parts, some at once; each call that fails during a fault is retried as
 //! a client would (same idempotency key, same out_refund_no). Every order is
-//! watched by a WatchOrder client that reconnects after any error, and the
+//! watched by a WatchOrder client (or a mini program's WebSocket) that
+//! reconnects after any error, and the
 //! last event it saw is kept for the verdict. What WeChat did is not kept
 //! here: the sandbox's ledger is the truth the verdict reads.
 
@@ -53,6 +54,7 @@ pub struct Counters {
     pub watch_reconnects: AtomicU64,
     pub v3_orders: AtomicU64,
     pub pay_after_close: AtomicU64,
+    pub ws_watchers: AtomicU64,
     pub paid_after_close: AtomicU64,
 }
 
@@ -70,6 +72,28 @@ pub struct WatchState {
     /// The driver's final word: the terminal status it expects, once it has
     /// done all it will do to the order (the watcher may then stop there).
     pub expect_terminal: Mutex<Option<i32>>,
+}
+
+impl WatchState {
+    /// An event seen: kept as the last, and noted if it is older than one
+    /// already seen (a client shown paid, then unpaid).
+    fn record(&self, status: i32, version: i64, refunded_fee: i64) {
+        let mut last = lock(&self.last);
+        if let Some((_, seen, _)) = *last {
+            if version < seen {
+                let name = OrderStatus::try_from(status).map_or("?", |s| s.as_str_name());
+                lock(&self.regressions)
+                    .push(format!("version {version} ({name}) after version {seen}"));
+            }
+        }
+        *last = Some((status, version, refunded_fee));
+    }
+
+    /// Whether a watcher that just saw a terminal event may stop there.
+    fn may_stop(&self) -> bool {
+        let last = lock(&self.last).map(|(s, _, _)| s);
+        last.is_some() && last == *lock(&self.expect_terminal)
+    }
 }
 
 /// One order the driver placed: its amount, what it meant to do, the refunds it asked for.
@@ -108,12 +132,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Clients {
     payments: Vec<PaymentServiceClient<Channel>>,
     pollers: Vec<OrderStatusServiceClient<Channel>>,
+    /// The pollers' WebSocket side through its proxy, `ws://…`.
+    pollers_ws: String,
     pub sandbox_url: String,
     pub http: reqwest::Client,
 }
 
 impl Clients {
-    pub fn new(payments_url: &str, pollers_url: &str, sandbox_url: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        payments_url: &str,
+        pollers_url: &str,
+        pollers_ws: &str,
+        sandbox_url: &str,
+    ) -> anyhow::Result<Self> {
         let mut payments = Vec::new();
         let mut pollers = Vec::new();
         // Several connections each, so the proxies spread them over both replicas.
@@ -131,6 +162,7 @@ impl Clients {
         Ok(Self {
             payments,
             pollers,
+            pollers_ws: pollers_ws.to_owned(),
             sandbox_url: sandbox_url.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -262,7 +294,11 @@ async fn one_order(
         async move { c.create_order(r).await }
     })
     .await;
-    let Ok(Some(order)) = created.map(|c| c.order) else {
+    let Ok(created) = created else {
+        inc(&truth.counters.create_abandoned);
+        return;
+    };
+    let Some(order) = created.order else {
         inc(&truth.counters.create_abandoned);
         return;
     };
@@ -289,14 +325,28 @@ async fn one_order(
     );
     let state = Arc::new(WatchState::default());
     lock(&truth.watchers).insert(no.clone(), state.clone());
-    let poller = clients.pollers[rng.random_range(0..clients.pollers.len())].clone();
-    tokio::spawn(watcher(
-        no.clone(),
-        poller,
-        state.clone(),
-        truth.clone(),
-        watchers_stop.clone(),
-    ));
+    // A third of the payers watch from a mini program (WebSocket), the rest
+    // through a backend's gRPC WatchOrder.
+    if rng.random_bool(0.33) && !created.watch_token.is_empty() {
+        inc(&truth.counters.ws_watchers);
+        tokio::spawn(ws_watcher(
+            no.clone(),
+            clients.pollers_ws.clone(),
+            created.watch_token.clone(),
+            state.clone(),
+            truth.clone(),
+            watchers_stop.clone(),
+        ));
+    } else {
+        let poller = clients.pollers[rng.random_range(0..clients.pollers.len())].clone();
+        tokio::spawn(watcher(
+            no.clone(),
+            poller,
+            state.clone(),
+            truth.clone(),
+            watchers_stop.clone(),
+        ));
+    }
     tokio::time::sleep(Duration::from_millis(rng.random_range(50..500))).await;
 
     let expect = |s: OrderStatus| *lock(&state.expect_terminal) = Some(s as i32);
@@ -554,17 +604,7 @@ async fn watcher(
                     };
                     match message {
                         Ok(Ok(Some(event))) => {
-                            let mut last = lock(&state.last);
-                            if let Some((_, version, _)) = *last {
-                                if event.version < version {
-                                    lock(&state.regressions).push(format!(
-                                        "version {} ({}) after version {version}",
-                                        event.version,
-                                        event.status().as_str_name()
-                                    ));
-                                }
-                            }
-                            *last = Some((event.status, event.version, event.refunded_fee));
+                            state.record(event.status, event.version, event.refunded_fee);
                             ended_terminal = event.terminal;
                         }
                         Ok(Ok(None)) => break,
@@ -576,11 +616,73 @@ async fn watcher(
                 }
             }
         }
-        if ended_terminal {
-            let last = lock(&state.last).map(|(s, _, _)| s);
-            if last.is_some() && last == *lock(&state.expect_terminal) {
-                return;
-            }
+        if ended_terminal && state.may_stop() {
+            return;
+        }
+        let pause = if ended_terminal { 2000 } else { 300 };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A mini program watching one order over the poller's WebSocket (with the
+/// watch token CreateOrder handed out), reconnecting as `watcher` does.
+async fn ws_watcher(
+    no: String,
+    base: String,
+    token: String,
+    state: Arc<WatchState>,
+    truth: Arc<Truth>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url =
+        format!("{base}/v1/orders/{no}/ws?token={token}&timeout_seconds=30&include_refunds=true");
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let opened = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str())) => r,
+            _ = stop.changed() => return,
+        };
+        let mut ended_terminal = false;
+        match opened {
+            Ok(Ok((mut socket, _))) => loop {
+                let message = tokio::select! {
+                    m = tokio::time::timeout(Duration::from_secs(45), socket.next()) => m,
+                    _ = stop.changed() => return,
+                };
+                match message {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        let event: serde_json::Value =
+                            serde_json::from_str(&text).unwrap_or_default();
+                        let status = event["status"]
+                            .as_str()
+                            .and_then(|s| OrderStatus::from_str_name(&format!("ORDER_STATUS_{s}")))
+                            .map_or(0, |s| s as i32);
+                        state.record(
+                            status,
+                            event["version"].as_i64().unwrap_or_default(),
+                            event["refunded_fee"].as_i64().unwrap_or_default(),
+                        );
+                        ended_terminal = event["terminal"] == true;
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_))) | Err(_) => {
+                        inc(&truth.counters.watch_reconnects);
+                        break;
+                    }
+                }
+            },
+            _ => inc(&truth.counters.watch_reconnects),
+        }
+        if ended_terminal && state.may_stop() {
+            return;
         }
         let pause = if ended_terminal { 2000 } else { 300 };
         tokio::select! {
