@@ -13,11 +13,13 @@
 //! guard around one child), `probes` (connecting and the readiness checks) and
 //! `stack` (the four services together), `redis` (a private redis-server for
 //! tests that kill it), `postgres` (a private PostgreSQL server for the tests
-//! that crash the database), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
+//! that crash the database), `chaos` (the soak of issue 28: every
+//! service twice, faults at random, money checked against WeChat's ledger), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
 //! drive the stack with). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
+pub mod chaos;
 mod cluster;
 mod ports;
 mod postgres;

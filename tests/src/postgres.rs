@@ -20,11 +20,19 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     /// The postmaster (this process's own child, so it is reaped here).
     child: Option<std::process::Child>,
+    /// `max_connections` at every (re)start.
+    max_connections: u32,
 }
 
 impl PrivatePostgres {
     /// initdb into a new directory under the system temp dir, then start.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_max_connections(200).await
+    }
+
+    /// [`start`](Self::start) with the server's `max_connections`: the chaos
+    /// soak runs every replica on a budget of 100, as a small managed server has.
+    pub async fn start_with_max_connections(max_connections: u32) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         let port = crate::free_port()?;
         let dir = std::env::temp_dir().join(format!("wxpay-pg-{}-{port}", std::process::id()));
@@ -35,6 +43,7 @@ impl PrivatePostgres {
             dir,
             bin,
             child: None,
+            max_connections,
         };
         pg.own_dir()?;
         let status = pg
@@ -105,7 +114,8 @@ impl PrivatePostgres {
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             // Durable as a production server is: the test is about what fsync keeps.
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .args(["-c", "max_connections=200"])
+            .arg("-c")
+            .arg(format!("max_connections={}", self.max_connections))
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(self.dir.join("log"))?))
             .process_group(0)

@@ -95,6 +95,19 @@ impl PrivateRedis {
         }
     }
 
+    /// [`restart`](Self::restart) unless it is running.
+    pub async fn restart_if_down(&mut self) -> anyhow::Result<()> {
+        let running = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none());
+        if running {
+            Ok(())
+        } else {
+            self.restart().await
+        }
+    }
+
     /// Starts it again on the same port and waits until it answers.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

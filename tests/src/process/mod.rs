@@ -39,6 +39,11 @@ impl Process {
         self.child.wait().map(|_| ())
     }
 
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// The last lines the process printed, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
