@@ -106,6 +106,10 @@ impl Settings {
                 self.reconcile.after.as_secs().max(1).to_string(),
             ),
             ("RECONCILE_MAX_QPS", self.reconcile.max_qps.to_string()),
+            (
+                "RECONCILE_LEASE_SECONDS",
+                self.reconcile.lease.as_secs().max(1).to_string(),
+            ),
         ]);
 
         let mut gateway = merchant;
