@@ -51,7 +51,13 @@ pub struct Application {
 impl Application {
     /// Connects to Postgres, builds the gRPC QueryOrder client and binds both listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = PgStore::connect(&config.database_url, PgOptions::default())
+        Self::build_with_database(config, PgOptions::default()).await
+    }
+
+    /// [`build`](Self::build) with the pool's options (the binary's: its
+    /// `DATABASE_MAX_CONNECTIONS`, and waiting for a database not there yet).
+    pub async fn build_with_database(config: Config, options: PgOptions) -> anyhow::Result<Self> {
+        let store = PgStore::connect(&config.database_url, options)
             .await
             .context("cannot open the database")?;
         let querier = GrpcQuerier::with_ca(

@@ -1,10 +1,7 @@
 //! The poller binary: telemetry, configuration, and the application until SIGTERM.
 
-use std::sync::Arc;
-
-use anyhow::Context;
-use poller::{Application, Config, GrpcQuerier};
-use wxpay_store::{postgres::PgOptions, PgStore};
+use poller::{Application, Config};
+use wxpay_store::postgres::PgOptions;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,19 +18,11 @@ async fn main() -> anyhow::Result<()> {
     // A database not there yet is waited for (logged, with backoff) rather
     // than exited on: under docker or systemd an exit is a restart loop.
     // Redis needs no wait: the feed reconnects on its own.
-    let store = PgStore::connect(
-        &config.database_url,
+    let app = Application::build_with_database(
+        config,
         PgOptions::for_service(pool.max_connections, pool.connect_timeout),
     )
-    .await
-    .context("cannot open the database")?;
-    let querier = GrpcQuerier::with_ca(
-        &config.payment_service_url,
-        config.fallback_token(),
-        config.payment_service_ca.as_deref(),
-    )
-    .context("PAYMENT_SERVICE_URL")?;
-    let app = Application::build_with(config, Arc::new(store), Arc::new(querier)).await?;
+    .await?;
     tracing::info!(
         port = app.port(),
         metrics_port = app.metrics_port(),
