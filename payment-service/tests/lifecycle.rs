@@ -388,6 +388,54 @@ fn eager() -> ReconcilerConfig {
     }
 }
 
+/// A payer whose attempt failed pays again at once and that notification is
+/// lost: the reconciler, which just found the order PAYERROR, asks again
+/// within seconds, not on the minute-long schedule of an order nobody is paying.
+#[tokio::test]
+async fn the_reconciler_finds_a_payment_right_after_a_failed_attempt_within_seconds() {
+    let mut h = start(Options {
+        reconcile: eager(),
+        ..Options::default()
+    })
+    .await;
+    let o = h.create("k-reconcile-after-failure").await;
+    let failed = h
+        .control(
+            &format!("/sandbox/orders/{}/fail", o.out_trade_no),
+            serde_json::json!({"delivery": "drop"}),
+        )
+        .await;
+    assert!(failed.is_success());
+    // The reconciler asks (after 1 s) and finds the failure.
+    let mut order = h.get(&o.out_trade_no).await;
+    for _ in 0..50 {
+        if order.status == OrderStatus::Payerror as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        order = h.get(&o.out_trade_no).await;
+    }
+    assert_eq!(
+        order.status,
+        OrderStatus::Payerror as i32,
+        "the reconciler saw the failure"
+    );
+    h.sandbox_pay(&o.out_trade_no, serde_json::json!({"delivery": "drop"}))
+        .await;
+    for _ in 0..100 {
+        if order.status == OrderStatus::Success as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        order = h.get(&o.out_trade_no).await;
+    }
+    assert_eq!(
+        order.status,
+        OrderStatus::Success as i32,
+        "the payment after the failure was found within 10 s"
+    );
+}
+
 #[tokio::test]
 async fn the_reconciler_records_a_payment_whose_notification_was_lost() {
     let mut h = start(Options {

@@ -504,6 +504,9 @@ fn a_token_is_never_served_in_plaintext_off_loopback_unless_allowed() {
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let common: &[(&str, &str)] = &[
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none"),
+        // A database not there is waited for; give up after a second so a
+        // configuration that passes exits (1) on it.
+        ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
         ("REDIS_URL", "redis://127.0.0.1:1"),
         ("PAYMENT_SERVICE_URL", "http://127.0.0.1:1"),
         ("WECHAT_APP_ID", "wxd930ea5d5a258f4f"),
