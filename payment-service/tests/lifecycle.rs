@@ -43,6 +43,25 @@ impl Harness {
             .into_inner()
     }
 
+    /// GetOrder every 100 ms until the order is `status` or `tries` reads
+    /// have passed; the last read either way.
+    async fn get_until(
+        &mut self,
+        out_trade_no: &str,
+        status: OrderStatus,
+        tries: u32,
+    ) -> wxpay_proto::v1::Order {
+        let mut order = self.get(out_trade_no).await;
+        for _ in 0..tries {
+            if order.status == status as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            order = self.get(out_trade_no).await;
+        }
+        order
+    }
+
     async fn query(&mut self, out_trade_no: &str) -> wxpay_proto::v1::Order {
         self.client
             .query_order(QueryOrderRequest {
@@ -407,14 +426,9 @@ async fn the_reconciler_finds_a_payment_right_after_a_failed_attempt_within_seco
         .await;
     assert!(failed.is_success());
     // The reconciler asks (after 1 s) and finds the failure.
-    let mut order = h.get(&o.out_trade_no).await;
-    for _ in 0..50 {
-        if order.status == OrderStatus::Payerror as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        order = h.get(&o.out_trade_no).await;
-    }
+    let order = h
+        .get_until(&o.out_trade_no, OrderStatus::Payerror, 50)
+        .await;
     assert_eq!(
         order.status,
         OrderStatus::Payerror as i32,
@@ -422,13 +436,9 @@ async fn the_reconciler_finds_a_payment_right_after_a_failed_attempt_within_seco
     );
     h.sandbox_pay(&o.out_trade_no, serde_json::json!({"delivery": "drop"}))
         .await;
-    for _ in 0..100 {
-        if order.status == OrderStatus::Success as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        order = h.get(&o.out_trade_no).await;
-    }
+    let order = h
+        .get_until(&o.out_trade_no, OrderStatus::Success, 100)
+        .await;
     assert_eq!(
         order.status,
         OrderStatus::Success as i32,
@@ -446,14 +456,7 @@ async fn the_reconciler_records_a_payment_whose_notification_was_lost() {
     let o = h.create("k-reconcile-pay").await;
     h.sandbox_pay(&o.out_trade_no, serde_json::json!({"delivery": "drop"}))
         .await;
-    let mut order = h.get(&o.out_trade_no).await;
-    for _ in 0..50 {
-        if order.status == OrderStatus::Success as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        order = h.get(&o.out_trade_no).await;
-    }
+    let order = h.get_until(&o.out_trade_no, OrderStatus::Success, 50).await;
     assert_eq!(
         order.status,
         OrderStatus::Success as i32,
