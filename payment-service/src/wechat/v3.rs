@@ -281,12 +281,7 @@ fn refund_outcome(
         }
         Err(e) => return Err(e.into()),
     };
-    if a.out_refund_no != refund.out_refund_no.as_str() {
-        return Err(not_ours("out_refund_no"));
-    }
-    if a.out_trade_no != order.out_trade_no.as_str() {
-        return Err(not_ours("out_trade_no"));
-    }
+    about(&a, order, refund.out_refund_no.as_str())?;
     if a.amount.refund != refund.refund_fee.fen() {
         return Err(WechatError::BadReply(format!(
             "the answer's amount.refund {} is not the {} fen asked for",
@@ -324,12 +319,7 @@ fn refund_state(
     out_refund_no: &OutRefundNo,
     a: RefundAnswer,
 ) -> Result<RefundState, WechatError> {
-    if a.out_refund_no != out_refund_no.as_str() {
-        return Err(not_ours("out_refund_no"));
-    }
-    if a.out_trade_no != order.out_trade_no.as_str() {
-        return Err(not_ours("out_trade_no"));
-    }
+    about(&a, order, out_refund_no.as_str())?;
     let fee = |what: &str, fen: i64| {
         Fee::new(fen).map_err(|_| WechatError::BadReply(format!("{what} cannot be read")))
     };
@@ -347,6 +337,17 @@ fn refund_state(
             .and_then(china_time::parse_rfc3339),
         transaction_id: non_empty(a.transaction_id),
     })
+}
+
+/// A refund answer must be about the refund asked for, of `order`.
+fn about(a: &RefundAnswer, order: &Order, out_refund_no: &str) -> Result<(), WechatError> {
+    if a.out_refund_no != out_refund_no {
+        return Err(not_ours("out_refund_no"));
+    }
+    if a.out_trade_no != order.out_trade_no.as_str() {
+        return Err(not_ours("out_trade_no"));
+    }
+    Ok(())
 }
 
 /// A refund answer's `status`; one v3 does not define is not guessed at.
