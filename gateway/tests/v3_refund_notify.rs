@@ -646,3 +646,55 @@ async fn a_providers_sub_merchant_settles_only_its_own_refunds() {
     assert_eq!(refund(&app, &no).await.status, RefundStatus::Success);
     app.stop().await;
 }
+
+/// What a stranger can send the refund route: 1,000 different ~40 KiB bodies
+/// claiming a refund succeeded, under headers naming WeChat's public key but
+/// signed by another key over another body. None is stored or applied, each
+/// is counted, and the genuine notification after them still settles.
+#[tokio::test]
+async fn a_flood_of_forged_v3_refund_notifications_stores_nothing_and_a_genuine_one_still_settles()
+{
+    let app = v3_app(vec![default_merchant(), shop_v3()]).await;
+    let order = paid(&app, 1000).await;
+    let no = placed(&app, &order, 400).await;
+    let good = refund_body(
+        REFUND_SUCCESS,
+        &refund_resource(&order, &no, 400, "SUCCESS", &shop_v3()),
+    );
+    let refused_before = app.refused("refund_v3", "bad_signature").await;
+    let forged_headers = {
+        let mut h = sign_at(&good, &wechat_cert_signer(), now());
+        h.serial = PUB_KEY_ID.into();
+        h
+    };
+    const FORGED: usize = 1_000;
+    let app = Arc::new(app);
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..FORGED {
+        let (app, headers) = (app.clone(), forged_headers.clone());
+        let mut envelope: serde_json::Value = serde_json::from_slice(&good).expect("json");
+        envelope["summary"] = serde_json::Value::String(format!("{i}{}", "x".repeat(40 * 1024)));
+        let body = serde_json::to_vec(&envelope).expect("json");
+        sent.spawn(async move { app.refund_notify_v3(&headers, body).await.0 });
+        // A bounded number in flight, as a sender's connection pool would be.
+        if sent.len() >= 64 {
+            assert_eq!(sent.join_next().await.expect("a task").expect("sent"), 401);
+        }
+    }
+    while let Some(status) = sent.join_next().await {
+        assert_eq!(status.expect("sent"), 401);
+    }
+    assert!(
+        kept(&app, &order.out_trade_no).await.is_empty(),
+        "nothing unproven kept"
+    );
+    assert_eq!(refund(&app, &no).await.status, RefundStatus::Processing);
+    assert_eq!(
+        app.refused("refund_v3", "bad_signature").await,
+        refused_before + FORGED as u64,
+        "each counted by its reason"
+    );
+    let (status, _) = app.refund_notify_v3(&signed_now(&good), good.clone()).await;
+    assert_eq!(status, 204, "the genuine one after the flood");
+    assert_eq!(refund(&app, &no).await.status, RefundStatus::Success);
+}
