@@ -9,6 +9,8 @@
 //! - [`ledger`]: the one operation every caller uses to change an order's status
 //!   (or apply a refund) and hand the committed event to the bus;
 //! - [`refunds`]: the refund types and the rules every backend runs them by;
+//! - [`console`]: what the operator console reads, its audit log and anomaly
+//!   resolutions;
 //! - [`retention`]: deleting what is kept only for a while (`RETENTION_DAYS`);
 //! - WeChat Pay v3 platform certificates per merchant ([`PlatformCertificate`]),
 //!   shared by every replica.
@@ -16,6 +18,7 @@
 //! `suite` and `testing` (behind the `testing` feature) are for tests only.
 
 mod columns;
+pub mod console;
 pub mod events;
 pub mod interface;
 pub mod ledger;
