@@ -18,6 +18,8 @@ pub struct Addresses {
     /// The WebSocket / SSE watch.
     pub poller_http: SocketAddr,
     pub sandbox: SocketAddr,
+    /// The operator console, when served.
+    pub console: Option<SocketAddr>,
 }
 
 impl Addresses {

@@ -54,6 +54,16 @@ pub fn render(stack: &Stack) -> String {
             "  sandbox          http://{}    WeChat Pay v2 and v3 simulator, control API under /sandbox/",
             a.sandbox
         ),
+        match (a.console, stack.console_password()) {
+            (Some(addr), Some(password)) => format!(
+                "  console          http://{addr}    the operator console: sign in as {} with the one-time password {password}",
+                crate::stack::FIRST_OPERATOR
+            ),
+            (Some(addr), None) => format!(
+                "  console          http://{addr}    the operator console (users from CONSOLE_USERS_FILE)"
+            ),
+            _ => String::new(),
+        },
         String::new(),
         "  try:".to_owned(),
         format!(

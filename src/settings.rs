@@ -98,6 +98,17 @@ pub struct Settings {
     pub fallback_max_delay: Duration,
     /// How payment-service's reconciler asks WeChat about unsettled orders.
     pub reconcile: ReconcilerConfig,
+    /// The operator console (`CONSOLE_ADDR`, `CONSOLE_USERS_FILE`); `None`: not served.
+    pub console: Option<ConsoleSettings>,
+}
+
+/// Where the embedded console listens and who may sign in.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub addr: SocketAddr,
+    /// `CONSOLE_USERS_FILE`; `None`: one operator, `operator`, with a password
+    /// generated at start and printed once (it lasts as long as the process).
+    pub users_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -194,6 +205,10 @@ impl Settings {
                 60_000,
             )?),
             reconcile: ReconcilerConfig::from_env()?,
+            console: Some(ConsoleSettings {
+                addr: console_addr()?,
+                users_file: config::optional("CONSOLE_USERS_FILE")?.map(PathBuf::from),
+            }),
         })
     }
 
@@ -227,8 +242,22 @@ impl Settings {
             fallback_delay: Duration::from_secs(5),
             fallback_max_delay: Duration::from_secs(60),
             reconcile: ReconcilerConfig::default(),
+            console: None,
         }
     }
+}
+
+/// `CONSOLE_ADDR`: internal only, so never off loopback in this process
+/// (whose sessions end with it and whose first password is printed).
+fn console_addr() -> Result<SocketAddr, ConfigError> {
+    let addr = config::addr("CONSOLE_ADDR", console::config::DEFAULT_ADDR)?;
+    if !addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "CONSOLE_ADDR",
+            "the single-process console serves plain HTTP with a printed password: keep it on a loopback address (run the `console` binary for anything else)",
+        ));
+    }
+    Ok(addr)
 }
 
 /// WeChat's documented test merchant.

@@ -37,6 +37,36 @@ pub enum FeedTrust {
     Confirmed,
 }
 
+/// A watch with no listener and no fallback, over Redis: for a process that
+/// only shows orders as they change (the operator console), with the poller's
+/// guarantees (subscribe before the snapshot; an event on Redis is believed only
+/// once the database confirms it). It never asks WeChat: nobody is waiting to
+/// pay through it. The feed stops when `shutdown` is cancelled.
+pub fn redis_watch(
+    store: Arc<dyn Store>,
+    redis_url: &str,
+    client_name: &str,
+    deadlines: crate::service::Deadlines,
+    max_streams: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<WatchService> {
+    let feed_config = RedisFeedConfig::new(redis_url, client_name);
+    let client = RedisFeed::client(&feed_config).context("REDIS_URL")?;
+    let snapshots = Snapshots::start(store);
+    let confirm = Some(Confirmer::new(snapshots.clone()));
+    let feed_shutdown = shutdown.clone();
+    let hub = Hub::new(None, confirm, |sink| {
+        RedisFeed::start(client, feed_config, sink, feed_shutdown)
+    });
+    Ok(WatchService::new(
+        snapshots,
+        hub,
+        deadlines,
+        max_streams,
+        shutdown,
+    ))
+}
+
 pub struct Application {
     listener: TcpListener,
     metrics_listener: TcpListener,
@@ -162,6 +192,13 @@ impl Application {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The watch this poller serves: another part of the same process (the
+    /// embedded operator console) shows orders live through it, sharing its
+    /// hub and feed instead of subscribing a second time.
+    pub fn watch_service(&self) -> WatchService {
+        self.service.clone()
     }
 
     /// Serves until `shutdown` resolves. Then: health turns NOT_SERVING, open

@@ -55,9 +55,17 @@ pub struct Stack {
     sqlite: Option<SqliteStore>,
     /// The v3 demo merchant's key files, kept while the stack runs.
     v3_demo_keys: Option<V3Demo>,
+    /// The first operator's password when the console made one (no
+    /// `CONSOLE_USERS_FILE`): printed once in the banner, kept nowhere else.
+    console_password: Option<String>,
 }
 
 impl Stack {
+    /// The console's one-time password for `operator`, when it generated one.
+    pub fn console_password(&self) -> Option<&str> {
+        self.console_password.as_deref()
+    }
+
     /// Whether the v3 demo merchant ([`v3_demo::NAME`]) is hosted.
     pub fn hosts_v3_demo(&self) -> bool {
         self.v3_demo_keys.is_some()
@@ -82,9 +90,13 @@ impl Stack {
     /// [`Stack::start`] with some parts supplied by the caller.
     pub async fn start_with(settings: Settings, mut parts: Parts) -> anyhow::Result<Self> {
         let v3_demo = parts.v3_demo.take();
-        let (store, sqlite) = match parts.store {
-            Some(store) => (store, None),
-            None => open_store(&settings.storage).await?,
+        let (store, console_store, sqlite) = match parts.store {
+            // A store the caller made: the console has no view of it.
+            Some(store) => (store, None, None),
+            None => {
+                let (store, console_store, sqlite) = open_store(&settings.storage).await?;
+                (store, Some(console_store), sqlite)
+            }
         };
         let store_for = |service| match &parts.store_for {
             Some(wrap) => wrap(service, store.clone()),
@@ -124,6 +136,7 @@ impl Stack {
             poller_metrics: settings.poller_metrics_addr,
             poller_http: settings.poller_http_addr,
             sandbox: reachable_addr(sandbox.local_addr()?),
+            console: None,
         };
         // One secret for payment-service (issues watch tokens) and the poller
         // (checks them); a random one unless WATCH_TOKEN_SECRET gives it.
@@ -229,7 +242,24 @@ impl Stack {
             }
         }
         .context("cannot start the poller (POLLER_ADDR / POLLER_METRICS_ADDR)")?;
+        let console = match (&settings.console, console_store) {
+            (Some(console_settings), Some(data)) => Some(
+                start_console(
+                    console_settings,
+                    data,
+                    poller.watch_service(),
+                    &partial.payment_url(),
+                    settings.api_token.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let addresses = Addresses {
+            console: console
+                .as_ref()
+                .and_then(|(app, _)| app.local_addr())
+                .map(reachable_addr),
             poller: with_port(settings.poller_addr, poller.port()),
             poller_metrics: with_port(settings.poller_metrics_addr, poller.metrics_port()),
             poller_http: with_port(
@@ -268,7 +298,15 @@ impl Stack {
             Box::pin(payment.run_until_stopped(signal())),
         );
         spawn("poller", Box::pin(poller.run_until_stopped(signal())));
+        let console_password = match console {
+            Some((app, password)) => {
+                spawn("console", Box::pin(app.run_until_stopped(signal())));
+                password
+            }
+            None => None,
+        };
         Ok(Self {
+            console_password,
             addresses,
             settings,
             store,
@@ -280,6 +318,49 @@ impl Stack {
         })
     }
 }
+
+/// The operator console over the stack's own store, the poller's watch (the
+/// same hub: no second subscription) and payment-service's API. Without a
+/// users file, one operator named [`FIRST_OPERATOR`] with a fresh password.
+async fn start_console(
+    settings: &crate::settings::ConsoleSettings,
+    data: Arc<dyn wxpay_store::console::ConsoleStore>,
+    watch: poller::service::WatchService,
+    payment_url: &str,
+    api_token: Option<secrecy::SecretString>,
+) -> anyhow::Result<(console::Application, Option<String>)> {
+    use console::users::{self, NewUser, Role, UserBook, Users};
+    let (users, password) = match &settings.users_file {
+        Some(path) => (UserBook::from_file(path)?, None),
+        None => {
+            let password = users::generate_password();
+            let users = Users::from_new(&[NewUser {
+                name: FIRST_OPERATOR.to_owned(),
+                role: Role::Operator,
+                merchants: None,
+                password: password.clone(),
+            }])?;
+            (UserBook::fixed(users), Some(password))
+        }
+    };
+    let actions = console::actions::Actions::new(payment_url, api_token, data.clone())
+        .context("the console's PaymentService client")?;
+    let app = console::Application::build_with(console::Parts {
+        addr: settings.addr,
+        store: data,
+        users,
+        watch: Some(watch),
+        actions,
+        session_key: None,
+        // Plain HTTP on loopback (CONSOLE_ADDR is refused elsewhere here).
+        secure_cookie: false,
+    })
+    .await?;
+    Ok((app, password))
+}
+
+/// The console's first operator when `cargo run` has no users file.
+pub const FIRST_OPERATOR: &str = "operator";
 
 /// The merchant's client certificate the sandbox issued, with the sandbox's CA
 /// trusted for its TLS listener.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use poller::OrderQuerier;
+use wxpay_store::console::ConsoleStore;
 use wxpay_store::{PgStore, SqliteStore, Store};
 
 use std::time::Duration;
@@ -39,24 +40,28 @@ pub struct Parts {
 }
 
 /// The store `storage` names, and the SQLite handle to close last when it is one.
-pub(super) async fn open_store(
-    storage: &Storage,
-) -> anyhow::Result<(Arc<dyn Store>, Option<SqliteStore>)> {
+/// The store, the same store as the console reads it, and the SQLite handle
+/// to close last (when it is SQLite).
+pub(super) type OpenedStore = (
+    Arc<dyn Store>,
+    Arc<dyn ConsoleStore>,
+    Option<SqliteStore>,
+);
+
+pub(super) async fn open_store(storage: &Storage) -> anyhow::Result<OpenedStore> {
     Ok(match storage {
         Storage::Sqlite(path) => {
             let store = SqliteStore::open(path)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
-            (Arc::new(store.clone()), Some(store))
+            (Arc::new(store.clone()), Arc::new(store.clone()), Some(store))
         }
-        Storage::Postgres(url) => (
-            Arc::new(
-                PgStore::connect(url, Default::default())
-                    .await
-                    .context("cannot use DATABASE_URL")?,
-            ),
-            None,
-        ),
+        Storage::Postgres(url) => {
+            let store = PgStore::connect(url, Default::default())
+                .await
+                .context("cannot use DATABASE_URL")?;
+            (Arc::new(store.clone()), Arc::new(store), None)
+        }
     })
 }
 

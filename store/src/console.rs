@@ -366,4 +366,8 @@ pub trait ConsoleStore: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The actions taken on one target (an order's page shows them in its
+    /// history), oldest first, `limit` at most (the newest ones).
+    async fn audit_of(&self, target: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -222,6 +222,7 @@ impl Deployment {
             fallback_delay: Duration::from_secs(2),
             fallback_max_delay: Duration::from_secs(5),
             reconcile: reconcile(),
+            console: None,
         };
         let split = settings.split_env()?;
         let common = |env: &[(&'static str, String)]| {

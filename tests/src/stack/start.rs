@@ -63,6 +63,7 @@ impl Stack {
             fallback_delay: options.fallback_delay,
             fallback_max_delay: options.fallback_max_delay,
             reconcile: options.reconcile.clone(),
+            console: None,
         };
         let mut env = settings.split_env()?;
         if let Some(secret) = &options.cloudpay_secret {
