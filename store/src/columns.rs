@@ -192,3 +192,23 @@ pub(crate) fn same_merchant(
         None => Ok(()),
     }
 }
+
+/// A stored bill report (`bill_reports.report`, the domain's BillReport as
+/// JSON): the one decoding both backends and both of its readers use.
+pub(crate) fn bill_report_from_json(
+    json: &str,
+) -> Result<wxpay_core::domain::BillReport, StoreError> {
+    serde_json::from_str(json).map_err(corrupt)
+}
+
+/// A reconciled day summed up for the console's list of days.
+pub(crate) fn bill_summary(report: &wxpay_core::domain::BillReport) -> crate::console::BillSummary {
+    crate::console::BillSummary {
+        bill_date: report.bill_date,
+        wechat_rows: report.wechat_rows,
+        matched: report.matched,
+        repaired: report.repaired,
+        discrepancies: report.discrepancies.len() as u64,
+        reconciled_at: report.reconciled_at,
+    }
+}

@@ -15,7 +15,8 @@
 //! - WeChat Pay v3 platform certificates per merchant ([`PlatformCertificate`]),
 //!   shared by every replica.
 //!
-//! `suite` and `testing` (behind the `testing` feature) are for tests only.
+//! `suite`, `console_suite` and `testing` (behind the `testing` feature) are for
+//! tests only.
 
 mod columns;
 pub mod console;
@@ -32,6 +33,8 @@ pub mod sqlite;
 
 #[cfg(feature = "testing")]
 pub mod certificate_suite;
+#[cfg(feature = "testing")]
+pub mod console_suite;
 #[cfg(feature = "testing")]
 pub mod refund_suite;
 #[cfg(feature = "testing")]

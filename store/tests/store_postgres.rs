@@ -14,6 +14,23 @@ async fn fresh() -> Arc<dyn Store> {
 
 wxpay_store::store_suite!(fresh());
 
+/// The console's reads and writes (`ConsoleStore`) on Postgres.
+mod console {
+    use std::sync::Arc;
+
+    use wxpay_store::{testing, PgStore};
+
+    async fn fresh() -> Arc<PgStore> {
+        Arc::new(
+            testing::fresh_pg_store()
+                .await
+                .expect("fresh Postgres database"),
+        )
+    }
+
+    wxpay_store::console_suite!(fresh());
+}
+
 #[tokio::test]
 async fn every_connection_has_a_statement_timeout() {
     let url = testing::fresh_database_url().await.expect("db");

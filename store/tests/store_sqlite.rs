@@ -32,6 +32,23 @@ async fn fresh_sqlite() -> Arc<dyn Store> {
 
 wxpay_store::store_suite!(fresh_sqlite());
 
+/// The console's reads and writes (`ConsoleStore`) on SQLite, in memory.
+mod console {
+    use std::sync::Arc;
+
+    use wxpay_store::SqliteStore;
+
+    async fn fresh() -> Arc<SqliteStore> {
+        Arc::new(
+            SqliteStore::in_memory()
+                .await
+                .expect("in-memory SQLite store"),
+        )
+    }
+
+    wxpay_store::console_suite!(fresh());
+}
+
 mod file_backed {
     use super::*;
 

@@ -9,7 +9,10 @@ use super::{
     rows::{map_err, order_from_row},
     PgStore, ORDER_COLUMNS,
 };
-use crate::{columns::corrupt, StoreError};
+use crate::{
+    columns::{bill_report_from_json, corrupt},
+    StoreError,
+};
 use wxpay_core::domain::{BillReport, Order, Refund};
 
 impl PgStore {
@@ -58,7 +61,7 @@ impl PgStore {
                 .map_err(map_err)?;
         row.map(|row| {
             let json: String = row.try_get("report").map_err(map_err)?;
-            serde_json::from_str(&json).map_err(corrupt)
+            bill_report_from_json(&json)
         })
         .transpose()
     }

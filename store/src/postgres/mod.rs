@@ -213,6 +213,7 @@ impl PgStore {
 
 mod bills;
 mod certificates;
+mod console;
 mod lifecycle;
 mod queries;
 mod refunds;

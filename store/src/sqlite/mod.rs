@@ -161,6 +161,7 @@ impl SqliteStore {
 
 mod bills;
 mod certificates;
+mod console;
 mod lifecycle;
 mod queries;
 mod refunds;
