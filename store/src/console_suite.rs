@@ -1086,6 +1086,15 @@ pub async fn audit_entries_are_begun_then_finished_once<S: ConsoleBackend>(store
         s.finish_audit(second + 1000, true, "?").await,
         Err(StoreError::NotFound)
     ));
+    // An order's own actions, oldest first, the newest `limit` of them.
+    let third = s.begin_audit(&entry("query", "T1")).await.expect("begin");
+    let of_t1 = s.audit_of("T1", 10).await.expect("audit_of");
+    assert_eq!(
+        of_t1.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![first, third]
+    );
+    assert_eq!(s.audit_of("T1", 1).await.expect("audit_of")[0].id, third);
+    assert!(s.audit_of("T9", 10).await.expect("audit_of").is_empty());
 }
 
 /// Expands to one `#[tokio::test]` per console suite function, each on a fresh

@@ -36,7 +36,7 @@ pub struct Search {
     pub min: String,
     #[serde(default)]
     pub max: String,
-    /// The keyset cursor: `<created_at millis>.<out_trade_no>`.
+    /// The keyset cursor: `<created_at microseconds>.<out_trade_no>` (Postgres keeps microseconds: a rounded cursor would skip or repeat rows).
     #[serde(default)]
     pub after: String,
 }
@@ -101,7 +101,7 @@ impl Search {
         let bad = || ConsoleError::BadRequest("the page link is damaged; start the search again".into());
         let (millis, no) = self.after.split_once('.').ok_or_else(bad)?;
         let millis: i64 = millis.parse().map_err(|_| bad())?;
-        let created_at = DateTime::<Utc>::from_timestamp_millis(millis).ok_or_else(bad)?;
+        let created_at = DateTime::<Utc>::from_timestamp_micros(millis).ok_or_else(bad)?;
         Ok(Some(OrderCursor {
             created_at,
             out_trade_no: no.to_owned(),
@@ -193,7 +193,7 @@ pub async fn list(
         .await?;
     let query = search.query();
     let next = page.next.map(|c| {
-        let after = format!("{}.{}", c.created_at.timestamp_millis(), c.out_trade_no);
+        let after = format!("{}.{}", c.created_at.timestamp_micros(), c.out_trade_no);
         let sep = if query.is_empty() { "" } else { "&" };
         format!("{query}{sep}after={}", crate::session::url_encode(&after))
     });

@@ -66,7 +66,7 @@ pub async fn list(
             created_at: millis
                 .parse()
                 .ok()
-                .and_then(DateTime::<Utc>::from_timestamp_millis)
+                .and_then(DateTime::<Utc>::from_timestamp_micros)
                 .ok_or_else(|| ConsoleError::BadRequest("the page link is damaged".into()))?,
             out_refund_no: no.to_owned(),
         }),
@@ -77,7 +77,7 @@ pub async fn list(
         .refunds(&signed.user.scope, status, cursor.as_ref(), PAGE)
         .await?;
     let next = page.next.map(|c| {
-        let after = format!("{}.{}", c.created_at.timestamp_millis(), c.out_refund_no);
+        let after = format!("{}.{}", c.created_at.timestamp_micros(), c.out_refund_no);
         let mut query = format!("after={}", crate::session::url_encode(&after));
         if let Some(s) = status {
             query.push_str(&format!("&status={s}"));

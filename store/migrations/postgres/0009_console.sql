@@ -19,6 +19,9 @@ CREATE TABLE console_audit (
     finished_at TIMESTAMPTZ
 );
 
+-- An order's page lists the actions taken on it (its history).
+CREATE INDEX console_audit_target ON console_audit (target, id);
+
 -- One resolution per anomaly: the primary key makes a second one impossible,
 -- so two people resolving at once leave exactly one note (the loser's INSERT
 -- … ON CONFLICT DO NOTHING writes nothing and reads the winner's). When

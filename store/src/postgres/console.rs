@@ -743,4 +743,25 @@ impl ConsoleStore for PgStore {
             .map(audit_entry)
             .collect()
     }
+
+    async fn audit_of(&self, target: &str, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        // The newest `limit`, shown oldest first.
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM console_audit WHERE target = "
+        ));
+        qb.push_bind(target.to_owned())
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let mut entries = qb
+            .build()
+            .persistent(false)
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(audit_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
 }
