@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 
+# The browser tests (tests/src/browser.rs) drive Debian's headless chromium
+# through its chromedriver: on a fresh Debian machine install them (as root).
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } &&
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium and chromedriver"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null
+fi
+
 # Each test creates its own wxpay_test_* database; drop the last run's.
 admin="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 psql -q "$admin" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'wxpay_test_%'" 2>/dev/null |

@@ -14,11 +14,13 @@
 //! `stack` (the four services together), `redis` (a private redis-server for
 //! tests that kill it), `postgres` (a private PostgreSQL server for the tests
 //! that crash the database), `chaos` (the soak of issue 28: every
-//! service twice, faults at random, money checked against WeChat's ledger), `cluster` (a private Redis Cluster of six nodes) and `tools` (the Node and Python clients some tests
-//! drive the stack with). Every public item is re-exported
+//! service twice, faults at random, money checked against WeChat's ledger), `cluster` (a private Redis Cluster of six nodes), `tools` (the Node and Python clients some tests
+//! drive the stack with) and `browser` (headless chromium over chromedriver,
+//! for the operator console's pages). Every public item is re-exported
 //! here, so tests import from the crate root only.
 
 mod binaries;
+mod browser;
 pub mod chaos;
 mod cluster;
 mod ports;
@@ -33,6 +35,7 @@ mod wait;
 use wxpay_core::wechat::{ApiKey, Merchant};
 
 pub use binaries::{binary, build_binaries, workspace_root, BINARIES};
+pub use browser::Browser;
 pub use cluster::RedisCluster;
 pub use ports::{free_port, free_ports};
 pub use postgres::PrivatePostgres;

@@ -16,6 +16,8 @@ pub struct Process {
     name: String,
     child: std::process::Child,
     log: PathBuf,
+    /// Leads a process group of its own ([`Process::spawn_group`]): killed as a group.
+    own_group: bool,
 }
 
 impl Process {
@@ -54,6 +56,16 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.own_group {
+            // The group, even when its leader has exited: its children may not
+            // have. The group id is the leader's pid, which the kernel does not
+            // hand out again while any member of the group lives.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.pid())])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         if self.exited().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
