@@ -12,13 +12,13 @@ CREATE TABLE console_audit (
     target      TEXT NOT NULL,
     fields      TEXT NOT NULL,
     result      TEXT,
-    -- 0 or 1 (SQLite has no BOOLEAN);
-
--- An order's page lists the actions taken on it (its history).
-CREATE INDEX console_audit_target ON console_audit (target, id); NULL until the action finished.
+    -- 0 or 1 (SQLite has no BOOLEAN); NULL until the action finished.
     ok          INTEGER CHECK (ok IN (0, 1)),
     finished_at INTEGER
 ) STRICT;
+
+-- An order's page lists the actions taken on it (its history).
+CREATE INDEX console_audit_target ON console_audit (target, id);
 
 -- One resolution per anomaly (the primary key), gone with its anomaly.
 CREATE TABLE anomaly_resolutions (
