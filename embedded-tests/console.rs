@@ -163,7 +163,11 @@ async fn a_page_without_a_session_sends_to_sign_in_and_a_wrong_password_sets_not
     let (stack, console) = start(&dir).await;
     let client = browser();
 
-    let res = client.get(format!("{console}/orders?q=x")).send().await.expect("get");
+    let res = client
+        .get(format!("{console}/orders?q=x"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         res.headers()[header::LOCATION],
@@ -173,29 +177,51 @@ async fn a_page_without_a_session_sends_to_sign_in_and_a_wrong_password_sets_not
 
     let res = client
         .post(format!("{console}/login"))
-        .form(&[("username", "olga"), ("password", "not her password"), ("next", "/")])
+        .form(&[
+            ("username", "olga"),
+            ("password", "not her password"),
+            ("next", "/"),
+        ])
         .send()
         .await
         .expect("login");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert!(res.headers().get(header::SET_COOKIE).is_none(), "no session for a wrong password");
+    assert!(
+        res.headers().get(header::SET_COOKIE).is_none(),
+        "no session for a wrong password"
+    );
     let page = res.text().await.expect("body");
     assert!(page.contains("Wrong name or password"), "{page}");
     assert!(page.contains("name=\"password\""), "the form again");
 
     let res = client
         .post(format!("{console}/login"))
-        .form(&[("username", "olga"), ("password", OPERATOR_PASSWORD), ("next", "//evil.example/")])
+        .form(&[
+            ("username", "olga"),
+            ("password", OPERATOR_PASSWORD),
+            ("next", "//evil.example/"),
+        ])
         .send()
         .await
         .expect("login");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(res.headers()[header::LOCATION], "/", "never off to another site");
-    let cookie = res.headers()[header::SET_COOKIE].to_str().expect("cookie").to_owned();
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        "/",
+        "never off to another site"
+    );
+    let cookie = res.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(!cookie.contains("olga"), "the cookie is sealed: {cookie}");
-    let res = client.get(format!("{console}/")).send().await.expect("dashboard");
+    let res = client
+        .get(format!("{console}/"))
+        .send()
+        .await
+        .expect("dashboard");
     assert_eq!(res.status(), StatusCode::OK);
     let page = res.text().await.expect("body");
     assert!(page.contains("Dashboard") && page.contains("olga"));
@@ -243,31 +269,77 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
     };
 
     // No session at all.
-    let res = browser().post(&refund_url).form(&form("")).send().await.expect("post");
+    let res = browser()
+        .post(&refund_url)
+        .form(&form(""))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     // A viewer with a valid token of their own.
     let viewer = sign_in(&console, "vera", VIEWER_PASSWORD).await;
-    let viewer_page = viewer.get(&order_url).send().await.expect("page").text().await.expect("body");
-    assert!(viewer_page.contains("id=\"viewer-note\""), "a viewer sees no action forms");
+    let viewer_page = viewer
+        .get(&order_url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        viewer_page.contains("id=\"viewer-note\""),
+        "a viewer sees no action forms"
+    );
     assert!(!viewer_page.contains("id=\"refund-form\""));
     let viewer_token = csrf(&viewer, &format!("{console}/")).await;
-    let res = viewer.post(&refund_url).form(&form(&viewer_token)).send().await.expect("post");
+    let res = viewer
+        .post(&refund_url)
+        .form(&form(&viewer_token))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     // An operator without the token, and with someone else's.
     let operator = sign_in(&console, "olga", OPERATOR_PASSWORD).await;
-    let res = operator.post(&refund_url).form(&form("")).send().await.expect("post");
+    let res = operator
+        .post(&refund_url)
+        .form(&form(""))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = operator.post(&refund_url).form(&form(&viewer_token)).send().await.expect("post");
+    let res = operator
+        .post(&refund_url)
+        .form(&form(&viewer_token))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert_eq!(refunded_fee(&stack, &no).await, (0, 0), "nothing was refunded");
+    assert_eq!(
+        refunded_fee(&stack, &no).await,
+        (0, 0),
+        "nothing was refunded"
+    );
 
     // The operator with their form's token.
     let token = csrf(&operator, &order_url).await;
-    let res = operator.post(&refund_url).form(&form(&token)).send().await.expect("post");
+    let res = operator
+        .post(&refund_url)
+        .form(&form(&token))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let back = res.headers()[header::LOCATION].to_str().expect("location").to_owned();
+    let back = res.headers()[header::LOCATION]
+        .to_str()
+        .expect("location")
+        .to_owned();
     assert!(back.starts_with(&format!("/orders/{no}?audit=")), "{back}");
-    assert_eq!(refunded_fee(&stack, &no).await, (120, 1), "one refund of 120 fen asked for");
+    assert_eq!(
+        refunded_fee(&stack, &no).await,
+        (120, 1),
+        "one refund of 120 fen asked for"
+    );
     let page = operator
         .get(format!("{console}{back}"))
         .send()
@@ -277,7 +349,10 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         .await
         .expect("body");
     assert!(page.contains("accepted"), "the result is shown: {page}");
-    assert!(page.contains("refund by olga in the console"), "the action is in the order's history");
+    assert!(
+        page.contains("refund by olga in the console"),
+        "the action is in the order's history"
+    );
 
     // The audit log: the four refusals (the unsigned one has no one to name)
     // and the refund, newest first.
@@ -289,10 +364,21 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         .text()
         .await
         .expect("body");
-    assert_eq!(audit.matches("class=\"audit-row bad\"").count(), 3, "{audit}");
-    assert_eq!(audit.matches("class=\"audit-row ok\"").count(), 1, "{audit}");
+    assert_eq!(
+        audit.matches("class=\"audit-row bad\"").count(),
+        3,
+        "{audit}"
+    );
+    assert_eq!(
+        audit.matches("class=\"audit-row ok\"").count(),
+        1,
+        "{audit}"
+    );
     assert!(audit.contains("refused: viewers cannot act"));
-    assert!(audit.contains("refused: the form&#39;s CSRF token is missing or stale") || audit.contains("CSRF token is missing or stale"));
+    assert!(
+        audit.contains("refused: the form&#39;s CSRF token is missing or stale")
+            || audit.contains("CSRF token is missing or stale")
+    );
     stack.stop().await.expect("stop");
 }
 
@@ -315,7 +401,11 @@ async fn the_order_page_streams_its_status_and_the_refund_landing() {
     let token = csrf(&operator, &format!("{console}/orders/{no}")).await;
     let res = operator
         .post(format!("{console}/orders/{no}/refund"))
-        .form(&[("csrf", token.as_str()), ("refund_fee", "100"), ("reason", "late")])
+        .form(&[
+            ("csrf", token.as_str()),
+            ("refund_fee", "100"),
+            ("reason", "late"),
+        ])
         .send()
         .await
         .expect("refund");

@@ -111,7 +111,9 @@ impl Actions {
             Ok(id) => {
                 self.finish(id, false, format!("refused: {reason}")).await;
             }
-            Err(e) => tracing::warn!(error = %e, "a refused action could not be written to the audit log"),
+            Err(e) => {
+                tracing::warn!(error = %e, "a refused action could not be written to the audit log")
+            }
         }
         ConsoleError::Forbidden(format!("{reason}: nothing was done"))
     }
@@ -171,7 +173,10 @@ impl Actions {
             out_trade_no: out_trade_no.to_owned(),
         })?;
         let (ok, message) = match self.client.clone().query_order(request).await {
-            Ok(o) => (true, format!("WeChat says {}", status_name(o.into_inner().status))),
+            Ok(o) => (
+                true,
+                format!("WeChat says {}", status_name(o.into_inner().status)),
+            ),
             Err(s) => (false, refusal(&s)),
         };
         Ok(self.finish(id, ok, message).await)
@@ -188,7 +193,10 @@ impl Actions {
             out_trade_no: out_trade_no.to_owned(),
         })?;
         let (ok, message) = match self.client.clone().close_order(request).await {
-            Ok(o) => (true, format!("the order is {}", status_name(o.into_inner().status))),
+            Ok(o) => (
+                true,
+                format!("the order is {}", status_name(o.into_inner().status)),
+            ),
             Err(s) => (false, refusal(&s)),
         };
         Ok(self.finish(id, ok, message).await)
@@ -256,7 +264,10 @@ impl Actions {
             Ok(ResolveOutcome::NotFound) => (false, "no such anomaly".to_owned()),
             Err(e) => {
                 tracing::warn!(error = %e, "resolving an anomaly failed");
-                (false, "the database did not answer; nothing was resolved".to_owned())
+                (
+                    false,
+                    "the database did not answer; nothing was resolved".to_owned(),
+                )
             }
         };
         Ok(self.finish(id, ok, message).await)

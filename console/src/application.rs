@@ -216,7 +216,10 @@ pub fn router(state: AppState) -> Router {
         .route("/orders", get(pages::orders::list))
         .route("/orders/totals", get(pages::orders::totals))
         .route("/orders/{out_trade_no}", get(pages::order::show))
-        .route("/orders/{out_trade_no}/timeline", get(pages::order::timeline_page))
+        .route(
+            "/orders/{out_trade_no}/timeline",
+            get(pages::order::timeline_page),
+        )
         .route("/orders/{out_trade_no}/events", get(pages::order::live))
         .route("/orders/{out_trade_no}/refund", post(pages::order::refund))
         .route("/orders/{out_trade_no}/query", post(pages::order::query))

@@ -95,7 +95,10 @@ fn session_key(value: &str) -> Result<Vec<u8>, ConfigError> {
     if bytes.len() != SESSION_KEY_BYTES {
         return Err(ConfigError::new(
             "CONSOLE_SESSION_KEY",
-            format!("must be {SESSION_KEY_BYTES} bytes (base64), got {}", bytes.len()),
+            format!(
+                "must be {SESSION_KEY_BYTES} bytes (base64), got {}",
+                bytes.len()
+            ),
         ));
     }
     Ok(bytes)

@@ -128,7 +128,11 @@ fn add_user(args: &[String]) -> ExitCode {
     match users::add_user(&path, &user) {
         Ok(()) => {
             if generated {
-                println!("{name} ({}) added to {}; password: {password}", role.as_str(), path.display());
+                println!(
+                    "{name} ({}) added to {}; password: {password}",
+                    role.as_str(),
+                    path.display()
+                );
             } else {
                 println!("{name} ({}) added to {}", role.as_str(), path.display());
             }

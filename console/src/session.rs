@@ -8,12 +8,7 @@
 //! only: their role and merchants are looked up on every request, so a user
 //! removed from the users file, or made a viewer, is so at their next click.
 
-use std::{
-    net::IpAddr,
-    num::NonZeroU32,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use axum::{
     extract::{FromRef, FromRequestParts, OriginalUri},
@@ -118,11 +113,7 @@ impl IntoResponse for NotSignedIn {
             let next = url_encode(&self.path_and_query);
             Redirect::to(&format!("/login?next={next}")).into_response()
         } else {
-            (
-                StatusCode::FORBIDDEN,
-                "sign in first: nothing was done",
-            )
-                .into_response()
+            (StatusCode::FORBIDDEN, "sign in first: nothing was done").into_response()
         }
     }
 }

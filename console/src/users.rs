@@ -227,8 +227,8 @@ fn check_name(name: &str) -> Result<(), UsersError> {
 pub fn hash_password(password: &str) -> Result<String, UsersError> {
     let mut salt = [0u8; 16];
     rand::rng().fill(&mut salt);
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| UsersError::Invalid(format!("salt: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| UsersError::Invalid(format!("salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -416,15 +416,21 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "the users file is readable by its owner only");
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "the users file is readable by its owner only"
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_bad_file_is_refused_with_its_reason() {
-        let err = Users::parse("[[user]]\nname = \"x\"\npassword_hash = \"plain\"\nrole = \"operator\"\n")
-            .unwrap_err();
+        let err = Users::parse(
+            "[[user]]\nname = \"x\"\npassword_hash = \"plain\"\nrole = \"operator\"\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("PHC"), "{err}");
         let err = Users::parse("[[user]]\nname = \"x\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\"\nrole = \"admin\"\n")
             .unwrap_err();

@@ -42,11 +42,7 @@ pub struct Parts {
 /// The store `storage` names, and the SQLite handle to close last when it is one.
 /// The store, the same store as the console reads it, and the SQLite handle
 /// to close last (when it is SQLite).
-pub(super) type OpenedStore = (
-    Arc<dyn Store>,
-    Arc<dyn ConsoleStore>,
-    Option<SqliteStore>,
-);
+pub(super) type OpenedStore = (Arc<dyn Store>, Arc<dyn ConsoleStore>, Option<SqliteStore>);
 
 pub(super) async fn open_store(storage: &Storage) -> anyhow::Result<OpenedStore> {
     Ok(match storage {
@@ -54,7 +50,11 @@ pub(super) async fn open_store(storage: &Storage) -> anyhow::Result<OpenedStore>
             let store = SqliteStore::open(path)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
-            (Arc::new(store.clone()), Arc::new(store.clone()), Some(store))
+            (
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                Some(store),
+            )
         }
         Storage::Postgres(url) => {
             let store = PgStore::connect(url, Default::default())

@@ -50,7 +50,11 @@ pub struct AnomalyLine {
 impl From<&AnomalyRow> for AnomalyLine {
     fn from(a: &AnomalyRow) -> Self {
         let (resolved_by, resolved_at, note) = match &a.resolution {
-            Some(r) => (r.resolved_by.clone(), format::time(&r.resolved_at), r.note.clone()),
+            Some(r) => (
+                r.resolved_by.clone(),
+                format::time(&r.resolved_at),
+                r.note.clone(),
+            ),
             None => Default::default(),
         };
         Self {
@@ -157,5 +161,9 @@ pub async fn resolve(
         .actions
         .resolve(&signed, &signed.user.scope, id, note)
         .await?;
-    Ok(Redirect::to(&format!("/anomalies?state=all&audit={}#anomaly-{id}", outcome.audit_id)).into_response())
+    Ok(Redirect::to(&format!(
+        "/anomalies?state=all&audit={}#anomaly-{id}",
+        outcome.audit_id
+    ))
+    .into_response())
 }

@@ -106,10 +106,7 @@ pub struct OpenQuery {
 }
 
 /// The day picker's target: a plain GET form cannot build `/bills/{day}`.
-pub async fn open(
-    _signed: Signed,
-    Query(q): Query<OpenQuery>,
-) -> Result<Response, ConsoleError> {
+pub async fn open(_signed: Signed, Query(q): Query<OpenQuery>) -> Result<Response, ConsoleError> {
     let day = format::parse_day("day", &q.day).map_err(ConsoleError::BadRequest)?;
     Ok(Redirect::to(&format!("/bills/{}", compact(day))).into_response())
 }
@@ -215,5 +212,10 @@ pub async fn reconcile(
     }
     let date = parse_compact(&day)?;
     let outcome = state.actions.reconcile(&signed, &compact(date)).await?;
-    Ok(Redirect::to(&format!("/bills/{}?audit={}", compact(date), outcome.audit_id)).into_response())
+    Ok(Redirect::to(&format!(
+        "/bills/{}?audit={}",
+        compact(date),
+        outcome.audit_id
+    ))
+    .into_response())
 }

@@ -42,7 +42,11 @@ pub fn columns(bars: &[Bar], color: &str) -> String {
     let every = (n / 12).max(1);
     for (i, b) in bars.iter().enumerate() {
         let i = i64::try_from(i).unwrap_or(0);
-        let h = if b.value <= 0 { 0 } else { (b.value * (HEIGHT - 16) / max).max(2) };
+        let h = if b.value <= 0 {
+            0
+        } else {
+            (b.value * (HEIGHT - 16) / max).max(2)
+        };
         let x = i * slot + (slot - bar_w) / 2;
         let y = HEIGHT - h;
         let _ = write!(
@@ -89,7 +93,11 @@ pub fn rows(bars: &[Bar], color_of: impl Fn(&Bar) -> &'static str) -> String {
     let label_w = 330;
     for (i, b) in bars.iter().enumerate() {
         let y = i64::try_from(i).unwrap_or(0) * row_h;
-        let w = if b.value <= 0 { 0 } else { (b.value * (WIDTH - label_w - 90) / max).max(2) };
+        let w = if b.value <= 0 {
+            0
+        } else {
+            (b.value * (WIDTH - label_w - 90) / max).max(2)
+        };
         let _ = write!(
             svg,
             "<text x=\"0\" y=\"{}\" fill=\"#1d2433\" font-size=\"13\">{}</text>\
@@ -116,8 +124,16 @@ mod tests {
     #[test]
     fn labels_are_escaped_and_bars_scaled() {
         let bars = [
-            Bar { label: "<b>".into(), value: 10, title: "ten".into() },
-            Bar { label: "x".into(), value: 5, title: "five".into() },
+            Bar {
+                label: "<b>".into(),
+                value: 10,
+                title: "ten".into(),
+            },
+            Bar {
+                label: "x".into(),
+                value: 5,
+                title: "five".into(),
+            },
         ];
         let svg = rows(&bars, |_| "#000");
         assert!(svg.contains("&lt;b&gt;"));

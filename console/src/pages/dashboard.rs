@@ -41,12 +41,18 @@ pub async fn show(
     // Every one of the 24 hours gets a bar, paid in it or not.
     let hours: Vec<_> = (0..24).map(|i| since + Duration::hours(i)).collect();
     let hour_label = |h: &chrono::DateTime<Utc>| {
-        h.with_timezone(&format::beijing()).format("%H:00").to_string()
+        h.with_timezone(&format::beijing())
+            .format("%H:00")
+            .to_string()
     };
     let paid_bars: Vec<Bar> = hours
         .iter()
         .map(|h| {
-            let fee = d.paid_per_hour.iter().find(|p| p.hour == *h).map_or(0, |p| p.fee);
+            let fee = d
+                .paid_per_hour
+                .iter()
+                .find(|p| p.hour == *h)
+                .map_or(0, |p| p.fee);
             Bar {
                 label: hour_label(h),
                 value: fee,
@@ -57,7 +63,11 @@ pub async fn show(
     let count_bars: Vec<Bar> = hours
         .iter()
         .map(|h| {
-            let n = d.paid_per_hour.iter().find(|p| p.hour == *h).map_or(0, |p| p.orders);
+            let n = d
+                .paid_per_hour
+                .iter()
+                .find(|p| p.hour == *h)
+                .map_or(0, |p| p.orders);
             Bar {
                 label: hour_label(h),
                 value: n,
@@ -76,7 +86,10 @@ pub async fn show(
             Bar {
                 label: hour_label(h),
                 value: ms,
-                title: format!("{}: {events} events, slowest published after {ms} ms", hour_label(h)),
+                title: format!(
+                    "{}: {events} events, slowest published after {ms} ms",
+                    hour_label(h)
+                ),
             }
         })
         .collect();

@@ -69,10 +69,7 @@ pub async fn submit(
     Form(c): Form<Credentials>,
 ) -> Result<Response, ConsoleError> {
     let username = c.username.trim().to_owned();
-    if !state
-        .limiter
-        .allow(&username, Some(peer.ip()))
-    {
+    if !state.limiter.allow(&username, Some(peer.ip())) {
         tracing::warn!(username, "console sign-in attempts held back");
         return page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -90,7 +87,11 @@ pub async fn submit(
         .map_err(|e| ConsoleError::Internal(format!("password check: {e}")))?;
     match verified {
         Some(user) => {
-            tracing::info!(user = user.name, role = user.role.as_str(), "console sign-in");
+            tracing::info!(
+                user = user.name,
+                role = user.role.as_str(),
+                "console sign-in"
+            );
             let jar = session::start(jar, &user.name, state.secure_cookie);
             Ok((jar, Redirect::to(safe_next(&c.next))).into_response())
         }

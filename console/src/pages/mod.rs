@@ -77,7 +77,10 @@ impl Layout {
     pub async fn with_flash(mut self, state: &AppState, audit: Option<i64>) -> Self {
         if let Some(id) = audit {
             if let Ok(entries) = state.store.audit(id.checked_add(1), 1).await {
-                if let Some(e) = entries.into_iter().find(|e| e.id == id && e.actor == self.user) {
+                if let Some(e) = entries
+                    .into_iter()
+                    .find(|e| e.id == id && e.actor == self.user)
+                {
                     self.flash = Some(Flash {
                         audit_id: e.id,
                         ok: e.ok.unwrap_or(false),

@@ -22,9 +22,7 @@ use wxpay_core::domain::OutTradeNo;
 use wxpay_store::console::{AuditEntry, OrderHistory};
 
 use super::{allow_action, merchant_scope, render, AfterAction, Layout};
-use crate::{
-    actions::Intent, application::AppState, error::ConsoleError, format, session::Signed,
-};
+use crate::{actions::Intent, application::AppState, error::ConsoleError, format, session::Signed};
 
 /// Console actions shown in an order's history (the newest ones).
 const ACTIONS_SHOWN: u32 = 200;
@@ -99,15 +97,16 @@ async fn history(
 fn timeline(h: &OrderHistory, actions: &[AuditEntry]) -> Vec<Entry> {
     let o = &h.order;
     let mut out = Vec::new();
-    let mut push = |at: DateTime<Utc>, rank: u8, kind: &'static str, title: String, detail: String| {
-        out.push(Entry {
-            at: format::time(&at),
-            kind,
-            title,
-            detail,
-            sort: (at, rank),
-        })
-    };
+    let mut push =
+        |at: DateTime<Utc>, rank: u8, kind: &'static str, title: String, detail: String| {
+            out.push(Entry {
+                at: format::time(&at),
+                kind,
+                title,
+                detail,
+                sort: (at, rank),
+            })
+        };
     push(
         o.created_at,
         0,
@@ -166,7 +165,11 @@ fn timeline(h: &OrderHistory, actions: &[AuditEntry]) -> Vec<Entry> {
             r.created_at,
             3,
             "refund",
-            format!("Refund {} asked for {}", r.out_refund_no, format::yuan(r.refund_fee)),
+            format!(
+                "Refund {} asked for {}",
+                r.out_refund_no,
+                format::yuan(r.refund_fee)
+            ),
             format!("{}{reason}", r.status),
         );
         match (r.status.as_str(), r.succeeded_at) {
@@ -213,7 +216,10 @@ fn timeline(h: &OrderHistory, actions: &[AuditEntry]) -> Vec<Entry> {
         }
     }
     for a in actions {
-        let result = a.result.clone().unwrap_or_else(|| "no result recorded".into());
+        let result = a
+            .result
+            .clone()
+            .unwrap_or_else(|| "no result recorded".into());
         push(
             a.at,
             5,
@@ -222,7 +228,7 @@ fn timeline(h: &OrderHistory, actions: &[AuditEntry]) -> Vec<Entry> {
             result,
         );
     }
-    out.sort_by(|a, b| a.sort.cmp(&b.sort));
+    out.sort_by_key(|e| e.sort);
     out
 }
 
@@ -374,7 +380,11 @@ fn back_to(out_trade_no: &str, audit_id: i64) -> Response {
 
 /// The order must exist and be within the person's merchants before anything
 /// is asked of payment-service (which checks its own caller's scope, not theirs).
-async fn visible(state: &AppState, signed: &Signed, out_trade_no: &str) -> Result<(), ConsoleError> {
+async fn visible(
+    state: &AppState,
+    signed: &Signed,
+    out_trade_no: &str,
+) -> Result<(), ConsoleError> {
     let no = parse_no(out_trade_no)?;
     state
         .store

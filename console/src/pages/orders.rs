@@ -55,7 +55,9 @@ impl Search {
                     .iter()
                     .find(|x| x.as_str() == s)
                     .map(|x| x.as_str().to_owned())
-                    .ok_or_else(|| ConsoleError::BadRequest(format!("status {s:?} is not a status")))?,
+                    .ok_or_else(|| {
+                        ConsoleError::BadRequest(format!("status {s:?} is not a status"))
+                    })?,
             ),
         };
         let day = |field: &str, s: &str| -> Result<Option<DateTime<Utc>>, ConsoleError> {
@@ -98,7 +100,8 @@ impl Search {
         if self.after.is_empty() {
             return Ok(None);
         }
-        let bad = || ConsoleError::BadRequest("the page link is damaged; start the search again".into());
+        let bad =
+            || ConsoleError::BadRequest("the page link is damaged; start the search again".into());
         let (millis, no) = self.after.split_once('.').ok_or_else(bad)?;
         let millis: i64 = millis.parse().map_err(|_| bad())?;
         let created_at = DateTime::<Utc>::from_timestamp_micros(millis).ok_or_else(bad)?;

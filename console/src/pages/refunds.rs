@@ -53,12 +53,9 @@ pub async fn list(
 ) -> Result<Html<String>, ConsoleError> {
     let status = match q.status.trim() {
         "" => None,
-        s => Some(
-            *STATUSES
-                .iter()
-                .find(|x| **x == s)
-                .ok_or_else(|| ConsoleError::BadRequest(format!("status {s:?} is not a refund status")))?,
-        ),
+        s => Some(*STATUSES.iter().find(|x| **x == s).ok_or_else(|| {
+            ConsoleError::BadRequest(format!("status {s:?} is not a refund status"))
+        })?),
     };
     let cursor = match q.after.split_once('.') {
         None if q.after.is_empty() => None,
