@@ -6,8 +6,9 @@
 #   docker build --target gateway         -t wxpay/gateway .
 #   docker build --target poller          -t wxpay/poller .
 #   docker build --target wechat-sandbox  -t wxpay/wechat-sandbox .
+#   docker build --target console         -t wxpay/console .
 #
-# docker-compose.yml builds all four; the `builder` stage is shared, so the
+# docker-compose.yml builds all five; the `builder` stage is shared, so the
 # workspace compiles once for all of them.
 #
 # Dependency caching: cargo-chef turns the manifests and Cargo.lock into a
@@ -34,7 +35,7 @@ COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
-      -p payment-service -p gateway -p poller -p wechat-sandbox
+      -p payment-service -p gateway -p poller -p wechat-sandbox -p console
 
 # The common runtime: glibc as in the builder, CA roots for HTTPS to WeChat's
 # API, and an unprivileged user. bash stays (it is part of the base image):
@@ -74,3 +75,10 @@ COPY --from=builder /app/target/release/wechat-sandbox /usr/local/bin/wechat-san
 ENV SANDBOX_ADDR=0.0.0.0:8090
 EXPOSE 8090
 ENTRYPOINT ["/usr/local/bin/wechat-sandbox"]
+
+FROM runtime AS console
+COPY --from=builder /app/target/release/console /usr/local/bin/console
+# Internal only: compose publishes it on the host's loopback.
+ENV CONSOLE_ADDR=0.0.0.0:8088
+EXPOSE 8088
+ENTRYPOINT ["/usr/local/bin/console"]

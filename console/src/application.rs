@@ -2,7 +2,12 @@
 //! into one router; `Application::build` binds (port 0 works for tests) and
 //! `run_until_stopped` serves until shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::{
@@ -25,6 +30,9 @@ use crate::{
     session::{Limiter, SignInLimiter},
     users::UserBook,
 };
+
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything a handler can reach.
 #[derive(Clone)]
@@ -162,12 +170,38 @@ impl Application {
             })
         };
         let app = router(state);
-        let served = axum::serve(
+        // At shutdown the live streams end first (their pages reconnect to
+        // another replica), or the graceful drain would wait on them forever;
+        // whatever still runs after DRAIN is cut.
+        let watch = self.watch_shutdown.clone();
+        let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            if let Some(token) = watch {
+                token.cancel();
+            }
+            let _ = fired_tx.send(());
+        };
+        let serve = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(signal)
+        .into_future();
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = async {
+                if fired_rx.await.is_ok() {
+                    tokio::time::sleep(DRAIN).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("console: requests still open {DRAIN:?} after shutdown were cut");
+                Ok(())
+            }
+        };
         housekeeping.abort();
         if let Some(token) = self.watch_shutdown {
             token.cancel();

@@ -8,8 +8,15 @@ use std::{
     sync::OnceLock,
 };
 
-/// The workspace's binaries, each started by [`Stack::start`](crate::Stack::start).
-pub const BINARIES: [&str; 4] = ["wechat-sandbox", "payment-service", "gateway", "poller"];
+/// The workspace's service binaries: the four [`Stack::start`](crate::Stack::start)
+/// starts, and the operator console the console tests start beside them.
+pub const BINARIES: [&str; 5] = [
+    "wechat-sandbox",
+    "payment-service",
+    "gateway",
+    "poller",
+    "console",
+];
 
 /// The workspace root (this crate lives in `tests/`).
 pub fn workspace_root() -> PathBuf {
