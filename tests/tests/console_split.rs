@@ -267,10 +267,7 @@ wechatpay_public_key_id = "PUB_KEY_ID_0119000005002026120700000000"
         "the viewer's refund was never asked for"
     );
     stack
-        .sandbox_control(
-            &format!("/sandbox/refunds/OLGAREFUND1/settle"),
-            serde_json::json!({}),
-        )
+        .sandbox_control("/sandbox/refunds/OLGAREFUND1/settle", serde_json::json!({}))
         .await
         .expect("settled");
     let landed = sse.until(&mut events, |e| e["refunded_fee"] == 240).await;
