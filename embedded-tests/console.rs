@@ -321,8 +321,23 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         "nothing was refunded"
     );
 
-    // The operator with their form's token.
+    // The operator with their form's token, first with an amount in yuan:
+    // refused with the reason, nothing asked of WeChat, and audited.
     let token = csrf(&operator, &order_url).await;
+    let res = operator
+        .post(&refund_url)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("refund_fee", "1.20"),
+            ("reason", "damaged in transit"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body = res.text().await.expect("body");
+    assert!(body.contains("whole number of fen"), "{body}");
+    assert_eq!(refunded_fee(&stack, &no).await, (0, 0));
     let res = operator
         .post(&refund_url)
         .form(&form(&token))
@@ -354,8 +369,8 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         "the action is in the order's history"
     );
 
-    // The audit log: the four refusals (the unsigned one has no one to name)
-    // and the refund, newest first.
+    // The audit log: the four refusals (the unsigned one has no one to name),
+    // the amount in yuan and the refund, newest first.
     let audit = operator
         .get(format!("{console}/audit"))
         .send()
@@ -366,7 +381,7 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         .expect("body");
     assert_eq!(
         audit.matches("class=\"audit-row bad\"").count(),
-        3,
+        4,
         "{audit}"
     );
     assert_eq!(
@@ -375,6 +390,7 @@ async fn only_a_signed_in_operator_with_the_forms_token_can_refund_and_every_try
         "{audit}"
     );
     assert!(audit.contains("refused: viewers cannot act"));
+    assert!(audit.contains("refused: refund_fee must be a whole number of fen"));
     assert!(
         audit.contains("refused: the form&#39;s CSRF token is missing or stale")
             || audit.contains("CSRF token is missing or stale")

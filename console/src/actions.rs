@@ -107,7 +107,19 @@ impl Actions {
 
     /// Writes a refused action (never performed) and returns the refusal.
     pub async fn refuse(&self, who: &Signed, intent: Intent, reason: &str) -> ConsoleError {
-        match self.begin(who, &intent).await {
+        self.write_refusal(who, &intent, reason).await;
+        ConsoleError::Forbidden(format!("{reason}: nothing was done"))
+    }
+
+    /// Writes an action refused for what its form held (never performed),
+    /// so a mistyped amount is on the audit log like any other attempt.
+    pub async fn invalid(&self, who: &Signed, intent: Intent, message: String) -> ConsoleError {
+        self.write_refusal(who, &intent, &message).await;
+        ConsoleError::BadRequest(message)
+    }
+
+    async fn write_refusal(&self, who: &Signed, intent: &Intent, reason: &str) {
+        match self.begin(who, intent).await {
             Ok(id) => {
                 self.finish(id, false, format!("refused: {reason}")).await;
             }
@@ -115,7 +127,6 @@ impl Actions {
                 tracing::warn!(error = %e, "a refused action could not be written to the audit log")
             }
         }
-        ConsoleError::Forbidden(format!("{reason}: nothing was done"))
     }
 
     /// Gives back `refund_fee` fen of an order under `out_refund_no` (the

@@ -400,30 +400,30 @@ pub async fn refund(
     Path(out_trade_no): Path<String>,
     Form(f): Form<RefundForm>,
 ) -> Result<Response, ConsoleError> {
-    let intent = Intent {
+    let intent = || Intent {
         action: "refund",
         target: out_trade_no.clone(),
         fields: serde_json::json!({"refund_fee": f.refund_fee, "reason": f.reason}),
     };
-    allow_action(&state, &signed, &f.csrf, intent).await?;
+    allow_action(&state, &signed, &f.csrf, intent()).await?;
     visible(&state, &signed, &out_trade_no).await?;
-    let fee: i64 = f
+    let Some(fee) = f
         .refund_fee
         .trim()
-        .parse()
+        .parse::<i64>()
         .ok()
         .filter(|fen| *fen > 0)
-        .ok_or_else(|| {
-            ConsoleError::BadRequest(format!(
-                "refund_fee must be a whole number of fen above 0 (got {:?})",
-                f.refund_fee
-            ))
-        })?;
+    else {
+        let message = format!(
+            "refund_fee must be a whole number of fen above 0 (got {:?})",
+            f.refund_fee
+        );
+        return Err(state.actions.invalid(&signed, intent(), message).await);
+    };
     let reason = f.reason.trim();
     if reason.is_empty() {
-        return Err(ConsoleError::BadRequest(
-            "a refund needs a reason (the payer sees it)".into(),
-        ));
+        let message = "a refund needs a reason (the payer sees it)".to_owned();
+        return Err(state.actions.invalid(&signed, intent(), message).await);
     }
     let out_refund_no = match f.out_refund_no.trim() {
         "" => format!("C{}", ulid::Ulid::new()),
