@@ -20,7 +20,8 @@ psql -q "$admin" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'wxp
   while read -r db; do psql -q "$admin" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
 
 # The end-to-end tests (tests/) run the service binaries as child processes:
-# build them first, so a compile error shows here rather than inside a test.
-cargo build --bins -p wechat-sandbox -p payment-service -p gateway -p poller
+# build them first (the console's browser test runs `console` and the product binary
+# `wxpay`), so a compile error shows here rather than inside a test.
+cargo build --bins -p wechat-sandbox -p payment-service -p gateway -p poller -p console -p wxpay
 
 cargo test --workspace "$@"

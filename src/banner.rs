@@ -86,7 +86,17 @@ pub fn render(stack: &Stack) -> String {
             "    grpcurl -plaintext{auth} -d '{{\"out_trade_no\":\"<out_trade_no>\",\"out_refund_no\":\"r-1\",\"refund_fee\":1}}' {} wxpay.v1.PaymentService/RefundOrder",
             a.payment
         ),
-        "      (refunds go over mutual TLS with the certificate the sandbox issued; it settles them after 2 s)".to_owned(),
+        // What SANDBOX_REFUND_SETTLE_MS says, not its default: 0 settles none on its own.
+        match s.sandbox_refund_settle {
+            Some(after) => format!(
+                "      (refunds go over mutual TLS with the certificate the sandbox issued; it settles them after {} ms)",
+                after.as_millis()
+            ),
+            None => format!(
+                "      (refunds go over mutual TLS with the certificate the sandbox issued; settle one with curl -X POST {}/sandbox/refunds/<out_refund_no>/settle)",
+                a.sandbox_url()
+            ),
+        },
         "    cargo run -- demo   (the whole flow on a private stack, narrated)".to_owned(),
         String::new(),
         "  Ctrl-C stops everything.".to_owned(),

@@ -34,7 +34,7 @@ mod wait;
 
 use wxpay_core::wechat::{ApiKey, Merchant};
 
-pub use binaries::{binary, build_binaries, workspace_root, BINARIES};
+pub use binaries::{binary, build_binaries, build_product, workspace_root, BINARIES, PRODUCT};
 pub use browser::Browser;
 pub use cluster::RedisCluster;
 pub use ports::{free_port, free_ports};

@@ -173,8 +173,11 @@ fn timeline(h: &OrderHistory, actions: &[AuditEntry]) -> Vec<Entry> {
             format!("{}{reason}", r.status),
         );
         match (r.status.as_str(), r.succeeded_at) {
+            // WeChat's success_time has whole seconds, our created_at
+            // milliseconds: without the max, a refund settled within the
+            // second it was asked for would come back before it was asked.
             ("SUCCESS", Some(at)) => push(
-                at,
+                at.max(r.created_at),
                 3,
                 "refund",
                 format!("Refund {} back with the payer", r.out_refund_no),

@@ -21,7 +21,14 @@ impl Process {
     /// Starts `target/debug/<name>` with exactly `env` (nothing inherited, so a
     /// developer's shell or `.env` cannot change what is tested).
     pub fn spawn(name: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
-        start(name, &binary(name), &[], env, false)
+        start(name, &binary(name), &[], env, None, false)
+    }
+
+    /// Starts `target/debug/<name>` with exactly `env` in the directory `dir`
+    /// (the product binary `wxpay` keeps its SQLite database in `./data`),
+    /// as the leader of a process group of its own, killed as a group.
+    pub fn spawn_group_in(name: &str, dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        start(name, &binary(name), &[], env, Some(dir), true)
     }
 
     /// Starts a program of the machine's (not one cargo built) with `args` and
@@ -34,7 +41,7 @@ impl Process {
         args: &[String],
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        start(name, program, args, env, true)
+        start(name, program, args, env, None, true)
     }
 }
 
@@ -43,6 +50,7 @@ fn start(
     path: &Path,
     args: &[String],
     env: &[(&str, String)],
+    cwd: Option<&Path>,
     own_group: bool,
 ) -> anyhow::Result<Process> {
     let dir = std::env::temp_dir().join("wxpay-e2e");
@@ -57,8 +65,8 @@ fn start(
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         // The binaries load `.env` from the working directory and its parents:
-        // run them where there is none.
-        .current_dir(&dir)
+        // run them where there is none (the log directory, or the caller's).
+        .current_dir(cwd.unwrap_or(&dir))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
