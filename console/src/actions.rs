@@ -231,11 +231,15 @@ impl Actions {
                 (
                     true,
                     format!(
-                        "{} rows at WeChat, {} matched, {} repaired, {} discrepancies",
-                        r.wechat_rows,
+                        "{} at WeChat, {} matched, {} repaired, {}",
+                        format::counted(r.wechat_rows, "row", "rows"),
                         r.matched,
                         r.repaired,
-                        r.discrepancies.len()
+                        format::counted(
+                            i64::try_from(r.discrepancies.len()).unwrap_or(i64::MAX),
+                            "discrepancy",
+                            "discrepancies"
+                        )
                     ),
                 )
             }

@@ -39,6 +39,11 @@ pub fn count(n: i64) -> String {
     }
 }
 
+/// `n` and the noun it counts, singular for one: "1 row", "3 rows".
+pub fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// A moment in Beijing time, to the second.
 pub fn time(t: &DateTime<Utc>) -> String {
     t.with_timezone(&beijing())

@@ -17,8 +17,10 @@ const WIDTH: i64 = 960;
 const HEIGHT: i64 = 180;
 const AXIS: i64 = 22;
 
-/// Vertical bars, scaled to the largest; an empty series says so.
-pub fn columns(bars: &[Bar], color: &str) -> String {
+/// Vertical bars, scaled to the largest, with a dashed line at that height
+/// labelled with it (`scale` writes the value: yuan, a count, milliseconds),
+/// so the chart reads without hovering; an empty series says so.
+pub fn columns(bars: &[Bar], color: &str, scale: impl Fn(i64) -> String) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -35,6 +37,14 @@ pub fn columns(bars: &[Bar], color: &str) -> String {
         return svg;
     }
     let max = bars.iter().map(|b| b.value).max().unwrap_or(1).max(1);
+    let top = HEIGHT - (HEIGHT - 16);
+    let _ = write!(
+        svg,
+        "<line x1=\"0\" y1=\"{top}\" x2=\"{WIDTH}\" y2=\"{top}\" stroke=\"#c9ced8\" stroke-dasharray=\"4 4\"/>\
+         <text x=\"2\" y=\"{}\" fill=\"#5b6475\" font-size=\"11\" class=\"scale\">{}</text>",
+        top - 4,
+        escape(&scale(max))
+    );
     let n = i64::try_from(bars.len()).unwrap_or(1).max(1);
     let slot = WIDTH / n;
     let bar_w = (slot * 7 / 10).max(1);
@@ -138,8 +148,12 @@ mod tests {
         let svg = rows(&bars, |_| "#000");
         assert!(svg.contains("&lt;b&gt;"));
         assert!(!svg.contains("<b>"));
-        let svg = columns(&bars, "#0a7b4f");
+        let svg = columns(&bars, "#0a7b4f", |v| format!("{v} max"));
         assert_eq!(svg.matches("<rect").count(), 2);
-        assert!(columns(&[], "#000").contains("nothing in this period"));
+        assert!(
+            svg.contains(">10 max</text>"),
+            "the scale names the largest value"
+        );
+        assert!(columns(&[], "#000", |v| v.to_string()).contains("nothing in this period"));
     }
 }

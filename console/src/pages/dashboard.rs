@@ -117,8 +117,10 @@ pub async fn show(
         refunds_processing: format::count(d.refunds_processing),
         outbox_pending: format::count(d.outbox.count),
         outbox_oldest: oldest,
-        paid_chart: charts::columns(&paid_bars, "#0a7b4f"),
-        count_chart: charts::columns(&count_bars, "#1d4ed8"),
+        paid_chart: charts::columns(&paid_bars, "#0a7b4f", format::yuan),
+        count_chart: charts::columns(&count_bars, "#1d4ed8", |n| {
+            format!("{} orders", format::count(n))
+        }),
         verdict_chart: charts::rows(&verdict_bars, |b| {
             if b.label.ends_with("applied") || b.label.contains("duplicate") {
                 "#0a7b4f"
@@ -126,6 +128,6 @@ pub async fn show(
                 "#b42318"
             }
         }),
-        outbox_chart: charts::columns(&outbox_bars, "#a15c07"),
+        outbox_chart: charts::columns(&outbox_bars, "#a15c07", |ms| format!("{ms} ms")),
     })
 }
