@@ -21,7 +21,7 @@ fn smoke_run_reports_every_scenario() {
         "3. CreateOrder",
         "4. Notifications",
         "5. Micro-benchmarks",
-        "6. Operator console",
+        "7. Operator console",
         "| cores (nproc) |",
     ] {
         assert!(
@@ -49,7 +49,7 @@ fn console_smoke_run_reports_its_section() {
     let doc = std::fs::read_to_string(&out).expect("the report was written");
     let _ = std::fs::remove_file(&out);
     for line in [
-        "6. Operator console on 20,000 orders",
+        "7. Operator console on 20,000 orders",
         "| orders, first page |",
         "| orders, second page (the next link) |",
         "| totals, unfiltered |",

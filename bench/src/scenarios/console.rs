@@ -1,4 +1,5 @@
-//! Scenario 6, the operator console on a million orders: a database of its own
+//! Scenario 7 in the report (6 is the hand-run Redis Cluster section), the
+//! operator console on a million orders: a database of its own
 //! (migrated by `PgStore::connect`, as the console's own start does) seeded in
 //! a few `INSERT … SELECT … FROM generate_series` statements with three
 //! merchants, every status, 50,000 payers and 90 days of orders, then the real
@@ -193,7 +194,7 @@ async fn measure(
 
     let count = console::format::count(orders);
     let mut section = Section::new(
-        &format!("6. Operator console on {count} orders"),
+        &format!("7. Operator console on {count} orders"),
         command,
         &[
             "page",
