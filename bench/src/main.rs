@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p wxpay-bench -- all            # every scenario, writes docs/BENCHMARKS.md
-//! cargo run --release -p wxpay-bench -- delivery       # one scenario: delivery|streams|create|notify|micro
+//! cargo run --release -p wxpay-bench -- delivery       # one scenario: delivery|streams|create|notify|micro|console
 //! cargo run --release -p wxpay-bench -- --smoke all --out /tmp/b.md
 //! target/release/wxpay-bench --only service create  # one path, e.g. under `perf record`
 //! ```
@@ -14,12 +14,17 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use wxpay_bench::{machine::Machine, report, scenarios, stack::Stack, Mode};
 
-const SCENARIOS: [&str; 5] = ["delivery", "streams", "create", "notify", "micro"];
+const SCENARIOS: [&str; 6] = [
+    "delivery", "streams", "create", "notify", "micro", "console",
+];
 /// The order `all` runs them in: the throughput rows first, on a small database
 /// (with delivery first, their ceilings measured about half: 4,934 against
 /// 7,405 raw INSERTs/s, for a reason not found); the open-streams scenario, which
-/// seeds a million orders, last. The document keeps `SCENARIOS`' order.
-const RUN_ORDER: [&str; 5] = ["create", "notify", "micro", "delivery", "streams"];
+/// seeds a million orders, then the console's, on a million orders in a database
+/// of its own. The document keeps `SCENARIOS`' order.
+const RUN_ORDER: [&str; 6] = [
+    "create", "notify", "micro", "delivery", "streams", "console",
+];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -108,6 +113,7 @@ async fn drive(args: Vec<String>) -> anyhow::Result<()> {
             "create" => scenarios::create::run(&stack, mode, &command).await,
             "notify" => scenarios::notify::run(&stack, mode, &command).await,
             "micro" => scenarios::micro::run(mode, &command),
+            "console" => scenarios::console::run(&machine, mode, &command).await,
             _ => unreachable!("names are checked above"),
         }
         .with_context(|| format!("scenario {name}"))?;

@@ -94,8 +94,9 @@ pub fn document(machine: &Machine, command: &str, sections: &[Section], epilogue
          Everything compared in a table was measured side by side in the same run, on \
          loopback, so the ratios hold even where the absolute figures depend on the machine. \
          `all` runs the scenarios in the order create, notify, micro, delivery, streams (the \
-         million-stream one seeds a million orders, last), each after a `CHECKPOINT`, so that each \
-         starts without the previous one's dirty buffers.\n\n",
+         million-stream one seeds a million orders, late), console (a million orders in a database \
+         of its own, last), each after a `CHECKPOINT`, so that each starts without the previous \
+         one's dirty buffers.\n\n",
     );
     out.push_str(&format!("Command: `{command}`\n\n"));
     out.push_str(&machine.markdown());

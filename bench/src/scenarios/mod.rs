@@ -1,6 +1,7 @@
 //! The scenarios of the benchmark issue, one module each. Each takes the running
 //! [`crate::stack::Stack`] and the run's [`crate::Mode`] and returns a report section.
 
+pub mod console;
 pub mod create;
 pub mod delivery;
 pub mod micro;
