@@ -166,39 +166,46 @@ async fn wechat_knows_refund(stack: &Stack, out_refund_no: &str) -> bool {
         .is_ok()
 }
 
-/// Beijing's date of yesterday, as ReconcileBill spells it.
-fn yesterday() -> String {
-    let day =
-        (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive() - chrono::Duration::days(1);
-    day.format("%Y%m%d").to_string()
+/// The Beijing day whose bill WeChat has ready now (10:00 Beijing the next
+/// day, which ReconcileBill enforces), as ReconcileBill spells it, and how
+/// many days back it is: yesterday from 10:00, the day before until then,
+/// so the test passes at any hour.
+fn ready_bill_day() -> (String, i64) {
+    use chrono::Timelike;
+    let beijing = chrono::Utc::now() + chrono::Duration::hours(8);
+    let days = if beijing.hour() >= 10 { 1 } else { 2 };
+    let day = beijing.date_naive() - chrono::Duration::days(days);
+    (day.format("%Y%m%d").to_string(), days)
 }
 
-/// A day passes for `orders` (and their refunds) on both sides: WeChat's
-/// (the sandbox ages them) and ours (the times stored with them move back a
-/// day, as they would have been had the payer paid yesterday), so the next
+/// `days` pass for `orders` (and their refunds) on both sides: WeChat's
+/// (the sandbox ages them) and ours (the times stored with them move back as
+/// many days, as they would have been had the payer paid then), so that
 /// day's bill holds them and the local day's payments are them.
-async fn a_day_passes(stack: &Stack, orders: &[&str]) {
+async fn days_pass(stack: &Stack, orders: &[&str], days: i64) {
     let mut db = PgConnection::connect(&stack.database_url)
         .await
         .expect("the stack's database");
     for no in orders {
         stack
-            .sandbox_post(no, "age", serde_json::json!({ "seconds": 86_400 }))
+            .sandbox_post(no, "age", serde_json::json!({ "seconds": 86_400 * days }))
             .await
             .expect("the sandbox ages the order");
         sqlx::query(
-            "UPDATE orders SET created_at = created_at - interval '1 day', \
-             paid_at = paid_at - interval '1 day' WHERE out_trade_no = $1",
+            "UPDATE orders SET created_at = created_at - make_interval(days => $2::int), \
+             paid_at = paid_at - make_interval(days => $2::int) WHERE out_trade_no = $1",
         )
         .bind(no)
+        .bind(days)
         .execute(&mut db)
         .await
         .expect("the order's day moves back");
         sqlx::query(
-            "UPDATE refunds SET created_at = created_at - interval '1 day', \
-             succeeded_at = succeeded_at - interval '1 day' WHERE out_trade_no = $1",
+            "UPDATE refunds SET created_at = created_at - make_interval(days => $2::int), \
+             succeeded_at = succeeded_at - make_interval(days => $2::int) WHERE out_trade_no = $1",
         )
         .bind(no)
+        .bind(days)
         .execute(&mut db)
         .await
         .expect("its refunds' day moves back");
@@ -307,10 +314,10 @@ async fn a_v3_order_refunded_in_two_parts_settles_by_v3_notifications_and_the_ne
     // A v2 order of the same day, paid over v2, for the bill to hold beside them.
     let (v2_no, _, _) = paid_order(&stack, "", 250, "v2-beside").await;
 
-    // The next day. First WeChat's bill comes with a hash that does not match
+    // The bill's day (yesterday, or the day before until 10:00 Beijing). First WeChat's bill comes with a hash that does not match
     // its file: the day is not reconciled, nothing is stored, and the error says so.
-    a_day_passes(&stack, &[&no, &v2_no]).await;
-    let bill_date = yesterday();
+    let (bill_date, days) = ready_bill_day();
+    days_pass(&stack, &[&no, &v2_no], days).await;
     stack
         .sandbox_faults(serde_json::json!({ "bill_wrong_hash": 1 }))
         .await
