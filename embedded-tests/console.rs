@@ -478,3 +478,77 @@ async fn next_event(res: &mut reqwest::Response) -> serde_json::Value {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// The status of `GET /` for `client`'s session: 200 signed in, 303 not.
+async fn home_status(client: &Client, console: &str) -> StatusCode {
+    client
+        .get(format!("{console}/"))
+        .send()
+        .await
+        .expect("get")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_in_the_users_file_ends_the_sessions_opened_with_the_old_one() {
+    let dir = TempDir::new();
+    let (stack, console) = start(&dir).await;
+    let olga = sign_in(&console, "olga", OPERATOR_PASSWORD).await;
+    let vera = sign_in(&console, "vera", VIEWER_PASSWORD).await;
+    assert_eq!(home_status(&vera, &console).await, StatusCode::OK);
+
+    // Vera's password is changed in the file (a new hash, as add-user makes
+    // it); Olga's entry is left as it was.
+    const NEW_PASSWORD: &str = "viewer-password-new-1";
+    let scratch = dir.0.join("scratch.toml");
+    add_user(
+        &scratch,
+        &NewUser {
+            name: "vera".into(),
+            role: Role::Viewer,
+            merchants: None,
+            password: NEW_PASSWORD.into(),
+        },
+    )
+    .expect("scratch users file");
+    let hash_of = |text: &str| -> String {
+        let table: toml::Table = text.parse().expect("users TOML");
+        table["user"]
+            .as_array()
+            .expect("[[user]]")
+            .iter()
+            .find(|u| u["name"].as_str() == Some("vera"))
+            .and_then(|u| u["password_hash"].as_str())
+            .expect("vera's hash")
+            .to_owned()
+    };
+    let users_file = dir.0.join("users.toml");
+    let text = std::fs::read_to_string(&users_file).expect("users file");
+    let old = hash_of(&text);
+    let new = hash_of(&std::fs::read_to_string(&scratch).expect("scratch"));
+    assert_ne!(old, new);
+    std::fs::write(&users_file, text.replace(&old, &new)).expect("rewrite the users file");
+
+    // The console reads the file again within a few seconds; from then on
+    // Vera's old session is sent to sign in, Olga's still works.
+    let mut ended = false;
+    for _ in 0..100 {
+        if home_status(&vera, &console).await == StatusCode::SEE_OTHER {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ended,
+        "the session opened with the old password still works"
+    );
+    assert_eq!(
+        home_status(&olga, &console).await,
+        StatusCode::OK,
+        "a user whose password did not change stays signed in"
+    );
+    let vera = sign_in(&console, "vera", NEW_PASSWORD).await;
+    assert_eq!(home_status(&vera, &console).await, StatusCode::OK);
+    stack.stop().await.expect("stop");
+}

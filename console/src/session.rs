@@ -44,6 +44,10 @@ pub fn cookie_name(secure: bool) -> &'static str {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionClaims {
     user: String,
+    /// The user's [`User::credential_stamp`] at sign-in: changing the
+    /// password in the users file ends the sessions opened with the old one.
+    #[serde(default)]
+    stamp: String,
     csrf: String,
     /// Unix seconds.
     expires: i64,
@@ -69,9 +73,10 @@ impl Signed {
 }
 
 /// Seals a new session for `user` into `jar`.
-pub fn start(jar: PrivateCookieJar, user: &str, secure: bool) -> PrivateCookieJar {
+pub fn start(jar: PrivateCookieJar, user: &User, secure: bool) -> PrivateCookieJar {
     let claims = SessionClaims {
-        user: user.to_owned(),
+        user: user.name.clone(),
+        stamp: user.credential_stamp().to_owned(),
         csrf: random_token(),
         expires: chrono::Utc::now().timestamp() + SESSION_HOURS * 3600,
     };
@@ -152,6 +157,13 @@ where
         let Some(user) = app.users.get(&claims.user) else {
             return Err(rejection());
         };
+        if !bool::from(
+            user.credential_stamp()
+                .as_bytes()
+                .ct_eq(claims.stamp.as_bytes()),
+        ) {
+            return Err(rejection());
+        }
         Ok(Signed {
             user,
             csrf: claims.csrf,

@@ -58,6 +58,18 @@ pub struct User {
     password_hash: String,
 }
 
+impl User {
+    /// What a session remembers of the password it was opened with: the
+    /// hash's salt, new with every password. A session whose stamp no longer
+    /// matches was opened before the password changed and is refused.
+    pub fn credential_stamp(&self) -> &str {
+        self.password_hash
+            .split('$')
+            .nth(4)
+            .unwrap_or(&self.password_hash)
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")

@@ -92,7 +92,7 @@ pub async fn submit(
                 role = user.role.as_str(),
                 "console sign-in"
             );
-            let jar = session::start(jar, &user.name, state.secure_cookie);
+            let jar = session::start(jar, &user, state.secure_cookie);
             Ok((jar, Redirect::to(safe_next(&c.next))).into_response())
         }
         None => {
