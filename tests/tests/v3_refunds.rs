@@ -287,10 +287,17 @@ async fn a_v3_order_refunded_in_two_parts_settles_by_v3_notifications_and_the_ne
             format!("{}/wechat/v3/refund/notify", stack.gateway_url),
             "{at_wechat}"
         );
-        let deliveries = stack
-            .sandbox_get(&format!("/sandbox/refunds/{r}/notifications"))
-            .await
-            .expect("the refund's deliveries");
+        // WeChat records a delivery when the gateway has answered it, which can
+        // be a moment after the gateway published the change the stream showed.
+        let path = format!("/sandbox/refunds/{r}/notifications");
+        let (stack, path) = (&stack, &path);
+        let delivered = || async move { stack.sandbox_get(path).await.unwrap_or_default() };
+        eventually(
+            &format!("{r}: WeChat recorded its delivery"),
+            || async move { delivered().await.as_array().is_some_and(|a| !a.is_empty()) },
+        )
+        .await;
+        let deliveries = delivered().await;
         assert_eq!(
             deliveries[0]["http_status"], 204,
             "{r}: the gateway took it: {deliveries}"
