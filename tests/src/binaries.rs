@@ -49,17 +49,19 @@ pub const PRODUCT: &str = "wxpay";
 /// before `cargo test`, so there this is a no-op.
 pub fn build_binaries() -> anyhow::Result<()> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| cargo_build(&BINARIES))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    build_once(&BUILT, &BINARIES)
 }
 
 /// [`build_binaries`] for [`PRODUCT`], once per test process.
 pub fn build_product() -> anyhow::Result<()> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| cargo_build(&[PRODUCT]))
+    build_once(&BUILT, &[PRODUCT])
+}
+
+/// [`cargo_build`] at most once per `built`; later calls repeat its outcome.
+fn build_once(built: &OnceLock<Result<(), String>>, packages: &[&str]) -> anyhow::Result<()> {
+    built
+        .get_or_init(|| cargo_build(packages))
         .clone()
         .map_err(anyhow::Error::msg)
 }

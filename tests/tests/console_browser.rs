@@ -54,25 +54,6 @@ impl Product {
     /// the operator `operator` and prints a one-time password.
     async fn start(users_file: Option<&Path>) -> Self {
         build_product().expect("the wxpay binary builds");
-        // A port chosen free can be taken before wxpay binds it (chromium
-        // and chromedriver pick ports of their own meanwhile, and the other
-        // test starts its product at the same time): start again on fresh
-        // ports then, a few times, and fail on anything else.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match Self::try_start(users_file).await {
-                Ok(product) => return product,
-                Err(log) if attempt < 4 && log.contains("Address already in use") => {
-                    eprintln!("wxpay lost a chosen port to another process; starting again");
-                }
-                Err(log) => panic!("wxpay did not start:\n{log}"),
-            }
-        }
-    }
-
-    /// One start on fresh ports: the product, or its output when it exited.
-    async fn try_start(users_file: Option<&Path>) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("wxpay-console-browser-")
             .tempdir()
@@ -108,10 +89,10 @@ impl Product {
                 break;
             }
             if let Some(status) = process.exited() {
-                return Err(format!(
+                panic!(
                     "wxpay exited ({status}) during start-up:\n{}",
                     process.log_tail()
-                ));
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -120,14 +101,14 @@ impl Product {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Self {
+        Self {
             process,
             dir,
             console: format!("http://{}", at(console)),
             payment: format!("http://{}", at(payment)),
             sandbox: format!("http://{}", at(sandbox)),
             http: reqwest::Client::new(),
-        })
+        }
     }
 
     /// The console's one-time password from the banner
